@@ -1,0 +1,20 @@
+"""The embedded default: one machine, no servers to install (SQLite, filesystem broker)."""
+
+import os
+
+from .base import *  # noqa: F403
+from .base import SECRET_KEY, VAR_DIR
+
+DEBUG = os.environ.get("DJANGO_DEBUG", "1").lower() in {"1", "true", "yes", "on"}
+
+if not SECRET_KEY:
+    # A per-checkout key kept under var/ (git-ignored), so sessions survive restarts and no
+    # secret ever lives in the repository.
+    _key_file = VAR_DIR / "secret_key"
+    if not _key_file.exists():
+        import secrets
+
+        VAR_DIR.mkdir(parents=True, exist_ok=True)
+        _key_file.write_text(secrets.token_urlsafe(50))
+        _key_file.chmod(0o600)
+    SECRET_KEY = _key_file.read_text().strip()

@@ -1,0 +1,425 @@
+"""The domain model.
+
+Rules that the schema itself enforces (see ARCHITECTURE.md, "Data rules"):
+- Labels are append-only. A correction, a lead's review or an annotator's undo is a *new* Label
+  that points at the one it supersedes; a label can be superseded at most once. The current
+  label of an image is derived (see `labeling.selectors.labels`).
+- An image's split (pool / validation) is fixed at import from its content hash, so the
+  validation split is frozen and every model version is measured on the same images.
+- A queue item is leased to at most `labels_needed` people at once, to each person at most once,
+  through partial unique constraints that PostgreSQL and SQLite both enforce.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Q
+
+User = settings.AUTH_USER_MODEL
+
+
+def validate_label_schema(schema: dict) -> None:
+    """A project's label schema.
+
+    {
+      "classes": [{"key": "normal", "name": "Normal", "hotkey": "1"},
+                  {"key": "disgusting", "name": "Disgusting", "hotkey": "2"}],
+      "positive": "disgusting",           # the rare class the models look for
+      "default": "normal",                # what grid mode pre-selects (the common class)
+      "subcategories": [{"key": "animal", "name": "Animal", "hotkey": "a"}, ...]   # optional,
+                                          # refine the positive class only
+    }
+    """
+    if not isinstance(schema, dict):
+        raise ValidationError("The label schema must be a JSON object.")
+    classes = schema.get("classes")
+    if not isinstance(classes, list) or len(classes) < 2:
+        raise ValidationError("The label schema needs at least two classes.")
+    keys: list[str] = []
+    hotkeys: list[str] = []
+    for entry in classes + list(schema.get("subcategories") or []):
+        if not isinstance(entry, dict) or not isinstance(entry.get("key"), str):
+            raise ValidationError("Each class and sub-category needs a string 'key'.")
+        key = entry["key"]
+        if not key or len(key) > 64 or not key.replace("_", "").replace("-", "").isalnum():
+            raise ValidationError(f"Invalid key {key!r}: use letters, digits, '-' or '_'.")
+        keys.append(key)
+        hotkey = entry.get("hotkey")
+        if hotkey is not None:
+            if not isinstance(hotkey, str) or len(hotkey) != 1:
+                raise ValidationError(f"Hotkey of {key!r} must be a single character.")
+            hotkeys.append(hotkey.lower())
+    if len(set(keys)) != len(keys):
+        raise ValidationError("Class and sub-category keys must be unique.")
+    if len(set(hotkeys)) != len(hotkeys):
+        raise ValidationError("Hotkeys must be unique.")
+    reserved = {" ", "s", "z", "u", "?"} & set(hotkeys)
+    if reserved:
+        raise ValidationError(f"Hotkeys {sorted(reserved)} are reserved (skip, undo, help).")
+    class_keys = [c["key"] for c in classes]
+    if schema.get("positive") not in class_keys:
+        raise ValidationError("'positive' must name one of the classes.")
+    if schema.get("default", class_keys[0]) not in class_keys:
+        raise ValidationError("'default' must name one of the classes.")
+
+
+def default_label_schema() -> dict:
+    return {
+        "classes": [
+            {"key": "normal", "name": "Normal", "hotkey": "1"},
+            {"key": "positive", "name": "Positive", "hotkey": "2"},
+        ],
+        "positive": "positive",
+        "default": "normal",
+        "subcategories": [],
+    }
+
+
+class Project(models.Model):
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=80, unique=True)
+    description = models.TextField(blank=True)
+    label_schema = models.JSONField(default=default_label_schema, validators=[validate_label_schema])
+    labels_per_item = models.PositiveSmallIntegerField(
+        default=1, help_text="Overlap k: how many different annotators label each item."
+    )
+    validation_fraction = models.FloatField(
+        default=0.1, help_text="Share of images frozen into the validation split at import."
+    )
+    blur_images = models.BooleanField(
+        default=True, help_text="Blur images until hovered or revealed (disturbing content)."
+    )
+    lease_seconds = models.PositiveIntegerField(default=600)
+    members = models.ManyToManyField(User, blank=True, related_name="projects")
+    active_model_version = models.ForeignKey(
+        "ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_by = models.ForeignKey(
+        User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        validate_label_schema(self.label_schema)
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise ValidationError({"validation_fraction": "Must be in [0, 1)."})
+        if self.labels_per_item < 1:
+            raise ValidationError({"labels_per_item": "At least one label per item."})
+
+    # Schema helpers ---------------------------------------------------------------------------
+    @property
+    def class_keys(self) -> list[str]:
+        return [c["key"] for c in self.label_schema["classes"]]
+
+    @property
+    def subcategory_keys(self) -> list[str]:
+        return [c["key"] for c in self.label_schema.get("subcategories") or []]
+
+    @property
+    def positive_class(self) -> str:
+        return self.label_schema["positive"]
+
+    @property
+    def default_class(self) -> str:
+        return self.label_schema.get("default", self.class_keys[0])
+
+    def split_for_hash(self, content_hash: str) -> str:
+        """Deterministic split from the content hash: the same image always lands the same."""
+        digest = hashlib.sha256(f"{self.pk}:{content_hash}".encode()).digest()
+        bucket = int.from_bytes(digest[:8], "big") / 2**64
+        return Image.Split.VALIDATION if bucket < self.validation_fraction else Image.Split.POOL
+
+
+def image_upload_path(instance: Image, filename: str) -> str:
+    ext = (instance.format or "bin").lower()
+    h = instance.content_hash
+    return f"images/{instance.project_id}/{h[:2]}/{h}.{ext}"
+
+
+def thumbnail_upload_path(instance: Image, filename: str) -> str:
+    h = instance.content_hash
+    return f"thumbs/{instance.project_id}/{h[:2]}/{h}.jpg"
+
+
+class Image(models.Model):
+    class Split(models.TextChoices):
+        POOL = "pool", "Pool"
+        VALIDATION = "validation", "Validation (frozen)"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="images")
+    content_hash = models.CharField(max_length=64, help_text="SHA-256 of the file's bytes.")
+    file = models.FileField(upload_to=image_upload_path, max_length=300)
+    thumbnail = models.FileField(upload_to=thumbnail_upload_path, max_length=300, blank=True)
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    format = models.CharField(max_length=10, help_text="Pillow format name: JPEG, PNG, ...")
+    byte_size = models.PositiveBigIntegerField()
+    source = models.CharField(max_length=500, blank=True, help_text="Original name or path.")
+    split = models.CharField(max_length=12, choices=Split.choices, default=Split.POOL)
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "content_hash"], name="image_unique_hash")
+        ]
+        indexes = [models.Index(fields=["project", "split"])]
+
+    def __str__(self) -> str:
+        return f"{self.source or self.content_hash[:12]} ({self.project_id})"
+
+
+class Queue(models.Model):
+    class Kind(models.TextChoices):
+        LABELING = "labeling", "Labeling (annotators)"
+        REVIEW = "review", "Re-review (leads only)"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="queues")
+    name = models.CharField(max_length=120)
+    kind = models.CharField(max_length=12, choices=Kind.choices, default=Kind.LABELING)
+    labels_per_item = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="Overrides the project's overlap k; empty = project's."
+    )
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["project", "kind", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "name"], name="queue_unique_name")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project} / {self.name}"
+
+    @property
+    def is_review(self) -> bool:
+        return self.kind == self.Kind.REVIEW
+
+    @property
+    def effective_labels_per_item(self) -> int:
+        if self.is_review:
+            return 1
+        return self.labels_per_item or self.project.labels_per_item
+
+
+class Strategy(models.TextChoices):
+    """Why an item was queued; every Label copies it so each strategy's yield is measurable."""
+
+    MANUAL = "manual", "Manual / imported"
+    COLD_START = "cold_start", "Cold-start recall"
+    CONFIDENCE_BAND = "confidence_band", "Confidence band"
+    LOSS_RANKED = "loss_ranked", "Loss-prediction top-K"
+    BAND_AND_LOSS = "band_and_loss", "Confidence band and loss top-K"
+    RANDOM_AUDIT = "random_audit", "Random audit"
+    NOISE_REVIEW = "noise_review", "Noise re-review (O2U)"
+
+
+class QueueItem(models.Model):
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        DONE = "done", "Done"
+        REMOVED = "removed", "Removed"
+
+    queue = models.ForeignKey(Queue, on_delete=models.CASCADE, related_name="items")
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="queue_items")
+    strategy = models.CharField(max_length=20, choices=Strategy.choices, default=Strategy.MANUAL)
+    priority = models.FloatField(default=0.0, help_text="Higher is served first.")
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.OPEN)
+    labels_needed = models.PositiveSmallIntegerField(default=1)
+    labels_done = models.PositiveSmallIntegerField(default=0)
+    details = models.JSONField(
+        default=dict, blank=True, help_text="What produced it: scores, O2U rank, job id, ..."
+    )
+    created_by = models.ForeignKey(
+        User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    done_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["queue", "image"], name="queueitem_unique_image"),
+            models.CheckConstraint(
+                condition=Q(labels_done__lte=models.F("labels_needed")),
+                name="queueitem_done_le_needed",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["queue", "status", "-priority", "id"], name="queueitem_next"),
+        ]
+
+    def __str__(self) -> str:
+        return f"item {self.pk} ({self.strategy}, {self.status})"
+
+
+class Lease(models.Model):
+    """One person's hold on one slot of a queue item, until it expires or is labeled."""
+
+    class State(models.TextChoices):
+        ACTIVE = "active", "Active"
+        COMPLETED = "completed", "Completed (labeled)"
+        EXPIRED = "expired", "Expired"
+        RELEASED = "released", "Released (skipped or undone)"
+
+    item = models.ForeignKey(QueueItem, on_delete=models.CASCADE, related_name="leases")
+    annotator = models.ForeignKey(User, on_delete=models.CASCADE, related_name="leases")
+    slot = models.PositiveSmallIntegerField(default=0)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.ACTIVE)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            # The race guard of last resort: one active holder per slot...
+            models.UniqueConstraint(
+                fields=["item", "slot"],
+                condition=Q(state="active"),
+                name="lease_one_active_per_slot",
+            ),
+            # ...and one person never holds or completes the same item twice (overlap k means
+            # k *different* annotators).
+            models.UniqueConstraint(
+                fields=["item", "annotator"],
+                condition=Q(state__in=["active", "completed"]),
+                name="lease_one_per_annotator",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["annotator", "state"]),
+            models.Index(fields=["state", "expires_at"]),
+        ]
+
+
+class Label(models.Model):
+    class Kind(models.TextChoices):
+        ANNOTATION = "annotation", "Annotation"
+        CORRECTION = "correction", "Lead correction (flip)"
+        CONFIRMATION = "confirmation", "Lead confirmation"
+        RETRACTION = "retraction", "Retraction (undo)"
+        IMPORTED = "imported", "Imported"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="labels")
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="labels")
+    annotator = models.ForeignKey(User, on_delete=models.PROTECT, related_name="labels")
+    kind = models.CharField(max_length=12, choices=Kind.choices, default=Kind.ANNOTATION)
+    value = models.CharField(max_length=64, blank=True, help_text="Class key; empty for undo.")
+    subcategory = models.CharField(max_length=64, blank=True)
+    supersedes = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="superseded_by",
+    )
+    queue = models.ForeignKey(Queue, null=True, blank=True, on_delete=models.SET_NULL)
+    queue_item = models.ForeignKey(
+        QueueItem, null=True, blank=True, on_delete=models.SET_NULL, related_name="labels"
+    )
+    strategy = models.CharField(max_length=20, choices=Strategy.choices, blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    client_id = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="Idempotency key from the browser, so a retried submit is stored once.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["supersedes"],
+                condition=Q(supersedes__isnull=False),
+                name="label_superseded_once",
+            ),
+            models.UniqueConstraint(
+                fields=["annotator", "client_id"],
+                condition=~Q(client_id=""),
+                name="label_unique_client_id",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["project", "image"]),
+            models.Index(fields=["project", "annotator", "created_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.value!r} on image {self.image_id} by {self.annotator_id}"
+
+    def save(self, *args, **kwargs):
+        # Append-only: an existing label is never rewritten.
+        if self.pk is not None and not kwargs.pop("_allow_update", False):
+            raise ValidationError("Labels are append-only; write a new Label that supersedes it.")
+        super().save(*args, **kwargs)
+
+
+def checkpoint_upload_path(instance: ModelVersion, filename: str) -> str:
+    return f"models/{instance.project_id}/{filename}"
+
+
+class ModelVersion(models.Model):
+    """A trained classifier (a cascade) and its metrics on the project's frozen validation split."""
+
+    class Status(models.TextChoices):
+        TRAINING = "training", "Training"
+        READY = "ready", "Ready"
+        FAILED = "failed", "Failed"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="model_versions")
+    name = models.CharField(max_length=120)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.TRAINING)
+    checkpoint = models.FileField(upload_to=checkpoint_upload_path, max_length=300, blank=True)
+    config = models.JSONField(default=dict, blank=True)
+    class_keys = models.JSONField(default=list, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    data_snapshot = models.JSONField(default=dict, blank=True)
+    pr_curve = models.FileField(upload_to=checkpoint_upload_path, max_length=300, blank=True)
+    training_seconds = models.FloatField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    promoted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "name"], name="modelversion_unique_name")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project} / {self.name}"
+
+
+class Score(models.Model):
+    """A model version's output for one image. Written in bulk by scoring jobs (upserts)."""
+
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="scores")
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="scores")
+    stage1 = models.FloatField(help_text="Stage-1 probability of the positive class.")
+    stage2 = models.FloatField(null=True, blank=True)
+    score = models.FloatField(help_text="Cascade score used for ranking (min of the stages).")
+    decision = models.BooleanField(default=False, help_text="stage1 AND stage2 positive.")
+    predicted_loss = models.FloatField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["image", "model_version"], name="score_unique")
+        ]
+        indexes = [
+            models.Index(fields=["model_version", "score"]),
+            models.Index(fields=["model_version", "predicted_loss"]),
+        ]

@@ -1,0 +1,38 @@
+"""The three roles, as Django groups. Permissions follow the table in ARCHITECTURE.md.
+
+A person's role is the highest group they belong to (superusers count as engineers). Project
+access is separate: annotators and leads see only the projects they are members of.
+"""
+
+from enum import StrEnum
+
+
+class Role(StrEnum):
+    ANNOTATOR = "annotator"
+    LEAD = "lead"
+    ENGINEER = "engineer"
+
+
+ROLE_ORDER = [Role.ANNOTATOR, Role.LEAD, Role.ENGINEER]
+
+
+def user_role(user) -> Role | None:
+    """Highest role of a user, or None for an anonymous user or one with no role."""
+    if not getattr(user, "is_authenticated", False) or not user.is_active:
+        return None
+    if user.is_superuser:
+        return Role.ENGINEER
+    names = getattr(user, "_cached_role_names", None)
+    if names is None:
+        names = set(user.groups.values_list("name", flat=True))
+        user._cached_role_names = names
+    for role in reversed(ROLE_ORDER):
+        if role.value in names:
+            return role
+    return None
+
+
+def has_role(user, minimum: Role) -> bool:
+    """True when the user's role is at least `minimum` (engineer > lead > annotator)."""
+    role = user_role(user)
+    return role is not None and ROLE_ORDER.index(role) >= ROLE_ORDER.index(minimum)
