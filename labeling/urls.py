@@ -1,7 +1,9 @@
-from django.urls import path
+"""Pages. Each area keeps its routes in its own module under labeling/views/."""
 
-from .views import pages
+from django.urls import include, path
 
 urlpatterns = [
-    path("", pages.home, name="home"),
+    path("api/v1/", include("labeling.api.urls")),
+    path("", include("labeling.views.annotate_urls")),
+    path("", include("labeling.views.import_urls")),
 ]

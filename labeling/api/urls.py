@@ -1,0 +1,8 @@
+"""REST API root (/api/v1/). Each area keeps its routes in its own module."""
+
+from django.urls import include, path
+
+urlpatterns = [
+    path("", include("labeling.api.core_urls")),
+    path("", include("labeling.api.queue_urls")),
+]

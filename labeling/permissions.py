@@ -1,0 +1,92 @@
+"""Every access rule in one place (ARCHITECTURE.md, "Roles").
+
+- annotator: label items leased to them, undo their own last labels, see their own throughput.
+- lead: everything an annotator can, plus the re-review queue, label history, model scores,
+  Grad-CAM and annotator quality, in projects they are members of.
+- engineer (or superuser): everything, in every project: import, configure, jobs, models, export.
+
+Pages use the decorators; the REST API uses the DRF permission classes; list endpoints scope
+their querysets with `projects_visible_to` (DRF checks object permissions on single objects only).
+"""
+
+from __future__ import annotations
+
+from functools import wraps
+
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from rest_framework.permissions import BasePermission
+
+from .models import Project
+from .roles import Role, has_role, user_role
+
+
+def projects_visible_to(user) -> QuerySet[Project]:
+    """Engineers see every project; everyone else only the projects they are members of."""
+    if user_role(user) is None:
+        return Project.objects.none()
+    if has_role(user, Role.ENGINEER):
+        return Project.objects.all()
+    return Project.objects.filter(members=user)
+
+
+def can_view_project(user, project: Project) -> bool:
+    return projects_visible_to(user).filter(pk=project.pk).exists()
+
+
+def can_label(user, project: Project) -> bool:
+    return has_role(user, Role.ANNOTATOR) and can_view_project(user, project)
+
+
+def can_review(user, project: Project) -> bool:
+    """Re-review queues, label history of other people, model scores, Grad-CAM."""
+    return has_role(user, Role.LEAD) and can_view_project(user, project)
+
+
+def can_see_scores(user, project: Project) -> bool:
+    return can_review(user, project)
+
+
+def can_manage(user, project: Project | None = None) -> bool:
+    """Import, configure, jobs, model versions, export, users' roles."""
+    return has_role(user, Role.ENGINEER)
+
+
+# --- Page decorators --------------------------------------------------------------------------
+def role_required(minimum: Role):
+    """Anonymous users go to the login page; logged-in users below `minimum` get 403."""
+
+    def decorator(view):
+        @wraps(view)
+        def wrapper(request, *args, **kwargs):
+            if not request.user.is_authenticated:
+                return redirect_to_login(request.get_full_path())
+            if not has_role(request.user, minimum):
+                raise PermissionDenied
+            return view(request, *args, **kwargs)
+
+        return wrapper
+
+    return decorator
+
+
+# --- DRF permission classes -------------------------------------------------------------------
+class _RoleAtLeast(BasePermission):
+    minimum: Role = Role.ANNOTATOR
+    message = "Your role does not allow this."
+
+    def has_permission(self, request, view) -> bool:
+        return has_role(request.user, self.minimum)
+
+
+class IsAnnotator(_RoleAtLeast):
+    minimum = Role.ANNOTATOR
+
+
+class IsLead(_RoleAtLeast):
+    minimum = Role.LEAD
+
+
+class IsEngineer(_RoleAtLeast):
+    minimum = Role.ENGINEER
