@@ -42,7 +42,16 @@ class LeaseAdmin(admin.ModelAdmin):
 class LabelAdmin(admin.ModelAdmin):
     """Read-only: labels are append-only and corrected only by new labels."""
 
-    list_display = ("id", "project", "image", "annotator", "kind", "value", "strategy", "created_at")
+    list_display = (
+        "id",
+        "project",
+        "image",
+        "annotator",
+        "kind",
+        "value",
+        "strategy",
+        "created_at",
+    )
     list_filter = ("project", "kind", "strategy")
     raw_id_fields = ("image", "supersedes", "queue_item")
 

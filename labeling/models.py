@@ -83,7 +83,9 @@ class Project(models.Model):
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=80, unique=True)
     description = models.TextField(blank=True)
-    label_schema = models.JSONField(default=default_label_schema, validators=[validate_label_schema])
+    label_schema = models.JSONField(
+        default=default_label_schema, validators=[validate_label_schema]
+    )
     labels_per_item = models.PositiveSmallIntegerField(
         default=1, help_text="Overlap k: how many different annotators label each item."
     )

@@ -6,4 +6,6 @@ urlpatterns = [
     path("api/v1/", include("labeling.api.urls")),
     path("", include("labeling.views.annotate_urls")),
     path("", include("labeling.views.import_urls")),
+    path("", include("labeling.views.admin_urls")),
+    path("", include("labeling.views.engineer_urls")),
 ]

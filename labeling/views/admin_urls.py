@@ -1,0 +1,2 @@
+# Engineers' pages: users' roles.
+urlpatterns: list = []
