@@ -227,3 +227,7 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
 }
+CELERY_TASK_ROUTES = {"labeling.tasks.ml_*": {"queue": "ml"}}
+CELERY_BEAT_SCHEDULE = {
+    "expire-leases": {"task": "labeling.tasks.leases_expire", "schedule": 60.0},
+}
