@@ -73,3 +73,9 @@ class ScoreAdmin(admin.ModelAdmin):
     list_display = ("image", "model_version", "stage1", "stage2", "score", "decision")
     list_filter = ("model_version",)
     raw_id_fields = ("image",)
+
+
+@admin.register(models.Job)
+class JobAdmin(admin.ModelAdmin):
+    list_display = ("id", "project", "kind", "status", "stage", "percent", "created_at")
+    list_filter = ("project", "kind", "status")

@@ -303,6 +303,9 @@ class Lease(models.Model):
             models.Index(fields=["state", "expires_at"]),
         ]
 
+    def __str__(self) -> str:
+        return f"lease {self.pk} of item {self.item_id} slot {self.slot} ({self.state})"
+
 
 class Label(models.Model):
     class Kind(models.TextChoices):
@@ -425,3 +428,81 @@ class Score(models.Model):
             models.Index(fields=["model_version", "score"]),
             models.Index(fields=["model_version", "predicted_loss"]),
         ]
+
+    def __str__(self) -> str:
+        return f"score {self.score:.3f} of image {self.image_id} by {self.model_version_id}"
+
+
+class Job(models.Model):
+    """A background job (Celery) with progress the browser can poll, and a cancel switch."""
+
+    class Kind(models.TextChoices):
+        COLD_START = "cold_start", "Cold-start recall"
+        SCORE_POOL = "score_pool", "Score the pool"
+        SELECT = "select", "Fill the labeling queue"
+        DETECT_NOISE = "detect_noise", "Noise detection (O2U)"
+        TRAIN_CASCADE = "train_cascade", "Train the cascade"
+        IMPORT = "import", "Import images"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="jobs")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    params = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    stage = models.CharField(max_length=120, blank=True)
+    percent = models.FloatField(default=0.0)
+    log = models.JSONField(default=list, blank=True, help_text="Recent log lines.")
+    error = models.TextField(blank=True)
+    result = models.JSONField(default=dict, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    model_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
+    )
+    created_by = models.ForeignKey(
+        User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["project", "kind", "status"])]
+
+    def __str__(self) -> str:
+        return f"{self.kind} #{self.pk} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in {self.Status.SUCCEEDED, self.Status.FAILED, self.Status.CANCELLED}
+
+
+class JobShard(models.Model):
+    """One bounded chunk of a sharded job (pool scoring): an upsert key and a status guard."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        DONE = "done", "Done"
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="shards")
+    index = models.PositiveIntegerField()
+    image_ids = models.JSONField(default=list)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["job", "index"], name="jobshard_unique_index")
+        ]
+
+    def __str__(self) -> str:
+        return f"shard {self.index} of job {self.job_id} ({self.status})"
