@@ -1,0 +1,91 @@
+"""Users, their role and the projects they belong to (engineers manage these).
+
+A role is a Django group (labeling.roles); a person holds exactly one of the three role groups,
+or none (then they can do nothing). Project membership is what scopes annotators and leads to
+their projects; engineers see every project whatever their membership.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from django.contrib.auth.models import Group, User
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
+
+from labeling.models import Project
+from labeling.roles import ROLE_ORDER, Role, has_role, user_role
+
+
+def _require_engineer(by: User) -> None:
+    # Views check this too; the service refuses on its own so a new caller cannot skip it.
+    if not has_role(by, Role.ENGINEER):
+        raise PermissionDenied("Only engineers manage users' roles and project membership.")
+
+
+def _parse_role(role: Role | str | None) -> Role | None:
+    if role in (None, ""):
+        return None
+    try:
+        return Role(role)
+    except ValueError as exc:
+        allowed = ", ".join(r.value for r in ROLE_ORDER)
+        raise ValidationError(f"Unknown role {role!r}; use one of: {allowed}, or none.") from exc
+
+
+@transaction.atomic
+def user_role_set(*, user: User, role: Role | str | None, by: User) -> User:
+    """Make `role` the user's only role group (None removes every role)."""
+    _require_engineer(by)
+    new_role = _parse_role(role)
+    if user.is_superuser and new_role != Role.ENGINEER:
+        raise ValidationError("A superuser is always an engineer; change that in the admin.")
+    if user.pk == by.pk and new_role != Role.ENGINEER:
+        # Otherwise the last engineer could lock everyone out of the users' page.
+        raise ValidationError("You cannot remove your own engineer role.")
+    role_groups = Group.objects.filter(name__in=[r.value for r in ROLE_ORDER])
+    user.groups.remove(*role_groups)
+    if new_role is not None:
+        user.groups.add(Group.objects.get(name=new_role.value))
+    user.__dict__.pop("_cached_role_names", None)
+    return user
+
+
+@transaction.atomic
+def user_create(
+    *,
+    username: str,
+    password: str,
+    role: Role | str | None,
+    by: User,
+    email: str = "",
+    projects: Iterable[Project] = (),
+) -> User:
+    """A new active user with a role and project memberships; the password is validated."""
+    _require_engineer(by)
+    new_role = _parse_role(role)
+    user = User(username=username, email=email)
+    user.set_password(password)
+    # full_clean checks the username (characters, uniqueness) and the e-mail.
+    user.full_clean(exclude=["password"])
+    from django.contrib.auth.password_validation import validate_password
+
+    validate_password(password, user)
+    user.save()
+    if new_role is not None:
+        user.groups.add(Group.objects.get(name=new_role.value))
+    user.projects.set(list(projects))
+    return user
+
+
+@transaction.atomic
+def user_projects_set(*, user: User, projects: Iterable[Project], by: User) -> User:
+    """Replace the set of projects the user is a member of."""
+    _require_engineer(by)
+    user.projects.set(list(projects))
+    return user
+
+
+def user_role_name(user: User) -> str:
+    role = user_role(user)
+    return role.value if role else ""
