@@ -1,0 +1,162 @@
+"""Reads of the label history: active labels, an image's current label, stats and quality.
+
+The current label of an image is derived from its append-only history, by one rule that every
+reader shares (`_current_of`):
+1. Active labels are those no other label supersedes, minus retractions (undo).
+2. If a lead's CORRECTION or CONFIRMATION is active, the latest of them wins.
+3. Otherwise the majority value of the active ANNOTATION and IMPORTED labels wins; a tie goes
+   to the value labeled most recently.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from datetime import timedelta
+
+from django.contrib.auth.models import User
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
+from django.utils import timezone
+
+from labeling.models import Image, Label, Project, Queue, QueueItem
+
+LEAD_KINDS = (Label.Kind.CORRECTION, Label.Kind.CONFIRMATION)
+VOTE_KINDS = (Label.Kind.ANNOTATION, Label.Kind.IMPORTED)
+
+
+def labels_active(*, project: Project | None = None, image: Image | None = None) -> QuerySet[Label]:
+    """Labels nobody superseded, without retractions."""
+    qs = Label.objects.filter(superseded_by__isnull=True).exclude(kind=Label.Kind.RETRACTION)
+    if project is not None:
+        qs = qs.filter(project=project)
+    if image is not None:
+        qs = qs.filter(image=image)
+    return qs
+
+
+def _current_of(rows: list[tuple]) -> tuple | None:
+    """rows: (id, kind, value, created_at) of one image's active labels, in (created_at, id)
+    order. Returns the row that decides the image's current label."""
+    lead = [row for row in rows if row[1] in LEAD_KINDS]
+    if lead:
+        return lead[-1]
+    votes = [row for row in rows if row[1] in VOTE_KINDS]
+    if not votes:
+        return None
+    counts = Counter(row[2] for row in votes)
+    top = max(counts.values())
+    # The latest row whose value has the top count: the tie-break by recency falls out of the
+    # ordering.
+    for row in reversed(votes):
+        if counts[row[2]] == top:
+            return row
+    return None  # unreachable: some vote has the top count
+
+
+def image_current_label(*, image: Image) -> Label | None:
+    """The label that decides the image's current value (see the module docstring)."""
+    rows = list(
+        labels_active(image=image)
+        .order_by("created_at", "id")
+        .values_list("id", "kind", "value", "created_at")
+    )
+    row = _current_of(rows)
+    return None if row is None else Label.objects.get(pk=row[0])
+
+
+def current_labels(*, project: Project, split: str | None = None) -> dict[int, str]:
+    """{image id: current value} for every image of the project that has one.
+
+    One query over the active labels (two small columns each), then the shared rule in Python:
+    about a second for 100k images, and exactly the rule `image_current_label` applies.
+    """
+    qs = labels_active(project=project)
+    if split is not None:
+        qs = qs.filter(image__split=split)
+    by_image: dict[int, list[tuple]] = defaultdict(list)
+    for image_id, pk, kind, value, created_at in qs.order_by("created_at", "id").values_list(
+        "image_id", "id", "kind", "value", "created_at"
+    ):
+        by_image[image_id].append((pk, kind, value, created_at))
+    result: dict[int, str] = {}
+    for image_id, rows in by_image.items():
+        row = _current_of(rows)
+        if row is not None:
+            result[image_id] = row[2]
+    return result
+
+
+def label_history(*, image: Image) -> QuerySet[Label]:
+    """Every label of the image, retractions and superseded ones included, oldest first."""
+    return (
+        Label.objects.filter(image=image)
+        .select_related("annotator", "supersedes", "queue")
+        .order_by("created_at", "id")
+    )
+
+
+def _not_retracted() -> Q:
+    return ~Q(superseded_by__kind=Label.Kind.RETRACTION)
+
+
+def annotator_stats(*, project: Project, annotator: User, window_minutes: int = 10) -> dict:
+    """The annotator's own throughput: annotations (undone ones excluded) in the project, in
+    the last `window_minutes`, and that window's rate per minute."""
+    window_minutes = max(1, int(window_minutes))
+    since = timezone.now() - timedelta(minutes=window_minutes)
+    counts = (
+        Label.objects.filter(project=project, annotator=annotator, kind=Label.Kind.ANNOTATION)
+        .filter(_not_retracted())
+        .aggregate(total=Count("id"), last_window=Count("id", filter=Q(created_at__gte=since)))
+    )
+    return {
+        "total": counts["total"],
+        "last_window": counts["last_window"],
+        "per_minute": round(counts["last_window"] / window_minutes, 2),
+        "window_minutes": window_minutes,
+    }
+
+
+def annotator_quality(*, project: Project) -> list[dict]:
+    """Per annotator: annotations (undone ones excluded), how many of them sit on an image in a
+    re-review queue (flagged), and how many a lead's correction contradicted (overturned).
+
+    Departure from "superseded by a CORRECTION": with overlap k > 1 a correction supersedes one
+    label (the image's current one), yet every annotator who gave that value was overturned, so
+    an annotation counts as overturned when a later CORRECTION on its image has another value.
+    With k = 1 both readings give the same number.
+    """
+    in_review = QueueItem.objects.filter(
+        queue__kind=Queue.Kind.REVIEW, queue__project=project, image=OuterRef("image")
+    )
+    corrected = Label.objects.filter(
+        image=OuterRef("image"),
+        kind=Label.Kind.CORRECTION,
+        created_at__gte=OuterRef("created_at"),
+    ).exclude(value=OuterRef("value"))
+    rows = (
+        Label.objects.filter(project=project, kind=Label.Kind.ANNOTATION)
+        .filter(_not_retracted())
+        .alias(is_flagged=Exists(in_review), is_overturned=Exists(corrected))
+        .values("annotator")
+        .annotate(
+            labels=Count("id"),
+            flagged=Count("id", filter=Q(is_flagged=True)),
+            overturned=Count("id", filter=Q(is_overturned=True)),
+        )
+        .order_by("annotator")
+    )
+    rows = list(rows)
+    users = User.objects.in_bulk([row["annotator"] for row in rows])
+    result = [
+        {
+            "annotator": users[row["annotator"]],
+            "annotator_id": row["annotator"],
+            "username": users[row["annotator"]].username,
+            "labels": row["labels"],
+            "flagged": row["flagged"],
+            "overturned": row["overturned"],
+        }
+        for row in rows
+    ]
+    result.sort(key=lambda entry: entry["username"])
+    return result

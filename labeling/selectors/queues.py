@@ -1,0 +1,70 @@
+"""Reads of queues: progress, the queues a person may work in, items and leases."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.contrib.auth.models import User
+from django.db.models import Count, Q, QuerySet
+from django.utils import timezone
+
+from labeling.models import Lease, Project, Queue, QueueItem
+from labeling.permissions import can_label, can_review
+
+
+def queue_progress(*, queue: Queue, now: datetime | None = None) -> dict:
+    """Item counts of a queue: open, done, total (open + done), removed, and leased (open items
+    someone holds an unexpired lease on)."""
+    now = now or timezone.now()
+    counts = QueueItem.objects.filter(queue=queue).aggregate(
+        open=Count("id", filter=Q(status=QueueItem.Status.OPEN)),
+        done=Count("id", filter=Q(status=QueueItem.Status.DONE)),
+        removed=Count("id", filter=Q(status=QueueItem.Status.REMOVED)),
+    )
+    leased = (
+        Lease.objects.filter(
+            item__queue=queue,
+            item__status=QueueItem.Status.OPEN,
+            state=Lease.State.ACTIVE,
+            expires_at__gt=now,
+        )
+        .values("item")
+        .distinct()
+        .count()
+    )
+    return {
+        "open": counts["open"],
+        "done": counts["done"],
+        "total": counts["open"] + counts["done"],
+        "removed": counts["removed"],
+        "leased": leased,
+    }
+
+
+def queues_for_user(*, project: Project, user: User) -> QuerySet[Queue]:
+    """Active queues of the project the user may work in (review queues for leads only)."""
+    if not can_label(user, project):
+        return Queue.objects.none()
+    qs = Queue.objects.filter(project=project, is_active=True)
+    if not can_review(user, project):
+        qs = qs.filter(kind=Queue.Kind.LABELING)
+    return qs.order_by("kind", "name")
+
+
+def queue_items_list(*, queue: Queue, status: str | None = None) -> QuerySet[QueueItem]:
+    """Items of a queue in serving order, with their image."""
+    qs = QueueItem.objects.filter(queue=queue).select_related("image")
+    if status is not None:
+        qs = qs.filter(status=status)
+    return qs.order_by("-priority", "id")
+
+
+def leases_active(
+    *, queue: Queue, annotator: User | None = None, now: datetime | None = None
+) -> QuerySet[Lease]:
+    """Unexpired active leases in a queue (of one annotator, if given), oldest first."""
+    now = now or timezone.now()
+    qs = Lease.objects.filter(item__queue=queue, state=Lease.State.ACTIVE, expires_at__gt=now)
+    if annotator is not None:
+        qs = qs.filter(annotator=annotator)
+    return qs.select_related("item__image").order_by("created_at", "id")

@@ -1,0 +1,343 @@
+"""Queues and leases: adding items, claiming them race-free, skipping, expiring.
+
+How a claim stays race-free
+---------------------------
+An item has `labels_needed` slots (overlap k; 1 in a review queue). A slot is used by an ACTIVE,
+unexpired lease or by a COMPLETED one (counted in `labels_done`). Every path that creates or
+completes a lease first locks the item row (`SELECT ... FOR UPDATE`), then re-reads the item's
+leases in a fresh statement and decides from what it sees, so two claimers never both see the
+same free slot. On PostgreSQL the candidate rows are locked with `SKIP LOCKED`: a claimer steps
+over items another claimer is deciding about instead of queueing behind it, so 1,000 people
+claiming at once do not serialise on the head of the queue. SQLite has no row locks; there every
+write transaction starts with `BEGIN IMMEDIATE` (config/settings/base.py), which serialises whole
+claims, so the same re-read is exact there too. The partial unique constraints on Lease (one active
+lease per slot, one active/completed lease per person and item) are the guard of last resort.
+
+Lock order, everywhere: item rows (ascending id) before lease rows, and the image row last (only
+label writes take it). The periodic expiry sweep skips rows that are locked instead of waiting,
+so it can never join a deadlock.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+
+from django.contrib.auth.models import User
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import Count, Exists, F, OuterRef, Q, Subquery, Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from labeling.models import Image, Label, Lease, Project, Queue, QueueItem, Strategy
+from labeling.permissions import can_label, can_review
+
+MAX_CLAIM = 200
+DEFAULT_QUEUE_NAMES = {Queue.Kind.LABELING: "Labeling", Queue.Kind.REVIEW: "Re-review"}
+# How many candidate rows one locking query takes beyond what is still needed: a few spare rows
+# absorb items found full on re-read without another round trip.
+_CANDIDATE_SLACK = 4
+
+
+# --- Queues -----------------------------------------------------------------------------------
+@transaction.atomic
+def queue_get_or_create(*, project: Project, kind: str, name: str | None = None) -> Queue:
+    """The project's queue of that kind and name (default "Labeling" / "Re-review")."""
+    if kind not in Queue.Kind.values:
+        raise ValidationError({"kind": f"Unknown queue kind {kind!r}; use {Queue.Kind.values}."})
+    name = (name or DEFAULT_QUEUE_NAMES[Queue.Kind(kind)]).strip()
+    if not name or len(name) > 120:
+        raise ValidationError({"name": "A queue name needs 1 to 120 characters."})
+    queue, _created = Queue.objects.get_or_create(
+        project=project, name=name, defaults={"kind": kind}
+    )
+    if queue.kind != kind:
+        raise ValidationError(
+            {"name": f"Queue {name!r} already exists in this project as a {queue.kind} queue."}
+        )
+    return queue
+
+
+def _image_ids(images: Iterable[Image | int]) -> list[int]:
+    ids: list[int] = []
+    for image in images:
+        pk = image if isinstance(image, int) else getattr(image, "pk", None)
+        if not isinstance(pk, int):
+            raise ValidationError({"images": f"Not an image or image id: {image!r}."})
+        ids.append(pk)
+    return list(dict.fromkeys(ids))  # drop repeats, keep order
+
+
+def _finite(value, field: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError({field: f"{value!r} is not a number."}) from exc
+    if not math.isfinite(number):
+        raise ValidationError({field: "Must be a finite number."})
+    return number
+
+
+@transaction.atomic
+def queue_items_add(
+    *,
+    queue: Queue,
+    images: Iterable[Image | int],
+    strategy: str,
+    priority: float = 0.0,
+    details: dict | None = None,
+    created_by: User | None = None,
+    priorities: Mapping[int, float] | None = None,
+    details_by_image: Mapping[int, dict] | None = None,
+) -> int:
+    """Add images to a queue in bulk; images already in the queue are skipped. Returns how
+    many items were added.
+
+    `priority` and `details` apply to every new item; `priorities` / `details_by_image` (keyed by
+    image id) override them per image, so a selection job can queue a ranked list in one call.
+    """
+    if strategy not in Strategy.values:
+        raise ValidationError({"strategy": f"Unknown strategy {strategy!r}."})
+    default_priority = _finite(priority, "priority")
+    if details is not None and not isinstance(details, dict):
+        raise ValidationError({"details": "Details must be a JSON object."})
+    ids = _image_ids(images)
+    if not ids:
+        return 0
+    project_id = queue.project_id
+    found = dict(Image.objects.filter(pk__in=ids).values_list("pk", "project_id"))
+    missing = [pk for pk in ids if pk not in found]
+    if missing:
+        raise ValidationError({"images": f"No images with ids {missing[:20]}."})
+    foreign = [pk for pk in ids if found[pk] != project_id]
+    if foreign:
+        raise ValidationError({"images": f"Images {foreign[:20]} belong to another project."})
+    existing = set(
+        QueueItem.objects.filter(queue=queue, image_id__in=ids).values_list("image_id", flat=True)
+    )
+    labels_needed = queue.effective_labels_per_item
+    new_items = []
+    for pk in ids:
+        if pk in existing:
+            continue
+        item_priority = default_priority
+        if priorities is not None and pk in priorities:
+            item_priority = _finite(priorities[pk], "priorities")
+        item_details = details or {}
+        if details_by_image is not None and pk in details_by_image:
+            item_details = details_by_image[pk]
+            if not isinstance(item_details, dict):
+                raise ValidationError({"details_by_image": "Details must be JSON objects."})
+        new_items.append(
+            QueueItem(
+                queue=queue,
+                image_id=pk,
+                strategy=strategy,
+                priority=item_priority,
+                labels_needed=labels_needed,
+                details=item_details,
+                created_by=created_by,
+            )
+        )
+    # ignore_conflicts: a concurrent add of the same image is skipped, not an error.
+    QueueItem.objects.bulk_create(new_items, batch_size=2000, ignore_conflicts=True)
+    return len(new_items)
+
+
+# --- Leases -----------------------------------------------------------------------------------
+def _check_may_claim(*, queue: Queue, annotator: User) -> None:
+    project = queue.project
+    if not can_label(annotator, project):
+        raise PermissionDenied("You are not a labeling member of this project.")
+    if queue.is_review and not can_review(annotator, project):
+        raise PermissionDenied("Re-review queues are for leads.")
+
+
+def skip_cooldown(project: Project) -> timedelta:
+    """How long an item someone skipped (or undid and let go) stays away from them."""
+    return timedelta(seconds=project.lease_seconds)
+
+
+def _expire_stale(*, item_id: int, now: datetime) -> None:
+    Lease.objects.filter(item_id=item_id, state=Lease.State.ACTIVE, expires_at__lte=now).update(
+        state=Lease.State.EXPIRED, finished_at=now
+    )
+
+
+def lease_create_locked(
+    *, item: QueueItem, annotator: User, now: datetime, lease_seconds: int
+) -> Lease | None:
+    """A new active lease on `item` for `annotator`, or None when no slot is free.
+
+    The caller holds the item's row lock (that is what makes the re-read below exact). Stale
+    active leases of the item are marked expired on the way.
+    """
+    _expire_stale(item_id=item.pk, now=now)
+    if item.status != QueueItem.Status.OPEN:
+        return None
+    holding = list(
+        Lease.objects.filter(
+            item_id=item.pk, state__in=[Lease.State.ACTIVE, Lease.State.COMPLETED]
+        ).values_list("annotator_id", "slot", "state")
+    )
+    if any(annotator_id == annotator.pk for annotator_id, _slot, _state in holding):
+        return None
+    active = sum(1 for _a, _s, state in holding if state == Lease.State.ACTIVE)
+    if item.labels_done + active >= item.labels_needed:
+        return None
+    used = {slot for _a, slot, _s in holding}
+    free = [slot for slot in range(item.labels_needed) if slot not in used]
+    if not free:
+        return None
+    try:
+        with transaction.atomic():  # savepoint: a constraint hit must not poison the claim
+            return Lease.objects.create(
+                item=item,
+                annotator=annotator,
+                slot=free[0],
+                expires_at=now + timedelta(seconds=lease_seconds),
+            )
+    except IntegrityError:
+        # Cannot happen while every writer takes the item lock first; if one ever does not,
+        # the constraint wins and this item is simply not served to this person now.
+        return None
+
+
+def leases_own_active(*, queue: Queue, annotator: User, now: datetime) -> list[Lease]:
+    return list(
+        Lease.objects.select_related("item__image")
+        .filter(
+            item__queue=queue,
+            annotator=annotator,
+            state=Lease.State.ACTIVE,
+            expires_at__gt=now,
+            item__status=QueueItem.Status.OPEN,
+        )
+        .order_by("created_at", "id")
+    )
+
+
+def _claimable(*, queue: Queue, annotator: User, now: datetime):
+    """Open items with a free slot (as of this statement) that this person has not labeled,
+    does not hold, and did not just skip; in serving order."""
+    held = (
+        Lease.objects.filter(item=OuterRef("pk"), state=Lease.State.ACTIVE, expires_at__gt=now)
+        .order_by()
+        .values("item")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    mine = Lease.objects.filter(item=OuterRef("pk"), annotator=annotator).filter(
+        Q(state__in=[Lease.State.ACTIVE, Lease.State.COMPLETED])
+        | Q(
+            state=Lease.State.RELEASED,
+            finished_at__gt=now - skip_cooldown(queue.project),
+        )
+    )
+    my_labels = Label.objects.filter(
+        queue_item=OuterRef("pk"),
+        annotator=annotator,
+        kind=Label.Kind.ANNOTATION,
+        superseded_by__isnull=True,
+    )
+    return (
+        QueueItem.objects.filter(queue=queue, status=QueueItem.Status.OPEN)
+        .alias(held=Coalesce(Subquery(held), Value(0)))
+        .filter(labels_needed__gt=F("labels_done") + F("held"))
+        .exclude(Exists(mine))
+        .exclude(Exists(my_labels))
+        .order_by("-priority", "id")
+    )
+
+
+def queue_claim_next(
+    *, queue: Queue, annotator: User, count: int = 1, now: datetime | None = None
+) -> list[Lease]:
+    """The annotator's own unexpired leases in this queue (so reloading the page burns no
+    items), then new leases on the next items, up to `count` in all.
+
+    Returns every own active lease even when there are more than `count`, oldest first, then the
+    new ones in serving order (-priority, id). Leases carry `item` and `item.image` loaded.
+    """
+    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_CLAIM:
+        raise ValidationError({"count": f"Claim between 1 and {MAX_CLAIM} items."})
+    _check_may_claim(queue=queue, annotator=annotator)
+    if not queue.is_active:
+        raise ValidationError("This queue is paused; no items are served from it.")
+    now = now or timezone.now()
+    lease_seconds = queue.project.lease_seconds
+    with transaction.atomic():
+        own = leases_own_active(queue=queue, annotator=annotator, now=now)
+        needed = count - len(own)
+        new: list[Lease] = []
+        tried: set[int] = set()
+        while needed > 0:
+            candidates = list(
+                _claimable(queue=queue, annotator=annotator, now=now)
+                .exclude(pk__in=tried)
+                .select_for_update(skip_locked=True, of=("self",))[: needed + _CANDIDATE_SLACK]
+            )
+            if not candidates:
+                break
+            for item in candidates:
+                tried.add(item.pk)
+                if needed == 0:
+                    break
+                lease = lease_create_locked(
+                    item=item, annotator=annotator, now=now, lease_seconds=lease_seconds
+                )
+                if lease is not None:
+                    lease.item = item
+                    new.append(lease)
+                    needed -= 1
+        if new:
+            images = Image.objects.in_bulk([lease.item.image_id for lease in new])
+            for lease in new:
+                lease.item.image = images[lease.item.image_id]
+    return own + new
+
+
+@transaction.atomic
+def lease_skip(*, lease: Lease, annotator: User) -> None:
+    """Give a leased item back unlabeled: the slot frees at once for others, and this person
+    is not served the item again for `skip_cooldown` (the project's lease time)."""
+    if lease.annotator_id != annotator.pk:
+        raise PermissionDenied("That lease is not yours.")
+    QueueItem.objects.select_for_update().filter(pk=lease.item_id).first()
+    current = Lease.objects.select_for_update().get(pk=lease.pk)
+    if current.state == Lease.State.COMPLETED:
+        raise ValidationError("This item is already labeled; use undo to change your label.")
+    if current.state in (Lease.State.RELEASED,):
+        return  # skipping twice is harmless (a retried request)
+    # An expired lease is skipped too: it records that this person passed on the item.
+    current.state = Lease.State.RELEASED
+    current.finished_at = timezone.now()
+    current.save(update_fields=["state", "finished_at"])
+    lease.state, lease.finished_at = current.state, current.finished_at
+
+
+def leases_expire(*, now: datetime | None = None, batch_size: int = 5000) -> int:
+    """Mark every active lease past its expiry as expired (a periodic sweep). Returns how many.
+
+    Rows another transaction holds (a submit deciding about that very lease) are skipped, not
+    waited for; the next sweep or the next claim on that item gets them.
+    """
+    now = now or timezone.now()
+    total = 0
+    while True:
+        with transaction.atomic():
+            ids = list(
+                Lease.objects.filter(state=Lease.State.ACTIVE, expires_at__lte=now)
+                .order_by("id")
+                .select_for_update(skip_locked=True)
+                .values_list("pk", flat=True)[:batch_size]
+            )
+            if not ids:
+                return total
+            total += Lease.objects.filter(pk__in=ids, state=Lease.State.ACTIVE).update(
+                state=Lease.State.EXPIRED, finished_at=now
+            )
+        if len(ids) < batch_size:
+            return total
