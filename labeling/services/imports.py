@@ -1,0 +1,512 @@
+"""Importing images into a project: loose files, zip archives and server-side folders.
+
+Every file gets one line in the report (imported, duplicate, rejected or skipped, with a reason a
+person can act on) and a bad file never stops the rest of the batch: each image is written in its
+own transaction.
+
+What decides whether a file is an image is its content, as Pillow reads it, never its name: an
+SVG or an HTML page renamed `.jpg` is not identified by Pillow and is rejected. Accepted formats
+are the ones every browser displays in an <img> tag, so annotators can see what they label:
+JPEG (and MPO, the multi-picture JPEG some phone cameras write, stored as JPEG), PNG, WEBP, GIF
+and BMP. TIFF is refused on purpose: browsers do not display it, and Pillow's TIFF reader
+(libtiff, many compression codecs) is the largest decoder attack surface we would expose to
+uploads. Convert TIFF to PNG before import.
+
+Limits (config/settings/base.py): IMAGECLEAN_MAX_IMAGE_BYTES per file, IMAGECLEAN_MAX_IMAGE_PIXELS
+per image (Pillow's decompression-bomb guard, turned from a warning into a rejection), and for zip
+archives IMAGECLEAN_MAX_ZIP_MEMBERS and IMAGECLEAN_MAX_ZIP_UNCOMPRESSED_BYTES plus a per-member
+compression-ratio cap. Members are read through a bounded reader, so an archive whose headers lie
+about sizes still cannot make us hold more than one image's cap in memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import warnings
+import zipfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import IO, Any
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.core.files.base import ContentFile
+from django.db import IntegrityError, transaction
+from PIL import Image as PILImage
+from PIL import ImageOps, UnidentifiedImageError
+
+from labeling.models import Image, Project, Queue, QueueItem, Strategy
+from labeling.services.projects import project_default_queues_ensure
+
+# Pillow format name -> the format we store (and serve the Content-Type of).
+ALLOWED_FORMATS = {
+    "JPEG": "JPEG",
+    "MPO": "JPEG",
+    "PNG": "PNG",
+    "WEBP": "WEBP",
+    "GIF": "GIF",
+    "BMP": "BMP",
+}
+FORMAT_EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp"}
+# Real images are already compressed (PNG, JPEG, WEBP, GIF): zip shrinks them barely. A member
+# that inflates more than this is either a bomb or a near-blank bitmap; both are refused.
+DEFAULT_MAX_ZIP_RATIO = 100
+THUMBNAIL_QUALITY = 85
+
+
+class Status:
+    IMPORTED = "imported"
+    DUPLICATE = "duplicate"
+    REJECTED = "rejected"
+    SKIPPED = "skipped"
+
+
+@dataclass
+class ImportEntry:
+    name: str
+    status: str
+    reason: str = ""
+    image_id: int | None = None
+
+
+@dataclass
+class ImportReport:
+    entries: list[ImportEntry] = field(default_factory=list)
+    archive_errors: list[str] = field(default_factory=list)
+
+    def add(self, name: str, status: str, reason: str = "", image_id: int | None = None) -> None:
+        self.entries.append(ImportEntry(name, status, reason, image_id))
+
+    def extend(self, other: ImportReport) -> None:
+        self.entries.extend(other.entries)
+        self.archive_errors.extend(other.archive_errors)
+
+    def count(self, status: str) -> int:
+        return sum(1 for e in self.entries if e.status == status)
+
+    @property
+    def imported(self) -> int:
+        return self.count(Status.IMPORTED)
+
+    @property
+    def duplicates(self) -> int:
+        return self.count(Status.DUPLICATE)
+
+    @property
+    def rejected(self) -> int:
+        return self.count(Status.REJECTED)
+
+    @property
+    def skipped(self) -> int:
+        return self.count(Status.SKIPPED)
+
+    def summary(self) -> str:
+        text = (
+            f"{len(self.entries)} files: {self.imported} imported, {self.duplicates} duplicates, "
+            f"{self.rejected} rejected, {self.skipped} skipped"
+        )
+        if self.archive_errors:
+            text += f"; {len(self.archive_errors)} archive error(s)"
+        return text
+
+    def by_name(self) -> dict[str, ImportEntry]:
+        return {e.name: e for e in self.entries}
+
+
+class RejectedFile(Exception):
+    """A file that is not imported; the message is the reason shown to the engineer."""
+
+
+# --- Loose files ------------------------------------------------------------------------------
+def images_import(
+    *,
+    project: Project,
+    files: Iterable[tuple],
+    created_by: User | None = None,
+    source_prefix: str = "",
+    add_to_queue: bool = True,
+) -> ImportReport:
+    """Import `files`, an iterable of (name, bytes or binary file-like) or
+    (name, data, metadata dict) tuples. The metadata is stored on the new Image (the demo keeps
+    the dataset's true class there). Returns the per-file report."""
+    importer = _Importer(project=project, created_by=created_by, add_to_queue=add_to_queue)
+    for item in files:
+        name, data = item[0], item[1]
+        metadata = item[2] if len(item) > 2 else None
+        importer.import_one(f"{source_prefix}{name}", data, metadata=metadata)
+    return importer.report
+
+
+def images_import_zip(
+    *,
+    project: Project,
+    zip_file: str | os.PathLike | IO[bytes],
+    created_by: User | None = None,
+    add_to_queue: bool = True,
+    archive_name: str | None = None,
+) -> ImportReport:
+    """Import the images of a zip archive (nested folders are fine). A broken or non-zip
+    archive, or one over the member-count cap, is reported as an archive error."""
+    archive_name = archive_name or _name_of(zip_file)
+    importer = _Importer(project=project, created_by=created_by, add_to_queue=add_to_queue)
+    report = importer.report
+    try:
+        archive = zipfile.ZipFile(zip_file)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
+        report.archive_errors.append(
+            f"{archive_name}: not a readable zip archive ({exc}); nothing was imported from it."
+        )
+        return report
+    with archive:
+        members = archive.infolist()
+        max_members = settings.IMAGECLEAN_MAX_ZIP_MEMBERS
+        if len(members) > max_members:
+            report.archive_errors.append(
+                f"{archive_name}: {len(members)} entries, over the limit of {max_members}; "
+                "split the archive."
+            )
+            return report
+        budget = settings.IMAGECLEAN_MAX_ZIP_UNCOMPRESSED_BYTES
+        for member in members:
+            if member.is_dir():
+                continue
+            display = f"{archive_name}/{member.filename}"
+            try:
+                _check_member(member)
+            except _SkipMember as skip:
+                report.add(display, Status.SKIPPED, str(skip))
+                continue
+            except RejectedFile as exc:
+                report.add(display, Status.REJECTED, str(exc))
+                continue
+            if member.file_size > budget:
+                report.add(
+                    display,
+                    Status.REJECTED,
+                    "the archive's total uncompressed size would exceed "
+                    f"{_mb(settings.IMAGECLEAN_MAX_ZIP_UNCOMPRESSED_BYTES)}; split the archive.",
+                )
+                continue
+            try:
+                with archive.open(member) as stream:
+                    data = _read_bounded(stream, min(settings.IMAGECLEAN_MAX_IMAGE_BYTES, budget))
+            except RejectedFile as exc:
+                report.add(display, Status.REJECTED, str(exc))
+                continue
+            except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, ValueError) as exc:
+                # Bad CRC (headers lying about the content), unsupported compression, ...
+                report.add(display, Status.REJECTED, f"unreadable archive member ({exc}).")
+                continue
+            budget -= len(data)
+            importer.import_one(display, data)
+    return report
+
+
+def images_import_folder(
+    *,
+    project: Project,
+    path: str | os.PathLike,
+    recursive: bool = True,
+    created_by: User | None = None,
+    add_to_queue: bool = True,
+) -> ImportReport:
+    """Import every file under a server-side folder (hidden files and folders are skipped)."""
+    root = Path(path)
+    if not root.is_dir():
+        report = ImportReport()
+        report.archive_errors.append(f"{root}: not a folder.")
+        return report
+    importer = _Importer(project=project, created_by=created_by, add_to_queue=add_to_queue)
+    for file_path in _walk(root, recursive=recursive):
+        with open(file_path, "rb") as handle:
+            importer.import_one(str(file_path.relative_to(root)), handle)
+    return importer.report
+
+
+def uploads_import(
+    *,
+    project: Project,
+    uploads: Iterable[Any],
+    created_by: User | None = None,
+    add_to_queue: bool = True,
+) -> ImportReport:
+    """Import the files of one upload form: `.zip` files are opened as archives (and must be
+    real zips), anything else is treated as one image. Django's uploaded files are streamed
+    from memory or from a temporary file on disk, never read whole unless under the caps."""
+    report = ImportReport()
+    loose: list[tuple[str, Any]] = []
+    for upload in uploads:
+        name = os.path.basename(upload.name or "upload")
+        if name.lower().endswith(".zip"):
+            if upload.size > settings.IMAGECLEAN_MAX_UPLOAD_BYTES:
+                report.archive_errors.append(
+                    f"{name}: {_mb(upload.size)}, over the upload limit of "
+                    f"{_mb(settings.IMAGECLEAN_MAX_UPLOAD_BYTES)}; use `manage.py import_images`."
+                )
+                continue
+            report.extend(
+                images_import_zip(
+                    project=project,
+                    zip_file=upload,
+                    created_by=created_by,
+                    add_to_queue=add_to_queue,
+                    archive_name=name,
+                )
+            )
+        else:
+            loose.append((name, upload))
+    if loose:
+        report.extend(
+            images_import(
+                project=project, files=loose, created_by=created_by, add_to_queue=add_to_queue
+            )
+        )
+    return report
+
+
+# --- The per-file work --------------------------------------------------------------------------
+class _Importer:
+    def __init__(self, *, project: Project, created_by: User | None, add_to_queue: bool):
+        self.project = project
+        self.created_by = created_by
+        self.report = ImportReport()
+        self.seen: dict[str, str] = {}  # content hash -> first name in this batch
+        self.queue: Queue | None = None
+        if add_to_queue:
+            self.queue, _review = project_default_queues_ensure(project=project)
+
+    def import_one(self, name: str, data: bytes | IO[bytes], *, metadata=None) -> None:
+        try:
+            content = (
+                data
+                if isinstance(data, bytes | bytearray)
+                else _read_bounded(data, settings.IMAGECLEAN_MAX_IMAGE_BYTES)
+            )
+            self._import_bytes(name, bytes(content), metadata or {})
+        except RejectedFile as exc:
+            self.report.add(name, Status.REJECTED, str(exc))
+
+    def _import_bytes(self, name: str, content: bytes, metadata: dict) -> None:
+        if not content:
+            raise RejectedFile("empty file (0 bytes).")
+        if len(content) > settings.IMAGECLEAN_MAX_IMAGE_BYTES:
+            raise RejectedFile(_too_large(len(content)))
+        content_hash = hashlib.sha256(content).hexdigest()
+        if content_hash in self.seen:
+            self.report.add(
+                name, Status.DUPLICATE, f"same content as {self.seen[content_hash]} in this batch."
+            )
+            return
+        existing = Image.objects.filter(project=self.project, content_hash=content_hash).first()
+        if existing is not None:
+            self.seen[content_hash] = name
+            self.report.add(
+                name,
+                Status.DUPLICATE,
+                f"already in the project as image #{existing.pk} ({existing.source}).",
+                existing.pk,
+            )
+            return
+        decoded = decode_image(content)
+        self.seen[content_hash] = name
+        image = self._store(name, content, content_hash, decoded, metadata)
+        if image is None:
+            return
+        self.report.add(name, Status.IMPORTED, "", image.pk)
+
+    def _store(self, name, content, content_hash, decoded, metadata) -> Image | None:
+        image_format, width, height, thumbnail = decoded
+        image = Image(
+            project=self.project,
+            content_hash=content_hash,
+            width=width,
+            height=height,
+            format=image_format,
+            byte_size=len(content),
+            source=name[:500],
+            split=self.project.split_for_hash(content_hash),
+            metadata=metadata,
+        )
+        ext = FORMAT_EXTENSIONS[image_format]
+        image.file.save(f"{content_hash}.{ext}", ContentFile(content), save=False)
+        image.thumbnail.save(f"{content_hash}.jpg", ContentFile(thumbnail), save=False)
+        try:
+            with transaction.atomic():
+                image.save()
+                if self.queue is not None:
+                    QueueItem.objects.create(
+                        queue=self.queue,
+                        image=image,
+                        strategy=Strategy.MANUAL,
+                        labels_needed=self.queue.effective_labels_per_item,
+                        created_by=self.created_by,
+                        details={"source": "import"},
+                    )
+        except IntegrityError:
+            # A concurrent import stored the same content first; our copies are new files
+            # (storage never overwrites), so removing them loses nothing.
+            image.file.delete(save=False)
+            image.thumbnail.delete(save=False)
+            winner = Image.objects.filter(project=self.project, content_hash=content_hash).first()
+            self.report.add(
+                name,
+                Status.DUPLICATE,
+                "imported concurrently by another batch.",
+                winner.pk if winner else None,
+            )
+            return None
+        except BaseException:
+            image.file.delete(save=False)
+            image.thumbnail.delete(save=False)
+            raise
+        return image
+
+
+def decode_image(content: bytes) -> tuple[str, int, int, bytes]:
+    """Check that `content` is a complete image of an allowed format and size.
+
+    Returns (stored format, width, height, JPEG thumbnail bytes); raises RejectedFile.
+    Width and height are as displayed, after the EXIF orientation is applied.
+    """
+    max_pixels = settings.IMAGECLEAN_MAX_IMAGE_PIXELS
+    # Pillow's own guard: a warning above MAX_IMAGE_PIXELS, an error above twice that. We make
+    # both a rejection, and also compare the header's dimensions ourselves before decoding.
+    PILImage.MAX_IMAGE_PIXELS = max_pixels
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PILImage.DecompressionBombWarning)
+        try:
+            with PILImage.open(io.BytesIO(content)) as probe:
+                pillow_format = probe.format
+                if pillow_format not in ALLOWED_FORMATS:
+                    raise RejectedFile(
+                        f"{pillow_format} images are not accepted; use JPEG, PNG, WEBP, GIF or BMP."
+                    )
+                _check_pixels(probe.size, max_pixels)
+                probe.verify()  # structure and checksums, without decoding pixels
+            # verify() leaves the image unusable, and does not notice truncated pixel data:
+            # decode it fully from a fresh handle.
+            with PILImage.open(io.BytesIO(content)) as img:
+                img.load()
+                shown = ImageOps.exif_transpose(img)
+                width, height = shown.size
+                thumbnail = _thumbnail(shown)
+        except RejectedFile:
+            raise
+        except UnidentifiedImageError:
+            raise RejectedFile(
+                "not an image Pillow recognises (judged by content, not by the file name); "
+                "SVG, HTML and other documents are not accepted."
+            ) from None
+        except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning):
+            raise RejectedFile(
+                f"decompression bomb: more than {max_pixels:,} pixels declared."
+            ) from None
+        except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as exc:
+            raise RejectedFile(f"corrupt or truncated image ({exc}).") from None
+    return ALLOWED_FORMATS[pillow_format], width, height, thumbnail
+
+
+def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
+    width, height = size
+    if width <= 0 or height <= 0:
+        raise RejectedFile(f"invalid dimensions {width}x{height}.")
+    if width * height > max_pixels:
+        raise RejectedFile(
+            f"decompression bomb: {width}x{height} = {width * height:,} pixels, over the limit "
+            f"of {max_pixels:,}."
+        )
+
+
+def _thumbnail(img: PILImage.Image) -> bytes:
+    """A JPEG thumbnail; transparency is flattened onto white (JPEG has no alpha)."""
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        canvas = PILImage.new("RGB", rgba.size, (255, 255, 255))
+        canvas.paste(rgba, mask=rgba.getchannel("A"))
+        img = canvas
+    else:
+        img = img.convert("RGB")
+    size = settings.IMAGECLEAN_THUMBNAIL_SIZE
+    img.thumbnail((size, size), PILImage.Resampling.LANCZOS)
+    out = io.BytesIO()
+    img.save(out, format="JPEG", quality=THUMBNAIL_QUALITY, optimize=True)
+    return out.getvalue()
+
+
+# --- Helpers ------------------------------------------------------------------------------------
+class _SkipMember(Exception):
+    pass
+
+
+def _check_member(member: zipfile.ZipInfo) -> None:
+    name = member.filename.replace("\\", "/")
+    parts = PurePosixPath(name).parts
+    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        raise RejectedFile("absolute path inside the archive (refused: path traversal).")
+    if ".." in parts:
+        raise RejectedFile("'..' in the path inside the archive (refused: path traversal).")
+    if parts and parts[0] == "__MACOSX":
+        raise _SkipMember("macOS resource-fork folder.")
+    if any(part.startswith(".") for part in parts):
+        raise _SkipMember("hidden file.")
+    if member.flag_bits & 0x1:
+        raise RejectedFile("encrypted archive member.")
+    if member.file_size == 0:
+        raise RejectedFile("empty file (0 bytes).")
+    ratio_cap = getattr(settings, "IMAGECLEAN_MAX_ZIP_RATIO", DEFAULT_MAX_ZIP_RATIO)
+    ratio = member.file_size / max(member.compress_size, 1)
+    if ratio > ratio_cap:
+        raise RejectedFile(
+            f"compression ratio {ratio:,.0f}:1 (over {ratio_cap}:1) looks like a zip bomb."
+        )
+    if member.file_size > settings.IMAGECLEAN_MAX_IMAGE_BYTES:
+        raise RejectedFile(_too_large(member.file_size))
+
+
+def _read_bounded(stream: IO[bytes], limit: int) -> bytes:
+    """Read at most limit + 1 bytes: one byte over is enough to know the file is too large."""
+    chunks: list[bytes] = []
+    total = 0
+    while total <= limit:
+        chunk = stream.read(min(1024 * 1024, limit + 1 - total))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    if total > limit:
+        raise RejectedFile(_too_large(total, at_least=True))
+    return b"".join(chunks)
+
+
+def _walk(root: Path, *, recursive: bool) -> Iterator[Path]:
+    for entry in sorted(root.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            if recursive:
+                yield from _walk(entry, recursive=True)
+        elif entry.is_file():
+            yield entry
+
+
+def _too_large(size: int, *, at_least: bool = False) -> str:
+    more = "more than " if at_least else ""
+    return (
+        f"file too large ({more}{_mb(size)}; the limit is "
+        f"{_mb(settings.IMAGECLEAN_MAX_IMAGE_BYTES)})."
+    )
+
+
+def _mb(size: int) -> str:
+    return f"{size / (1024 * 1024):.1f} MB"
+
+
+def _name_of(file: Any) -> str:
+    if isinstance(file, str | os.PathLike):
+        return os.path.basename(os.fspath(file))
+    return os.path.basename(getattr(file, "name", "") or "archive.zip")

@@ -1,0 +1,39 @@
+"""The engineers' import page: several images and/or zip archives in one form, then a per-file
+report. The import runs in the request; uploads over FILE_UPLOAD_MAX_MEMORY_SIZE are spooled to
+temporary files by Django, and each image is read with a size cap, so memory stays bounded."""
+
+from __future__ import annotations
+
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import get_object_or_404, render
+
+from labeling.models import Project
+from labeling.permissions import can_manage, role_required
+from labeling.roles import Role
+from labeling.services.imports import ALLOWED_FORMATS, uploads_import
+
+
+@role_required(Role.ENGINEER)
+def project_import(request, slug: str):
+    project = get_object_or_404(Project, slug=slug)
+    if not can_manage(request.user, project):
+        raise PermissionDenied
+    context = {
+        "project": project,
+        "formats": sorted(set(ALLOWED_FORMATS.values())),
+        "image_count": project.images.count(),
+    }
+    if request.method == "POST":
+        uploads = request.FILES.getlist("files")
+        if not uploads:
+            context["error"] = "Choose at least one image or zip archive."
+            return render(request, "labeling/import.html", context, status=400)
+        report = uploads_import(
+            project=project,
+            uploads=uploads,
+            created_by=request.user,
+            add_to_queue=request.POST.get("add_to_queue") == "on",
+        )
+        context.update(report=report, image_count=project.images.count())
+        return render(request, "labeling/import_report.html", context)
+    return render(request, "labeling/import.html", context)

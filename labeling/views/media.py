@@ -1,0 +1,67 @@
+"""Serving image files and thumbnails to logged-in people who may see the project.
+
+Files are private to a project, so they are never served from a public /media/ URL. Someone who
+cannot see the project gets 404, the same answer as for an image that does not exist, so ids do
+not reveal which images exist. The Content-Type comes from the format Pillow identified at import
+(Image.format), never from the file name; `nosniff` and a `default-src 'none'` CSP make sure a
+browser treats the response as an image and nothing else. Files never change once imported (the
+name is the content hash), so the browser may keep them for a day, privately.
+"""
+
+from __future__ import annotations
+
+from django.contrib.auth.views import redirect_to_login
+from django.http import FileResponse, Http404
+from django.shortcuts import get_object_or_404
+from django.views.decorators.http import require_safe
+
+from labeling.models import Image
+from labeling.permissions import can_view_project
+
+CONTENT_TYPES = {
+    "JPEG": "image/jpeg",
+    "PNG": "image/png",
+    "WEBP": "image/webp",
+    "GIF": "image/gif",
+    "BMP": "image/bmp",
+}
+
+
+def _visible_image(request, pk: int) -> Image:
+    image = get_object_or_404(Image.objects.select_related("project"), pk=pk)
+    if not can_view_project(request.user, image.project):
+        raise Http404("No such image.")
+    return image
+
+
+def _serve(field_file, content_type: str) -> FileResponse:
+    try:
+        handle = field_file.open("rb")
+    except (FileNotFoundError, ValueError):
+        raise Http404("The image file is missing from storage.") from None
+    response = FileResponse(handle, content_type=content_type)
+    response["Content-Disposition"] = "inline"
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Content-Security-Policy"] = "default-src 'none'"
+    response["Cache-Control"] = "private, max-age=86400"
+    return response
+
+
+@require_safe
+def image_file(request, pk: int):
+    if not request.user.is_authenticated:
+        return redirect_to_login(request.get_full_path())
+    image = _visible_image(request, pk)
+    return _serve(image.file, CONTENT_TYPES.get(image.format, "application/octet-stream"))
+
+
+@require_safe
+def image_thumb(request, pk: int):
+    """The JPEG thumbnail; images stored without one (made outside the import) fall back to
+    the original file."""
+    if not request.user.is_authenticated:
+        return redirect_to_login(request.get_full_path())
+    image = _visible_image(request, pk)
+    if image.thumbnail:
+        return _serve(image.thumbnail, "image/jpeg")
+    return _serve(image.file, CONTENT_TYPES.get(image.format, "application/octet-stream"))
