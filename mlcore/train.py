@@ -31,6 +31,7 @@ from mlcore.config import TrainConfig, resolve_device, seed_everything
 __all__ = [
     "EpochCallback",
     "TrainingCancelled",
+    "call_on_epoch",
     "evaluate",
     "fit",
     "make_optimizer",
@@ -211,7 +212,7 @@ def evaluate(
     }
 
 
-def _notify(on_epoch: EpochCallback | None, epoch: int, metrics: dict[str, float]) -> bool:
+def call_on_epoch(on_epoch: EpochCallback | None, epoch: int, metrics: dict[str, float]) -> bool:
     """Run the callback; False means stop."""
     if on_epoch is None:
         return True
@@ -259,6 +260,6 @@ def fit(
                 metrics[f"val_{name}"] = value
         metrics["seconds"] = time.perf_counter() - started
         history.append(metrics)
-        if not _notify(on_epoch, epoch, metrics):
+        if not call_on_epoch(on_epoch, epoch, metrics):
             break
     return history
