@@ -150,8 +150,12 @@ def images_import_zip(
 ) -> ImportReport:
     """Import the images of a zip archive (nested folders are fine). A broken or non-zip
     archive, or one over the member-count cap, is reported as an archive error."""
-    archive_name = archive_name or _name_of(zip_file)
     importer = _Importer(project=project, created_by=created_by, add_to_queue=add_to_queue)
+    _import_zip_into(importer, zip_file, archive_name or _name_of(zip_file))
+    return importer.report
+
+
+def _import_zip_into(importer: _Importer, zip_file, archive_name: str) -> None:
     report = importer.report
     try:
         archive = zipfile.ZipFile(zip_file)
@@ -159,7 +163,7 @@ def images_import_zip(
         report.archive_errors.append(
             f"{archive_name}: not a readable zip archive ({exc}); nothing was imported from it."
         )
-        return report
+        return
     with archive:
         members = archive.infolist()
         max_members = settings.IMAGECLEAN_MAX_ZIP_MEMBERS
@@ -168,7 +172,7 @@ def images_import_zip(
                 f"{archive_name}: {len(members)} entries, over the limit of {max_members}; "
                 "split the archive."
             )
-            return report
+            return
         budget = settings.IMAGECLEAN_MAX_ZIP_UNCOMPRESSED_BYTES
         for member in members:
             if member.is_dir():
@@ -202,7 +206,6 @@ def images_import_zip(
                 continue
             budget -= len(data)
             importer.import_one(display, data)
-    return report
 
 
 def images_import_folder(
@@ -236,35 +239,19 @@ def uploads_import(
     """Import the files of one upload form: `.zip` files are opened as archives (and must be
     real zips), anything else is treated as one image. Django's uploaded files are streamed
     from memory or from a temporary file on disk, never read whole unless under the caps."""
-    report = ImportReport()
-    loose: list[tuple[str, Any]] = []
+    importer = _Importer(project=project, created_by=created_by, add_to_queue=add_to_queue)
     for upload in uploads:
         name = os.path.basename(upload.name or "upload")
-        if name.lower().endswith(".zip"):
-            if upload.size > settings.IMAGECLEAN_MAX_UPLOAD_BYTES:
-                report.archive_errors.append(
-                    f"{name}: {_mb(upload.size)}, over the upload limit of "
-                    f"{_mb(settings.IMAGECLEAN_MAX_UPLOAD_BYTES)}; use `manage.py import_images`."
-                )
-                continue
-            report.extend(
-                images_import_zip(
-                    project=project,
-                    zip_file=upload,
-                    created_by=created_by,
-                    add_to_queue=add_to_queue,
-                    archive_name=name,
-                )
+        if not name.lower().endswith(".zip"):
+            importer.import_one(name, upload)
+        elif upload.size > settings.IMAGECLEAN_MAX_UPLOAD_BYTES:
+            importer.report.archive_errors.append(
+                f"{name}: {_mb(upload.size)}, over the upload limit of "
+                f"{_mb(settings.IMAGECLEAN_MAX_UPLOAD_BYTES)}; use `manage.py import_images`."
             )
         else:
-            loose.append((name, upload))
-    if loose:
-        report.extend(
-            images_import(
-                project=project, files=loose, created_by=created_by, add_to_queue=add_to_queue
-            )
-        )
-    return report
+            _import_zip_into(importer, upload, name)
+    return importer.report
 
 
 # --- The per-file work --------------------------------------------------------------------------
