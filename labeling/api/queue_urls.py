@@ -1,2 +1,17 @@
 # Labeling: next item, submit, skip, undo, batch (grid) submit, own throughput.
-urlpatterns: list = []
+from django.urls import path
+
+from . import queue_views as v
+
+urlpatterns = [
+    path("queues/<int:pk>/next/", v.QueueNextApi.as_view(), name="api-queue-next"),
+    path("queues/<int:pk>/undo/", v.QueueUndoApi.as_view(), name="api-queue-undo"),
+    path(
+        "queues/<int:pk>/submit-batch/",
+        v.QueueSubmitBatchApi.as_view(),
+        name="api-queue-submit-batch",
+    ),
+    path("queues/<int:pk>/stats/", v.QueueStatsApi.as_view(), name="api-queue-stats"),
+    path("leases/<int:pk>/submit/", v.LeaseSubmitApi.as_view(), name="api-lease-submit"),
+    path("leases/<int:pk>/skip/", v.LeaseSkipApi.as_view(), name="api-lease-skip"),
+]

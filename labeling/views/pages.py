@@ -1,7 +1,158 @@
+"""The annotators' pages: home (their projects), a project's queues, single-image and grid
+labeling. The labeling pages are shells: the browser claims, prefetches and submits through the
+queue API (labeling/api/queue_views.py), so a label never waits on a page load.
+
+Every page scopes what it shows with `labeling.permissions`: another project is a 404, a review
+queue is a 403 for anyone below lead.
+"""
+
+from __future__ import annotations
+
 from django.contrib.auth.decorators import login_required
-from django.http import HttpResponse
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
+
+from labeling.models import Project, Queue
+from labeling.permissions import can_label, can_review, projects_visible_to
+from labeling.selectors.labels import annotator_stats
+from labeling.selectors.queues import queue_progress, queues_for_user
+
+GRID_PAGE_SIZE = 24
+SINGLE_PREFETCH = 8
+
+
+def _queues_for(user, project: Project) -> list[dict]:
+    """Active queues this user may open, each with its progress; review queues for leads only."""
+    rows = []
+    for queue in queues_for_user(project=project, user=user).select_related("project"):
+        progress = queue_progress(queue=queue)
+        total = progress["total"] or 0
+        rows.append(
+            {
+                "queue": queue,
+                "progress": progress,
+                "percent": round(100 * progress["done"] / total) if total else 0,
+            }
+        )
+    return rows
+
+
+def _project_for(user, slug: str) -> Project:
+    return get_object_or_404(projects_visible_to(user), slug=slug)
+
+
+def _labeling_queue(user, slug: str, pk: int) -> Queue:
+    project = _project_for(user, slug)
+    queue = get_object_or_404(Queue.objects.select_related("project"), project=project, pk=pk)
+    if not can_label(user, project):
+        raise PermissionDenied("Your role does not allow labeling.")
+    if queue.is_review and not can_review(user, project):
+        raise PermissionDenied("Re-review queues are for leads.")
+    return queue
 
 
 @login_required
 def home(request):
-    return HttpResponse("imageclean")
+    projects = list(projects_visible_to(request.user).order_by("name"))
+    rows = [{"project": p, "queues": _queues_for(request.user, p)} for p in projects]
+    return render(request, "labeling/home.html", {"rows": rows})
+
+
+@login_required
+def project_detail(request, slug: str):
+    project = _project_for(request.user, slug)
+    context = {
+        "project": project,
+        "queues": _queues_for(request.user, project),
+        "stats": annotator_stats(project=project, annotator=request.user),
+        "schema": project.label_schema,
+    }
+    return render(request, "labeling/project.html", context)
+
+
+def _page_config(request, queue: Queue, **extra) -> dict:
+    project = queue.project
+    schema = project.label_schema
+    return {
+        "queueId": queue.pk,
+        "queueName": queue.name,
+        "projectSlug": project.slug,
+        "userId": request.user.pk,
+        "schema": {
+            "classes": schema["classes"],
+            "positive": project.positive_class,
+            "default": project.default_class,
+            "subcategories": schema.get("subcategories") or [],
+        },
+        "blurDefault": project.blur_images,
+        "urls": {
+            "next": reverse("api-queue-next", args=[queue.pk]),
+            "undo": reverse("api-queue-undo", args=[queue.pk]),
+            "batch": reverse("api-queue-submit-batch", args=[queue.pk]),
+            "stats": reverse("api-queue-stats", args=[queue.pk]),
+            # The page puts the lease id in place of the 0.
+            "submit": reverse("api-lease-submit", args=[0]),
+            "skip": reverse("api-lease-skip", args=[0]),
+        },
+        **extra,
+    }
+
+
+def _class_name(project: Project, key: str) -> str:
+    for cls in project.label_schema["classes"]:
+        if cls["key"] == key:
+            return cls.get("name") or key
+    return key
+
+
+def _keys(project: Project) -> list[dict]:
+    """The key legend: one entry per class and per sub-category that has a hotkey."""
+    schema = project.label_schema
+    keys = []
+    for cls in schema["classes"]:
+        if cls.get("hotkey"):
+            keys.append(
+                {
+                    "key": cls["hotkey"].lower(),
+                    "name": cls.get("name") or cls["key"],
+                    "positive": cls["key"] == project.positive_class,
+                }
+            )
+    positive_name = _class_name(project, project.positive_class)
+    for sub in schema.get("subcategories") or []:
+        if sub.get("hotkey"):
+            keys.append(
+                {
+                    "key": sub["hotkey"].lower(),
+                    "name": f"{positive_name} · {sub.get('name') or sub['key']}",
+                    "positive": True,
+                    "subcategory": True,
+                }
+            )
+    return keys
+
+
+@login_required
+def annotate(request, slug: str, pk: int):
+    queue = _labeling_queue(request.user, slug, pk)
+    context = {
+        "project": queue.project,
+        "queue": queue,
+        "keys": _keys(queue.project),
+        "config": _page_config(request, queue, prefetch=SINGLE_PREFETCH),
+    }
+    return render(request, "labeling/annotate.html", context)
+
+
+@login_required
+def grid(request, slug: str, pk: int):
+    queue = _labeling_queue(request.user, slug, pk)
+    context = {
+        "project": queue.project,
+        "queue": queue,
+        "keys": _keys(queue.project),
+        "default_name": _class_name(queue.project, queue.project.default_class),
+        "config": _page_config(request, queue, pageSize=GRID_PAGE_SIZE),
+    }
+    return render(request, "labeling/grid.html", context)

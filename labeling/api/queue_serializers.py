@@ -1,0 +1,121 @@
+"""Input and output serializers of the labeling (queue) API.
+
+Annotators call these endpoints hundreds of times an hour, so the payloads are small and say
+only what the labeling page needs: the lease, its item and the image to show. They never carry
+model scores, the strategy that queued an item or its reasons (`QueueItem.details`), nor anybody
+else's labels: a person who sees what the model thinks labels what the model thinks.
+"""
+
+from __future__ import annotations
+
+from django.urls import reverse
+from rest_framework import serializers
+
+MAX_CLAIM = 50
+MAX_BATCH = 200
+
+
+# --- Inputs -----------------------------------------------------------------------------------
+class ClaimInput(serializers.Serializer):
+    count = serializers.IntegerField(min_value=1, max_value=MAX_CLAIM, default=1)
+
+
+class UndoInput(serializers.Serializer):
+    count = serializers.IntegerField(min_value=1, max_value=MAX_CLAIM, default=1)
+
+
+class _LabelFields(serializers.Serializer):
+    """value/subcategory are checked against the project's label schema (context['project'])."""
+
+    value = serializers.CharField(max_length=64)
+    subcategory = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
+    duration_ms = serializers.IntegerField(
+        min_value=0, max_value=24 * 3600 * 1000, required=False, allow_null=True, default=None
+    )
+    client_id = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
+
+    def validate(self, attrs):
+        project = self.context["project"]
+        errors = {}
+        if attrs["value"] not in project.class_keys:
+            errors["value"] = [
+                f"Unknown class {attrs['value']!r}; this project's classes are "
+                f"{', '.join(project.class_keys)}."
+            ]
+        subcategory = attrs.get("subcategory") or ""
+        if subcategory:
+            if subcategory not in project.subcategory_keys:
+                errors["subcategory"] = [
+                    f"Unknown sub-category {subcategory!r}; this project's sub-categories are "
+                    f"{', '.join(project.subcategory_keys) or '(none)'}."
+                ]
+            elif attrs["value"] != project.positive_class:
+                errors["subcategory"] = [
+                    f"A sub-category refines the positive class {project.positive_class!r} only."
+                ]
+        if errors:
+            raise serializers.ValidationError(errors)
+        return attrs
+
+
+class SubmitInput(_LabelFields):
+    pass
+
+
+class BatchEntryInput(_LabelFields):
+    lease = serializers.IntegerField(min_value=1)
+
+
+class BatchInput(serializers.Serializer):
+    entries = BatchEntryInput(many=True, allow_empty=False, max_length=MAX_BATCH)
+
+    def validate_entries(self, entries):
+        lease_ids = [entry["lease"] for entry in entries]
+        if len(set(lease_ids)) != len(lease_ids):
+            raise serializers.ValidationError("Each lease may appear once in a batch.")
+        return entries
+
+
+# --- Outputs ----------------------------------------------------------------------------------
+class LeaseImageOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    url = serializers.SerializerMethodField()
+    thumb_url = serializers.SerializerMethodField()
+    width = serializers.IntegerField()
+    height = serializers.IntegerField()
+
+    def get_url(self, image) -> str:
+        return reverse("image-file", args=[image.pk])
+
+    def get_thumb_url(self, image) -> str:
+        return reverse("image-thumb", args=[image.pk])
+
+
+class LeaseOutput(serializers.Serializer):
+    lease = serializers.IntegerField(source="pk")
+    item = serializers.IntegerField(source="item_id")
+    image = LeaseImageOutput(source="item.image")
+    expires_at = serializers.DateTimeField()
+
+
+class LabelOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    image = serializers.IntegerField(source="image_id")
+    value = serializers.CharField()
+    subcategory = serializers.CharField()
+    kind = serializers.CharField()
+    client_id = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class ProgressOutput(serializers.Serializer):
+    open = serializers.IntegerField()
+    done = serializers.IntegerField()
+    total = serializers.IntegerField()
+    leased = serializers.IntegerField()
+
+
+class StatsOutput(serializers.Serializer):
+    total = serializers.IntegerField()
+    last_window = serializers.IntegerField()
+    per_minute = serializers.FloatField()

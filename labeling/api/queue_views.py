@@ -1,0 +1,179 @@
+"""The labeling (queue) API: claim next, submit, skip, undo, grid batch submit, own throughput.
+
+One view per operation. Each view parses its input, finds the queue or lease *scoped to what the
+caller may see* (another project's queue, or somebody else's lease, is a 404, so ids leak
+nothing), calls one service or selector, and serializes. Role rules come from
+`labeling.permissions`; the services re-check them (a review queue is for leads only).
+
+A service's `django.core.exceptions.ValidationError` (an expired lease, an item already done...)
+becomes a 400 with the service's message, never a 500, and nothing is written.
+"""
+
+from __future__ import annotations
+
+from django.core.exceptions import PermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.shortcuts import get_object_or_404
+from rest_framework import serializers
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from labeling.models import Lease, Queue
+from labeling.permissions import IsAnnotator, can_label, can_review, projects_visible_to
+from labeling.selectors.labels import annotator_stats
+from labeling.selectors.queues import queue_progress
+from labeling.services.labels import label_undo_last, labels_submit_batch, lease_submit
+from labeling.services.queues import lease_skip, queue_claim_next
+
+from . import queue_serializers as s
+
+
+def _queue_for(user, pk: int) -> Queue:
+    """The queue, if the user may label in it: 404 outside their projects, 403 for a review
+    queue when they are not a lead."""
+    queue = get_object_or_404(
+        Queue.objects.select_related("project").filter(project__in=projects_visible_to(user)),
+        pk=pk,
+    )
+    if not can_label(user, queue.project):
+        raise PermissionDenied("Your role does not allow labeling in this project.")
+    if queue.is_review and not can_review(user, queue.project):
+        raise PermissionDenied("Re-review queues are for leads.")
+    return queue
+
+
+def _own_lease(user, pk: int) -> Lease:
+    """The caller's own lease in a project they can see; anybody else's lease is a 404."""
+    lease = get_object_or_404(
+        Lease.objects.select_related("item__queue__project", "item__image").filter(
+            annotator=user, item__queue__project__in=projects_visible_to(user)
+        ),
+        pk=pk,
+    )
+    # Same role checks as the queue (a lead demoted to annotator loses their review leases).
+    _queue_for(user, lease.item.queue_id)
+    return lease
+
+
+def _call(service, **kwargs):
+    """Run a service; its validation errors become a 400 with the same messages."""
+    try:
+        return service(**kwargs)
+    except DjangoValidationError as exc:
+        if hasattr(exc, "error_dict"):
+            raise serializers.ValidationError(exc.message_dict) from exc
+        raise serializers.ValidationError({"detail": exc.messages}) from exc
+
+
+def _progress(queue: Queue) -> dict:
+    return s.ProgressOutput(queue_progress(queue=queue)).data
+
+
+def _leases_payload(leases, queue: Queue) -> dict:
+    return {
+        "leases": s.LeaseOutput(leases, many=True).data,
+        "progress": _progress(queue),
+    }
+
+
+class QueueNextApi(APIView):
+    """Claim up to `count` items; the caller's own unfinished leases come back first."""
+
+    permission_classes = [IsAnnotator]
+
+    def post(self, request, pk: int):
+        queue = _queue_for(request.user, pk)
+        data = s.ClaimInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        leases = _call(
+            queue_claim_next,
+            queue=queue,
+            annotator=request.user,
+            count=data.validated_data["count"],
+        )
+        return Response(_leases_payload(leases, queue))
+
+
+class LeaseSubmitApi(APIView):
+    """Label one leased item. Retrying with the same `client_id` stores the label once."""
+
+    permission_classes = [IsAnnotator]
+
+    def post(self, request, pk: int):
+        lease = _own_lease(request.user, pk)
+        data = s.SubmitInput(data=request.data, context={"project": lease.item.queue.project})
+        data.is_valid(raise_exception=True)
+        label = _call(lease_submit, lease=lease, annotator=request.user, **data.validated_data)
+        return Response({"label": s.LabelOutput(label).data})
+
+
+class LeaseSkipApi(APIView):
+    """Give a leased item back without labeling it."""
+
+    permission_classes = [IsAnnotator]
+
+    def post(self, request, pk: int):
+        lease = _own_lease(request.user, pk)
+        _call(lease_skip, lease=lease, annotator=request.user)
+        return Response({"lease": lease.pk, "skipped": True})
+
+
+class QueueUndoApi(APIView):
+    """Retract the caller's last `count` labels in this queue; returns fresh leases on those
+    items so the page can show them again."""
+
+    permission_classes = [IsAnnotator]
+
+    def post(self, request, pk: int):
+        queue = _queue_for(request.user, pk)
+        data = s.UndoInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        leases = _call(
+            label_undo_last,
+            annotator=request.user,
+            queue=queue,
+            count=data.validated_data["count"],
+        )
+        return Response(_leases_payload(leases, queue))
+
+
+class QueueSubmitBatchApi(APIView):
+    """Label a whole grid page in one request (all or nothing)."""
+
+    permission_classes = [IsAnnotator]
+
+    def post(self, request, pk: int):
+        queue = _queue_for(request.user, pk)
+        data = s.BatchInput(data=request.data, context={"project": queue.project})
+        data.is_valid(raise_exception=True)
+        entries = data.validated_data["entries"]
+        leases = {
+            lease.pk: lease
+            for lease in Lease.objects.select_related("item__image").filter(
+                annotator=request.user, item__queue=queue, pk__in=[e["lease"] for e in entries]
+            )
+        }
+        missing = [e["lease"] for e in entries if e["lease"] not in leases]
+        if missing:
+            raise serializers.ValidationError(
+                {"entries": [f"Leases {missing} are not yours in this queue."]}
+            )
+        labels = _call(
+            labels_submit_batch,
+            annotator=request.user,
+            entries=[{**e, "lease": leases[e["lease"]]} for e in entries],
+        )
+        return Response(
+            {"labels": s.LabelOutput(labels, many=True).data, "progress": _progress(queue)}
+        )
+
+
+class QueueStatsApi(APIView):
+    """The caller's own throughput in this queue's project, and the queue's progress."""
+
+    permission_classes = [IsAnnotator]
+
+    def get(self, request, pk: int):
+        queue = _queue_for(request.user, pk)
+        stats = annotator_stats(project=queue.project, annotator=request.user)
+        return Response({"stats": s.StatsOutput(stats).data, "progress": _progress(queue)})

@@ -1,0 +1,290 @@
+// The labeling pages' network layer: a JSON API client and the outbox.
+//
+// Why an outbox: an annotator presses a key and must see the next image at once. The label is
+// written to an in-memory queue mirrored in localStorage, and sent in the background, strictly
+// in order (an undo must reach the server after the label it undoes). A network blip or a
+// server restart only delays it: it is retried with exponential backoff and jitter; a page
+// reload sends what was left. Every label carries a client_id, so a retry whose first attempt
+// did land is stored once (the server is idempotent on it).
+
+export function csrfToken() {
+  const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
+  return match ? decodeURIComponent(match[1]) : "";
+}
+
+export class NetworkError extends Error {}
+
+// POST (or GET) JSON; resolves to {ok, status, data}; rejects with NetworkError when the server
+// could not be reached at all.
+export async function api(url, { method = "POST", body } = {}) {
+  let response;
+  try {
+    response = await fetch(url, {
+      method,
+      credentials: "same-origin",
+      headers: {
+        Accept: "application/json",
+        ...(method === "GET" ? {} : { "Content-Type": "application/json", "X-CSRFToken": csrfToken() }),
+      },
+      body: method === "GET" ? undefined : JSON.stringify(body ?? {}),
+    });
+  } catch (err) {
+    throw new NetworkError(String(err));
+  }
+  let data = null;
+  try {
+    data = await response.json();
+  } catch {
+    data = null;
+  }
+  return { ok: response.ok, status: response.status, data };
+}
+
+// A random id for idempotency. crypto.randomUUID exists only in secure contexts (https or
+// localhost), getRandomValues everywhere.
+export function newClientId() {
+  if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+// Turn a DRF error body into one readable line.
+export function errorText(data, status) {
+  if (!data) return `HTTP ${status}`;
+  if (typeof data === "string") return data;
+  if (data.detail) return Array.isArray(data.detail) ? data.detail.join(" ") : String(data.detail);
+  return Object.entries(data)
+    .map(([field, msgs]) => `${field}: ${Array.isArray(msgs) ? msgs.flat().map((m) => (typeof m === "object" ? JSON.stringify(m) : m)).join(" ") : JSON.stringify(msgs)}`)
+    .join("; ");
+}
+
+const RETRY_STATUSES = new Set([401, 403, 408, 425, 429, 500, 502, 503, 504]);
+const BACKOFF_MIN_MS = 400;
+const BACKOFF_MAX_MS = 30000;
+
+// entries: {id, type, ...}; `resolve(entry)` turns one into {url, body} (or null when it can no
+// longer be sent), `onDone(entry, data)` and `onRejected(entry, status, data)` report outcomes.
+// State: "saved" (nothing waiting), "saving", "offline" (network down, retrying) or "error"
+// (server refused for a reason that may pass, e.g. signed out; retrying).
+export class Outbox {
+  constructor({ storageKey, resolve, onDone, onRejected, onChange }) {
+    this.storageKey = storageKey;
+    this.resolve = resolve;
+    this.onDone = onDone;
+    this.onRejected = onRejected;
+    this.onChange = onChange;
+    this.inFlight = null;
+    this.state = "saved";
+    this.lastError = "";
+    this.failures = 0;
+    this.timer = null;
+    this.entries = this._load();
+    window.addEventListener("online", () => this.kick(true));
+  }
+
+  _load() {
+    try {
+      const raw = localStorage.getItem(this.storageKey);
+      const parsed = raw ? JSON.parse(raw) : [];
+      return Array.isArray(parsed) ? parsed : [];
+    } catch {
+      return [];
+    }
+  }
+
+  _persist() {
+    try {
+      localStorage.setItem(this.storageKey, JSON.stringify(this.entries));
+    } catch {
+      // Storage full or disabled: the in-memory queue still sends everything while the page
+      // stays open.
+    }
+  }
+
+  get pending() {
+    return this.entries.length;
+  }
+
+  push(entry) {
+    this.entries.push({ ...entry, id: entry.id || newClientId() });
+    this._persist();
+    this._changed();
+    this.kick();
+    return this.entries[this.entries.length - 1].id;
+  }
+
+  // Take back an entry that has not been sent yet (local undo). False when it is on the wire.
+  remove(id) {
+    if (this.inFlight && this.inFlight.id === id) return false;
+    const index = this.entries.findIndex((e) => e.id === id);
+    if (index < 0) return false;
+    this.entries.splice(index, 1);
+    this._persist();
+    this._changed();
+    return true;
+  }
+
+  has(id) {
+    return this.entries.some((e) => e.id === id);
+  }
+
+  update(predicate, patch) {
+    for (const entry of this.entries) if (predicate(entry)) Object.assign(entry, patch);
+    this._persist();
+  }
+
+  // Start sending now (skipping any backoff wait when `now`).
+  kick(now = false) {
+    if (now && this.timer) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
+    if (!this.inFlight && !this.timer) this._next();
+  }
+
+  _changed() {
+    if (!this.entries.length && this.state !== "offline") this.state = "saved";
+    else if (this.entries.length && this.state === "saved") this.state = "saving";
+    this.onChange?.(this);
+  }
+
+  _retryLater(state, message) {
+    this.failures += 1;
+    this.state = state;
+    this.lastError = message;
+    const ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** (this.failures - 1));
+    const wait = ceiling / 2 + Math.random() * (ceiling / 2);
+    this.onChange?.(this);
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this._next();
+    }, wait);
+  }
+
+  async _next() {
+    const entry = this.entries[0];
+    if (!entry) {
+      this.state = "saved";
+      this.failures = 0;
+      this.onChange?.(this);
+      return;
+    }
+    const request = this.resolve(entry);
+    if (!request) {
+      this.entries.shift();
+      this._persist();
+      this.onRejected?.(entry, 0, { detail: "This item can no longer be sent." });
+      this._changed();
+      return this._next();
+    }
+    this.inFlight = entry;
+    this.state = "saving";
+    this.onChange?.(this);
+    let result;
+    try {
+      result = await api(request.url, { body: request.body });
+    } catch (err) {
+      this.inFlight = null;
+      return this._retryLater("offline", "Offline: labels are kept and will be sent.");
+    }
+    this.inFlight = null;
+    if (result.ok) {
+      this.failures = 0;
+      this.entries.shift();
+      this._persist();
+      this.lastError = "";
+      this.state = this.entries.length ? "saving" : "saved";
+      this.onDone?.(entry, result.data);
+    } else if (RETRY_STATUSES.has(result.status)) {
+      const why = result.status === 403 || result.status === 401
+        ? "Not signed in or not allowed: sign in again in another tab; labels are kept."
+        : `Server busy (${result.status}); retrying.`;
+      return this._retryLater("error", `${why} ${errorText(result.data, result.status)}`);
+    } else {
+      // 400 / 404 / 409: the server will never accept this entry (an expired lease, an item
+      // already done). Drop it from the queue but keep it in a rejected log, and say so.
+      this.entries.shift();
+      this._persist();
+      this._keepRejected(entry, result);
+      this.onRejected?.(entry, result.status, result.data);
+    }
+    this._changed();
+    return this._next();
+  }
+
+  _keepRejected(entry, result) {
+    try {
+      const key = `${this.storageKey}:rejected`;
+      const log = JSON.parse(localStorage.getItem(key) || "[]").slice(-99);
+      log.push({ entry, status: result.status, data: result.data, at: new Date().toISOString() });
+      localStorage.setItem(key, JSON.stringify(log));
+    } catch {
+      // Nothing more to do: the page has already shown the error.
+    }
+  }
+}
+
+// The small "saving…/saved/offline" pill.
+export function renderSaveState(element, outbox) {
+  const labels = {
+    saved: "Saved",
+    saving: `Saving… (${outbox.pending})`,
+    offline: `Offline: ${outbox.pending} waiting`,
+    error: `Not saved yet: ${outbox.pending} waiting`,
+  };
+  element.dataset.state = outbox.state;
+  element.textContent = labels[outbox.state] ?? outbox.state;
+  element.title = outbox.lastError || "";
+}
+
+// Hotkeys from the project's label schema. A sub-category key means "positive, with this
+// sub-category" in one press.
+export function hotkeyMap(schema) {
+  const map = new Map();
+  for (const cls of schema.classes || []) {
+    if (cls.hotkey) map.set(cls.hotkey.toLowerCase(), { value: cls.key, subcategory: "", name: cls.name || cls.key });
+  }
+  for (const sub of schema.subcategories || []) {
+    if (sub.hotkey) {
+      map.set(sub.hotkey.toLowerCase(), {
+        value: schema.positive,
+        subcategory: sub.key,
+        name: `${nameOf(schema, schema.positive)} · ${sub.name || sub.key}`,
+      });
+    }
+  }
+  return map;
+}
+
+export function nameOf(schema, key) {
+  const cls = (schema.classes || []).find((c) => c.key === key);
+  return cls ? cls.name || cls.key : key;
+}
+
+export function subName(schema, key) {
+  const sub = (schema.subcategories || []).find((c) => c.key === key);
+  return sub ? sub.name || sub.key : key;
+}
+
+// True when a key event should be left to the browser (typing in a field, a shortcut with a
+// modifier, or a held key auto-repeating: a held key must never label a run of images).
+export function ignoreKey(event) {
+  const t = event.target;
+  if (t && (t.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(t.tagName))) return true;
+  if (event.altKey || event.metaKey) return true;
+  return false;
+}
+
+// Persisted per-project view preferences (blur, pixelated).
+export function preference(name, fallback) {
+  const raw = localStorage.getItem(`imageclean:pref:${name}`);
+  return raw === null ? fallback : raw === "1";
+}
+
+export function setPreference(name, value) {
+  try {
+    localStorage.setItem(`imageclean:pref:${name}`, value ? "1" : "0");
+  } catch {
+    // Preferences are a comfort, not data.
+  }
+}
