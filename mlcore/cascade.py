@@ -1,0 +1,295 @@
+"""Two-stage OHEM cascade (METHOD.md, "OHEM + cascade").
+
+Online Hard Example Mining (Shrivastava, Gupta, Girshick: "Training Region-based Object
+Detectors with Online Hard Example Mining", CVPR 2016) computes the loss of every candidate in a
+batch and back-propagates only the hardest. The method this product follows turns that into a
+cascade, in the spirit of AdaBoost cascades from detection: stage 1 (DenseNet161 in production)
+trains on whole batches of A; in each step the B samples with the largest stage-1 loss train
+stage 2 (ResNet50), which therefore specialises in what stage 1 finds hard. At inference an item
+is positive only if both stages say so (AND), which trades a little recall for a lot of
+precision under heavy imbalance (reported: +21% precision, -4.3% recall against stage 1 alone).
+
+Departures from the paper:
+- OHEM in the paper selects hard RoIs for the *same* network (a read-only copy scores them);
+  here the hard examples of stage 1 train a *second* network, as METHOD.md describes. Stage 1
+  itself still trains on the whole batch.
+- Hard examples are ranked by stage 1's training-mode loss of that step, before its update,
+  detached (no gradient flows from stage 2 into stage 1).
+- A short last batch passes ``ceil(len * hard_b / batch_a)`` samples, keeping the B/A ratio.
+- Per-stage thresholds are chosen on validation data by :func:`choose_thresholds`, which
+  searches stage-1 thresholds at the positives' scores and, for each, the best stage-2 threshold.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mlcore.config import TrainConfig, resolve_device, seed_everything
+from mlcore.metrics import threshold_for_precision, threshold_for_recall
+from mlcore.train import TrainingCancelled, make_optimizer, make_scheduler, predict_proba
+
+__all__ = [
+    "CascadeConfig",
+    "CascadeScores",
+    "cascade_predict",
+    "choose_thresholds",
+    "ohem_select",
+    "train_cascade",
+]
+
+
+def ohem_select(losses: torch.Tensor, *, b: int) -> torch.Tensor:
+    """Indices (b,) of the ``b`` largest values of ``losses`` (A,), largest first.
+
+    ``losses`` should be detached per-sample losses; 1 <= b <= A.
+    """
+    if losses.ndim != 1:
+        raise ValueError(f"losses must have shape (A,), got {tuple(losses.shape)}")
+    if not 1 <= b <= losses.shape[0]:
+        raise ValueError(f"b must be in [1, {losses.shape[0]}], got {b}")
+    return torch.topk(losses.detach(), k=b, largest=True, sorted=True).indices
+
+
+@dataclass(frozen=True)
+class CascadeConfig:
+    """``batch_a``: the loader's batch size (checked); ``hard_b``: how many of each batch train
+    stage 2. ``stage2_lr``: stage 2's learning rate (defaults to the TrainConfig's)."""
+
+    batch_a: int = 64
+    hard_b: int = 16
+    stage2_lr: float | None = None
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.hard_b <= self.batch_a:
+            raise ValueError(
+                f"need 1 <= hard_b <= batch_a, got hard_b={self.hard_b}, batch_a={self.batch_a}"
+            )
+        if self.stage2_lr is not None and self.stage2_lr <= 0:
+            raise ValueError(f"stage2_lr must be > 0, got {self.stage2_lr}")
+
+    def hard_count(self, batch_len: int) -> int:
+        """How many samples of a batch of ``batch_len`` go to stage 2."""
+        if batch_len >= self.batch_a:
+            return self.hard_b
+        return max(1, math.ceil(batch_len * self.hard_b / self.batch_a))
+
+
+EpochCallback = Callable[[int, dict[str, float]], bool | None]
+
+
+def train_cascade(
+    stage1: nn.Module,
+    stage2: nn.Module,
+    loader: Iterable[Any],
+    *,
+    config: CascadeConfig,
+    train: TrainConfig,
+    on_epoch: EpochCallback | None = None,
+) -> list[dict[str, float]]:
+    """Train both stages together for ``train.epochs`` epochs; returns one dict per epoch.
+
+    loader: yields ``(images (A, C, H, W), labels (A,), indices (A,))``; items labeled -1 are
+    skipped. Each step: stage-1 forward on the labeled batch, per-sample cross-entropy, stage-1
+    SGD update on the mean; the ``hard_b`` highest of those (detached) losses select the samples
+    for one stage-2 SGD step. Both stages use ``make_optimizer`` and a cosine schedule.
+    The history holds epoch, stage1_loss, stage2_loss (mean over steps), hard_mean_loss (mean
+    stage-1 loss of the selected samples), batch_mean_loss and seconds. ``on_epoch(epoch,
+    metrics)`` returning False or raising ``TrainingCancelled`` stops after that epoch.
+    """
+    batch_size = getattr(loader, "batch_size", None)
+    if batch_size is not None and batch_size != config.batch_a:
+        raise ValueError(
+            f"loader batch size {batch_size} differs from CascadeConfig.batch_a {config.batch_a}"
+        )
+    seed_everything(train.seed)
+    device = resolve_device(train.device)
+    stage1.to(device)
+    stage2.to(device)
+    optimizer1 = make_optimizer(stage1, train)
+    optimizer2 = make_optimizer(
+        stage2, train if config.stage2_lr is None else _with_lr(train, config.stage2_lr)
+    )
+    steps = max(1, train.epochs * len(loader))  # type: ignore[arg-type]
+    scheduler1 = make_scheduler(optimizer1, total_steps=steps)
+    scheduler2 = make_scheduler(optimizer2, total_steps=steps)
+    history: list[dict[str, float]] = []
+    for epoch in range(train.epochs):
+        started = time.perf_counter()
+        stage1.train()
+        stage2.train()
+        sums = {"stage1_loss": 0.0, "stage2_loss": 0.0, "hard_mean_loss": 0.0}
+        batch_loss_sum, n_steps = 0.0, 0
+        for batch in loader:
+            images, labels, _ = batch
+            labels = torch.as_tensor(labels)
+            labeled = labels >= 0
+            if not labeled.any():
+                continue
+            images = images[labeled].to(device, non_blocking=True)
+            labels = labels[labeled].to(device)
+
+            per_sample = F.cross_entropy(stage1(images), labels, reduction="none")
+            stage1_loss = per_sample.mean()
+            optimizer1.zero_grad(set_to_none=True)
+            stage1_loss.backward()
+            optimizer1.step()
+            scheduler1.step()
+
+            hard = ohem_select(per_sample.detach(), b=config.hard_count(len(labels)))
+            stage2_loss = F.cross_entropy(stage2(images[hard]), labels[hard])
+            optimizer2.zero_grad(set_to_none=True)
+            stage2_loss.backward()
+            optimizer2.step()
+            scheduler2.step()
+
+            sums["stage1_loss"] += float(stage1_loss.detach())
+            sums["stage2_loss"] += float(stage2_loss.detach())
+            sums["hard_mean_loss"] += float(per_sample.detach()[hard].mean())
+            batch_loss_sum += float(stage1_loss.detach())
+            n_steps += 1
+        metrics: dict[str, float] = {"epoch": epoch}
+        for name, total in sums.items():
+            metrics[name] = total / n_steps if n_steps else float("nan")
+        metrics["batch_mean_loss"] = batch_loss_sum / n_steps if n_steps else float("nan")
+        metrics["seconds"] = time.perf_counter() - started
+        history.append(metrics)
+        if on_epoch is not None:
+            try:
+                if on_epoch(epoch, metrics) is False:
+                    break
+            except TrainingCancelled:
+                break
+    return history
+
+
+def _with_lr(train: TrainConfig, lr: float) -> TrainConfig:
+    from dataclasses import replace
+
+    return replace(train, lr=lr)
+
+
+@dataclass(frozen=True)
+class CascadeScores:
+    """Positive-class probabilities of each stage, ``stage1`` (N,) and ``stage2`` (N,), in
+    dataset order, and ``decision`` (N,) bool = stage1 >= t1 AND stage2 >= t2."""
+
+    stage1: np.ndarray
+    stage2: np.ndarray
+    decision: np.ndarray
+
+
+def cascade_decision(
+    stage1_scores: np.ndarray, stage2_scores: np.ndarray, *, thresholds: tuple[float, float]
+) -> np.ndarray:
+    """(N,) bool: both stages at or above their thresholds."""
+    t1, t2 = thresholds
+    return (np.asarray(stage1_scores) >= t1) & (np.asarray(stage2_scores) >= t2)
+
+
+def cascade_predict(
+    stage1: nn.Module,
+    stage2: nn.Module,
+    loader: Iterable[Any],
+    *,
+    device: torch.device | str,
+    positive_index: int = 1,
+    thresholds: tuple[float, float] = (0.5, 0.5),
+) -> CascadeScores:
+    """Score ``loader`` with both stages and apply the AND decision.
+
+    loader yields ``(images, labels_or_-1, indices)``; the result is in dataset-index order.
+    """
+    p1 = predict_proba(stage1, loader, device=device)[:, positive_index]
+    p2 = predict_proba(stage2, loader, device=device)[:, positive_index]
+    return CascadeScores(
+        stage1=p1, stage2=p2, decision=cascade_decision(p1, p2, thresholds=thresholds)
+    )
+
+
+def _weighted_counts(y: np.ndarray, w: np.ndarray, decision: np.ndarray) -> tuple[float, float]:
+    tp = float(w[decision & y].sum())
+    fp = float(w[decision & ~y].sum())
+    return tp, fp
+
+
+def choose_thresholds(
+    stage1_scores: np.ndarray,
+    stage2_scores: np.ndarray,
+    y_true: np.ndarray,
+    *,
+    target_precision: float | None = None,
+    target_recall: float | None = None,
+    sample_weight: np.ndarray | None = None,
+) -> tuple[float, float]:
+    """Per-stage thresholds (t1, t2) for the AND cascade, chosen on validation data.
+
+    stage1_scores, stage2_scores, y_true (binary), sample_weight: shape (N,). Give exactly one
+    target. With ``target_precision`` the pair maximises recall among pairs whose (weighted)
+    precision reaches the target; returns ``(inf, inf)`` when no pair does. With
+    ``target_recall`` the pair maximises precision among pairs whose recall reaches it.
+    Candidate t1 values are the positives' stage-1 scores (raising t1 between two positives only
+    removes negatives); for each, t2 comes from :mod:`mlcore.metrics` on the items passing t1.
+    """
+    if (target_precision is None) == (target_recall is None):
+        raise ValueError("give exactly one of target_precision and target_recall")
+    s1 = np.asarray(stage1_scores, dtype=np.float64)
+    s2 = np.asarray(stage2_scores, dtype=np.float64)
+    y = np.asarray(y_true)
+    if not (s1.shape == s2.shape == y.shape) or s1.ndim != 1:
+        raise ValueError(
+            f"stage1_scores, stage2_scores and y_true must share one (N,) shape, got "
+            f"{s1.shape}, {s2.shape}, {y.shape}"
+        )
+    if not np.isin(y, (0, 1)).all():
+        raise ValueError("y_true must be binary (0/1 or bool)")
+    y = y.astype(bool)
+    w = np.ones_like(s1) if sample_weight is None else np.asarray(sample_weight, np.float64)
+    total_positive = float(w[y].sum())
+    if total_positive <= 0:
+        raise ValueError("choose_thresholds needs at least one positive with non-zero weight")
+
+    best: tuple[float, float, float, float] | None = None  # (objective, tie-break, t1, t2)
+    for t1 in np.unique(s1[y & (w > 0)]):
+        passing = s1 >= t1
+        if target_precision is not None:
+            t2 = threshold_for_precision(
+                y[passing],
+                s2[passing],
+                target_precision=target_precision,
+                sample_weight=w[passing],
+            )
+            if math.isinf(t2):
+                continue
+        else:
+            reachable = float(w[passing & y].sum())
+            needed = target_recall * total_positive  # type: ignore[operator]
+            if reachable < needed - 1e-9:
+                continue
+            t2 = threshold_for_recall(
+                y[passing],
+                s2[passing],
+                target_recall=min(1.0, needed / reachable),
+                sample_weight=w[passing],
+            )
+        tp, fp = _weighted_counts(y, w, cascade_decision(s1, s2, thresholds=(t1, t2)))
+        recall = tp / total_positive
+        precision = tp / (tp + fp) if tp + fp > 0 else 0.0
+        candidate = (
+            (recall, precision, float(t1), float(t2))
+            if target_precision is not None
+            else (precision, recall, float(t1), float(t2))
+        )
+        if best is None or candidate[:2] > best[:2]:
+            best = candidate
+    if best is None:
+        return (math.inf, math.inf)
+    return (best[2], best[3])

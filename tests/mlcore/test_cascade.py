@@ -1,0 +1,167 @@
+"""Invariants of mlcore.cascade: OHEM passes exactly the B hardest samples to stage 2, the AND
+decision is never more positive than either stage, and the chosen thresholds reach their target
+on the data they were chosen on."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from mlcore import cascade
+from mlcore.config import TrainConfig
+from mlcore.data import make_loader
+from mlcore.metrics import precision_recall_at, recall_at_precision
+
+
+def test_ohem_select_returns_exactly_the_b_highest_losses():
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        losses = torch.rand(64, generator=generator)
+        chosen = cascade.ohem_select(losses, b=16)
+        assert chosen.shape == (16,)
+        assert set(chosen.tolist()) == set(torch.argsort(losses, descending=True)[:16].tolist())
+        assert losses[chosen].min() >= losses[~torch.isin(torch.arange(64), chosen)].max()
+    with pytest.raises(ValueError, match="b must be"):
+        cascade.ohem_select(torch.rand(4), b=5)
+
+
+def test_and_decision_is_never_more_positive_than_either_stage():
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        n = int(rng.integers(1, 50))
+        s1, s2 = rng.random(n), rng.random(n)
+        t1, t2 = rng.random(2)
+        decision = cascade.cascade_decision(s1, s2, thresholds=(t1, t2))
+        assert not (decision & ~(s1 >= t1)).any()
+        assert not (decision & ~(s2 >= t2)).any()
+        assert decision.sum() <= min((s1 >= t1).sum(), (s2 >= t2).sum())
+
+
+def _validation_scores(seed: int, n: int = 600):
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < 0.3).astype(int)
+    s1 = 1 / (1 + np.exp(-rng.normal(loc=2.0 * y - 1.0, scale=1.2)))
+    s2 = 1 / (1 + np.exp(-rng.normal(loc=2.0 * y - 1.0, scale=1.2)))
+    return y, s1, s2
+
+
+@pytest.mark.parametrize("target", [0.85, 0.95])
+def test_choose_thresholds_reaches_target_precision_and_beats_either_stage_alone(target):
+    y, s1, s2 = _validation_scores(2)
+    t1, t2 = cascade.choose_thresholds(s1, s2, y, target_precision=target)
+    decision = cascade.cascade_decision(s1, s2, thresholds=(t1, t2))
+    tp = (decision & (y == 1)).sum()
+    assert tp / decision.sum() >= target
+    cascade_recall = tp / y.sum()
+    # Each stage alone is a special case (the other threshold at its minimum), so the search
+    # cannot do worse than either.
+    for stage in (s1, s2):
+        assert cascade_recall >= recall_at_precision(y, stage, precision=target) - 1e-12
+
+
+def test_choose_thresholds_reaches_target_recall_with_weights():
+    y, s1, s2 = _validation_scores(3)
+    weights = np.where(y == 1, 1.0, 20.0)
+    t1, t2 = cascade.choose_thresholds(s1, s2, y, target_recall=0.8, sample_weight=weights)
+    decision = cascade.cascade_decision(s1, s2, thresholds=(t1, t2))
+    assert (decision & (y == 1)).sum() / y.sum() >= 0.8
+    combined = np.where(decision, 1.0, 0.0)
+    assert precision_recall_at(y, combined, threshold=1.0, sample_weight=weights).recall >= 0.8
+
+
+def test_choose_thresholds_impossible_precision_gives_inf():
+    y = np.array([0, 1, 0, 1])
+    s = np.array([0.9, 0.8, 0.7, 0.6])
+    assert cascade.choose_thresholds(s, s, y, target_precision=0.99) == (math.inf, math.inf)
+    with pytest.raises(ValueError, match="exactly one"):
+        cascade.choose_thresholds(s, s, y)
+
+
+class _Blobs(Dataset):
+    def __init__(self, seed: int, n: int) -> None:
+        rng = np.random.default_rng(seed)
+        self.labels = (rng.random(n) < 0.3).astype(int)
+        centres = np.where(self.labels[:, None] == 1, 0.8, -0.8)
+        self.x = torch.tensor(centres + rng.normal(size=(n, 6)), dtype=torch.float32)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int):
+        return self.x[index], int(self.labels[index]), index
+
+
+class _Recording(nn.Module):
+    """A linear classifier that remembers what it saw (inputs and outputs) in training mode."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.net = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 2))
+        self.seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.net(x)
+        if self.training:
+            self.seen.append((x.detach().clone(), logits.detach().clone()))
+        return logits
+
+
+def test_train_cascade_feeds_stage2_exactly_the_hardest_of_each_batch():
+    dataset = _Blobs(seed=4, n=200)
+    label_of = {tuple(row.tolist()): int(label) for row, label in zip(dataset.x, dataset.labels)}
+    loader = make_loader(dataset, batch_size=32, shuffle=True, seed=0)
+    stage1, stage2 = _Recording(0), _Recording(1)
+    config = cascade.CascadeConfig(batch_a=32, hard_b=8)
+    train = TrainConfig(epochs=3, batch_size=32, lr=0.05, device="cpu", seed=0)
+    history = cascade.train_cascade(stage1, stage2, loader, config=config, train=train)
+
+    assert len(history) == 3
+    assert len(stage1.seen) == len(stage2.seen) == 3 * len(loader)
+    for (batch, logits), (hard_inputs, _) in zip(stage1.seen, stage2.seen, strict=True):
+        labels = torch.tensor([label_of[tuple(row.tolist())] for row in batch])
+        losses = nn.functional.cross_entropy(logits, labels, reduction="none")
+        expected = config.hard_count(len(batch))
+        assert hard_inputs.shape[0] == expected
+        hardest = batch[torch.argsort(losses, descending=True)[:expected]]
+        assert {tuple(r.tolist()) for r in hard_inputs} == {tuple(r.tolist()) for r in hardest}
+    for epoch in history:
+        assert epoch["hard_mean_loss"] >= epoch["batch_mean_loss"]
+    assert history[-1]["stage1_loss"] < history[0]["stage1_loss"]
+
+
+def test_cascade_predict_scores_in_dataset_order_and_applies_and():
+    dataset = _Blobs(seed=5, n=120)
+    loader = make_loader(dataset, batch_size=16, shuffle=True, seed=1)
+    stage1, stage2 = _Recording(2), _Recording(3)
+    cascade.train_cascade(
+        stage1,
+        stage2,
+        loader,
+        config=cascade.CascadeConfig(batch_a=16, hard_b=4),
+        train=TrainConfig(epochs=4, batch_size=16, lr=0.05, device="cpu", seed=0),
+    )
+    scores = cascade.cascade_predict(stage1, stage2, loader, device="cpu", thresholds=(0.5, 0.4))
+    with torch.no_grad():
+        stage1.eval()
+        direct = torch.softmax(stage1(dataset.x), dim=1)[:, 1].numpy()
+    assert scores.stage1 == pytest.approx(direct, abs=1e-6)
+    assert np.array_equal(scores.decision, (scores.stage1 >= 0.5) & (scores.stage2 >= 0.4))
+
+
+def test_train_cascade_rejects_mismatched_batch_size():
+    dataset = _Blobs(seed=6, n=40)
+    loader = make_loader(dataset, batch_size=10, shuffle=False, seed=0)
+    with pytest.raises(ValueError, match="batch_a"):
+        cascade.train_cascade(
+            _Recording(0),
+            _Recording(1),
+            loader,
+            config=cascade.CascadeConfig(batch_a=64, hard_b=16),
+            train=TrainConfig(epochs=1, device="cpu"),
+        )
