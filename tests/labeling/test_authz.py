@@ -1,0 +1,324 @@
+"""The authorization matrix: every URL pattern of the project, every role, own and other project.
+
+`MATRIX` holds one entry per route (its name, or its pattern when it has none): the method to
+call and the expected outcome for anonymous, annotator, lead, engineer and superuser, on objects
+of the user's own project and, where objects are involved, of another project. The first test
+walks `get_resolver()` recursively (admin and API docs included) and fails naming every route
+that has no entry, so a new route cannot ship without a decision about who may use it.
+
+Outcomes: OK (allowed: 2xx, a 400 for an empty form, or a redirect that is not to a login page),
+LOGIN (redirect to a login page), DENIED (403, or 401), NOT_FOUND (404: another project's
+objects do not reveal that they exist). Requests run against the real database, each from a
+fresh client, with an empty form body for writes (so an allowed write is a 400 or a harmless
+no-op, never a crash).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from urllib.parse import urlsplit
+
+import pytest
+from django.contrib.auth.models import Group
+from django.test import Client
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+from django.utils import timezone
+from rest_framework.authtoken.models import Token
+
+from labeling.models import Job, Label, Lease, ModelVersion, QueueItem, Score
+from tests.factories import make_image, make_project, make_queue, make_user
+
+pytestmark = [pytest.mark.authz, pytest.mark.django_db]
+
+OK, LOGIN, DENIED, NOT_FOUND = "ok", "login", "denied", "not_found"
+ROLES = ("anonymous", "annotator", "lead", "engineer", "superuser")
+
+
+def row(anonymous, annotator, lead, engineer, superuser) -> dict[str, str]:
+    return dict(zip(ROLES, (anonymous, annotator, lead, engineer, superuser)))
+
+
+@dataclass(frozen=True)
+class Route:
+    own: dict[str, str]
+    other: dict[str, str] | None = None  # None: the route's objects do not belong to projects
+    method: str = "GET"
+    obj: str | None = None  # which fixture object a `pk` / `object_id` / `id` kwarg names
+
+
+# Rows used many times.
+PAGE_ALL = row(LOGIN, OK, OK, OK, OK)
+PAGE_ENGINEER = row(LOGIN, DENIED, DENIED, OK, OK)
+API_ALL = row(DENIED, OK, OK, OK, OK)
+API_ENGINEER = row(DENIED, DENIED, DENIED, OK, OK)
+MEMBERS_OTHER = row(LOGIN, NOT_FOUND, NOT_FOUND, OK, OK)
+API_MEMBERS_OTHER = row(DENIED, NOT_FOUND, NOT_FOUND, OK, OK)
+ADMIN = row(LOGIN, LOGIN, LOGIN, LOGIN, OK)  # Django admin: staff only (superusers here)
+EVERYONE = row(OK, OK, OK, OK, OK)
+
+MATRIX: dict[str, Route] = {
+    # --- Pages ---------------------------------------------------------------------------------
+    "home": Route(PAGE_ALL),
+    "login": Route(EVERYONE),  # logged-in people are redirected home
+    "logout": Route(EVERYONE, method="POST"),
+    "project-detail": Route(PAGE_ALL, MEMBERS_OTHER),
+    "queue-annotate": Route(PAGE_ALL, MEMBERS_OTHER, obj="queue"),
+    "queue-grid": Route(PAGE_ALL, MEMBERS_OTHER, obj="queue"),
+    "project-import": Route(PAGE_ENGINEER, PAGE_ENGINEER),
+    "image-file": Route(PAGE_ALL, MEMBERS_OTHER, obj="image"),
+    "image-thumb": Route(PAGE_ALL, MEMBERS_OTHER, obj="image"),
+    "users": Route(PAGE_ENGINEER),
+    "user-create": Route(PAGE_ENGINEER, method="POST"),
+    "user-role-update": Route(PAGE_ENGINEER, PAGE_ENGINEER, method="POST", obj="user"),
+    "user-projects-update": Route(PAGE_ENGINEER, PAGE_ENGINEER, method="POST", obj="user"),
+    # --- Core API ------------------------------------------------------------------------------
+    "api-auth-token": Route(EVERYONE, method="POST"),  # empty form: 400 for everyone
+    "api-schema": Route(API_ALL),
+    "api-docs": Route(API_ALL),
+    "api-project-list": Route(API_ALL),
+    "api-project-create": Route(API_ENGINEER, method="POST"),
+    "api-project-detail": Route(API_ALL, API_MEMBERS_OTHER),
+    "api-project-update": Route(API_ENGINEER, API_ENGINEER, method="PATCH"),
+    "api-image-list": Route(API_ALL, API_MEMBERS_OTHER),
+    "api-image-detail": Route(
+        row(DENIED, DENIED, OK, OK, OK), row(DENIED, DENIED, NOT_FOUND, OK, OK), obj="image"
+    ),
+    "api-model-version-list": Route(
+        row(DENIED, DENIED, OK, OK, OK), row(DENIED, DENIED, NOT_FOUND, OK, OK)
+    ),
+    "api-labels-export": Route(API_ENGINEER, API_ENGINEER),
+    "api-labels-import": Route(API_ENGINEER, API_ENGINEER, method="POST"),
+    "api-user-list": Route(API_ENGINEER),
+    "api-user-create": Route(API_ENGINEER, method="POST"),
+    "api-user-role-set": Route(API_ENGINEER, API_ENGINEER, method="POST", obj="user"),
+    "api-user-projects-set": Route(API_ENGINEER, API_ENGINEER, method="PUT", obj="user"),
+    # --- Queue API (labeling queue of the project; the lease is the annotator's own) ----------
+    "api-queue-next": Route(API_ALL, API_MEMBERS_OTHER, method="POST", obj="queue"),
+    "api-queue-undo": Route(API_ALL, API_MEMBERS_OTHER, method="POST", obj="queue"),
+    "api-queue-submit-batch": Route(API_ALL, API_MEMBERS_OTHER, method="POST", obj="queue"),
+    "api-queue-stats": Route(API_ALL, API_MEMBERS_OTHER, obj="queue"),
+    # Somebody else's lease is a 404 whatever the role: only its holder may submit or skip it.
+    "api-lease-submit": Route(
+        row(DENIED, OK, NOT_FOUND, NOT_FOUND, NOT_FOUND),
+        row(DENIED, NOT_FOUND, NOT_FOUND, NOT_FOUND, NOT_FOUND),
+        method="POST",
+        obj="lease",
+    ),
+    "api-lease-skip": Route(
+        row(DENIED, OK, NOT_FOUND, NOT_FOUND, NOT_FOUND),
+        row(DENIED, NOT_FOUND, NOT_FOUND, NOT_FOUND, NOT_FOUND),
+        method="POST",
+        obj="lease",
+    ),
+    # --- Django admin --------------------------------------------------------------------------
+    "admin:index": Route(ADMIN),
+    "admin:login": Route(EVERYONE),  # the form, or "not authorized"; superusers go to index
+    "admin:logout": Route(EVERYONE, method="POST"),
+    "admin:password_change": Route(ADMIN),
+    "admin:password_change_done": Route(ADMIN),
+    "admin:autocomplete": Route(row(LOGIN, LOGIN, LOGIN, LOGIN, DENIED)),  # no params: 403
+    "admin:jsi18n": Route(ADMIN),
+    # Our models have no get_absolute_url, so "view on site" is a 404 even for superusers.
+    "admin:view_on_site": Route(row(LOGIN, LOGIN, LOGIN, LOGIN, NOT_FOUND), obj="project"),
+    "admin:app_list": Route(ADMIN),
+    "admin:auth_user_password_change": Route(ADMIN, obj="admin:auth.user"),
+    # The admin's catch-all answers 404 to staff only; everyone else goes to the login page.
+    "pattern:admin/(?P<url>.*)$": Route(row(LOGIN, LOGIN, LOGIN, LOGIN, NOT_FOUND)),
+}
+
+# Every registered admin model has the same five views and one bare redirect (object_id/ ->
+# change/). Listing the models here (not reading them from admin.site) keeps the rule that a
+# newly registered model fails the first test until someone adds it.
+ADMIN_MODELS = [
+    "auth.group",
+    "auth.user",
+    "authtoken.tokenproxy",
+    "labeling.project",
+    "labeling.image",
+    "labeling.queue",
+    "labeling.queueitem",
+    "labeling.lease",
+    "labeling.label",
+    "labeling.modelversion",
+    "labeling.score",
+    "labeling.job",
+]
+for _model in ADMIN_MODELS:
+    _app, _name = _model.split(".")
+    _obj = f"admin:{_model}"
+    MATRIX[f"admin:{_app}_{_name}_changelist"] = Route(ADMIN)
+    MATRIX[f"admin:{_app}_{_name}_add"] = Route(ADMIN)
+    for _view in ("history", "delete", "change"):
+        MATRIX[f"admin:{_app}_{_name}_{_view}"] = Route(ADMIN, obj=_obj)
+    # The bare object_id/ URL redirects to change/, inside the admin's guard.
+    MATRIX[f"pattern:admin/{_app}/{_name}/<path:object_id>/"] = Route(ADMIN, obj=_obj)
+# Labels are append-only: nobody deletes one, not even a superuser (labeling.admin.LabelAdmin).
+MATRIX["admin:labeling_label_delete"] = Route(
+    row(LOGIN, LOGIN, LOGIN, LOGIN, DENIED), obj="admin:labeling.label"
+)
+
+
+# --- Walking the URL tree -------------------------------------------------------------------------
+def all_routes() -> dict[str, tuple[URLPattern, str]]:
+    """{key: (pattern, full pattern text)} for every URL pattern, recursively."""
+    found: dict[str, tuple[URLPattern, str]] = {}
+
+    def walk(resolver: URLResolver, prefix: str, namespace: str | None) -> None:
+        for entry in resolver.url_patterns:
+            if isinstance(entry, URLResolver):
+                ns = namespace
+                if entry.namespace:
+                    ns = f"{namespace}:{entry.namespace}" if namespace else entry.namespace
+                walk(entry, prefix + str(entry.pattern), ns)
+                continue
+            text = prefix + str(entry.pattern)
+            if entry.name:
+                key = f"{namespace}:{entry.name}" if namespace else entry.name
+            else:
+                key = f"pattern:{text}"
+            found[key] = (entry, text)
+
+    walk(get_resolver(), "", None)
+    return found
+
+
+def test_every_route_has_a_matrix_entry():
+    routes = all_routes()
+    missing = sorted(set(routes) - set(MATRIX))
+    assert not missing, "Routes without an authorization-matrix entry:\n" + "\n".join(
+        f"  {key}  ({routes[key][1]})" for key in missing
+    )
+    stale = sorted(set(MATRIX) - set(routes))
+    assert not stale, f"Matrix entries for routes that no longer exist: {stale}"
+
+
+# --- The world the requests run in ----------------------------------------------------------------
+def _side(project, annotator, lead):
+    image = make_image(project)
+    queue = make_queue(project)
+    item = QueueItem.objects.create(queue=queue, image=image)
+    lease = Lease.objects.create(
+        item=item, annotator=annotator, expires_at=timezone.now() + timedelta(hours=1)
+    )
+    version = ModelVersion.objects.create(project=project, name="v1", status="ready")
+    target = make_user("annotator")
+    project.members.add(target)
+    label = Label.objects.create(project=project, image=image, annotator=annotator, value="normal")
+    return {
+        "project": project,
+        "image": image,
+        "queue": queue,
+        "lease": lease,
+        "user": target,
+        "admin:auth.group": Group.objects.get(name="annotator"),
+        "admin:auth.user": target,
+        "admin:authtoken.tokenproxy": Token.objects.create(user=target),
+        "admin:labeling.project": project,
+        "admin:labeling.image": image,
+        "admin:labeling.queue": queue,
+        "admin:labeling.queueitem": item,
+        "admin:labeling.lease": lease,
+        "admin:labeling.label": label,
+        "admin:labeling.modelversion": version,
+        "admin:labeling.score": Score.objects.create(
+            image=image, model_version=version, stage1=0.5, score=0.5
+        ),
+        "admin:labeling.job": Job.objects.create(project=project, kind=Job.Kind.SCORE_POOL),
+    }
+
+
+@pytest.fixture
+def world():
+    annotator = make_user("annotator")
+    lead = make_user("lead")
+    users = {
+        "anonymous": None,
+        "annotator": annotator,
+        "lead": lead,
+        "engineer": make_user("engineer"),
+        "superuser": make_user(None, is_superuser=True, is_staff=True),
+    }
+    own = _side(make_project(members=[annotator, lead]), annotator, lead)
+    # The other project has its own annotator and lead; ours are not members.
+    other_annotator = make_user("annotator")
+    other = _side(make_project(members=[other_annotator]), other_annotator, make_user("lead"))
+    return {"users": users, "own": own, "other": other}
+
+
+def url_for(key: str, pattern: URLPattern, route: Route, objects: dict) -> str:
+    kwargs = {}
+    for name in pattern.pattern.converters or {}:
+        kwargs[name] = None
+    if not kwargs:
+        # re_path patterns keep their group names in the regex.
+        kwargs = dict.fromkeys(pattern.pattern.regex.groupindex)
+    obj = objects[route.obj] if route.obj else None
+    for name in kwargs:
+        if name == "slug":
+            kwargs[name] = objects["project"].slug
+        elif name in ("pk", "object_id", "id"):
+            kwargs[name] = obj.pk
+        elif name == "content_type_id":
+            from django.contrib.contenttypes.models import ContentType
+
+            kwargs[name] = ContentType.objects.get_for_model(obj).pk
+        elif name == "app_label":
+            kwargs[name] = "labeling"
+        elif name == "url":
+            kwargs[name] = "no-such-page/"
+        else:
+            raise AssertionError(f"{key}: no fixture value for URL kwarg {name!r}")
+    if key.startswith("pattern:"):
+        # Unnamed patterns cannot be reversed: fill the pattern text in.
+        text = key.removeprefix("pattern:").removesuffix("$")
+        text = text.replace("(?P<url>.*)", kwargs.get("url") or "")
+        return "/" + text.replace("<path:object_id>", str(kwargs.get("object_id", "")))
+    return reverse(key, kwargs=kwargs)
+
+
+LOGIN_PATHS = ("/login/", "/admin/login/")
+
+
+def outcome(response) -> str:
+    code = response.status_code
+    if code in (301, 302, 303, 307, 308):
+        location = urlsplit(response["Location"])
+        if location.path in LOGIN_PATHS and "next=" in location.query:
+            return LOGIN
+        return OK
+    if code in (401, 403):
+        return DENIED
+    if code == 404:
+        return NOT_FOUND
+    if 200 <= code < 300 or code == 400:
+        return OK
+    return f"HTTP {code}"
+
+
+@pytest.mark.parametrize("key", sorted(MATRIX))
+def test_route_access(key, world):
+    routes = all_routes()
+    if key not in routes:
+        pytest.fail(f"{key} is in the matrix but not among the URL patterns")
+    pattern, _ = routes[key]
+    route = MATRIX[key]
+    sides = [("own", route.own)] + ([("other", route.other)] if route.other else [])
+    mismatches = []
+    for side, expected in sides:
+        url = url_for(key, pattern, route, world[side])
+        for role in ROLES:
+            client = Client()
+            user = world["users"][role]
+            if user is not None:
+                client.force_login(user)
+            response = client.generic(
+                route.method, url, data="", content_type="application/x-www-form-urlencoded"
+            )
+            got = outcome(response)
+            if got != expected[role]:
+                mismatches.append(
+                    f"{route.method} {url} as {role} ({side} project): expected "
+                    f"{expected[role]}, got {got} (HTTP {response.status_code})"
+                )
+    assert not mismatches, "\n".join(mismatches)
