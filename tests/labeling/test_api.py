@@ -335,7 +335,8 @@ def test_users_page_changes_role_and_membership(world, client):
     client.post(f"/users/{person.pk}/projects/", {"projects": [world["other"].pk]})
     assert list(person.projects.all()) == [world["other"]]
     # A refused change is reported and changes nothing.
-    client.post(f"/users/{world['engineer'].pk}/role/", {"role": "annotator"})
+    page = client.post(f"/users/{world['engineer'].pk}/role/", {"role": "annotator"}, follow=True)
+    assert "cannot remove your own engineer role" in page.content.decode()
     assert user_role(User.objects.get(pk=world["engineer"].pk)) == Role.ENGINEER
 
     client.force_login(world["lead"])
