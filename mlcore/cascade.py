@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -34,12 +34,25 @@ import torch.nn.functional as F
 from torch import nn
 
 from mlcore.config import TrainConfig, resolve_device, seed_everything
+from mlcore.mean_teacher import (
+    MeanTeacherConfig,
+    ema_update,
+    sigmoid_rampup,
+    softmax_mse_consistency,
+)
 from mlcore.metrics import threshold_for_precision, threshold_for_recall
-from mlcore.train import TrainingCancelled, make_optimizer, make_scheduler, predict_proba
+from mlcore.train import (
+    EpochCallback,
+    call_on_epoch,
+    make_optimizer,
+    make_scheduler,
+    predict_proba,
+)
 
 __all__ = [
     "CascadeConfig",
     "CascadeScores",
+    "cascade_decision",
     "cascade_predict",
     "choose_thresholds",
     "ohem_select",
@@ -83,7 +96,14 @@ class CascadeConfig:
         return max(1, math.ceil(batch_len * self.hard_b / self.batch_a))
 
 
-EpochCallback = Callable[[int, dict[str, float]], bool | None]
+def _cycle(loader: Iterable[Any]) -> Iterator[Any]:
+    while True:
+        empty = True
+        for batch in loader:
+            empty = False
+            yield batch
+        if empty:
+            raise ValueError("the unlabeled loader yielded no batches")
 
 
 def train_cascade(
@@ -93,6 +113,9 @@ def train_cascade(
     *,
     config: CascadeConfig,
     train: TrainConfig,
+    unlabeled_loader: Iterable[Any] | None = None,
+    mean_teacher: MeanTeacherConfig | None = None,
+    stage1_teacher: nn.Module | None = None,
     on_epoch: EpochCallback | None = None,
 ) -> list[dict[str, float]]:
     """Train both stages together for ``train.epochs`` epochs; returns one dict per epoch.
@@ -101,10 +124,26 @@ def train_cascade(
     skipped. Each step: stage-1 forward on the labeled batch, per-sample cross-entropy, stage-1
     SGD update on the mean; the ``hard_b`` highest of those (detached) losses select the samples
     for one stage-2 SGD step. Both stages use ``make_optimizer`` and a cosine schedule.
-    The history holds epoch, stage1_loss, stage2_loss (mean over steps), hard_mean_loss (mean
-    stage-1 loss of the selected samples), batch_mean_loss and seconds. ``on_epoch(epoch,
-    metrics)`` returning False or raising ``TrainingCancelled`` stops after that epoch.
+
+    Mean Teacher for stage 1 (METHOD.md's cold start; ``mlcore.mean_teacher``): pass
+    ``mean_teacher`` (a MeanTeacherConfig), ``stage1_teacher`` (``make_teacher(stage1)``) and
+    ``unlabeled_loader``. Both loaders then yield ``((student_view, teacher_view), y, idx)``
+    (``data.TwoViews``); stage 1's loss adds the ramped consistency cost over the labeled and
+    the (cycled) unlabeled batch, the teacher is EMA-updated after each step, and the hard
+    samples (ranked by the student's cross-entropy) reach stage 2 as their student views.
+    Deploy ``stage1_teacher`` as stage 1 afterwards, as the paper evaluates the teacher.
+
+    The history holds epoch, stage1_loss, stage2_loss (means over steps), hard_mean_loss (mean
+    stage-1 cross-entropy of the selected samples), batch_mean_loss (of all labeled samples),
+    lr, seconds, and with Mean Teacher consistency_loss, consistency_weight and ema_decay.
+    ``on_epoch(epoch, metrics)`` returning False or raising ``TrainingCancelled`` stops after
+    that epoch.
     """
+    use_teacher = mean_teacher is not None
+    if use_teacher and (stage1_teacher is None or unlabeled_loader is None):
+        raise ValueError("mean_teacher needs stage1_teacher and unlabeled_loader")
+    if not use_teacher and (stage1_teacher is not None or unlabeled_loader is not None):
+        raise ValueError("stage1_teacher and unlabeled_loader are used only with mean_teacher")
     batch_size = getattr(loader, "batch_size", None)
     if batch_size is not None and batch_size != config.batch_a:
         raise ValueError(
@@ -114,35 +153,87 @@ def train_cascade(
     device = resolve_device(train.device)
     stage1.to(device)
     stage2.to(device)
+    if stage1_teacher is not None:
+        stage1_teacher.to(device)
     optimizer1 = make_optimizer(stage1, train)
     optimizer2 = make_optimizer(
-        stage2, train if config.stage2_lr is None else _with_lr(train, config.stage2_lr)
+        stage2, train if config.stage2_lr is None else replace(train, lr=config.stage2_lr)
     )
-    steps = max(1, train.epochs * len(loader))  # type: ignore[arg-type]
-    scheduler1 = make_scheduler(optimizer1, total_steps=steps)
-    scheduler2 = make_scheduler(optimizer2, total_steps=steps)
+    steps_per_epoch = max(1, len(loader))  # type: ignore[arg-type]
+    scheduler1 = make_scheduler(optimizer1, total_steps=train.epochs * steps_per_epoch)
+    scheduler2 = make_scheduler(optimizer2, total_steps=train.epochs * steps_per_epoch)
+    unlabeled_batches = _cycle(unlabeled_loader) if unlabeled_loader is not None else None
     history: list[dict[str, float]] = []
+    global_step = 0
     for epoch in range(train.epochs):
         started = time.perf_counter()
+        lr = optimizer1.param_groups[0]["lr"]
         stage1.train()
         stage2.train()
         sums = {"stage1_loss": 0.0, "stage2_loss": 0.0, "hard_mean_loss": 0.0}
+        sums_teacher = {"consistency_loss": 0.0}
         batch_loss_sum, n_steps = 0.0, 0
-        for batch in loader:
-            images, labels, _ = batch
+        weight = decay = 0.0
+        for step, batch in enumerate(loader):
+            inputs, labels, _ = batch
             labels = torch.as_tensor(labels)
             labeled = labels >= 0
             if not labeled.any():
                 continue
-            images = images[labeled].to(device, non_blocking=True)
+            if use_teacher:
+                if not isinstance(inputs, list | tuple) or len(inputs) != 2:
+                    raise ValueError(
+                        "with mean_teacher the loader must yield ((student_view, teacher_view), "
+                        "y, idx): use data.TwoViews"
+                    )
+                student_view, teacher_view = inputs
+            else:
+                if isinstance(inputs, list | tuple):
+                    raise ValueError("two views per image need mean_teacher; pass one view")
+                student_view, teacher_view = inputs, None
+            images = student_view[labeled].to(device, non_blocking=True)
             labels = labels[labeled].to(device)
 
-            per_sample = F.cross_entropy(stage1(images), labels, reduction="none")
+            if use_teacher:
+                assert unlabeled_batches is not None
+                (unlabeled_student, unlabeled_teacher), _, _ = next(unlabeled_batches)
+                # One forward over labeled + unlabeled views, as mean_teacher_step does, so
+                # BatchNorm normalises both with the same batch statistics.
+                student_logits = stage1(torch.cat([images, unlabeled_student.to(device)]))
+                logits = student_logits[: len(labels)]
+            else:
+                logits = stage1(images)
+            per_sample = F.cross_entropy(logits, labels, reduction="none")
             stage1_loss = per_sample.mean()
+            if use_teacher:
+                assert mean_teacher is not None and stage1_teacher is not None
+                assert teacher_view is not None
+                progress = epoch + step / steps_per_epoch
+                weight = mean_teacher.consistency_weight * sigmoid_rampup(
+                    progress, mean_teacher.rampup_epochs
+                )
+                base_decay = mean_teacher.ema_decay
+                if (
+                    mean_teacher.ema_decay_after_rampup is not None
+                    and progress >= mean_teacher.rampup_epochs
+                ):
+                    base_decay = mean_teacher.ema_decay_after_rampup
+                decay = min(base_decay, 1.0 - 1.0 / (global_step + 1))
+                stage1_teacher.train()
+                with torch.no_grad():
+                    teacher_logits = stage1_teacher(
+                        torch.cat([teacher_view[labeled], unlabeled_teacher]).to(device)
+                    )
+                consistency = softmax_mse_consistency(student_logits, teacher_logits)
+                stage1_loss = stage1_loss + weight * consistency
+                sums_teacher["consistency_loss"] += float(consistency.detach())
             optimizer1.zero_grad(set_to_none=True)
             stage1_loss.backward()
             optimizer1.step()
             scheduler1.step()
+            if use_teacher:
+                assert stage1_teacher is not None
+                ema_update(stage1_teacher, stage1, decay=decay)
 
             hard = ohem_select(per_sample.detach(), b=config.hard_count(len(labels)))
             stage2_loss = F.cross_entropy(stage2(images[hard]), labels[hard])
@@ -154,27 +245,22 @@ def train_cascade(
             sums["stage1_loss"] += float(stage1_loss.detach())
             sums["stage2_loss"] += float(stage2_loss.detach())
             sums["hard_mean_loss"] += float(per_sample.detach()[hard].mean())
-            batch_loss_sum += float(stage1_loss.detach())
+            batch_loss_sum += float(per_sample.detach().mean())
             n_steps += 1
+            global_step += 1
         metrics: dict[str, float] = {"epoch": epoch}
-        for name, total in sums.items():
+        for name, total in {**sums, **(sums_teacher if use_teacher else {})}.items():
             metrics[name] = total / n_steps if n_steps else float("nan")
         metrics["batch_mean_loss"] = batch_loss_sum / n_steps if n_steps else float("nan")
+        if use_teacher:
+            metrics["consistency_weight"] = weight
+            metrics["ema_decay"] = decay
+        metrics["lr"] = lr
         metrics["seconds"] = time.perf_counter() - started
         history.append(metrics)
-        if on_epoch is not None:
-            try:
-                if on_epoch(epoch, metrics) is False:
-                    break
-            except TrainingCancelled:
-                break
+        if not call_on_epoch(on_epoch, epoch, metrics):
+            break
     return history
-
-
-def _with_lr(train: TrainConfig, lr: float) -> TrainConfig:
-    from dataclasses import replace
-
-    return replace(train, lr=lr)
 
 
 @dataclass(frozen=True)

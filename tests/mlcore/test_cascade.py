@@ -15,6 +15,7 @@ from torch.utils.data import Dataset
 from mlcore import cascade
 from mlcore.config import TrainConfig
 from mlcore.data import make_loader
+from mlcore.mean_teacher import MeanTeacherConfig, make_teacher
 from mlcore.metrics import precision_recall_at, recall_at_precision
 
 
@@ -164,4 +165,61 @@ def test_train_cascade_rejects_mismatched_batch_size():
             loader,
             config=cascade.CascadeConfig(batch_a=64, hard_b=16),
             train=TrainConfig(epochs=1, device="cpu"),
+        )
+
+
+class _TwoViewBlobs(Dataset):
+    """_Blobs whose items are two independently jittered views; ``labeled=False`` hides labels."""
+
+    def __init__(self, base: _Blobs, *, labeled: bool) -> None:
+        self.base, self.labeled = base, labeled
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int):
+        x, label, _ = self.base[index]
+        views = (x + 0.1 * torch.randn_like(x), x + 0.1 * torch.randn_like(x))
+        return views, label if self.labeled else -1, index
+
+
+def test_train_cascade_with_mean_teacher_updates_the_teacher_by_ema():
+    labeled = make_loader(
+        _TwoViewBlobs(_Blobs(7, 64), labeled=True), batch_size=16, shuffle=True, seed=0
+    )
+    unlabeled = make_loader(
+        _TwoViewBlobs(_Blobs(8, 96), labeled=False), batch_size=16, shuffle=True, seed=1
+    )
+    stage1, stage2 = _Recording(0), _Recording(1)
+    teacher = make_teacher(stage1)
+    history = cascade.train_cascade(
+        stage1,
+        stage2,
+        labeled,
+        config=cascade.CascadeConfig(batch_a=16, hard_b=4),
+        train=TrainConfig(epochs=2, batch_size=16, lr=0.05, device="cpu", seed=0),
+        unlabeled_loader=unlabeled,
+        mean_teacher=MeanTeacherConfig(ema_decay=0.0, consistency_weight=5.0, rampup_epochs=1),
+        stage1_teacher=teacher,
+    )
+    # decay 0 makes the teacher a copy of the student after every step.
+    for a, b in zip(teacher.parameters(), stage1.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert all(math.isfinite(epoch["consistency_loss"]) for epoch in history)
+    assert history[-1]["consistency_weight"] == pytest.approx(5.0)
+    # Stage 1 saw labeled + unlabeled student views; stage 2 only the 4 hardest labeled ones.
+    assert {x.shape[0] for x, _ in stage1.seen} == {32}
+    assert {x.shape[0] for x, _ in stage2.seen} == {4}
+
+
+def test_train_cascade_mean_teacher_needs_teacher_and_unlabeled_loader():
+    loader = make_loader(_Blobs(9, 32), batch_size=16, shuffle=False, seed=0)
+    with pytest.raises(ValueError, match="stage1_teacher and unlabeled_loader"):
+        cascade.train_cascade(
+            _Recording(0),
+            _Recording(1),
+            loader,
+            config=cascade.CascadeConfig(batch_a=16, hard_b=4),
+            train=TrainConfig(epochs=1, device="cpu"),
+            mean_teacher=MeanTeacherConfig(),
         )
