@@ -8,9 +8,16 @@ from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404, render
 
 from labeling.models import Project
-from labeling.permissions import can_manage, role_required
+from labeling.permissions import can_manage, projects_visible_to, role_required
 from labeling.roles import Role
 from labeling.services.imports import ALLOWED_FORMATS, uploads_import
+
+
+@role_required(Role.ENGINEER)
+def import_choose(request):
+    """The navigation's "Import" entry: pick the project to import into."""
+    projects = projects_visible_to(request.user).order_by("name")
+    return render(request, "labeling/import.html", {"projects": projects})
 
 
 @role_required(Role.ENGINEER)

@@ -362,3 +362,15 @@ def test_import_page_sends_anonymous_to_login(client):
     response = client.get(url)
     assert response.status_code == 302
     assert response["Location"].startswith(reverse("login"))
+
+
+def test_import_entry_page_lists_projects_for_engineers_only(client):
+    engineer = make_user("engineer")
+    project = make_project(name="Shoes")
+    client.login(username=engineer.username, password=PASSWORD)
+    response = client.get(reverse("import"))
+    assert response.status_code == 200
+    assert reverse("project-import", args=[project.slug]) in response.content.decode()
+    lead = make_user("lead")
+    client.login(username=lead.username, password=PASSWORD)
+    assert client.get(reverse("import")).status_code == 403
