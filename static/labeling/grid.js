@@ -131,6 +131,7 @@ function renderPage() {
     el.className = "tile";
     el.setAttribute("role", "checkbox");
     el.tabIndex = -1;
+    el.dataset.image = String(tile.image.id);
     const img = tile.img;
     img.alt = "";
     img.draggable = false;
