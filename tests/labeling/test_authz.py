@@ -65,6 +65,7 @@ MATRIX: dict[str, Route] = {
     "project-detail": Route(PAGE_ALL, MEMBERS_OTHER),
     "queue-annotate": Route(PAGE_ALL, MEMBERS_OTHER, obj="queue"),
     "queue-grid": Route(PAGE_ALL, MEMBERS_OTHER, obj="queue"),
+    "import": Route(PAGE_ENGINEER),
     "project-import": Route(PAGE_ENGINEER, PAGE_ENGINEER),
     "image-file": Route(PAGE_ALL, MEMBERS_OTHER, obj="image"),
     "image-thumb": Route(PAGE_ALL, MEMBERS_OTHER, obj="image"),
