@@ -2,16 +2,68 @@
 
 Routing: tasks whose name starts with `labeling.tasks.ml_` go to the `ml` queue (one task per
 GPU at a time); everything else goes to `default` (see CELERY_TASK_ROUTES).
+
+Every job task is safe to run twice (the services' status guards and upserts), which is what
+makes `acks_late` + `reject_on_worker_lost` correct: a message re-delivered after a worker died
+resumes the job instead of duplicating it. Transient errors (the database or the broker gone
+for a moment) are retried with exponential backoff and jitter; anything else is recorded on the
+Job by the service. Time limits are per queue: ml tasks may run for hours, default ones not.
 """
 
 from __future__ import annotations
 
 from celery import shared_task
+from django.conf import settings
 
-from .services import queues
+from .services import jobs, queues, scoring, selection
+
+_RETRY = {
+    "autoretry_for": jobs.TRANSIENT_ERRORS,
+    "retry_backoff": 2,
+    "retry_backoff_max": 300,
+    "retry_jitter": True,
+    "max_retries": 8,
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "ignore_result": True,
+}
+ML_TASK = {
+    **_RETRY,
+    "soft_time_limit": settings.IMAGECLEAN_ML_TASK_SOFT_TIME_LIMIT,
+    "time_limit": settings.IMAGECLEAN_ML_TASK_TIME_LIMIT,
+}
+DEFAULT_TASK = {
+    **_RETRY,
+    "soft_time_limit": settings.IMAGECLEAN_DEFAULT_TASK_SOFT_TIME_LIMIT,
+    "time_limit": settings.IMAGECLEAN_DEFAULT_TASK_TIME_LIMIT,
+}
 
 
 @shared_task(name="labeling.tasks.leases_expire", ignore_result=True)
 def leases_expire() -> int:
     """Periodic sweep: expired leases give their slot back so the item is served again."""
     return queues.leases_expire()
+
+
+@shared_task(name="labeling.tasks.jobs_recover", **DEFAULT_TASK)
+def jobs_recover() -> list[int]:
+    """Periodic sweep: re-enqueue running jobs whose worker died (stale heartbeat)."""
+    return jobs.jobs_recover()
+
+
+@shared_task(bind=True, name="labeling.tasks.ml_score_pool", **ML_TASK)
+def ml_score_pool(self, job_id: int) -> None:
+    """Plan a pool-scoring job into shards and enqueue one ml_score_shard per shard."""
+    scoring.score_pool_run(job_id=job_id, retry=self.request.retries > 0)
+
+
+@shared_task(name="labeling.tasks.ml_score_shard", **ML_TASK)
+def ml_score_shard(job_id: int, shard_index: int) -> None:
+    """Score one shard of a pool-scoring job; the last shard finishes the job."""
+    scoring.score_shard_run(job_id=job_id, shard_index=shard_index)
+
+
+@shared_task(bind=True, name="labeling.tasks.select_fill_queue", **DEFAULT_TASK)
+def select_fill_queue(self, job_id: int) -> None:
+    """Fill the labeling queue from a model version's scores (band ∪ loss top-K + audit)."""
+    selection.select_run(job_id=job_id, retry=self.request.retries > 0)

@@ -203,13 +203,15 @@ BROKER_DIR = VAR_DIR / "broker"
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")
 if CELERY_BROKER_URL.startswith("filesystem://"):
     # kombu's filesystem transport: a real broker in a folder, no server to install.
-    for _sub in ("out", "processed"):
+    for _sub in ("out", "processed", "control"):
         (BROKER_DIR / _sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(BROKER_DIR / "out"),
         "data_folder_out": str(BROKER_DIR / "out"),
         "processed_folder": str(BROKER_DIR / "processed"),
         "store_processed": False,
+        # Broadcast (remote control) exchanges; kombu's default is a "control" folder in the cwd.
+        "control_folder": str(BROKER_DIR / "control"),
     }
 else:
     # Longer than the longest task (training: ML_TASK_TIME_LIMIT), or Redis re-delivers a
@@ -236,4 +238,26 @@ LOGGING = {
 CELERY_TASK_ROUTES = {"labeling.tasks.ml_*": {"queue": "ml"}}
 CELERY_BEAT_SCHEDULE = {
     "expire-leases": {"task": "labeling.tasks.leases_expire", "schedule": 60.0},
+}
+
+# --- Background jobs (labeling/services/jobs.py) ----------------------------------------------
+# A RUNNING job whose heartbeat is older than this is taken to have lost its worker: the
+# recovery sweep re-enqueues it (safe: every job task is idempotent). Must exceed the longest
+# gap between two progress reports (one scoring batch, one training epoch).
+IMAGECLEAN_JOB_STALE_SECONDS = int(os.environ.get("IMAGECLEAN_JOB_STALE_SECONDS", 600))
+# Per-queue task time limits (soft raises inside the task, hard kills it). ml tasks stay under
+# the Redis visibility_timeout above, or Redis would hand a running task to a second worker.
+IMAGECLEAN_ML_TASK_SOFT_TIME_LIMIT = int(os.environ.get("IMAGECLEAN_ML_SOFT_LIMIT", 5 * 3600))
+IMAGECLEAN_ML_TASK_TIME_LIMIT = int(os.environ.get("IMAGECLEAN_ML_TIME_LIMIT", 5 * 3600 + 600))
+IMAGECLEAN_DEFAULT_TASK_SOFT_TIME_LIMIT = int(os.environ.get("IMAGECLEAN_SOFT_LIMIT", 600))
+IMAGECLEAN_DEFAULT_TASK_TIME_LIMIT = int(os.environ.get("IMAGECLEAN_TIME_LIMIT", 660))
+# Pool scoring: images per shard (one task each), per batch, and DataLoader decode processes
+# (>0 needs a worker started with --pool solo or threads: prefork children cannot fork).
+IMAGECLEAN_SCORING_SHARD_SIZE = int(os.environ.get("IMAGECLEAN_SCORING_SHARD_SIZE", 512))
+IMAGECLEAN_SCORING_BATCH_SIZE = int(os.environ.get("IMAGECLEAN_SCORING_BATCH_SIZE", 64))
+IMAGECLEAN_SCORING_LOADER_WORKERS = int(os.environ.get("IMAGECLEAN_SCORING_LOADER_WORKERS", 0))
+IMAGECLEAN_ML_DEVICE = os.environ.get("IMAGECLEAN_ML_DEVICE", "auto")
+CELERY_BEAT_SCHEDULE["recover-stalled-jobs"] = {
+    "task": "labeling.tasks.jobs_recover",
+    "schedule": 60.0,
 }

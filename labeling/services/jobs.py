@@ -1,0 +1,297 @@
+"""Background jobs: create, start (idempotently), report progress, cancel, finish, recover.
+
+A Job row is the single source of truth about a background job: Celery only carries its id.
+Every job kind is one entry of `JOB_KINDS` (the task that runs it and the function that checks
+its parameters), so new kinds (training, noise detection, cold start) plug in without touching
+the machinery here.
+
+Safe to run twice (CONVENTIONS.md, Celery): tasks are `acks_late` with
+`reject_on_worker_lost`, so a message can be delivered again after a worker dies. `job_start`
+is the status guard: only a QUEUED job starts, or a RUNNING one whose heartbeat went stale (its
+worker died); a second delivery of a running job returns False and does nothing. Work inside a
+job is written as upserts keyed by (job, shard) / (image, model version), so a repeated piece of
+work rewrites the same rows instead of adding new ones.
+
+Recovery: a worker killed with SIGKILL never acknowledges its message, and Redis re-delivers it
+only after the broker's visibility_timeout (hours, longer than the longest task). The periodic
+`jobs_recover` sweep finds RUNNING jobs whose heartbeat is older than
+IMAGECLEAN_JOB_STALE_SECONDS and enqueues their task again, which resumes where the database
+says the job stands (pending shards only).
+
+Cancel: `job_cancel` sets a flag; the job notices it at its next `job_progress` (which raises
+JobCancelled) and stops. A job that has not started yet is cancelled at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import kombu.exceptions
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import InterfaceError, OperationalError, transaction
+from django.utils import timezone
+from django.utils.module_loading import import_string
+
+from labeling.models import Job, Project
+from labeling.permissions import can_manage
+
+logger = logging.getLogger(__name__)
+
+MAX_LOG_LINES = 200
+MAX_LINE_CHARS = 500
+
+# Errors worth retrying with backoff: the database or the broker went away for a moment.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OperationalError,
+    InterfaceError,
+    kombu.exceptions.OperationalError,
+)
+
+
+class JobCancelled(Exception):
+    """Raised inside a running job when it was cancelled (or finished elsewhere): stop now."""
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """How to run one kind of job: the Celery task name (`labeling.tasks.ml_*` routes to the
+    `ml` queue) and the dotted path of `clean(*, project, params) -> dict`, which validates the
+    parameters (raising ValidationError) and returns them with defaults filled in."""
+
+    task_name: str
+    clean_params: str
+
+
+JOB_KINDS: dict[str, JobKind] = {
+    Job.Kind.SCORE_POOL: JobKind(
+        task_name="labeling.tasks.ml_score_pool",
+        clean_params="labeling.services.scoring.score_pool_params_clean",
+    ),
+    Job.Kind.SELECT: JobKind(
+        task_name="labeling.tasks.select_fill_queue",
+        clean_params="labeling.services.selection.select_params_clean",
+    ),
+}
+
+
+def task_enqueue(task_name: str, *args: Any) -> None:
+    """Send the task once the surrounding transaction commits (a task never sees uncommitted
+    rows). By name, so services need not import labeling.tasks (which imports services)."""
+    from config.celery import app
+
+    transaction.on_commit(lambda: app.send_task(task_name, args=list(args)))
+
+
+def _line(text: str) -> str:
+    stamp = timezone.now().strftime("%H:%M:%S")
+    return f"{stamp} {text}"[:MAX_LINE_CHARS]
+
+
+def _append_log(job: Job, text: str) -> None:
+    job.log = [*(job.log or []), _line(text)][-MAX_LOG_LINES:]
+
+
+# --- Create and cancel (called from the web) --------------------------------------------------
+def job_create(
+    *, project: Project, kind: str, params: dict | None = None, created_by: User | None = None
+) -> Job:
+    """Validate the parameters of a `kind` job, store it QUEUED and enqueue its task."""
+    if created_by is not None and not can_manage(created_by, project):
+        raise PermissionDenied("Only engineers start jobs.")
+    if kind not in JOB_KINDS:
+        known = ", ".join(sorted(JOB_KINDS))
+        raise ValidationError({"kind": f"Unknown job kind {kind!r}; known: {known}."})
+    if params is not None and not isinstance(params, dict):
+        raise ValidationError({"params": "Parameters must be a JSON object."})
+    spec = JOB_KINDS[kind]
+    clean: Callable[..., dict] = import_string(spec.clean_params)
+    cleaned = clean(project=project, params=dict(params or {}))
+    with transaction.atomic():
+        job = Job.objects.create(
+            project=project,
+            kind=kind,
+            params=cleaned,
+            model_version_id=cleaned.get("model_version_id"),
+            created_by=created_by,
+            log=[_line(f"queued by {created_by.get_username() if created_by else 'system'}")],
+        )
+        task_enqueue(spec.task_name, job.pk)
+    return job
+
+
+def job_cancel(*, job: Job, by: User | None = None) -> Job:
+    """Cancel a job: at once when it has not started, else at its next progress report."""
+    if by is not None and not can_manage(by, job.project):
+        raise PermissionDenied("Only engineers cancel jobs.")
+    with transaction.atomic():
+        locked = Job.objects.select_for_update().get(pk=job.pk)
+        if locked.is_finished:
+            raise ValidationError(f"Job {locked.pk} already finished ({locked.status}).")
+        who = by.get_username() if by else "system"
+        locked.cancel_requested = True
+        if locked.status == Job.Status.QUEUED:
+            locked.status = Job.Status.CANCELLED
+            locked.finished_at = timezone.now()
+            _append_log(locked, f"cancelled by {who} before it started")
+        else:
+            _append_log(locked, f"cancel requested by {who}")
+        locked.save(update_fields=["cancel_requested", "status", "finished_at", "log"])
+    return locked
+
+
+# --- Inside a task ----------------------------------------------------------------------------
+def _stale_after() -> timedelta:
+    return timedelta(seconds=settings.IMAGECLEAN_JOB_STALE_SECONDS)
+
+
+def job_start(*, job: Job, retry: bool = False) -> bool:
+    """The status guard: move a QUEUED job to RUNNING and return True. A RUNNING job proceeds
+    only when its heartbeat is stale (its worker died) or `retry` (this same task is retrying
+    after a transient error). Anything else returns False: the delivery is a duplicate."""
+    now = timezone.now()
+    with transaction.atomic():
+        locked = Job.objects.select_for_update().filter(pk=job.pk).first()
+        if locked is None:
+            return False
+        if locked.status == Job.Status.QUEUED and locked.cancel_requested:
+            return False
+        if locked.status == Job.Status.QUEUED:
+            locked.status = Job.Status.RUNNING
+            locked.started_at = now
+            _append_log(locked, "started")
+        elif locked.status == Job.Status.RUNNING:
+            stale = locked.heartbeat_at is None or locked.heartbeat_at < now - _stale_after()
+            if not (stale or retry):
+                return False
+            _append_log(locked, "retrying" if retry else "resumed after its worker was lost")
+        else:
+            return False
+        locked.heartbeat_at = now
+        locked.attempts += 1
+        locked.save(update_fields=["status", "started_at", "heartbeat_at", "attempts", "log"])
+    job.refresh_from_db()
+    return True
+
+
+def job_progress(
+    *, job_id: int, stage: str | None = None, percent: float | None = None, line: str | None = None
+) -> None:
+    """Record progress and beat the heartbeat. Raises JobCancelled when a cancel was requested
+    or the job is no longer running (another shard failed it, say)."""
+    now = timezone.now()
+    fields: dict[str, Any] = {"heartbeat_at": now}
+    if stage is not None:
+        fields["stage"] = stage[:120]
+    if percent is not None:
+        fields["percent"] = max(0.0, min(100.0, float(percent)))
+    if line is None:
+        updated = Job.objects.filter(
+            pk=job_id, status=Job.Status.RUNNING, cancel_requested=False
+        ).update(**fields)
+        if updated:
+            return
+        raise JobCancelled(f"job {job_id} was cancelled or is no longer running")
+    with transaction.atomic():
+        job = Job.objects.select_for_update().filter(pk=job_id).first()
+        if job is None or job.status != Job.Status.RUNNING or job.cancel_requested:
+            raise JobCancelled(f"job {job_id} was cancelled or is no longer running")
+        for name, value in fields.items():
+            setattr(job, name, value)
+        _append_log(job, line)
+        job.save(update_fields=[*fields, "log"])
+
+
+def _finish(*, job_id: int, status: str, log_line: str, **fields: Any) -> bool:
+    with transaction.atomic():
+        job = Job.objects.select_for_update().filter(pk=job_id).first()
+        if job is None or job.is_finished:
+            return False
+        job.status = status
+        job.finished_at = timezone.now()
+        for name, value in fields.items():
+            setattr(job, name, value)
+        _append_log(job, log_line)
+        job.save(update_fields=["status", "finished_at", "log", *fields])
+    return True
+
+
+def job_succeed(*, job_id: int, result: dict | None = None) -> bool:
+    return _finish(
+        job_id=job_id,
+        status=Job.Status.SUCCEEDED,
+        log_line="succeeded",
+        result=result or {},
+        percent=100.0,
+        stage="done",
+    )
+
+
+def job_fail(*, job_id: int, error: str) -> bool:
+    return _finish(
+        job_id=job_id, status=Job.Status.FAILED, log_line=f"failed: {error}", error=error
+    )
+
+
+def job_mark_cancelled(*, job_id: int) -> bool:
+    return _finish(
+        job_id=job_id,
+        status=Job.Status.CANCELLED,
+        log_line="stopped (cancelled)",
+        stage="cancelled",
+    )
+
+
+def job_run(*, job_id: int, body: Callable[[Job], dict | None], retry: bool = False) -> None:
+    """Run `body(job)` under the status guard. `body` returns the result dict (the job
+    succeeds) or None (the job goes on elsewhere: its shards finish it). Transient errors go up
+    to Celery's autoretry; JobCancelled stops the job; anything else fails it."""
+    job = Job.objects.filter(pk=job_id).first()
+    if job is None:
+        logger.warning("job %s no longer exists; nothing to do", job_id)
+        return
+    if not job_start(job=job, retry=retry):
+        logger.info("job %s is %s; this delivery does nothing", job_id, job.status)
+        return
+    try:
+        result = body(job)
+    except JobCancelled:
+        job_mark_cancelled(job_id=job_id)
+        return
+    except TRANSIENT_ERRORS:
+        raise
+    except Exception as error:  # the job's record is the error report; the worker lives on
+        logger.exception("job %s failed", job_id)
+        job_fail(job_id=job_id, error=f"{type(error).__name__}: {error}")
+        return
+    if result is not None:
+        job_succeed(job_id=job_id, result=result)
+
+
+# --- Recovery ---------------------------------------------------------------------------------
+def jobs_recover() -> list[int]:
+    """Enqueue again every RUNNING job whose heartbeat is older than
+    IMAGECLEAN_JOB_STALE_SECONDS (the same threshold `job_start` applies): its worker died.
+    Returns the ids re-enqueued."""
+    cutoff = timezone.now() - _stale_after()
+    stalled = list(
+        Job.objects.filter(status=Job.Status.RUNNING, heartbeat_at__lt=cutoff).values_list(
+            "pk", "kind"
+        )
+    )
+    recovered = []
+    with transaction.atomic():
+        for pk, kind in stalled:
+            spec = JOB_KINDS.get(kind)
+            if spec is None:
+                continue
+            task_enqueue(spec.task_name, pk)
+            recovered.append(pk)
+    if recovered:
+        logger.warning("re-enqueued stalled jobs %s", recovered)
+    return recovered

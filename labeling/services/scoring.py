@@ -1,0 +1,265 @@
+"""Pool scoring: the active model version scores every unlabeled pool image, in shards.
+
+`score_pool_run` (task `labeling.tasks.ml_score_pool`) plans the job: the pool images with no
+active label and no Score from the job's model version, by ascending id, cut into JobShards of
+at most `shard_size` ids; then one task `labeling.tasks.ml_score_shard(job_id, index)` per
+pending shard, so every running `ml` worker takes a share. Re-running the job kind later skips
+what that version already scored.
+
+`score_shard_run` scores one shard and, in ONE transaction under a row lock on the Job, upserts
+the Score rows (keyed by (image, model version)), marks the shard done and counts the shards
+still pending; the shard that sees zero finishes the job. There is no chord and no result
+backend: the database's count is the only thing that says the job is complete, so a shard that
+runs twice (after a worker died) rewrites the same rows and changes nothing.
+
+An image whose file is missing or corrupt gets no Score; it is recorded in the job's result
+(`errors`, capped, and `error_count`) and the job carries on. A later run tries it again.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import Exists, OuterRef
+from django.utils import timezone
+
+from labeling.models import Image, Job, JobShard, ModelVersion, Project, Score
+from labeling.selectors.labels import labels_active
+from labeling.services.jobs import (
+    TRANSIENT_ERRORS,
+    JobCancelled,
+    job_fail,
+    job_mark_cancelled,
+    job_progress,
+    job_run,
+    task_enqueue,
+)
+
+SHARD_TASK = "labeling.tasks.ml_score_shard"
+MAX_SHARD_SIZE = 10_000
+MAX_BATCH_SIZE = 1024
+MAX_RECORDED_ERRORS = 100
+
+
+def _int_param(params: dict, name: str, default: int, low: int, high: int) -> int:
+    value = params.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValidationError({name: f"{name} must be an integer."})
+    try:
+        number = int(value)
+    except ValueError as error:
+        raise ValidationError({name: f"{name} must be an integer."}) from error
+    if not low <= number <= high:
+        raise ValidationError({name: f"{name} must be between {low} and {high}."})
+    return number
+
+
+def model_version_for_scoring(*, project: Project, model_version_id=None) -> ModelVersion:
+    """The version to score with: the one named, or the project's active one; READY, with a
+    checkpoint file."""
+    if model_version_id in (None, ""):
+        version = project.active_model_version
+        if version is None:
+            raise ValidationError(
+                {"model_version_id": "This project has no active model version to score with."}
+            )
+    else:
+        try:
+            version = ModelVersion.objects.get(pk=int(model_version_id), project=project)
+        except (ValueError, TypeError, ModelVersion.DoesNotExist) as error:
+            raise ValidationError(
+                {"model_version_id": f"No model version {model_version_id!r} in this project."}
+            ) from error
+    if version.status != ModelVersion.Status.READY or not version.checkpoint:
+        raise ValidationError(
+            {"model_version_id": f"Model version {version.name!r} is not ready to score."}
+        )
+    return version
+
+
+def score_pool_params_clean(*, project: Project, params: dict) -> dict:
+    """Parameters of a score_pool job: model_version_id (default: the active version),
+    shard_size and batch_size (defaults from settings)."""
+    version = model_version_for_scoring(
+        project=project, model_version_id=params.get("model_version_id")
+    )
+    unknown = set(params) - {"model_version_id", "shard_size", "batch_size"}
+    if unknown:
+        raise ValidationError({"params": f"Unknown parameters: {', '.join(sorted(unknown))}."})
+    return {
+        "model_version_id": version.pk,
+        "shard_size": _int_param(
+            params, "shard_size", settings.IMAGECLEAN_SCORING_SHARD_SIZE, 1, MAX_SHARD_SIZE
+        ),
+        "batch_size": _int_param(
+            params, "batch_size", settings.IMAGECLEAN_SCORING_BATCH_SIZE, 1, MAX_BATCH_SIZE
+        ),
+    }
+
+
+def pool_images_to_score(*, project: Project, model_version: ModelVersion):
+    """Pool images with no active label and no Score from `model_version`, by id."""
+    return (
+        Image.objects.filter(project=project, split=Image.Split.POOL)
+        .exclude(Exists(labels_active(project=project).filter(image=OuterRef("pk"))))
+        .exclude(Exists(Score.objects.filter(image=OuterRef("pk"), model_version=model_version)))
+        .order_by("pk")
+    )
+
+
+# --- The planning task ------------------------------------------------------------------------
+def _plan(job: Job) -> dict | None:
+    version = job.model_version
+    if version is None:
+        raise ValueError("the job's model version was deleted")
+    with transaction.atomic():
+        if not job.shards.exists():
+            ids = list(
+                pool_images_to_score(project=job.project, model_version=version).values_list(
+                    "pk", flat=True
+                )
+            )
+            size = int(job.params["shard_size"])
+            JobShard.objects.bulk_create(
+                [
+                    JobShard(job=job, index=n, image_ids=ids[start : start + size])
+                    for n, start in enumerate(range(0, len(ids), size))
+                ],
+                ignore_conflicts=True,  # a concurrent planner made them: same ids, same rows
+                batch_size=500,
+            )
+            if not ids:
+                return {"images": 0, "shards": 0, "scored": 0, "error_count": 0, "errors": []}
+            Job.objects.filter(pk=job.pk).update(
+                result={"images": len(ids), "scored": 0, "error_count": 0, "errors": []}
+            )
+            job_progress(
+                job_id=job.pk,
+                stage="scoring",
+                percent=0.0,
+                line=f"{len(ids)} images to score with {version.name} in "
+                f"{(len(ids) + size - 1) // size} shards of at most {size}",
+            )
+        pending = list(
+            job.shards.filter(status=JobShard.Status.PENDING)
+            .order_by("index")
+            .values_list("index", flat=True)
+        )
+        for index in pending:
+            task_enqueue(SHARD_TASK, job.pk, index)
+    return None  # the last shard finishes the job
+
+
+def score_pool_run(*, job_id: int, retry: bool = False) -> None:
+    job_run(job_id=job_id, body=_plan, retry=retry)
+
+
+# --- One shard --------------------------------------------------------------------------------
+def _merge_errors(job: Job, errors: list[tuple[int, str]]) -> None:
+    result = dict(job.result or {})
+    recorded = list(result.get("errors") or [])
+    room = MAX_RECORDED_ERRORS - len(recorded)
+    recorded += [{"image_id": pk, "error": text[:300]} for pk, text in errors[: max(0, room)]]
+    result["errors"] = recorded
+    result["error_count"] = int(result.get("error_count") or 0) + len(errors)
+    job.result = result
+
+
+def score_shard_run(*, job_id: int, shard_index: int) -> None:
+    """Score one shard (see the module docstring). Safe to run twice."""
+    job = Job.objects.select_related("model_version").filter(pk=job_id).first()
+    if job is None or job.status != Job.Status.RUNNING:
+        return  # deleted, cancelled, failed or finished: nothing to do
+    shard = JobShard.objects.filter(job=job, index=shard_index).first()
+    if shard is None or shard.status == JobShard.Status.DONE:
+        return
+    # The ML bridge is imported here, not at module level: the web process validates scoring
+    # parameters through this module and should not pay for importing torch.
+    from labeling.ml.cascade import CheckpointError, load_cascade_cached
+    from labeling.ml.datasets import ImageRow
+    from labeling.ml.scoring import score_rows
+
+    total_shards = job.shards.count()
+    done_shards = job.shards.filter(status=JobShard.Status.DONE).count()
+    try:
+        cascade = load_cascade_cached(job.model_version, device=settings.IMAGECLEAN_ML_DEVICE)
+        names = dict(Image.objects.filter(pk__in=shard.image_ids).values_list("pk", "file"))
+        rows = [ImageRow(image_id=pk, name=names[pk]) for pk in shard.image_ids if pk in names]
+
+        def on_batch(done: int, total: int) -> None:
+            fraction = (done_shards + done / max(1, total)) / total_shards
+            job_progress(job_id=job_id, stage="scoring", percent=100.0 * fraction)
+
+        job_progress(job_id=job_id, stage="scoring")
+        outcome = score_rows(
+            cascade,
+            rows,
+            batch_size=int(job.params.get("batch_size", settings.IMAGECLEAN_SCORING_BATCH_SIZE)),
+            num_workers=settings.IMAGECLEAN_SCORING_LOADER_WORKERS,
+            on_batch=on_batch,
+        )
+    except JobCancelled:
+        job_mark_cancelled(job_id=job_id)
+        return
+    except TRANSIENT_ERRORS:
+        raise
+    except CheckpointError as error:
+        job_fail(job_id=job_id, error=str(error))
+        return
+    except Exception as error:  # one broken shard fails the job, visibly, not the worker
+        job_fail(job_id=job_id, error=f"shard {shard_index}: {type(error).__name__}: {error}")
+        return
+    _shard_commit(job_id=job_id, shard=shard, outcome=outcome)
+
+
+def _shard_commit(*, job_id: int, shard: JobShard, outcome) -> None:
+    now = timezone.now()
+    with transaction.atomic():
+        job = Job.objects.select_for_update().get(pk=job_id)
+        if job.status != Job.Status.RUNNING:
+            return  # cancelled or failed while this shard ran: its results are dropped
+        marked = JobShard.objects.filter(pk=shard.pk, status=JobShard.Status.PENDING).update(
+            status=JobShard.Status.DONE, finished_at=now, attempts=shard.attempts + 1
+        )
+        if not marked:
+            return  # a duplicate delivery got here first and wrote the same scores
+        Score.objects.bulk_create(
+            [
+                Score(
+                    image_id=r.image_id,
+                    model_version_id=job.model_version_id,
+                    stage1=r.stage1,
+                    stage2=r.stage2,
+                    score=r.score,
+                    decision=r.decision,
+                    predicted_loss=r.predicted_loss,
+                )
+                for r in outcome.records
+            ],
+            update_conflicts=True,
+            unique_fields=["image", "model_version"],
+            update_fields=["stage1", "stage2", "score", "decision", "predicted_loss"],
+            batch_size=1000,
+        )
+        _merge_errors(job, outcome.errors)
+        result = job.result
+        result["scored"] = int(result.get("scored") or 0) + len(outcome.records)
+        total = job.shards.count()
+        pending = job.shards.filter(status=JobShard.Status.PENDING).count()
+        result["shards"] = total
+        result["shards_done"] = total - pending
+        job.percent = 100.0 * (total - pending) / total
+        job.heartbeat_at = now
+        line = f"shard {shard.index}: {len(outcome.records)} scored"
+        if outcome.errors:
+            line += f", {len(outcome.errors)} unreadable (first: image {outcome.errors[0][0]})"
+        job.log = [*(job.log or []), f"{now:%H:%M:%S} {line}"][-200:]
+        fields = ["result", "percent", "heartbeat_at", "log"]
+        if pending == 0:
+            job.status = Job.Status.SUCCEEDED
+            job.stage = "done"
+            job.finished_at = now
+            job.log = [*job.log, f"{now:%H:%M:%S} succeeded"][-200:]
+            fields += ["status", "stage", "finished_at"]
+        job.save(update_fields=fields)

@@ -1,0 +1,280 @@
+"""Selection: fill the labeling queue from a model version's scores (METHOD.md, the loop).
+
+The union of two selectors, plus a small random audit:
+- confidence band (`CONFIDENCE_BAND`): images scored at or above `high` (the model's confident
+  positives, where its costly false positives are) and images inside the uncertain `band`
+  (where missed positives hide), interleaved;
+- loss-prediction top-K (`LOSS_RANKED`; Yoo & Kweon 2019): the images whose predicted loss is
+  largest;
+- an image both chose is queued once as `BAND_AND_LOSS`;
+- `RANDOM_AUDIT`: a seeded random `audit_share` of the batch from the rest of the eligible pool,
+  an unbiased sample to measure what the selectors miss.
+
+Eligible: a pool image of the project with a Score from the version, never labeled (any Label
+row, a retracted one included) and in no queue of the project. Each QueueItem records its
+strategy and details (score, stages, decision, predicted loss, model version, job), and every
+Label copies the strategy, so `labeling.selectors.strategies.strategy_yield` measures each
+strategy's yield.
+
+The database filters (indexes on (model_version, score) and (model_version, predicted_loss));
+labeling.ml.selection ranks with mlcore.selection (see there why that is exact).
+"""
+
+from __future__ import annotations
+
+import math
+
+from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import Exists, OuterRef, QuerySet
+
+from labeling.models import (
+    Image,
+    Job,
+    Label,
+    ModelVersion,
+    Project,
+    Queue,
+    QueueItem,
+    Score,
+    Strategy,
+)
+from labeling.services.jobs import job_progress, job_run
+from labeling.services.queues import queue_get_or_create, queue_items_add
+
+MAX_K = 100_000
+DEFAULTS = {"k_band": 200, "k_loss": 200, "audit_share": 0.05, "high": 0.9, "band": [0.3, 0.6]}
+
+
+def _number(params: dict, name: str, default, *, low: float, high: float, integer: bool):
+    value = params.get(name, default)
+    if isinstance(value, bool):
+        raise ValidationError({name: f"{name} must be a number."})
+    try:
+        number = int(value) if integer else float(value)
+    except (TypeError, ValueError) as error:
+        raise ValidationError({name: f"{name} must be a number."}) from error
+    if integer and float(value) != number:
+        raise ValidationError({name: f"{name} must be a whole number."})
+    if not (math.isfinite(number) and low <= number <= high):
+        raise ValidationError({name: f"{name} must be between {low} and {high}."})
+    return number
+
+
+def select_params_clean(*, project: Project, params: dict) -> dict:
+    """Parameters of a select job, validated, defaults filled in."""
+    unknown = set(params) - {"model_version_id", *DEFAULTS, "seed"}
+    if unknown:
+        raise ValidationError({"params": f"Unknown parameters: {', '.join(sorted(unknown))}."})
+    version_id = params.get("model_version_id")
+    if version_id in (None, ""):
+        if project.active_model_version_id is None:
+            raise ValidationError(
+                {"model_version_id": "This project has no active model version to select with."}
+            )
+        version_id = project.active_model_version_id
+    try:
+        version = ModelVersion.objects.get(pk=int(version_id), project=project)
+    except (TypeError, ValueError, ModelVersion.DoesNotExist) as error:
+        raise ValidationError(
+            {"model_version_id": f"No model version {version_id!r} in this project."}
+        ) from error
+    band = params.get("band", DEFAULTS["band"])
+    if not isinstance(band, list | tuple) or len(band) != 2:
+        raise ValidationError({"band": "band must be a pair [low, high]."})
+    low = _number({"low": band[0]}, "low", 0, low=0.0, high=1.0, integer=False)
+    top = _number({"high": band[1]}, "high", 0, low=0.0, high=1.0, integer=False)
+    if low > top:
+        raise ValidationError({"band": "band must be [low, high] with low <= high."})
+    return {
+        "model_version_id": version.pk,
+        "k_band": _number(params, "k_band", DEFAULTS["k_band"], low=0, high=MAX_K, integer=True),
+        "k_loss": _number(params, "k_loss", DEFAULTS["k_loss"], low=0, high=MAX_K, integer=True),
+        "audit_share": _number(
+            params, "audit_share", DEFAULTS["audit_share"], low=0.0, high=1.0, integer=False
+        ),
+        "high": _number(params, "high", DEFAULTS["high"], low=0.0, high=1.0, integer=False),
+        "band": [low, top],
+        "seed": _number(params, "seed", 0, low=0, high=2**31 - 1, integer=True),
+    }
+
+
+def eligible_scores(
+    *, project: Project, model_version: ModelVersion, queue: Queue | None = None
+) -> QuerySet[Score]:
+    """Scores of `model_version` on pool images that were never labeled and are in no queue
+    of the project."""
+    return (
+        Score.objects.filter(
+            model_version=model_version, image__project=project, image__split=Image.Split.POOL
+        )
+        .exclude(Exists(Label.objects.filter(image_id=OuterRef("image_id"))))
+        .exclude(
+            Exists(QueueItem.objects.filter(queue__project=project, image_id=OuterRef("image_id")))
+        )
+    )
+
+
+def _interleave(ranked: list[int], audit: list[int]) -> list[int]:
+    """Spread the audit items evenly through the ranked list (audit item i after ranked
+    position (i + 1) * step), so a queue served by priority labels some of them early."""
+    step = max(1, len(ranked) // (len(audit) + 1))
+    after: dict[int, list[int]] = {}
+    for i, image_id in enumerate(audit):
+        after.setdefault(min(len(ranked), (i + 1) * step), []).append(image_id)
+    merged: list[int] = list(after.get(0, []))
+    for position, image_id in enumerate(ranked, start=1):
+        merged.append(image_id)
+        merged.extend(after.get(position, []))
+    return merged
+
+
+def queue_fill_from_scores(
+    *,
+    project: Project,
+    model_version: ModelVersion,
+    k_band: int,
+    k_loss: int,
+    audit_share: float,
+    high: float,
+    band: tuple[float, float] | list[float],
+    seed: int,
+    job: Job | None = None,
+    created_by: User | None = None,
+) -> dict:
+    """Queue the band ∪ loss top-K selection plus a random audit into the project's labeling
+    queue. Returns how many items each strategy added and the queue's id."""
+    import numpy as np
+
+    from labeling.ml.selection import audit_sample, plan_selection
+
+    if model_version.project_id != project.pk:
+        raise ValidationError("The model version belongs to another project.")
+    cleaned = select_params_clean(
+        project=project,
+        params={
+            "model_version_id": model_version.pk,
+            "k_band": k_band,
+            "k_loss": k_loss,
+            "audit_share": audit_share,
+            "high": high,
+            "band": list(band),
+            "seed": seed,
+        },
+    )
+    low, top = cleaned["band"]
+    high = cleaned["high"]
+    with transaction.atomic():
+        queue = queue_get_or_create(project=project, kind=Queue.Kind.LABELING)
+        eligible = eligible_scores(project=project, model_version=model_version)
+        confident = list(
+            eligible.filter(score__gte=high)
+            .order_by("-score", "image_id")
+            .values_list("image_id", "score")[: cleaned["k_band"]]
+        )
+        in_band = list(
+            eligible.filter(score__gte=low, score__lte=top, score__lt=high)
+            .order_by("-score", "image_id")
+            .values_list("image_id", "score")[: cleaned["k_band"]]
+        )
+        by_loss = list(
+            eligible.filter(predicted_loss__isnull=False)
+            .order_by("-predicted_loss", "image_id")
+            .values_list("image_id", "predicted_loss")[: cleaned["k_loss"]]
+        )
+        plan = plan_selection(
+            band_candidates=confident + in_band,
+            loss_candidates=by_loss,
+            k_band=cleaned["k_band"],
+            k_loss=cleaned["k_loss"],
+            high=high,
+            band=(low, top),
+        )
+        audit_k = math.ceil(cleaned["audit_share"] * len(plan.ranked_ids))
+        audit: list[int] = []
+        if audit_k:
+            eligible_ids = np.fromiter(
+                eligible.order_by("image_id").values_list("image_id", flat=True), dtype=np.int64
+            )
+            audit = audit_sample(
+                eligible_ids, exclude_ids=plan.ranked_ids, k=audit_k, seed=cleaned["seed"]
+            )
+        ordered = _interleave(plan.ranked_ids, audit)
+        strategy_of: dict[int, str] = dict.fromkeys(audit, Strategy.RANDOM_AUDIT)
+        for image_id in plan.ranked_ids:
+            in_b, in_l = image_id in plan.band_ids, image_id in plan.loss_ids
+            strategy_of[image_id] = (
+                Strategy.BAND_AND_LOSS
+                if in_b and in_l
+                else Strategy.CONFIDENCE_BAND
+                if in_b
+                else Strategy.LOSS_RANKED
+            )
+        scores = {
+            row["image_id"]: row
+            for row in Score.objects.filter(
+                model_version=model_version, image_id__in=ordered
+            ).values("image_id", "stage1", "stage2", "score", "decision", "predicted_loss")
+        }
+        priorities = {image_id: float(len(ordered) - n) for n, image_id in enumerate(ordered)}
+        details = {
+            image_id: {
+                "score": scores[image_id]["score"],
+                "stage1": scores[image_id]["stage1"],
+                "stage2": scores[image_id]["stage2"],
+                "decision": scores[image_id]["decision"],
+                "predicted_loss": scores[image_id]["predicted_loss"],
+                "model_version_id": model_version.pk,
+                "model_version": model_version.name,
+                "job_id": job.pk if job is not None else None,
+            }
+            for image_id in ordered
+        }
+        added: dict[str, int] = {}
+        for strategy in (
+            Strategy.BAND_AND_LOSS,
+            Strategy.CONFIDENCE_BAND,
+            Strategy.LOSS_RANKED,
+            Strategy.RANDOM_AUDIT,
+        ):
+            ids = [i for i in ordered if strategy_of[i] == strategy]
+            added[strategy.value] = queue_items_add(
+                queue=queue,
+                images=ids,
+                strategy=strategy,
+                priorities={i: priorities[i] for i in ids},
+                details_by_image={i: details[i] for i in ids},
+                created_by=created_by,
+            )
+    return {"queue_id": queue.pk, "added": added, "total": sum(added.values())}
+
+
+def _select(job: Job) -> dict:
+    params = job.params
+    version = ModelVersion.objects.get(pk=params["model_version_id"])
+    job_progress(job_id=job.pk, stage="selecting", percent=10.0, line=f"selecting with {version}")
+    result = queue_fill_from_scores(
+        project=job.project,
+        model_version=version,
+        k_band=params["k_band"],
+        k_loss=params["k_loss"],
+        audit_share=params["audit_share"],
+        high=params["high"],
+        band=params["band"],
+        seed=params["seed"],
+        job=job,
+        created_by=job.created_by,
+    )
+    job_progress(
+        job_id=job.pk,
+        stage="selecting",
+        percent=100.0,
+        line=", ".join(f"{k}: {v}" for k, v in result["added"].items()),
+    )
+    return result
+
+
+def select_run(*, job_id: int, retry: bool = False) -> None:
+    """The `select` job: one `queue_fill_from_scores` with the job's parameters."""
+    job_run(job_id=job_id, body=_select, retry=retry)
