@@ -374,3 +374,33 @@ def test_import_entry_page_lists_projects_for_engineers_only(client):
     lead = make_user("lead")
     client.login(username=lead.username, password=PASSWORD)
     assert client.get(reverse("import")).status_code == 403
+
+
+# --- Project creation (the target of every import) ----------------------------------------------
+def test_project_create_makes_both_queues_and_validates():
+    from django.core.exceptions import ValidationError
+
+    from labeling.services.projects import project_members_set
+
+    annotator, lead = make_user("annotator"), make_user("lead")
+    schema = make_project().label_schema
+    project = project_create(
+        name="Shoes", slug="shoes", label_schema=schema, members=[annotator], labels_per_item=3
+    )
+    queues = {q.kind: q for q in Queue.objects.filter(project=project)}
+    assert set(queues) == {Queue.Kind.LABELING, Queue.Kind.REVIEW}
+    assert (queues["labeling"].name, queues["review"].name) == ("Labeling", "Re-review")
+    assert list(project.members.all()) == [annotator]
+    project_members_set(project=project, members=[lead])
+    assert list(project.members.all()) == [lead]
+
+    # Imported items ask for k = labels_per_item labels.
+    images_import(project=project, files=[("a.png", png_bytes(1))])
+    assert QueueItem.objects.get(queue=queues["labeling"]).labels_needed == 3
+
+    bad_schema = {**schema, "positive": "missing"}
+    with pytest.raises(ValidationError):
+        project_create(name="Bad", slug="bad", label_schema=bad_schema)
+    with pytest.raises(ValidationError):
+        project_create(name="Dup", slug="shoes", label_schema=schema)
+    assert not Queue.objects.filter(project__slug="bad").exists()
