@@ -5,4 +5,5 @@ from django.urls import include, path
 urlpatterns = [
     path("", include("labeling.api.core_urls")),
     path("", include("labeling.api.queue_urls")),
+    path("", include("labeling.api.job_urls")),
 ]

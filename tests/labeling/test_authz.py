@@ -112,6 +112,18 @@ MATRIX: dict[str, Route] = {
         method="POST",
         obj="lease",
     ),
+    # --- Jobs (engineers only; the strategies' yield also for leads of the project) ---------
+    "jobs": Route(PAGE_ENGINEER),
+    "job-detail": Route(PAGE_ENGINEER, PAGE_ENGINEER, obj="admin:labeling.job"),
+    "project-jobs": Route(PAGE_ENGINEER, PAGE_ENGINEER),
+    "project-job-start": Route(PAGE_ENGINEER, PAGE_ENGINEER, method="POST"),
+    "api-project-jobs": Route(API_ENGINEER, API_ENGINEER),
+    "api-project-job-create": Route(API_ENGINEER, API_ENGINEER, method="POST"),
+    "api-job-detail": Route(API_ENGINEER, API_ENGINEER, obj="admin:labeling.job"),
+    "api-job-cancel": Route(API_ENGINEER, API_ENGINEER, method="POST", obj="admin:labeling.job"),
+    "api-strategy-yield": Route(
+        row(DENIED, DENIED, OK, OK, OK), row(DENIED, DENIED, NOT_FOUND, OK, OK)
+    ),
     # --- Django admin --------------------------------------------------------------------------
     "admin:index": Route(ADMIN),
     "admin:login": Route(EVERYONE),  # the form, or "not authorized"; superusers go to index

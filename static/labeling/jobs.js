@@ -1,0 +1,62 @@
+// The job page: poll the job's JSON (/api/v1/jobs/<id>/) and show status, stage, percent bar,
+// shards and log tail without reloading; the cancel button posts to the cancel endpoint.
+
+const root = document.getElementById("job");
+const $ = (id) => document.getElementById(id);
+const POLL_MS = 1000;
+const STATUS_NAMES = {
+  queued: "Queued", running: "Running", succeeded: "Succeeded", failed: "Failed", cancelled: "Cancelled",
+};
+
+function csrfToken() {
+  const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
+  return match ? decodeURIComponent(match[1]) : "";
+}
+
+function render(job) {
+  $("job-status").textContent = STATUS_NAMES[job.status] || job.status;
+  $("job-stage").textContent = job.stage || "—";
+  const percent = Math.round(job.percent);
+  $("job-percent").textContent = `${percent}%`;
+  const bar = $("job-bar");
+  bar.setAttribute("aria-valuenow", String(percent));
+  bar.firstElementChild.style.width = `${percent}%`;
+  $("job-shards").textContent = job.shards.total ? `${job.shards.done} / ${job.shards.total}` : "—";
+  $("job-log").textContent = job.log_tail.join("\n");
+  $("job-result").textContent = JSON.stringify(job.result, null, 2);
+  const error = $("job-error");
+  error.hidden = !job.error;
+  error.textContent = job.error;
+  $("job-cancel").hidden = job.is_finished;
+  if (job.cancel_requested && !job.is_finished) $("job-message").textContent = "Cancel requested…";
+}
+
+async function poll() {
+  try {
+    const response = await fetch(root.dataset.apiUrl, { headers: { Accept: "application/json" } });
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    const job = await response.json();
+    render(job);
+    if (!job.is_finished) setTimeout(poll, POLL_MS);
+    else $("job-message").textContent = "";
+  } catch (error) {
+    $("job-message").textContent = `Could not refresh (${error.message}); retrying…`;
+    setTimeout(poll, POLL_MS * 3);
+  }
+}
+
+$("job-cancel").addEventListener("click", async () => {
+  $("job-cancel").disabled = true;
+  const response = await fetch(root.dataset.cancelUrl, {
+    method: "POST",
+    headers: { "X-CSRFToken": csrfToken(), Accept: "application/json" },
+  });
+  if (response.ok) render(await response.json());
+  else {
+    const body = await response.json().catch(() => ({}));
+    $("job-message").textContent = `Cancel refused: ${JSON.stringify(body)}`;
+  }
+  $("job-cancel").disabled = false;
+});
+
+poll();
