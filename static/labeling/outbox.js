@@ -80,6 +80,11 @@ export class Outbox {
     this.timer = null;
     this.entries = this._load();
     window.addEventListener("online", () => this.kick(true));
+    // What a previous visit left unsent goes first.
+    if (this.entries.length) {
+      this.state = "saving";
+      queueMicrotask(() => this.kick());
+    }
   }
 
   _load() {

@@ -137,7 +137,7 @@ def wait_until_saved(page):
     )
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_annotator_labels_by_keyboard_in_real_chromium(live_server, session_world):
     from playwright.sync_api import sync_playwright
 
@@ -275,3 +275,73 @@ def test_annotator_labels_by_keyboard_in_real_chromium(live_server, session_worl
     for payload in api_payloads:
         assert not all_keys(payload) & SCORE_KEYS, payload
         assert str(PLANTED_SCORE) not in json.dumps(payload)
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_labels_made_offline_survive_a_closed_tab(live_server, client):
+    """The outbox: labels typed while the network is down wait in localStorage, the tab is
+    closed, and the next visit sends them once; nothing is lost or stored twice."""
+    from playwright.sync_api import sync_playwright
+
+    annotator = make_user("annotator")
+    project = make_project(members=[annotator], blur_images=False)
+    queue = make_queue(project)
+    images = [make_image(project) for _ in range(6)]
+    queue_items_add(queue=queue, images=images, strategy=Strategy.MANUAL)
+    client.force_login(annotator)
+    session = client.cookies["sessionid"].value
+    url = f"{live_server.url}/projects/{project.slug}/queues/{queue.pk}/label/"
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        try:
+            context = browser.new_context()
+            host = live_server.url.split("//")[1].split(":")[0]
+            cookie = {"name": "sessionid", "value": session, "domain": host, "path": "/"}
+            context.add_cookies([cookie])
+            page = context.new_page()
+            page.goto(url)
+            shown = wait_for_other_image(page, None)
+            typed = []
+            for key in ("1", "2"):
+                typed.append(shown)
+                page.keyboard.press(key)
+                shown = wait_for_other_image(page, shown)
+            wait_until_saved(page)
+            context.set_offline(True)
+            for key in ("2", "1"):
+                typed.append(shown)
+                page.keyboard.press(key)
+                shown = wait_for_other_image(page, shown)
+            page.wait_for_function("window.imageclean.state() === 'offline'", timeout=10_000)
+            assert page.locator("#save-state").inner_text().startswith("Offline: 2 waiting")
+            assert page.evaluate("window.imageclean.pending()") == 2
+            assert Label.objects.count() == 2
+            page.close()
+
+            context.set_offline(False)
+            page = context.new_page()
+            page.goto(url)
+            wait_until_saved(page)
+            assert Label.objects.count() == 4
+            # The two items whose labels waited are not served again; the last two are.
+            shown = wait_for_other_image(page, None)
+            for key in ("1", "1"):
+                assert shown not in typed
+                typed.append(shown)
+                page.keyboard.press(key)
+                shown = wait_for_other_image(page, shown)
+            wait_until_saved(page)
+        finally:
+            browser.close()
+
+    labels = Label.objects.filter(annotator=annotator).order_by("id")
+    assert [label.image_id for label in labels] == typed
+    assert [label.value for label in labels] == ["normal", "disgusting", "disgusting", "normal"] + [
+        "normal",
+        "normal",
+    ]
+    assert len({label.client_id for label in labels}) == 6
