@@ -154,7 +154,13 @@ def _submit_locked(*, entry: _Entry, annotator: User, item: QueueItem, now: date
         raise ValidationError("You already labeled this item; use undo to change your label.")
 
     counted = False
-    if lease.state == Lease.State.ACTIVE and lease.expires_at > now:
+    if item.status != QueueItem.Status.OPEN:
+        # The item was taken out of the queue (or resolved) while this person worked on it:
+        # keep the label, count nothing, and let the lease go.
+        if lease.state == Lease.State.ACTIVE:
+            lease.state, lease.finished_at = Lease.State.RELEASED, now
+            lease.save(update_fields=["state", "finished_at"])
+    elif lease.state == Lease.State.ACTIVE and lease.expires_at > now:
         counted = True
     else:
         # Late: expired, or skipped and then answered anyway. If the person meanwhile got a

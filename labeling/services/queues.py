@@ -36,9 +36,6 @@ from labeling.permissions import can_label, can_review
 
 MAX_CLAIM = 200
 DEFAULT_QUEUE_NAMES = {Queue.Kind.LABELING: "Labeling", Queue.Kind.REVIEW: "Re-review"}
-# How many candidate rows one locking query takes beyond what is still needed: a few spare rows
-# absorb items found full on re-read without another round trip.
-_CANDIDATE_SLACK = 4
 
 
 # --- Queues -----------------------------------------------------------------------------------
@@ -274,11 +271,16 @@ def queue_claim_next(
         new: list[Lease] = []
         tried: set[int] = set()
         while needed > 0:
-            candidates = list(
-                _claimable(queue=queue, annotator=annotator, now=now)
-                .exclude(pk__in=tried)
-                .select_for_update(skip_locked=True, of=("self",))[: needed + _CANDIDATE_SLACK]
-            )
+            claimable = _claimable(queue=queue, annotator=annotator, now=now).exclude(pk__in=tried)
+            # Lock exactly as many rows as still needed: every spare row locked here would be
+            # skipped by everybody else until this transaction ends.
+            candidates = list(claimable.select_for_update(skip_locked=True, of=("self",))[:needed])
+            if not candidates and not tried:
+                # Everything claimable is locked by claims in flight right now. Rather than tell
+                # this person the queue is empty, wait for the first such item's holder to
+                # finish and re-check it. Safe from deadlock: this transaction holds no row lock
+                # yet (nothing tried), so nobody can be waiting for it.
+                candidates = list(claimable.select_for_update(of=("self",))[:1])
             if not candidates:
                 break
             for item in candidates:

@@ -135,6 +135,17 @@ def test_late_submit_after_slot_was_taken_is_stored_but_not_counted(world):
     assert (item.labels_done, item.status) == (1, QueueItem.Status.DONE)
 
 
+def test_submit_on_a_removed_item_keeps_the_label_and_counts_nothing(world):
+    _project, queue, _images, (alice, *_), _lead = world
+    (lease,) = queue_claim_next(queue=queue, annotator=alice)
+    QueueItem.objects.filter(pk=lease.item_id).update(status=QueueItem.Status.REMOVED)
+    label = lease_submit(lease=lease, annotator=alice, value="normal")
+    assert Label.objects.filter(pk=label.pk).exists()
+    item = QueueItem.objects.get(pk=lease.item_id)
+    assert (item.status, item.labels_done) == (QueueItem.Status.REMOVED, 0)
+    assert Lease.objects.get(pk=lease.pk).state == Lease.State.RELEASED
+
+
 # --- Batch ------------------------------------------------------------------------------------
 def test_batch_is_all_or_nothing_with_per_entry_errors(world):
     _project, queue, _images, (alice, *_), _lead = world

@@ -21,7 +21,8 @@ from django.db import connection
 from django.db.models import Count
 from django.utils import timezone
 
-from labeling.models import Lease, QueueItem, Strategy
+from labeling.models import Label, Lease, QueueItem, Strategy
+from labeling.services.labels import lease_submit
 from labeling.services.queues import queue_claim_next, queue_items_add
 from tests.factories import make_image, make_project, make_queue
 
@@ -150,3 +151,31 @@ def test_overlap_three_gives_exactly_three_distinct_people_per_item():
     assert sum(len(items) for items in again.values()) == 30
     assert all(len(people) <= 3 for people in _holders(queue).values())
     assert QueueItem.objects.filter(queue=queue, labels_done=0).count() == ITEMS
+
+
+def test_concurrent_retries_of_one_submit_store_one_label():
+    project, queue = _setup(k=1)
+    (annotator,) = _annotators(project, 1, "retrier")
+    (lease,) = queue_claim_next(queue=queue, annotator=annotator)
+    barrier = threading.Barrier(8)
+    results: list[int] = []
+    errors: list[BaseException] = []
+
+    def retry(_n):
+        try:
+            barrier.wait()
+            label = lease_submit(
+                lease=lease, annotator=annotator, value="normal", client_id="same-click"
+            )
+            results.append(label.pk)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(retry, range(8)))
+    assert errors == []
+    assert len(results) == 8 and len(set(results)) == 1
+    assert Label.objects.filter(annotator=annotator).count() == 1
+    assert QueueItem.objects.get(pk=lease.item_id).labels_done == 1
