@@ -328,6 +328,14 @@ def label_undo_last(*, annotator: User, queue: Queue, count: int = 1) -> list[Le
             .filter(pk__in={item_id for _pk, item_id in picked})
             .order_by("pk")
         }
+        # Image rows after item rows (the shared lock order): a lead's re-review of the same
+        # image waits here instead of both superseding one label.
+        list(
+            Image.objects.select_for_update()
+            .filter(pk__in={item.image_id for item in items.values()})
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
         leases: list[Lease] = []
         for label_pk, item_id in picked:
             item = items[item_id]

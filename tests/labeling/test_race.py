@@ -22,7 +22,7 @@ from django.db.models import Count
 from django.utils import timezone
 
 from labeling.models import Label, Lease, QueueItem, Strategy
-from labeling.services.labels import lease_submit
+from labeling.services.labels import labels_submit_batch, lease_submit
 from labeling.services.queues import queue_claim_next, queue_items_add
 from tests.factories import make_image, make_project, make_queue
 
@@ -179,3 +179,35 @@ def test_concurrent_retries_of_one_submit_store_one_label():
     assert len(results) == 8 and len(set(results)) == 1
     assert Label.objects.filter(annotator=annotator).count() == 1
     assert QueueItem.objects.get(pk=lease.item_id).labels_done == 1
+
+
+def test_overlapping_grid_pages_in_opposite_orders_do_not_deadlock():
+    project, queue = _setup(k=3)
+    annotators = _annotators(project, 3, "grid")
+    pages = {a.pk: queue_claim_next(queue=queue, annotator=a, count=40) for a in annotators}
+    # All three hold the same 40 items (k = 3); each submits its page in a different order.
+    assert len({frozenset(lease.item_id for lease in page) for page in pages.values()}) == 1
+    barrier = threading.Barrier(len(annotators))
+    errors: list[BaseException] = []
+
+    def submit(position_and_annotator):
+        position, annotator = position_and_annotator
+        page = pages[annotator.pk]
+        order = page if position % 2 == 0 else list(reversed(page))
+        try:
+            barrier.wait()
+            labels_submit_batch(
+                annotator=annotator,
+                entries=[{"lease": lease, "value": "normal"} for lease in order],
+            )
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=len(annotators)) as pool:
+        list(pool.map(submit, enumerate(annotators)))
+    assert errors == []
+    items = QueueItem.objects.filter(pk__in=[lease.item_id for lease in pages[annotators[0].pk]])
+    assert set(items.values_list("labels_done", "status")) == {(3, QueueItem.Status.DONE)}
+    assert Label.objects.filter(queue=queue).count() == 120
