@@ -21,7 +21,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
 from labeling.models import Image, Job, JobShard, ModelVersion, Project, Score
@@ -141,12 +141,16 @@ def _plan(job: Job) -> dict | None:
                 line=f"{len(ids)} images to score with {version.name} in "
                 f"{(len(ids) + size - 1) // size} shards of at most {size}",
             )
-        pending = list(
-            job.shards.filter(status=JobShard.Status.PENDING)
-            .order_by("index")
-            .values_list("index", flat=True)
-        )
-        for index in pending:
+            pending = job.shards.filter(status=JobShard.Status.PENDING)
+        else:
+            # Resuming after the worker was lost: re-enqueue the shards a worker started and
+            # never finished. Shards never started are still waiting in the broker; enqueueing
+            # them again each time a blocked queue makes the heartbeat stale would flood it.
+            # Only when nothing ever started (the planner died before its enqueue) do all go.
+            pending = job.shards.filter(status=JobShard.Status.PENDING)
+            if job.shards.filter(attempts__gt=0).exists():
+                pending = pending.filter(attempts__gt=0)
+        for index in pending.order_by("index").values_list("index", flat=True):
             task_enqueue(SHARD_TASK, job.pk, index)
     return None  # the last shard finishes the job
 
@@ -180,6 +184,9 @@ def score_shard_run(*, job_id: int, shard_index: int) -> None:
     from labeling.ml.datasets import ImageRow
     from labeling.ml.scoring import score_rows
 
+    # Mark the shard started (its attempts count), so recovery knows which shards a dead
+    # worker held: a pending shard with attempts > 0 and a stale job heartbeat.
+    JobShard.objects.filter(pk=shard.pk).update(attempts=F("attempts") + 1)
     total_shards = job.shards.count()
     done_shards = job.shards.filter(status=JobShard.Status.DONE).count()
     try:
@@ -220,7 +227,7 @@ def _shard_commit(*, job_id: int, shard: JobShard, outcome) -> None:
         if job.status != Job.Status.RUNNING:
             return  # cancelled or failed while this shard ran: its results are dropped
         marked = JobShard.objects.filter(pk=shard.pk, status=JobShard.Status.PENDING).update(
-            status=JobShard.Status.DONE, finished_at=now, attempts=shard.attempts + 1
+            status=JobShard.Status.DONE, finished_at=now
         )
         if not marked:
             return  # a duplicate delivery got here first and wrote the same scores

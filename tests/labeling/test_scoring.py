@@ -13,13 +13,13 @@ from labeling.ml.scoring import score_rows
 from labeling.models import Image, Job, JobShard, Label, Score
 from labeling.services.jobs import job_create
 from tests.factories import make_image, make_project, make_user
-from tests.labeling.worker import (  # noqa: F401 (fixtures)
-    celery_worker,
-    make_cascade_version,
-    wait_for,
-    worker_storage,
-    worker_var_dir,
-)
+from tests.labeling import worker as loop_worker
+from tests.labeling.worker import make_cascade_version, wait_for
+
+# The real-worker fixtures (tests/labeling/worker.py).
+celery_worker = loop_worker.celery_worker
+worker_storage = loop_worker.worker_storage
+worker_var_dir = loop_worker.worker_var_dir
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -33,9 +33,7 @@ def _pool(project, n: int, *, seed0: int) -> list[Image]:
     return [make_image(project, seed=seed0 + i) for i in range(n)]
 
 
-def test_score_pool_scores_every_unlabeled_pool_image_exactly_once(
-    celery_worker, worker_storage
-):
+def test_score_pool_scores_every_unlabeled_pool_image_exactly_once(celery_worker, worker_storage):
     engineer = make_user("engineer")
     annotator = make_user("annotator")
     project = make_project(members=[annotator])

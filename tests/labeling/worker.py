@@ -144,7 +144,9 @@ def use_worker_storage(settings_fixture, var_dir: Path) -> Path:
     return media
 
 
-def make_cascade_version(project, *, name: str = "v1", seed: int = 0, activate: bool = True):
+def make_cascade_version(
+    project, *, name: str = "v1", seed: int = 0, activate: bool = True, input_size: int = 32
+):
     """A real (small, untrained) cascade checkpoint with an LP module, stored as a READY
     ModelVersion through the bridge, and made the project's active version."""
     import torch
@@ -156,9 +158,9 @@ def make_cascade_version(project, *, name: str = "v1", seed: int = 0, activate: 
 
     torch.manual_seed(seed)
     stage1 = build_backbone(
-        BackboneConfig(name="small_cnn", cbam=False, input_size=32, width_mult=0.25)
+        BackboneConfig(name="small_cnn", cbam=False, input_size=input_size, width_mult=0.25)
     )
-    stage2 = build_backbone(BackboneConfig(name="small_cnn", cbam=True, input_size=32))
+    stage2 = build_backbone(BackboneConfig(name="small_cnn", cbam=True, input_size=input_size))
     lp = LossPredictionModule(list(stage1.feature_channels), hidden=16)
     version = save_cascade(
         project=project,

@@ -1,0 +1,211 @@
+"""Selection into the labeling queue: planted scores, a real worker runs the `select` job."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.test import Client
+
+from labeling.models import Job, Label, ModelVersion, Queue, QueueItem, Score, Strategy
+from labeling.selectors.strategies import strategy_yield
+from labeling.services.jobs import job_create
+from labeling.services.queues import queue_get_or_create, queue_items_add
+from labeling.services.selection import queue_fill_from_scores
+from tests.factories import make_image, make_project, make_user
+from tests.labeling import worker as loop_worker
+from tests.labeling.worker import wait_for
+
+# The real-worker fixtures (tests/labeling/worker.py).
+celery_worker = loop_worker.celery_worker
+worker_storage = loop_worker.worker_storage
+worker_var_dir = loop_worker.worker_var_dir
+
+
+def _world():
+    """60 pool images with planted scores (index: score, predicted loss, decision):
+    0-9 confident (0.90..0.99), 10-19 in the band (0.35..0.53), 20-29 low score but high loss,
+    30-34 in the band AND highest loss, 35-59 neither. Image 0 and 20 are labeled, image 11 is
+    already queued."""
+    annotator = make_user("annotator")
+    lead = make_user("lead")
+    project = make_project(members=[annotator, lead])
+    version = ModelVersion.objects.create(project=project, name="v1", status="ready")
+    project.active_model_version = version
+    project.save(update_fields=["active_model_version"])
+    images = [make_image(project, seed=30_000 + i) for i in range(60)]
+    rows = []
+    for i, image in enumerate(images):
+        if i < 10:
+            score, loss = 0.90 + i * 0.01, 0.1
+        elif i < 20:
+            score, loss = 0.35 + (i - 10) * 0.02, 0.1
+        elif i < 30:
+            score, loss = 0.05, 5.0 + (i - 20) * 0.1
+        elif i < 35:
+            score, loss = 0.5, 9.0
+        else:
+            score, loss = 0.1, 0.2
+        rows.append(
+            Score(
+                image=image,
+                model_version=version,
+                stage1=min(1.0, score + 0.01),
+                stage2=score,
+                score=score,
+                decision=score >= 0.9,
+                predicted_loss=loss,
+            )
+        )
+    Score.objects.bulk_create(rows)
+    for i in (0, 20):
+        Label.objects.create(project=project, image=images[i], annotator=annotator, value="normal")
+    queue = queue_get_or_create(project=project, kind=Queue.Kind.LABELING)
+    queue_items_add(queue=queue, images=[images[11]], strategy=Strategy.MANUAL)
+    return project, version, images, annotator, lead
+
+
+def _ids(images, indexes) -> set[int]:
+    return {images[i].pk for i in indexes}
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_select_job_fills_the_queue_with_the_right_strategies(celery_worker, worker_storage):
+    project, version, images, annotator, lead = _world()
+    engineer = make_user("engineer")
+    params = {"k_band": 100, "k_loss": 15, "audit_share": 0.1, "seed": 7}
+    job = job_create(project=project, kind=Job.Kind.SELECT, params=params, created_by=engineer)
+
+    def finished() -> bool:
+        job.refresh_from_db()
+        return job.is_finished
+
+    wait_for(finished, timeout=60, worker=celery_worker, what="selection")
+    assert job.status == Job.Status.SUCCEEDED, job.error
+
+    items = {
+        item.image_id: item
+        for item in QueueItem.objects.filter(queue__project=project).exclude(
+            strategy=Strategy.MANUAL
+        )
+    }
+    by_strategy: dict[str, set[int]] = {}
+    for image_id, item in items.items():
+        by_strategy.setdefault(item.strategy, set()).add(image_id)
+    assert by_strategy[Strategy.BAND_AND_LOSS] == _ids(images, range(30, 35))
+    assert by_strategy[Strategy.CONFIDENCE_BAND] == _ids(images, [*range(1, 11), *range(12, 20)])
+    # The 10 highest remaining losses: 21-29, then the first of the 0.2 ties (ids ascending).
+    assert by_strategy[Strategy.LOSS_RANKED] == _ids(images, [*range(21, 30), 35])
+    audit = by_strategy[Strategy.RANDOM_AUDIT]
+    assert len(audit) == 4  # ceil(0.1 * 33)
+    assert audit <= _ids(images, range(36, 60))
+    # Never a labeled image, never a second item for an image already queued.
+    assert not set(items) & _ids(images, [0, 20, 11])
+    assert QueueItem.objects.filter(image=images[11]).count() == 1
+    assert job.result["added"] == {
+        "band_and_loss": 5,
+        "confidence_band": 18,
+        "loss_ranked": 10,
+        "random_audit": 4,
+    }
+    # Priorities: the union interleaves the two rankings (most confident, then highest loss).
+    ranked = sorted(items.values(), key=lambda item: -item.priority)
+    assert [ranked[0].image_id, ranked[1].image_id] == [images[9].pk, images[30].pk]
+    top = items[images[30].pk]
+    assert top.details["score"] == 0.5
+    assert top.details["predicted_loss"] == 9.0
+    assert top.details["model_version_id"] == version.pk
+    assert top.details["job_id"] == job.pk
+    assert top.details["decision"] is False
+
+    # Running it again never queues an image twice: the band is used up, the loss ranking and
+    # the audit take from what is left (images 36-59 minus the first audit).
+    again = job_create(project=project, kind=Job.Kind.SELECT, params=params, created_by=engineer)
+
+    def again_finished() -> bool:
+        again.refresh_from_db()
+        return again.is_finished
+
+    wait_for(again_finished, timeout=60, worker=celery_worker, what="second selection")
+    assert again.status == Job.Status.SUCCEEDED, again.error
+    assert again.result["added"] == {
+        "band_and_loss": 0,
+        "confidence_band": 0,
+        "loss_ranked": 15,
+        "random_audit": 2,
+    }
+    second = set(
+        QueueItem.objects.filter(details__job_id=again.pk).values_list("image_id", flat=True)
+    )
+    assert len(second) == 17
+    assert not second & set(items)
+    assert second <= _ids(images, range(36, 60)) - audit
+    image_ids = list(QueueItem.objects.filter(queue__project=project).values_list("image_id"))
+    assert len(image_ids) == len(set(image_ids))
+
+
+@pytest.mark.django_db
+def test_strategy_yield_counts_labels_positives_and_flips():
+    project, version, images, annotator, lead = _world()
+    queue_fill_from_scores(
+        project=project,
+        model_version=version,
+        k_band=100,
+        k_loss=15,
+        audit_share=0.0,
+        high=0.9,
+        band=(0.3, 0.6),
+        seed=0,
+    )
+    # Image 9: the model said positive, the label agrees. Image 30: the model said negative,
+    # the label says positive (a flip). Image 21: negative on both sides.
+    for index, value in ((9, "disgusting"), (30, "disgusting"), (21, "normal")):
+        Label.objects.create(project=project, image=images[index], annotator=annotator, value=value)
+    rows = {row["strategy"]: row for row in strategy_yield(project=project)}
+    band = rows["confidence_band"]
+    assert (band["queued"], band["labeled"], band["positive"], band["flipped"]) == (18, 1, 1, 0)
+    assert (rows["band_and_loss"]["labeled"], rows["band_and_loss"]["flipped"]) == (1, 1)
+    assert (rows["loss_ranked"]["labeled"], rows["loss_ranked"]["positive"]) == (1, 0)
+    assert rows["loss_ranked"]["flipped"] == 0
+
+    client = Client()
+    client.force_login(lead)
+    response = client.get(f"/api/v1/projects/{project.slug}/strategy-yield/")
+    assert response.status_code == 200
+    api_rows = {row["strategy"]: row for row in response.json()}
+    assert api_rows["band_and_loss"]["flipped"] == 1
+    client.force_login(annotator)
+    assert client.get(f"/api/v1/projects/{project.slug}/strategy-yield/").status_code == 403
+    engineer = make_user("engineer")
+    client.force_login(engineer)
+    page = client.get(f"/projects/{project.slug}/jobs/")
+    assert page.status_code == 200
+    assert b'data-strategy="band_and_loss"' in page.content
+
+
+@pytest.mark.django_db
+@pytest.mark.bad_input
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"band": (0.7, 0.2)},
+        {"high": 1.5},
+        {"k_band": -1},
+        {"audit_share": float("nan")},
+    ],
+)
+def test_bad_selection_parameters_are_refused_and_queue_nothing(bad):
+    project, version, images, annotator, lead = _world()
+    before = QueueItem.objects.count()
+    args = {
+        "k_band": 10,
+        "k_loss": 10,
+        "audit_share": 0.0,
+        "high": 0.9,
+        "band": (0.3, 0.6),
+        "seed": 0,
+        **bad,
+    }
+    with pytest.raises(ValidationError):
+        queue_fill_from_scores(project=project, model_version=version, **args)
+    assert QueueItem.objects.count() == before
