@@ -51,6 +51,10 @@ const outbox = new Outbox({
   onRejected(entry, status, data) {
     history = history.filter((h) => h.entryId !== entry.id);
     if (entry.type === "skip") return; // a skip the server no longer needs (lease gone) is harmless
+    if (entry.type === "undo" && entry.item == null) {
+      showFlash("Nothing of yours to undo in this queue.", "", 2500);
+      return;
+    }
     if (entry.type === "undo" || entry.lease == null) {
       // No fresh lease will come for this item: stop showing it.
       cards = cards.filter((c) => !(c.item === entry.item && c.lease == null));
@@ -129,6 +133,14 @@ function retryRefill(ms) {
 
 function adoptUndoneLeases(entry, data) {
   const leases = (data && data.leases) || [];
+  if (entry.item == null) {
+    // An undo with no local history (after a reload): show what the server gave back.
+    const fresh = leases.filter((l) => !seenLeases.has(l.lease));
+    for (const l of fresh) seenLeases.add(l.lease);
+    cards.unshift(...fresh.map(makeCard));
+    show();
+    return;
+  }
   for (const l of leases) {
     seenLeases.add(l.lease);
     freshLeaseByItem.set(l.item, l.lease);
@@ -246,7 +258,10 @@ function skip() {
 function undo() {
   const last = history.pop();
   if (!last) {
-    showFlash("Nothing to undo", "", 1000);
+    // Nothing labeled on this page yet (or it was reloaded): ask the server to take back the
+    // last label it holds from this person in this queue.
+    outbox.push({ type: "undo", count: 1, item: null });
+    showFlash("Undoing your last saved label…", "", 1000);
     return;
   }
   if (outbox.remove(last.entryId)) {

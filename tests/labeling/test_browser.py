@@ -129,6 +129,14 @@ def wait_for_other_image(page, previous: int | None) -> int | None:
     return current_image_id(page)
 
 
+def wait_for_image(page, image_id: int) -> None:
+    page.wait_for_function(
+        "(want) => document.getElementById('current-label').textContent === want",
+        arg=f"Image {image_id}",
+        timeout=10_000,
+    )
+
+
 def wait_until_saved(page):
     page.wait_for_function(
         "window.imageclean && window.imageclean.pending() === 0 "
@@ -231,6 +239,14 @@ def test_annotator_labels_by_keyboard_in_real_chromium(live_server, session_worl
             )
             assert len(flipped) == 2
             assert page.locator(".tile:focus").count() == 1  # the focus ring is on a tile
+            # Every thumbnail arrives (through the authenticated image view).
+            page.wait_for_function(
+                "[...document.querySelectorAll('.tile img')]"
+                ".every(i => i.complete && i.naturalWidth > 0)",
+                timeout=10_000,
+            )
+            if os.environ.get("SAVE_SCREENSHOTS") == "1":
+                page.screenshot(path=str(REPO / "docs" / "img" / "grid-page.png"))
             page.keyboard.press("Control+Enter")
             page.wait_for_function(
                 "document.querySelector('#tiles .placeholder h2')?.textContent.includes('empty')",
@@ -335,13 +351,23 @@ def test_labels_made_offline_survive_a_closed_tab(live_server, client):
                 page.keyboard.press(key)
                 shown = wait_for_other_image(page, shown)
             wait_until_saved(page)
+
+            # After a reload the page has no local history: Z asks the server to take back
+            # the last saved label, and its image comes back to be labeled again.
+            page.reload()
+            wait_for_other_image(page, None)
+            page.keyboard.press("z")
+            wait_for_image(page, typed[-1])
+            page.keyboard.press("2")
+            wait_for_other_image(page, typed[-1])
+            wait_until_saved(page)
         finally:
             browser.close()
 
-    labels = Label.objects.filter(annotator=annotator).order_by("id")
-    assert [label.image_id for label in labels] == typed
-    assert [label.value for label in labels] == ["normal", "disgusting", "disgusting", "normal"] + [
-        "normal",
-        "normal",
-    ]
-    assert len({label.client_id for label in labels}) == 6
+    labels = Label.objects.filter(annotator=annotator, kind="annotation").order_by("id")
+    assert [label.image_id for label in labels] == [*typed, typed[-1]]
+    values = ["normal", "disgusting", "disgusting", "normal", "normal", "normal", "disgusting"]
+    assert [label.value for label in labels] == values
+    assert len({label.client_id for label in labels}) == 7
+    retraction = Label.objects.get(annotator=annotator, kind="retraction")
+    assert retraction.supersedes == labels[5]
