@@ -82,15 +82,29 @@ class Classifier(nn.Module):
         *,
         gradcam_layer: nn.Module | None = None,
         dropout: float = 0.0,
+        probe_size: int | None = None,
     ) -> None:
         super().__init__()
         self.config = config
+        self._probe_size = probe_size
         self.stages = nn.ModuleList(stages)
-        self.gradcam_layer: nn.Module = gradcam_layer if gradcam_layer is not None else stages[-1]
+        target = gradcam_layer if gradcam_layer is not None else stages[-1]
+        # Kept as a path, not an attribute: assigning the module would register it a second time
+        # and duplicate its weights in state_dict().
+        self._gradcam_path = next(
+            (name for name, module in self.stages.named_modules() if module is target), None
+        )
+        if self._gradcam_path is None:
+            raise ValueError("gradcam_layer must be a submodule of the stages")
         self.feature_channels: list[int] = self._probe_channels()
         self.embedding_dim: int = self.feature_channels[-1]
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(self.embedding_dim, config.num_classes)
+
+    @property
+    def gradcam_layer(self) -> nn.Module:
+        """The last convolutional block, whose activations and gradients Grad-CAM reads."""
+        return self.stages.get_submodule(self._gradcam_path)
 
     @torch.no_grad()
     def _probe_channels(self) -> list[int]:
@@ -98,7 +112,10 @@ class Classifier(nn.Module):
         # architecture (DenseNet's concatenations, width multipliers, CBAM wrappers...).
         was_training = self.training
         self.eval()
-        size = min(self.config.input_size, 64)
+        # The smallest input every stage accepts (channel counts do not depend on size): 8 px
+        # with the small-input stem (total stride 8), 32 px (total stride 32) otherwise.
+        small = self.config.input_size < SMALL_INPUT_THRESHOLD
+        size = self._probe_size or min(self.config.input_size, 8 if small else 32)
         x = torch.zeros(1, self.config.in_channels, size, size)
         channels = []
         for stage in self.stages:
@@ -454,7 +471,9 @@ def build_efficientnet_lite0(cfg: BackboneConfig) -> Classifier:
     stages += [_LiteBlocks(group) for group in groups[1:-1]]
     head = _LiteHead(model, cfg.cbam)
     stages.append(nn.Sequential(_LiteBlocks(groups[-1]), head))
-    return _finish(Classifier(cfg, stages, gradcam_layer=head, dropout=0.2))
+    # Lite's "same" padding is fixed for cfg.input_size, so the channel probe runs at that size.
+    classifier = Classifier(cfg, stages, gradcam_layer=head, dropout=0.2, probe_size=cfg.input_size)
+    return _finish(classifier)
 
 
 def build_backbone(cfg: BackboneConfig) -> Classifier:
