@@ -12,3 +12,22 @@ def _media_root(settings, tmp_path):
             "OPTIONS": {"location": str(tmp_path / "media"), "base_url": "/media/"},
         },
     }
+
+
+@pytest.fixture(autouse=True)
+def _role_groups(request):
+    """Re-create the role groups for database tests.
+
+    The 0002 data migration creates them, but a `transaction=True` test ends by flushing every
+    table, so tests that run after one would otherwise find no groups.
+    """
+    marker = request.node.get_closest_marker("django_db")
+    if marker is None:
+        return
+    request.getfixturevalue("_django_db_helper")
+    from django.contrib.auth.models import Group
+
+    from labeling.roles import ROLE_ORDER
+
+    for role in ROLE_ORDER:
+        Group.objects.get_or_create(name=role.value)

@@ -25,7 +25,7 @@ def make_user(role: str | None = "annotator", *, username: str | None = None, **
     username = username or f"{role or 'norole'}{next(_counter)}"
     user = User.objects.create_user(username=username, password=PASSWORD, **extra)
     if role:
-        user.groups.add(Group.objects.get(name=role))
+        user.groups.add(Group.objects.get_or_create(name=role)[0])
     return user
 
 
