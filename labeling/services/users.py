@@ -14,7 +14,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 
 from labeling.models import Project
-from labeling.roles import ROLE_ORDER, Role, has_role, user_role
+from labeling.roles import ROLE_ORDER, Role, has_role
 
 
 def _require_engineer(by: User) -> None:
@@ -84,8 +84,3 @@ def user_projects_set(*, user: User, projects: Iterable[Project], by: User) -> U
     _require_engineer(by)
     user.projects.set(list(projects))
     return user
-
-
-def user_role_name(user: User) -> str:
-    role = user_role(user)
-    return role.value if role else ""
