@@ -1,0 +1,94 @@
+"""A worker killed with SIGKILL in the middle of a scoring job; a new worker finishes it.
+
+The killed worker never acknowledges the shard it held (Redis would re-deliver that message
+only after the visibility timeout, hours later) and never updates the job again. The recovery
+sweep (`labeling.tasks.jobs_recover`, run by beat every minute in production and every second
+here, with IMAGECLEAN_JOB_STALE_SECONDS=3 so the test is short) sees the stale heartbeat and
+re-enqueues the job; the job re-enqueues the shard that was started and never finished. Every
+pool image ends with exactly one Score for the version, and no Label row is touched.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from config.celery import app
+from labeling.models import Image, Job, JobShard, Label, Score
+from labeling.services.jobs import job_create
+from tests.factories import make_image, make_project, make_user
+from tests.labeling.worker import (
+    CeleryWorker,
+    broker_flush,
+    make_cascade_version,
+    use_worker_storage,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.fault, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+STALE = {"IMAGECLEAN_JOB_STALE_SECONDS": "3"}
+
+
+def test_scoring_survives_a_worker_killed_mid_job(settings, tmp_path):
+    var_dir = tmp_path / "var"
+    use_worker_storage(settings, var_dir)
+    engineer = make_user("engineer")
+    annotator = make_user("annotator")
+    project = make_project(members=[annotator])
+    images = [make_image(project, seed=50_000 + i) for i in range(160)]
+    for image in images[:10]:
+        Label.objects.create(project=project, image=image, annotator=annotator, value="normal")
+    labels_before = list(Label.objects.order_by("pk").values_list("pk", "image_id", "value"))
+    version = make_cascade_version(project, input_size=64)
+
+    broker_flush()
+    first = CeleryWorker(var_dir=var_dir, env=STALE, name="doomed").start()
+    second = None
+    try:
+        job = job_create(
+            project=project,
+            kind=Job.Kind.SCORE_POOL,
+            params={"shard_size": 6, "batch_size": 3},
+            created_by=engineer,
+        )
+        done = JobShard.objects.filter(job=job, status=JobShard.Status.DONE)
+        wait_for(lambda: done.count() >= 3, timeout=60, worker=first, what="three shards")
+        first.kill()
+        killed_at = time.monotonic()
+        job.refresh_from_db()
+        total = job.shards.count()
+        assert total == 25  # 150 unlabeled pool images in shards of 6
+        assert job.status == Job.Status.RUNNING
+        assert 3 <= done.count() < total, "the worker finished before it could be killed"
+
+        second = CeleryWorker(var_dir=var_dir, env=STALE, name="rescuer").start()
+
+        def finished() -> bool:
+            # Beat's job, once a second: re-enqueue jobs whose heartbeat went stale.
+            if time.monotonic() - killed_at > 3:
+                app.send_task("labeling.tasks.jobs_recover")
+            job.refresh_from_db()
+            return job.is_finished
+
+        wait_for(finished, timeout=90, worker=second, what="the job to complete")
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+
+    assert job.status == Job.Status.SUCCEEDED, (job.error, job.log[-10:])
+    assert job.attempts >= 2 and any("resumed" in line for line in job.log)
+    assert not job.shards.filter(status=JobShard.Status.PENDING).exists()
+    pool = set(
+        Image.objects.filter(project=project, split="pool")
+        .exclude(pk__in=[image.pk for image in images[:10]])
+        .values_list("pk", flat=True)
+    )
+    scored = list(Score.objects.filter(model_version=version).values_list("image_id", flat=True))
+    assert len(scored) == len(set(scored)) == len(pool)
+    assert set(scored) == pool
+    assert list(Label.objects.order_by("pk").values_list("pk", "image_id", "value")) == (
+        labels_before
+    )
