@@ -224,6 +224,7 @@ def _side(project, annotator, lead):
         "queue": queue,
         "lease": lease,
         "user": target,
+        "model_version": version,
         "admin:auth.group": Group.objects.get(name="annotator"),
         "admin:auth.user": target,
         "admin:authtoken.tokenproxy": Token.objects.create(user=target),
