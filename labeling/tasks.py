@@ -15,7 +15,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.conf import settings
 
-from .services import jobs, queues, scoring, selection
+from .services import jobs, queues, scoring, selection, training
 
 _RETRY = {
     "autoretry_for": jobs.TRANSIENT_ERRORS,
@@ -67,3 +67,9 @@ def ml_score_shard(job_id: int, shard_index: int) -> None:
 def select_fill_queue(self, job_id: int) -> None:
     """Fill the labeling queue from a model version's scores (band ∪ loss top-K + audit)."""
     selection.select_run(job_id=job_id, retry=self.request.retries > 0)
+
+
+@shared_task(bind=True, name="labeling.tasks.ml_train_cascade", **ML_TASK)
+def ml_train_cascade(self, job_id: int) -> None:
+    """Train the OHEM cascade on the project's cleaned labels; store a ModelVersion."""
+    training.train_cascade_run(job_id=job_id, retry=self.request.retries > 0)

@@ -77,6 +77,10 @@ JOB_KINDS: dict[str, JobKind] = {
         task_name="labeling.tasks.select_fill_queue",
         clean_params="labeling.services.selection.select_params_clean",
     ),
+    Job.Kind.TRAIN_CASCADE: JobKind(
+        task_name="labeling.tasks.ml_train_cascade",
+        clean_params="labeling.services.training.train_cascade_params_clean",
+    ),
 }
 
 

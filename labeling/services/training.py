@@ -1,0 +1,346 @@
+"""The `train_cascade` job: retrain the OHEM cascade on the project's cleaned labels.
+
+What trains (METHOD.md, the loop):
+- labeled: the current label (labeling.selectors.labels.current_labels, the one rule every
+  reader shares) of every POOL image, as "positive class of the schema" (1) vs any other (0),
+  minus the unresolved suspects: images with an OPEN item in the project's REVIEW queue (the
+  noise detector flagged them and no lead has answered yet, so their label is in doubt);
+- unlabeled: pool images with no current label (up to `unlabeled_max`, a seeded sample), for
+  stage 1's Mean Teacher consistency;
+- validation: the labeled images of the frozen VALIDATION split, never trained on; thresholds
+  and every metric come from it, so versions are comparable.
+
+The result is a READY ModelVersion (checkpoint through labeling.ml.cascade.save_cascade, config,
+class keys, data snapshot, metrics, PR curve PNG, training seconds); the job's result holds the
+comparison with the version active when it finished. Promotion is an engineer's click
+(labeling.services.models.model_version_promote), or automatic when the job's
+`auto_promote_precision` and `auto_promote_recall` are both met by the cascade on validation.
+
+Safe to run twice: a second delivery of a finished job does nothing (job_run's status guard),
+and a retried job whose version was already stored returns that version instead of training a
+second one.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+from django.core.exceptions import ValidationError
+from django.core.files.base import ContentFile
+from django.db import transaction
+
+from labeling.models import Image, Job, ModelVersion, Project, Queue, QueueItem
+from labeling.selectors.labels import current_labels
+from labeling.services.jobs import job_progress, job_run
+from labeling.services.models import model_version_promote, model_versions_compare
+
+# The ML bridge (torch) is imported inside the functions that train, as labeling.services.scoring
+# does, so web processes that only validate parameters never load torch.
+PRESETS = ("cpu_small", "full")
+DEFAULT_INPUT_SIZE = {"cpu_small": 32, "full": 224}
+TRUE_WORDS = {"true", "1", "on", "yes"}
+FALSE_WORDS = {"false", "0", "off", "no"}
+BOOLEAN_PARAMS = {"cbam": True, "mean_teacher": True}
+# name: (default, low, high, integer)
+NUMBER_PARAMS: dict[str, tuple[float | int, float, float, bool]] = {
+    "epochs": (3, 1, 500, True),
+    "batch_a": (32, 2, 1024, True),
+    "hard_b": (8, 1, 1024, True),
+    "lr": (0.05, 1e-6, 10.0, False),
+    "target_precision": (0.95, 0.01, 1.0, False),
+    "min_per_class": (10, 2, 1_000_000, True),
+    "unlabeled_max": (2000, 0, 10_000_000, True),
+    "lp_epochs": (3, 0, 100, True),
+    "seed": (0, 0, 2**31 - 1, True),
+}
+OPTIONAL_TARGETS = ("auto_promote_precision", "auto_promote_recall")
+KNOWN = {"preset", "input_size", *BOOLEAN_PARAMS, *NUMBER_PARAMS, *OPTIONAL_TARGETS}
+
+
+class TrainingDataError(ValueError):
+    """The project's labels cannot train or measure a model yet; the message says what to do."""
+
+
+def _number(params: dict, name: str, default, low: float, high: float, integer: bool):
+    value = params.get(name, default)
+    if isinstance(value, bool) or value is None:
+        raise ValidationError({name: f"{name} must be a number."})
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as error:
+        raise ValidationError({name: f"{name} must be a number."}) from error
+    if integer and not number.is_integer():
+        raise ValidationError({name: f"{name} must be a whole number."})
+    if not (math.isfinite(number) and low <= number <= high):
+        raise ValidationError({name: f"{name} must be between {low:g} and {high:g}."})
+    return int(number) if integer else number
+
+
+def _boolean(params: dict, name: str, default: bool) -> bool:
+    value = params.get(name, default)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in {
+        "true",
+        "1",
+        "on",
+        "yes",
+        "false",
+        "0",
+        "off",
+        "no",
+    }:
+        return value.lower() in {"true", "1", "on", "yes"}
+    raise ValidationError({name: f"{name} must be true or false."})
+
+
+def train_cascade_params_clean(*, project: Project, params: dict) -> dict:
+    """Parameters of a train_cascade job, validated, defaults filled in.
+
+    preset: "cpu_small" (MobileNetV2-0.5 + small CNN, 32 px by default: minutes on a CPU) or
+    "full" (DenseNet161 + ResNet50 at 224 px, for GPUs); input_size overrides the preset's;
+    cbam, mean_teacher: on/off; epochs; batch_a (A) and hard_b (B, the hard examples of each
+    batch that train stage 2); lr; target_precision (thresholds are chosen on validation for
+    it); min_per_class; unlabeled_max; lp_epochs; seed; auto_promote_precision and
+    auto_promote_recall (both or neither: promote automatically when both are met)."""
+    unknown = set(params) - KNOWN
+    if unknown:
+        raise ValidationError({"params": f"Unknown parameters: {', '.join(sorted(unknown))}."})
+    preset = params.get("preset", "cpu_small")
+    if preset not in PRESETS:
+        raise ValidationError({"preset": f"preset must be one of {', '.join(PRESETS)}."})
+    cleaned: dict = {"preset": preset}
+    cleaned["input_size"] = _number(params, "input_size", DEFAULT_INPUT_SIZE[preset], 16, 512, True)
+    for name, default in BOOLEAN_PARAMS.items():
+        cleaned[name] = _boolean(params, name, default)
+    for name, (default, low, high, integer) in NUMBER_PARAMS.items():
+        cleaned[name] = _number(params, name, default, low, high, integer)
+    if cleaned["hard_b"] > cleaned["batch_a"]:
+        raise ValidationError({"hard_b": "hard_b (B) cannot exceed batch_a (A)."})
+    given = [name for name in OPTIONAL_TARGETS if params.get(name) not in (None, "")]
+    if len(given) == 1:
+        raise ValidationError(
+            {given[0]: "Give both auto_promote_precision and auto_promote_recall, or neither."}
+        )
+    for name in OPTIONAL_TARGETS:
+        cleaned[name] = _number(params, name, None, 0.0, 1.0, False) if given else None
+    return cleaned
+
+
+def _spec(params: dict):
+    from django.conf import settings
+
+    from labeling.ml.training import CascadeTrainingSpec
+
+    return CascadeTrainingSpec(
+        preset=params["preset"],
+        input_size=params["input_size"],
+        cbam=params["cbam"],
+        epochs=params["epochs"],
+        batch_a=params["batch_a"],
+        hard_b=params["hard_b"],
+        lr=params["lr"],
+        mean_teacher=params["mean_teacher"],
+        target_precision=params["target_precision"],
+        lp_epochs=params["lp_epochs"],
+        seed=params["seed"],
+        device=getattr(settings, "IMAGECLEAN_ML_DEVICE", "auto"),
+    )
+
+
+def unresolved_suspect_ids(*, project: Project) -> set[int]:
+    """Images with an OPEN item in the project's re-review queue(s)."""
+    return set(
+        QueueItem.objects.filter(
+            queue__project=project, queue__kind=Queue.Kind.REVIEW, status=QueueItem.Status.OPEN
+        ).values_list("image_id", flat=True)
+    )
+
+
+def training_data(*, project: Project, params: dict) -> dict:
+    """The rows that train and validate, and the counts stored as the version's data snapshot.
+    Raises TrainingDataError when there are too few labels."""
+    from labeling.ml.datasets import ImageRow
+    from labeling.ml.training import LabeledRow
+
+    positive = project.positive_class
+    suspects = unresolved_suspect_ids(project=project)
+    pool_labels = current_labels(project=project, split=Image.Split.POOL)
+    excluded = suspects & set(pool_labels)
+    train_labels = {i: int(v == positive) for i, v in pool_labels.items() if i not in suspects}
+    n_pos = sum(train_labels.values())
+    n_neg = len(train_labels) - n_pos
+    need = params["min_per_class"]
+    if n_pos < need or n_neg < need:
+        raise TrainingDataError(
+            f"need at least {need} positive and {need} negative labels in the pool split; "
+            f"have {n_pos} positive and {n_neg} negative ({len(excluded)} unresolved suspects "
+            f"excluded). Label more images (or lower min_per_class)."
+        )
+    validation = {
+        i: int(v == positive)
+        for i, v in current_labels(project=project, split=Image.Split.VALIDATION).items()
+    }
+    v_pos = sum(validation.values())
+    v_neg = len(validation) - v_pos
+    if v_pos < 1 or v_neg < 1:
+        raise TrainingDataError(
+            f"the frozen validation split needs labeled positives and negatives to measure the "
+            f"model; it has {v_pos} positive and {v_neg} negative labels. Label validation "
+            f"images (they are in the labeling queue like the others)."
+        )
+    unlabeled_ids = list(
+        Image.objects.filter(project=project, split=Image.Split.POOL)
+        .exclude(pk__in=list(pool_labels))
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    if len(unlabeled_ids) > params["unlabeled_max"]:
+        unlabeled_ids = sorted(
+            random.Random(params["seed"]).sample(unlabeled_ids, params["unlabeled_max"])
+        )
+    names = dict(
+        Image.objects.filter(pk__in=[*train_labels, *validation, *unlabeled_ids]).values_list(
+            "pk", "file"
+        )
+    )
+    return {
+        "train": [LabeledRow(i, names[i], y) for i, y in sorted(train_labels.items())],
+        "validation": [LabeledRow(i, names[i], y) for i, y in sorted(validation.items())],
+        "unlabeled": [ImageRow(i, names[i]) for i in unlabeled_ids],
+        "snapshot": {
+            "labeled_positive": n_pos,
+            "labeled_negative": n_neg,
+            "unlabeled": len(unlabeled_ids),
+            "excluded_suspects": len(excluded),
+            "validation_size": len(validation),
+            "validation_positive": v_pos,
+            "validation_negative": v_neg,
+        },
+    }
+
+
+def _next_name(project: Project) -> str:
+    taken = set(ModelVersion.objects.filter(project=project).values_list("name", flat=True))
+    n = len(taken) + 1
+    while f"v{n}" in taken:
+        n += 1
+    return f"v{n}"
+
+
+def _targets_met(params: dict, metrics: dict) -> bool:
+    want_p, want_r = params.get("auto_promote_precision"), params.get("auto_promote_recall")
+    if want_p is None or want_r is None:
+        return False
+    cascade = metrics.get("cascade") or {}
+    got_p, got_r = cascade.get("precision"), cascade.get("recall")
+    return got_p is not None and got_r is not None and got_p >= want_p and got_r >= want_r
+
+
+def _result(version: ModelVersion, comparison: dict, promoted: bool) -> dict:
+    return {
+        "model_version_id": version.pk,
+        "model_version": version.name,
+        "data": version.data_snapshot,
+        "thresholds": (version.metrics or {}).get("thresholds"),
+        "cascade": (version.metrics or {}).get("cascade"),
+        "training_seconds": version.training_seconds,
+        "comparison": comparison,
+        "promoted": promoted,
+    }
+
+
+def _train(job: Job) -> dict:
+    from labeling.ml.cascade import save_cascade
+    from labeling.ml.training import LP_HIDDEN, POSITIVE_INDEX, train_cascade_on_rows
+
+    project = job.project
+    params = job.params
+    already = ModelVersion.objects.filter(project=project, data_snapshot__job_id=job.pk).first()
+    if already is not None:  # a retried delivery after the version was stored
+        active = project.active_model_version
+        old = active if active and active.pk != already.pk else None
+        return _result(already, model_versions_compare(new=already, old=old), False)
+
+    job_progress(job_id=job.pk, stage="gathering labels", percent=1.0)
+    data = training_data(project=project, params=params)
+    snapshot = data["snapshot"]
+    job_progress(
+        job_id=job.pk,
+        stage="training",
+        percent=2.0,
+        line=(
+            f"training on {snapshot['labeled_positive']} positive and "
+            f"{snapshot['labeled_negative']} negative labels, {snapshot['unlabeled']} unlabeled "
+            f"({snapshot['excluded_suspects']} unresolved suspects excluded); validating on "
+            f"{snapshot['validation_size']}"
+        ),
+    )
+    epochs = params["epochs"]
+
+    def on_epoch(epoch: int, metrics: dict) -> None:
+        # job_progress raises JobCancelled when the job was cancelled: training stops here.
+        job_progress(
+            job_id=job.pk,
+            stage=f"training epoch {epoch + 1}/{epochs}",
+            percent=2.0 + 88.0 * (epoch + 1) / epochs,
+            line=(
+                f"epoch {epoch + 1}/{epochs}: stage-1 loss {metrics['stage1_loss']:.4f}, "
+                f"stage-2 loss {metrics['stage2_loss']:.4f}, {metrics['seconds']:.1f} s"
+            ),
+        )
+
+    outcome = train_cascade_on_rows(
+        train_rows=data["train"],
+        unlabeled_rows=data["unlabeled"],
+        validation_rows=data["validation"],
+        spec=_spec(params),
+        on_epoch=on_epoch,
+        title=f"{project.slug}: validation PR",
+    )
+    job_progress(job_id=job.pk, stage="saving", percent=95.0)
+    snapshot = {**snapshot, "job_id": job.pk, "unreadable_images": outcome.unreadable[:100]}
+    name = _next_name(project)
+    version = save_cascade(
+        project=project,
+        name=name,
+        stage1=outcome.stage1,
+        stage2=outcome.stage2,
+        thresholds=outcome.thresholds,
+        positive_index=POSITIVE_INDEX,
+        loss_prediction=outcome.loss_prediction,
+        loss_prediction_options={"hidden": LP_HIDDEN},
+        metadata={"job_id": job.pk, "params": params, "data": snapshot},
+        metrics=outcome.metrics,
+        created_by=job.created_by,
+    )
+    with transaction.atomic():
+        version.data_snapshot = snapshot
+        version.training_seconds = round(outcome.seconds, 3)
+        version.pr_curve.save(f"{name}-pr.png", ContentFile(outcome.pr_curve_png), save=False)
+        version.save(update_fields=["data_snapshot", "training_seconds", "pr_curve"])
+        Job.objects.filter(pk=job.pk).update(model_version=version)
+    project.refresh_from_db()
+    comparison = model_versions_compare(new=version, old=project.active_model_version)
+    promoted = False
+    if _targets_met(params, outcome.metrics):
+        model_version_promote(version=version, by=None)
+        promoted = True
+    job_progress(
+        job_id=job.pk,
+        stage="done",
+        percent=99.0,
+        line=(
+            f"stored {version.name}: cascade precision "
+            f"{outcome.metrics['cascade']['precision']}, recall "
+            f"{outcome.metrics['cascade']['recall']}, AP {outcome.metrics['cascade']['ap']}"
+            + ("; promoted automatically (targets met)" if promoted else "")
+        ),
+    )
+    return _result(version, comparison, promoted)
+
+
+def train_cascade_run(*, job_id: int, retry: bool = False) -> None:
+    """The task body: train under job_run's status guard (errors land on the Job)."""
+    job_run(job_id=job_id, body=_train, retry=retry)

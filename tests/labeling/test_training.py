@@ -1,0 +1,274 @@
+"""The train_cascade job: data gathering (suspects excluded, validation frozen), a real (tiny)
+training run that stores a loadable ModelVersion with metrics and a PR curve, parameter and
+too-few-labels errors, automatic promotion, and cancel through a real worker."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+
+import numpy as np
+import pytest
+from django.core.exceptions import ValidationError
+from django.core.files.base import ContentFile
+from PIL import Image as PILImage
+
+from labeling.ml.cascade import load_cascade
+from labeling.ml.datasets import ImageRow
+from labeling.ml.scoring import score_rows
+from labeling.models import Image, Job, Label, ModelVersion, Queue, QueueItem
+from labeling.services.jobs import job_cancel, job_create
+from labeling.services.training import train_cascade_params_clean, train_cascade_run
+from tests.factories import make_project, make_user
+
+TINY = {"epochs": 2, "batch_a": 16, "hard_b": 4, "min_per_class": 6, "lp_epochs": 1}
+
+
+def class_png(positive: bool, seed: int, size: int = 24) -> bytes:
+    """A learnable toy task: positives are reddish with a bright blob, negatives bluish."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 60, size=(size, size, 3), dtype=np.uint8)
+    if positive:
+        pixels[..., 0] += 150
+        x, y = rng.integers(2, size - 8, size=2)
+        pixels[y : y + 6, x : x + 6] = 250
+    else:
+        pixels[..., 2] += 150
+    buffer = io.BytesIO()
+    PILImage.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def class_image(project, *, positive: bool, seed: int, split: str = "pool") -> Image:
+    data = class_png(positive, seed)
+    content_hash = hashlib.sha256(data).hexdigest()
+    image = Image(
+        project=project,
+        content_hash=content_hash,
+        width=24,
+        height=24,
+        format="PNG",
+        byte_size=len(data),
+        source=f"toy-{seed}.png",
+        split=split,
+        metadata={"true_label": "disgusting" if positive else "normal"},
+    )
+    image.file.save(f"{content_hash}.png", ContentFile(data), save=False)
+    image.save()
+    return image
+
+
+def labeled_world(*, pool_pos=10, pool_neg=14, val_pos=4, val_neg=6, unlabeled=10, seed0=0):
+    annotator = make_user("annotator")
+    project = make_project(members=[annotator])
+    images = {"pool": [], "validation": [], "unlabeled": []}
+    seed = seed0
+    for split, n_pos, n_neg in (("pool", pool_pos, pool_neg), ("validation", val_pos, val_neg)):
+        for i in range(n_pos + n_neg):
+            positive = i < n_pos
+            image = class_image(project, positive=positive, seed=seed, split=split)
+            seed += 1
+            Label.objects.create(
+                project=project,
+                image=image,
+                annotator=annotator,
+                value="disgusting" if positive else "normal",
+            )
+            images[split].append(image)
+    for i in range(unlabeled):
+        images["unlabeled"].append(class_image(project, positive=i % 5 == 0, seed=seed))
+        seed += 1
+    return project, annotator, images
+
+
+@pytest.mark.django_db
+def test_params_defaults_and_errors():
+    project = make_project()
+    cleaned = train_cascade_params_clean(project=project, params={})
+    assert cleaned["preset"] == "cpu_small" and cleaned["input_size"] == 32
+    assert cleaned["target_precision"] == 0.95 and cleaned["cbam"] is True
+    assert cleaned["auto_promote_precision"] is None
+    full = train_cascade_params_clean(project=project, params={"preset": "full", "cbam": "off"})
+    assert full["input_size"] == 224 and full["cbam"] is False
+    for bad, field in [
+        ({"preset": "huge"}, "preset"),
+        ({"epochs": 0}, "epochs"),
+        ({"epochs": 1.5}, "epochs"),
+        ({"batch_a": 8, "hard_b": 9}, "hard_b"),
+        ({"target_precision": 1.5}, "target_precision"),
+        ({"auto_promote_precision": 0.9}, "auto_promote_precision"),
+        ({"cbam": "maybe"}, "cbam"),
+        ({"learning_rate": 0.1}, "params"),
+    ]:
+        with pytest.raises(ValidationError) as info:
+            train_cascade_params_clean(project=project, params=bad)
+        assert field in info.value.message_dict, (bad, info.value.message_dict)
+
+
+@pytest.mark.django_db
+def test_too_few_labels_fails_the_job_with_a_clear_error():
+    engineer = make_user("engineer")
+    project, _annotator, _images = labeled_world(pool_pos=3, pool_neg=12, unlabeled=0)
+    job = job_create(
+        project=project, kind=Job.Kind.TRAIN_CASCADE, params=TINY, created_by=engineer
+    )
+    train_cascade_run(job_id=job.pk)  # inline: the same body the worker runs
+    job.refresh_from_db()
+    assert job.status == Job.Status.FAILED
+    assert "need at least 6 positive and 6 negative labels" in job.error
+    assert "have 3 positive and 12 negative" in job.error
+    assert not ModelVersion.objects.filter(project=project).exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.slow
+def test_training_stores_a_comparable_version_without_suspects_or_validation():
+    engineer = make_user("engineer")
+    project, annotator, images = labeled_world()
+    # Two pool images flagged for re-review and not yet resolved: they must not train.
+    review = Queue.objects.create(project=project, name="Re-review", kind=Queue.Kind.REVIEW)
+    suspects = images["pool"][:1] + images["pool"][-1:]
+    for image in suspects:
+        QueueItem.objects.create(queue=review, image=image, strategy="noise_review")
+    # A resolved review item does not exclude its image.
+    QueueItem.objects.create(
+        queue=review, image=images["pool"][5], status=QueueItem.Status.DONE
+    )
+
+    job = job_create(
+        project=project, kind=Job.Kind.TRAIN_CASCADE, params=TINY, created_by=engineer
+    )
+    train_cascade_run(job_id=job.pk)
+    job.refresh_from_db()
+    assert job.status == Job.Status.SUCCEEDED, job.error
+    version = ModelVersion.objects.get(project=project)
+    assert job.model_version_id == version.pk
+    assert version.status == ModelVersion.Status.READY and version.checkpoint
+    assert version.data_snapshot["labeled_positive"] == 9  # 10 minus one suspect
+    assert version.data_snapshot["labeled_negative"] == 13  # 14 minus one suspect
+    assert version.data_snapshot["excluded_suspects"] == 2
+    assert version.data_snapshot["validation_size"] == 10
+    assert version.data_snapshot["validation_positive"] == 4
+    assert version.data_snapshot["unlabeled"] == 10
+    assert version.training_seconds > 0
+    with version.pr_curve.open("rb") as handle:
+        assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
+
+    metrics = version.metrics
+    assert metrics["validation"] == {"size": 10, "positives": 4, "negatives": 6, "unreadable": 0}
+    assert metrics["target_precision"] == 0.95
+    assert "chosen on the validation split" in metrics["thresholds"]["rule"] or (
+        metrics["thresholds"]["reached"] is False and "fallback" in metrics["thresholds"]["rule"]
+    )
+    for stage in ("stage1", "stage2", "cascade"):
+        assert 0.0 <= metrics[stage]["ap"] <= 1.0
+        assert metrics[stage]["tp"] + metrics[stage]["fn"] == 4
+    assert len(metrics["history"]) == 2
+    assert metrics["mean_teacher"] is True
+
+    # The stored thresholds and metrics are the checkpoint's: recompute the cascade's decision
+    # on validation from the loaded networks.
+    cascade = load_cascade(version, device="cpu")
+    assert cascade.thresholds == (
+        pytest.approx(metrics["thresholds"]["stage1"], abs=1e-5),
+        pytest.approx(metrics["thresholds"]["stage2"], abs=1e-5),
+    )
+    assert cascade.loss_prediction is not None
+    outcome = score_rows(
+        cascade,
+        [ImageRow(i.pk, i.file.name) for i in images["validation"]],
+        batch_size=16,
+        num_workers=0,
+    )
+    decided = {r.image_id: r.decision for r in outcome.records}
+    truth = {i.pk: i.metadata["true_label"] == "disgusting" for i in images["validation"]}
+    tp = sum(1 for i, d in decided.items() if d and truth[i])
+    fp = sum(1 for i, d in decided.items() if d and not truth[i])
+    assert tp == metrics["cascade"]["tp"] and fp == metrics["cascade"]["fp"]
+
+    # The job result compares with the active version (none yet) and did not promote.
+    assert job.result["model_version"] == version.name
+    assert job.result["comparison"]["old"] is None
+    assert job.result["promoted"] is False
+    project.refresh_from_db()
+    assert project.active_model_version is None
+
+
+@pytest.mark.django_db
+@pytest.mark.slow
+def test_automatic_promotion_when_targets_are_met_and_comparison_with_the_active():
+    engineer = make_user("engineer")
+    project, _annotator, _images = labeled_world(seed0=5000)
+    first = job_create(
+        project=project,
+        kind=Job.Kind.TRAIN_CASCADE,
+        params={**TINY, "epochs": 1, "auto_promote_precision": 0.0, "auto_promote_recall": 0.0},
+        created_by=engineer,
+    )
+    train_cascade_run(job_id=first.pk)
+    first.refresh_from_db()
+    assert first.status == Job.Status.SUCCEEDED, first.error
+    project.refresh_from_db()
+    v1 = ModelVersion.objects.get(pk=first.result["model_version_id"])
+    # Targets of 0 are met by any measured precision and recall.
+    cascade = v1.metrics["cascade"]
+    assert first.result["promoted"] is (
+        cascade["precision"] is not None and cascade["recall"] is not None
+    )
+    if first.result["promoted"]:
+        assert project.active_model_version_id == v1.pk and v1.promoted_at is not None
+
+        second = job_create(
+            project=project,
+            kind=Job.Kind.TRAIN_CASCADE,
+            params={**TINY, "epochs": 1, "seed": 1},
+            created_by=engineer,
+        )
+        train_cascade_run(job_id=second.pk)
+        second.refresh_from_db()
+        assert second.status == Job.Status.SUCCEEDED, second.error
+        comparison = second.result["comparison"]
+        assert comparison["old"]["name"] == v1.name
+        assert comparison["new"]["name"] == second.result["model_version"] != v1.name
+        if comparison["new"]["ap"] is not None and comparison["old"]["ap"] is not None:
+            assert comparison["delta"]["ap"] == pytest.approx(
+                comparison["new"]["ap"] - comparison["old"]["ap"], abs=1e-6
+            )
+        project.refresh_from_db()
+        assert project.active_model_version_id == v1.pk  # no targets: not promoted
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.slow
+def test_cancel_stops_training_through_a_real_worker(celery_worker, worker_storage):
+    engineer = make_user("engineer")
+    project, _annotator, _images = labeled_world(seed0=9000)
+    job = job_create(
+        project=project,
+        kind=Job.Kind.TRAIN_CASCADE,
+        params={**TINY, "epochs": 200},
+        created_by=engineer,
+    )
+
+    def in_training() -> bool:
+        job.refresh_from_db()
+        return job.stage.startswith("training epoch")
+
+    wait_for(in_training, timeout=90, worker=celery_worker, what="the first epoch")
+    job_cancel(job=job, by=engineer)
+    wait_for(
+        lambda: (job.refresh_from_db() or job.is_finished),
+        timeout=60,
+        worker=celery_worker,
+        what="the cancel",
+    )
+    assert job.status == Job.Status.CANCELLED
+    assert not ModelVersion.objects.filter(project=project).exists()
+
+
+from tests.labeling.worker import (  # noqa: E402, F401 (fixtures)
+    celery_worker,
+    wait_for,
+    worker_storage,
+    worker_var_dir,
+)
