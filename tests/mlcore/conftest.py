@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from mlcore.data import ArrayImageDataset
+
+# The tensors here are tiny: thread start-up and spin-waiting cost more than they save, and on a
+# shared 2-core machine several threads per test process made the suite 3x slower.
+torch.set_num_threads(1)
 
 
 def make_square_images(

@@ -1,0 +1,163 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from mlcore.augment import strong_transform, weak_transform
+from mlcore.backbones import build_backbone
+from mlcore.config import BackboneConfig, TrainConfig
+from mlcore.data import ArrayImageDataset, TwoViews, make_loader
+from mlcore.mean_teacher import (
+    MeanTeacherConfig,
+    ema_update,
+    make_teacher,
+    mean_teacher_step,
+    sigmoid_rampup,
+    softmax_mse_consistency,
+    train_mean_teacher,
+)
+
+from .conftest import make_square_images
+
+TINY = BackboneConfig(name="small_cnn", input_size=16, width_mult=0.25)
+
+
+def _student() -> nn.Module:
+    torch.manual_seed(0)
+    return build_backbone(TINY)
+
+
+def _states_equal(a: nn.Module, b: nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_ema_with_decay_zero_copies_the_student_buffers_included():
+    student = _student()
+    teacher = make_teacher(student)
+    torch.manual_seed(1)
+    for parameter in student.parameters():
+        parameter.data.add_(torch.randn_like(parameter))
+    student(torch.randn(4, 3, 16, 16))  # moves BatchNorm running statistics and counters
+    assert not _states_equal(teacher, student)
+    ema_update(teacher, student, decay=0.0)
+    assert _states_equal(teacher, student)
+
+
+def test_ema_mixes_by_the_decay_and_leaves_the_student_alone():
+    student = _student()
+    teacher = make_teacher(student)
+    for parameter in teacher.parameters():
+        parameter.data.zero_()
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    ema_update(teacher, student, decay=0.75)
+    for (name, t), s in zip(teacher.named_parameters(), student.parameters()):
+        assert torch.allclose(t, 0.25 * s), name
+    assert all(torch.equal(before[k], v) for k, v in student.state_dict().items())
+    with pytest.raises(ValueError, match="decay"):
+        ema_update(teacher, student, decay=1.5)
+
+
+def test_make_teacher_is_a_detached_copy():
+    student = _student()
+    teacher = make_teacher(student)
+    assert _states_equal(teacher, student)
+    assert not any(p.requires_grad for p in teacher.parameters())
+    assert all(p.requires_grad for p in student.parameters())
+    assert next(teacher.parameters()).data_ptr() != next(student.parameters()).data_ptr()
+
+
+def test_sigmoid_rampup_shape():
+    assert sigmoid_rampup(0, 5) == pytest.approx(math.exp(-5))
+    assert sigmoid_rampup(5, 5) == 1.0 and sigmoid_rampup(50, 5) == 1.0
+    assert sigmoid_rampup(3, 0) == 1.0
+    values = [sigmoid_rampup(e / 2, 5) for e in range(11)]
+    assert values == sorted(values) and len(set(values)) == 11
+
+
+def test_consistency_is_zero_for_equal_outputs_and_trains_only_the_student():
+    torch.manual_seed(0)
+    logits = torch.randn(4, 3)
+    assert softmax_mse_consistency(logits, logits.clone()) == 0
+    student = torch.randn(4, 3, requires_grad=True)
+    teacher = torch.randn(4, 3, requires_grad=True)
+    cost = softmax_mse_consistency(student, teacher)
+    expected = ((student.softmax(1) - teacher.softmax(1)) ** 2).sum(1).mean()
+    assert cost > 0 and torch.allclose(cost, expected)
+    cost.backward()
+    assert student.grad is not None and teacher.grad is None
+    with pytest.raises(ValueError, match="shapes differ"):
+        softmax_mse_consistency(torch.zeros(2, 3), torch.zeros(2, 4))
+
+
+def _two_view_loader(images, labels, *, seed: int):
+    dataset = ArrayImageDataset(
+        images, labels, transform=TwoViews(strong_transform(16), weak_transform(16))
+    )
+    return make_loader(dataset, batch_size=8, shuffle=True, seed=seed, drop_last=True)
+
+
+def test_one_step_uses_labels_only_where_present():
+    images, labels = make_square_images(16)
+    labeled = next(iter(_two_view_loader(images, labels, seed=0)))
+    unlabeled = next(iter(_two_view_loader(images, labels * 0 - 1, seed=1)))
+    student = _student()
+    teacher = make_teacher(student)
+    optimizer = torch.optim.SGD(student.parameters(), lr=0.1)
+    losses = mean_teacher_step(
+        student,
+        teacher,
+        optimizer,
+        labeled,
+        unlabeled,
+        consistency_weight=1.0,
+        ema_decay=0.5,
+        device="cpu",
+    )
+    assert losses["class_loss"] > 0 and losses["consistency_loss"] >= 0
+    assert losses["loss"] == pytest.approx(losses["class_loss"] + losses["consistency_loss"])
+    # An all-unlabeled "labeled" batch contributes only consistency.
+    only_consistency = mean_teacher_step(
+        student,
+        teacher,
+        optimizer,
+        unlabeled,
+        unlabeled,
+        consistency_weight=1.0,
+        ema_decay=0.5,
+        device="cpu",
+    )
+    assert only_consistency["class_loss"] == 0.0
+
+
+def test_mean_teacher_trains_on_a_toy_problem_and_the_teacher_lags_the_student():
+    images, labels = make_square_images(96, seed=3)
+    labeled_loader = _two_view_loader(images[:24], labels[:24], seed=0)
+    unlabeled_loader = _two_view_loader(images[24:], None, seed=1)
+    student = _student()
+    teacher = make_teacher(student)
+    seen = []
+    history = train_mean_teacher(
+        student,
+        teacher,
+        labeled_loader,
+        unlabeled_loader,
+        config=MeanTeacherConfig(ema_decay=0.9, consistency_weight=5.0, rampup_epochs=2),
+        train=TrainConfig(epochs=4, lr=0.05, device="cpu"),
+        on_epoch=lambda epoch, metrics: seen.append(metrics["consistency_weight"]),
+    )
+    assert len(history) == 4 and len(seen) == 4
+    assert seen == sorted(seen) and seen[-1] == pytest.approx(5.0)
+    assert history[-1]["class_loss"] < history[0]["class_loss"]
+    assert all(math.isfinite(row["consistency_loss"]) for row in history)
+    assert not _states_equal(teacher, student)
+    # The teacher is an average of past students: close to the student, not a stale copy.
+    initial = _student()
+    distance_to_student = sum(
+        (t - s).norm() for t, s in zip(teacher.parameters(), student.parameters())
+    )
+    distance_to_start = sum(
+        (t - s).norm() for t, s in zip(teacher.parameters(), initial.parameters())
+    )
+    assert distance_to_student < distance_to_start
