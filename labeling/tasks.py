@@ -15,7 +15,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.conf import settings
 
-from .services import jobs, queues, scoring, selection, training
+from .services import jobs, noise, queues, recall, scoring, selection, training
 
 _RETRY = {
     "autoretry_for": jobs.TRANSIENT_ERRORS,
@@ -73,3 +73,15 @@ def select_fill_queue(self, job_id: int) -> None:
 def ml_train_cascade(self, job_id: int) -> None:
     """Train the OHEM cascade on the project's cleaned labels; store a ModelVersion."""
     training.train_cascade_run(job_id=job_id, retry=self.request.retries > 0)
+
+
+@shared_task(bind=True, name="labeling.tasks.ml_detect_noise", **ML_TASK)
+def ml_detect_noise(self, job_id: int) -> None:
+    """O2U-Net over the project's labels; the top suspects go to the lead's re-review queue."""
+    noise.detect_noise_run(job_id=job_id, retry=self.request.retries > 0)
+
+
+@shared_task(bind=True, name="labeling.tasks.ml_cold_start", **ML_TASK)
+def ml_cold_start(self, job_id: int) -> None:
+    """Embed the pool (cached) and queue the seed images' nearest neighbours for labeling."""
+    recall.cold_start_run(job_id=job_id, retry=self.request.retries > 0)

@@ -81,6 +81,14 @@ JOB_KINDS: dict[str, JobKind] = {
         task_name="labeling.tasks.ml_train_cascade",
         clean_params="labeling.services.training.train_cascade_params_clean",
     ),
+    Job.Kind.DETECT_NOISE: JobKind(
+        task_name="labeling.tasks.ml_detect_noise",
+        clean_params="labeling.services.noise.detect_noise_params_clean",
+    ),
+    Job.Kind.COLD_START: JobKind(
+        task_name="labeling.tasks.ml_cold_start",
+        clean_params="labeling.services.recall.cold_start_params_clean",
+    ),
 }
 
 

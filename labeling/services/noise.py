@@ -1,0 +1,236 @@
+"""The `detect_noise` job and the lead's re-review: O2U suspects go to the REVIEW queue.
+
+What is ranked: the current label (labeling.selectors.labels.current_labels, the one rule every
+reader shares) of every labeled POOL image, as an index into the project's class keys (all
+classes, not positive-vs-rest; see labeling.ml.noise). The frozen validation split is never
+trained on, so it is never ranked either.
+
+What is written: the top `fraction` (METHOD.md: 5%) become items of the project's REVIEW queue
+(strategy NOISE_REVIEW, priority = normalised loss so the most suspicious is served first), with
+`details` = {job_id, rank, score, label, samples}. An image already in the review queue (open or
+resolved) is not added again (queue_items_add skips it), so re-running the job never duplicates
+items; the result counts those as `already_queued`.
+
+Leads answer with `review_resolve` (labeling.services.labels): confirm keeps the label (a
+CONFIRMATION), a flip writes a superseding CORRECTION. `review_gradcam_png` renders the Grad-CAM
+overlay of the active model version's stage 1 for the review page.
+
+Safe to run twice: job_run's status guard stops a duplicate delivery, and the queue write is
+idempotent (unique (queue, image)); a re-delivered job after a crash recomputes the ranking
+(same seed, same labels: the same suspects) and adds only what is missing.
+"""
+
+from __future__ import annotations
+
+import math
+
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
+
+from labeling.models import Image, Job, Project, Queue, QueueItem, Strategy
+from labeling.permissions import can_review
+from labeling.selectors.labels import current_labels
+from labeling.services.jobs import job_progress, job_run
+from labeling.services.queues import queue_get_or_create, queue_items_add
+
+BACKBONES = ("small_cnn", "mobilenet_v2", "resnet18")
+# name: (default, low, high, integer)
+NUMBER_PARAMS: dict[str, tuple[float | int, float, float, bool]] = {
+    "input_size": (32, 16, 256, True),
+    "pretrain_epochs": (5, 1, 200, True),
+    "cycle_length": (5, 1, 100, True),
+    "n_cycles": (2, 1, 50, True),
+    "fraction": (0.05, 0.001, 0.5, False),
+    "batch_size": (64, 2, 1024, True),
+    "lr": (0.05, 1e-5, 1.0, False),
+    "seed": (0, 0, 2**31 - 1, True),
+}
+KNOWN = {"backbone", *NUMBER_PARAMS}
+MIN_SAMPLES = 10
+
+
+def _number(params: dict, name: str, default, low: float, high: float, integer: bool):
+    value = params.get(name, default)
+    if isinstance(value, bool) or value is None or value == "":
+        raise ValidationError({name: f"{name} must be a number."})
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as error:
+        raise ValidationError({name: f"{name} must be a number."}) from error
+    if integer and not number.is_integer():
+        raise ValidationError({name: f"{name} must be a whole number."})
+    if not (math.isfinite(number) and low <= number <= high):
+        raise ValidationError({name: f"{name} must be between {low:g} and {high:g}."})
+    return int(number) if integer else number
+
+
+def detect_noise_params_clean(*, project: Project, params: dict) -> dict:
+    """Parameters of a detect_noise job, validated, defaults filled in: backbone (one of
+    BACKBONES; small_cnn by default, a CPU network), input_size, pretrain_epochs, cycle_length,
+    n_cycles, fraction (top share flagged, default 0.05), batch_size, lr, seed."""
+    unknown = set(params) - KNOWN
+    if unknown:
+        raise ValidationError({"params": f"Unknown parameters: {', '.join(sorted(unknown))}."})
+    backbone = params.get("backbone", "small_cnn")
+    if backbone not in BACKBONES:
+        raise ValidationError({"backbone": f"Choose one of {', '.join(BACKBONES)}."})
+    cleaned = {"backbone": backbone}
+    for name, (default, low, high, integer) in NUMBER_PARAMS.items():
+        cleaned[name] = _number(params, name, default, low, high, integer)
+    return cleaned
+
+
+def noise_candidates(*, project: Project) -> list[tuple[int, str, str]]:
+    """(image id, storage name, current value) of every labeled pool image whose current value
+    is one of the schema's classes, by image id."""
+    values = current_labels(project=project, split=Image.Split.POOL)
+    keys = set(project.class_keys)
+    names = dict(
+        Image.objects.filter(pk__in=list(values), project=project).values_list("pk", "file")
+    )
+    return [
+        (pk, names[pk], values[pk]) for pk in sorted(values) if pk in names and values[pk] in keys
+    ]
+
+
+def _detect(job: Job) -> dict:
+    from labeling.ml.noise import NoiseSample, NoiseSpec, detect_noise_on_samples
+
+    project = job.project
+    params = job.params
+    job_progress(job_id=job.pk, stage="gathering labels", percent=1.0)
+    candidates = noise_candidates(project=project)
+    if len(candidates) < MIN_SAMPLES:
+        raise ValueError(
+            f"only {len(candidates)} labeled pool images; noise detection needs at least "
+            f"{MIN_SAMPLES}"
+        )
+    class_keys = project.class_keys
+    samples = [
+        NoiseSample(image_id=pk, name=name, label=class_keys.index(value))
+        for pk, name, value in candidates
+    ]
+    value_of = {pk: value for pk, _name, value in candidates}
+    spec = NoiseSpec(
+        backbone=params["backbone"],
+        input_size=params["input_size"],
+        pretrain_epochs=params["pretrain_epochs"],
+        cycle_length=params["cycle_length"],
+        n_cycles=params["n_cycles"],
+        fraction=params["fraction"],
+        batch_size=params["batch_size"],
+        lr=params["lr"],
+        seed=params["seed"],
+    )
+    job_progress(
+        job_id=job.pk,
+        stage="pre-training",
+        percent=2.0,
+        line=f"ranking {len(samples)} labeled pool images over {spec.total_epochs} epochs",
+    )
+
+    def on_epoch(stage: str, done: int, total: int) -> None:
+        # Raises JobCancelled when an engineer cancelled: training stops at this epoch.
+        job_progress(
+            job_id=job.pk,
+            stage=f"{stage} (epoch {done}/{total})",
+            percent=2.0 + 95.0 * done / total,
+            line=f"epoch {done}/{total}: {stage}",
+        )
+
+    outcome = detect_noise_on_samples(
+        samples, num_classes=len(class_keys), spec=spec, on_epoch=on_epoch
+    )
+    queued, already = noise_suspects_queue(
+        project=project,
+        job=job,
+        suspects=[(s.image_id, s.rank, s.score) for s in outcome.suspects],
+        values=value_of,
+        samples=outcome.samples,
+    )
+    return {
+        "samples": outcome.samples,
+        "suspects": len(outcome.suspects),
+        "queued": queued,
+        "already_queued": already,
+        "unreadable": outcome.unreadable[:100],
+        "unreadable_count": len(outcome.unreadable),
+        "top": [
+            {"image_id": s.image_id, "rank": s.rank, "score": round(s.score, 4)}
+            for s in outcome.suspects[:20]
+        ],
+    }
+
+
+@transaction.atomic
+def noise_suspects_queue(
+    *,
+    project: Project,
+    job: Job | None,
+    suspects: list[tuple[int, int, float]],
+    values: dict[int, str],
+    samples: int,
+) -> tuple[int, int]:
+    """Add (image id, rank, score) suspects to the project's REVIEW queue. Returns (added,
+    already in the queue)."""
+    queue = queue_get_or_create(project=project, kind=Queue.Kind.REVIEW)
+    details = {
+        pk: {
+            "job_id": job.pk if job else None,
+            "rank": rank,
+            "score": round(float(score), 6),
+            "label": values.get(pk, ""),
+            "samples": samples,
+        }
+        for pk, rank, score in suspects
+    }
+    added = queue_items_add(
+        queue=queue,
+        images=[pk for pk, _rank, _score in suspects],
+        strategy=Strategy.NOISE_REVIEW,
+        priorities={pk: float(score) for pk, _rank, score in suspects},
+        details_by_image=details,
+    )
+    return added, len(suspects) - added
+
+
+def detect_noise_run(*, job_id: int, retry: bool = False) -> None:
+    """The task body: rank under job_run's status guard (errors land on the Job)."""
+    job_run(job_id=job_id, body=_detect, retry=retry)
+
+
+# --- The lead's review ----------------------------------------------------------------------
+class GradcamUnavailable(Exception):
+    """No Grad-CAM for this image: no active model version, or its checkpoint or the image
+    file cannot be read. The message says which."""
+
+
+def review_gradcam_png(*, image: Image, user) -> bytes:
+    """PNG of the Grad-CAM of the positive class, from the active model version's stage 1,
+    blended over the image (leads of the project only)."""
+    from labeling.ml.cascade import CheckpointError
+    from labeling.ml.explain import gradcam_overlay_png
+
+    project = image.project
+    if not can_review(user, project):
+        raise PermissionDenied("Grad-CAM is for leads of this project.")
+    version = project.active_model_version
+    if version is None:
+        raise GradcamUnavailable("This project has no active model version.")
+    try:
+        return gradcam_overlay_png(model_version=version, image=image)
+    except (CheckpointError, OSError, ValueError) as error:
+        raise GradcamUnavailable(str(error)) from error
+
+
+def review_item_for_lead(*, project: Project, lead, item_id: int | None = None) -> QueueItem | None:
+    """The review item to show: `item_id` when given (any status, so a resolved one can be
+    looked at), else the next OPEN one (highest priority first). Leads of the project only."""
+    if not can_review(lead, project):
+        raise PermissionDenied("Re-review is for leads of this project.")
+    items = QueueItem.objects.select_related("image", "queue").filter(
+        queue__project=project, queue__kind=Queue.Kind.REVIEW
+    )
+    if item_id is not None:
+        return items.filter(pk=item_id).first()
+    return items.filter(status=QueueItem.Status.OPEN).order_by("-priority", "id").first()

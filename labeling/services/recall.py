@@ -1,0 +1,206 @@
+"""The `cold_start` job: fill the labeling queue with the seeds' nearest neighbours.
+
+METHOD.md's cold start: a few hundred positives are "recalled from the content pool by image
+retrieval", the nearest neighbours of a handful of seed images (positives from user feedback).
+An engineer picks seed images of the project (by id, from thumbnails or a search by source name)
+or uploads a few (they go through the import service like any image, so they are deduplicated,
+validated and stored; they are not queued). The job (`labeling.tasks.ml_cold_start`, on the ml
+queue because it runs a network):
+
+1. embeds the seeds and every eligible pool image with the pretrained EfficientNet-Lite0 at
+   224 px, in batches, with progress; embeddings are cached per content hash in storage
+   (labeling.ml.recall), so a second recall over the same pool embeds nothing;
+2. ranks the eligible pool images by their maximum cosine similarity over the seeds;
+3. adds the top `k` to the project's default labeling queue with strategy COLD_START, priority
+   = similarity, details = {job_id, rank, similarity, seed_image_id}.
+
+Eligible: POOL images (the frozen validation split is labeled on its own terms, never by a
+model's choice) with no active label, not already an item of any of the project's queues, and
+not a seed. Safe to run twice: the queue write skips images already in the queue.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
+from django.db.models import Exists, OuterRef
+
+from labeling.models import Image, Job, Project, Queue, QueueItem, Strategy
+from labeling.selectors.labels import labels_active
+from labeling.services.imports import Status, uploads_import
+from labeling.services.jobs import job_create, job_progress, job_run
+from labeling.services.queues import queue_get_or_create, queue_items_add
+
+MAX_SEEDS = 500
+MAX_K = 100_000
+MAX_BATCH = 512
+KNOWN = {"seed_image_ids", "k", "batch_size"}
+
+
+def _whole(params: dict, name: str, default: int, low: int, high: int) -> int:
+    value = params.get(name, default)
+    if isinstance(value, bool) or value is None or value == "":
+        raise ValidationError({name: f"{name} must be a whole number."})
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as error:
+        raise ValidationError({name: f"{name} must be a whole number."}) from error
+    if not (math.isfinite(number) and number.is_integer() and low <= number <= high):
+        raise ValidationError({name: f"{name} must be a whole number from {low} to {high}."})
+    return int(number)
+
+
+def cold_start_params_clean(*, project: Project, params: dict) -> dict:
+    """seed_image_ids: 1 to MAX_SEEDS ids of this project's images; k: how many neighbours to
+    queue (default 100); batch_size: images per embedding batch (default 32)."""
+    unknown = set(params) - KNOWN
+    if unknown:
+        raise ValidationError({"params": f"Unknown parameters: {', '.join(sorted(unknown))}."})
+    raw = params.get("seed_image_ids")
+    if not isinstance(raw, list | tuple) or not raw:
+        raise ValidationError({"seed_image_ids": "Pick at least one seed image."})
+    seeds: list[int] = []
+    for value in raw:
+        if isinstance(value, bool):
+            raise ValidationError({"seed_image_ids": f"{value!r} is not an image id."})
+        try:
+            seeds.append(int(value))
+        except (TypeError, ValueError) as error:
+            raise ValidationError({"seed_image_ids": f"{value!r} is not an image id."}) from error
+    seeds = list(dict.fromkeys(seeds))
+    if len(seeds) > MAX_SEEDS:
+        raise ValidationError({"seed_image_ids": f"At most {MAX_SEEDS} seed images."})
+    found = set(Image.objects.filter(project=project, pk__in=seeds).values_list("pk", flat=True))
+    missing = [pk for pk in seeds if pk not in found]
+    if missing:
+        raise ValidationError(
+            {"seed_image_ids": f"No images {missing[:20]} in project {project.slug}."}
+        )
+    return {
+        "seed_image_ids": seeds,
+        "k": _whole(params, "k", 100, 1, MAX_K),
+        "batch_size": _whole(params, "batch_size", 32, 1, MAX_BATCH),
+    }
+
+
+def cold_start_eligible(*, project: Project, exclude_ids: Iterable[int] = ()):
+    """Pool images with no active label and in none of the project's queues, by id."""
+    return (
+        Image.objects.filter(project=project, split=Image.Split.POOL)
+        .exclude(Exists(labels_active(project=project).filter(image=OuterRef("pk"))))
+        .exclude(Exists(QueueItem.objects.filter(image=OuterRef("pk"), queue__project=project)))
+        .exclude(pk__in=list(exclude_ids))
+        .order_by("pk")
+    )
+
+
+def cold_start_start(
+    *,
+    project: Project,
+    created_by: User,
+    seed_image_ids: Iterable[Any] = (),
+    uploads: Iterable[Any] = (),
+    k: Any = None,
+) -> tuple[Job, list[str]]:
+    """Start a cold-start job from picked seed ids plus uploaded seed files. Uploads are
+    imported first (not queued); files the import rejects are reported back and the job runs
+    on the rest. Returns the job and the import's messages."""
+    seeds = list(seed_image_ids)
+    notes: list[str] = []
+    uploads = list(uploads)
+    if uploads:
+        report = uploads_import(
+            project=project, uploads=uploads, created_by=created_by, add_to_queue=False
+        )
+        for entry in report.entries:
+            if entry.status in (Status.IMPORTED, Status.DUPLICATE) and entry.image_id:
+                seeds.append(entry.image_id)
+            else:
+                notes.append(f"{entry.name}: {entry.status} ({entry.reason})")
+        notes.extend(report.archive_errors)
+    params: dict[str, Any] = {"seed_image_ids": seeds}
+    if k not in (None, ""):
+        params["k"] = k
+    job = job_create(
+        project=project, kind=Job.Kind.COLD_START, params=params, created_by=created_by
+    )
+    return job, notes
+
+
+def _rows(images) -> list:
+    from labeling.ml.recall import RecallRow
+
+    return [
+        RecallRow(image_id=pk, name=name, content_hash=content_hash)
+        for pk, name, content_hash in images.values_list("pk", "file", "content_hash")
+    ]
+
+
+def _recall(job: Job) -> dict:
+    from labeling.ml.recall import embed_rows, recall_nearest
+
+    project = job.project
+    params = job.params
+    seed_ids = [int(pk) for pk in params["seed_image_ids"]]
+    job_progress(job_id=job.pk, stage="finding the pool", percent=1.0)
+    seed_rows = _rows(Image.objects.filter(project=project, pk__in=seed_ids).order_by("pk"))
+    pool_rows = _rows(cold_start_eligible(project=project, exclude_ids=seed_ids))
+    job_progress(
+        job_id=job.pk,
+        stage="embedding seeds",
+        percent=2.0,
+        line=f"{len(seed_rows)} seeds, {len(pool_rows)} eligible pool images",
+    )
+    seeds = embed_rows(seed_rows, batch_size=params["batch_size"])
+
+    def on_batch(done: int, total: int) -> None:
+        # Raises JobCancelled when an engineer cancelled: embedding stops at this batch.
+        job_progress(
+            job_id=job.pk,
+            stage=f"embedding the pool ({done}/{total} new)",
+            percent=3.0 + 92.0 * done / max(total, 1),
+        )
+
+    pool = embed_rows(pool_rows, batch_size=params["batch_size"], on_batch=on_batch)
+    job_progress(
+        job_id=job.pk,
+        stage="ranking",
+        percent=96.0,
+        line=f"pool: {pool.computed} embedded, {pool.cached} from the cache",
+    )
+    recalled = recall_nearest(pool=pool, seeds=seeds, k=params["k"], exclude_ids=set(seed_ids))
+    queue = queue_get_or_create(project=project, kind=Queue.Kind.LABELING)
+    added = queue_items_add(
+        queue=queue,
+        images=[r.image_id for r in recalled],
+        strategy=Strategy.COLD_START,
+        priorities={r.image_id: r.similarity for r in recalled},
+        details_by_image={
+            r.image_id: {
+                "job_id": job.pk,
+                "rank": r.rank,
+                "similarity": round(r.similarity, 6),
+                "seed_image_id": r.seed_image_id,
+            }
+            for r in recalled
+        },
+    )
+    return {
+        "seeds": len(seeds.image_ids),
+        "pool": len(pool_rows),
+        "embedded": pool.computed + seeds.computed,
+        "from_cache": pool.cached + seeds.cached,
+        "unreadable": (seeds.unreadable + pool.unreadable)[:100],
+        "recalled": len(recalled),
+        "queued": added,
+        "queue_id": queue.pk,
+    }
+
+
+def cold_start_run(*, job_id: int, retry: bool = False) -> None:
+    """The task body: recall under job_run's status guard (errors land on the Job)."""
+    job_run(job_id=job_id, body=_recall, retry=retry)
