@@ -69,7 +69,7 @@ from mlcore.train import predict_logits
 
 POSITIVE_INDEX = 1
 LP_HIDDEN = 64
-PRESETS = ("cpu_small", "full")
+PRESETS = ("cpu_tiny", "cpu_small", "full")
 FALLBACK_THRESHOLDS = (0.5, 0.5)
 
 
@@ -100,6 +100,11 @@ class CascadeTrainingSpec:
     def backbones(self) -> tuple[BackboneConfig, BackboneConfig]:
         if self.preset == "full":
             stage1, stage2 = full_stage1(2, cbam=self.cbam), full_stage2(2, cbam=self.cbam)
+        elif self.preset == "cpu_tiny":
+            # Two small CNNs (half and quarter width): the end-to-end test and the CPU demo
+            # loop, where minutes of two shared cores are all there is.
+            stage1 = BackboneConfig(name="small_cnn", cbam=self.cbam, width_mult=0.5)
+            stage2 = BackboneConfig(name="small_cnn", cbam=self.cbam, width_mult=0.25)
         elif self.preset == "cpu_small":
             stage1, stage2 = (
                 cpu_small_stage1(2, cbam=self.cbam),

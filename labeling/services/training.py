@@ -37,8 +37,8 @@ from labeling.services.models import model_version_promote, model_versions_compa
 
 # The ML bridge (torch) is imported inside the functions that train, as labeling.services.scoring
 # does, so web processes that only validate parameters never load torch.
-PRESETS = ("cpu_small", "full")
-DEFAULT_INPUT_SIZE = {"cpu_small": 32, "full": 224}
+PRESETS = ("cpu_tiny", "cpu_small", "full")
+DEFAULT_INPUT_SIZE = {"cpu_tiny": 24, "cpu_small": 32, "full": 224}
 TRUE_WORDS = {"true", "1", "on", "yes"}
 FALSE_WORDS = {"false", "0", "off", "no"}
 BOOLEAN_PARAMS = {"cbam": True, "mean_teacher": True}
@@ -98,8 +98,9 @@ def _boolean(params: dict, name: str, default: bool) -> bool:
 def train_cascade_params_clean(*, project: Project, params: dict) -> dict:
     """Parameters of a train_cascade job, validated, defaults filled in.
 
-    preset: "cpu_small" (MobileNetV2-0.5 + small CNN, 32 px by default: minutes on a CPU) or
-    "full" (DenseNet161 + ResNet50 at 224 px, for GPUs); input_size overrides the preset's;
+    preset: "cpu_small" (MobileNetV2-0.5 + small CNN, 32 px by default: minutes on a CPU),
+    "cpu_tiny" (two small CNNs at 24 px: the CPU demo loop and the end-to-end test) or "full"
+    (DenseNet161 + ResNet50 at 224 px, for GPUs); input_size overrides the preset's;
     cbam, mean_teacher: on/off; epochs; batch_a (A) and hard_b (B, the hard examples of each
     batch that train stage 2); lr; target_precision (thresholds are chosen on validation for
     it); min_per_class; unlabeled_max; lp_epochs; seed; auto_promote_precision and
