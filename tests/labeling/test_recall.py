@@ -1,0 +1,147 @@
+"""Cold-start recall with the real pretrained EfficientNet-Lite0: insect seeds from the Tux Paint
+stamps recall more insects than chance from a mixed pool, never an image already labeled or
+queued; a second recall reads every embedding from the cache; uploaded seeds go through the
+import service; bad seeds are refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.core.files.storage import default_storage
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from labeling.models import Image, Job, Label, Queue, QueueItem, Strategy
+from labeling.services.imports import images_import
+from labeling.services.jobs import job_create
+from labeling.services.queues import queue_get_or_create, queue_items_add
+from labeling.services.recall import cold_start_run, cold_start_start
+from tests.factories import make_project, make_user
+
+STAMPS = Path("/usr/share/tuxpaint/stamps")
+OTHER_FOLDERS = ("food", "vehicles", "household", "town")
+PER_OTHER_FOLDER = 12
+
+pytestmark = pytest.mark.skipif(not STAMPS.is_dir(), reason="tuxpaint-stamps-default missing")
+
+
+def _pngs(folder: Path, limit: int | None = None) -> list[Path]:
+    files = sorted(p for p in folder.rglob("*.png") if "_mirror" not in p.name)
+    return files[:limit] if limit else files
+
+
+def stamp_project():
+    """Every insect stamp plus 12 stamps from each of four other folders, imported through the
+    import service (pool split only, not queued). Returns (project, insect ids, other ids)."""
+    project = make_project(validation_fraction=0.0)
+    insects = _pngs(STAMPS / "animals" / "insects")
+    others = [p for name in OTHER_FOLDERS for p in _pngs(STAMPS / name, PER_OTHER_FOLDER)]
+    report = images_import(
+        project=project,
+        files=[(str(p.relative_to(STAMPS)), p.read_bytes()) for p in insects + others],
+        add_to_queue=False,
+    )
+    ids = {e.name: e.image_id for e in report.entries if e.image_id}
+    insect_ids = [ids[n] for n in ids if n.startswith("animals/insects/")]
+    other_ids = [ids[n] for n in ids if not n.startswith("animals/insects/")]
+    return project, insect_ids, other_ids
+
+
+@pytest.mark.django_db
+@pytest.mark.slow
+def test_insect_seeds_recall_insects_above_chance_and_cache_embeddings():
+    project, insect_ids, other_ids = stamp_project()
+    assert len(insect_ids) >= 15 and len(other_ids) == 4 * PER_OTHER_FOLDER
+    engineer = make_user("engineer")
+    annotator = make_user("annotator")
+    seeds = insect_ids[:4]
+    # One insect already labeled and one already queued: neither may be recalled.
+    labeled, queued = insect_ids[4], insect_ids[5]
+    Label.objects.create(project=project, image_id=labeled, annotator=annotator, value="normal")
+    queue = queue_get_or_create(project=project, kind=Queue.Kind.LABELING)
+    queue_items_add(queue=queue, images=[queued], strategy=Strategy.MANUAL)
+    candidates = insect_ids[6:]
+    pool_size = len(candidates) + len(other_ids)
+    k = len(candidates)
+
+    job = job_create(
+        project=project,
+        kind=Job.Kind.COLD_START,
+        params={"seed_image_ids": seeds, "k": k, "batch_size": 16},
+        created_by=engineer,
+    )
+    cold_start_run(job_id=job.pk)
+    job.refresh_from_db()
+    assert job.status == Job.Status.SUCCEEDED, job.error
+    assert job.result["pool"] == pool_size
+    assert job.result["embedded"] == pool_size + len(seeds) and job.result["from_cache"] == 0
+    items = list(QueueItem.objects.filter(queue=queue, strategy=Strategy.COLD_START))
+    assert len(items) == k == job.result["queued"]
+    recalled = {item.image_id for item in items}
+    assert labeled not in recalled and queued not in recalled
+    assert not recalled & set(seeds)
+    hits = len(recalled & set(candidates))
+    chance = k * len(candidates) / pool_size
+    print(f"recall: {hits}/{k} insects among the top {k}; chance {chance:.1f}")
+    assert hits >= 2 * chance, (hits, chance)
+    for item in items:
+        assert item.details["seed_image_id"] in seeds
+        assert -1.0 <= item.details["similarity"] <= 1.0
+        assert item.priority == pytest.approx(item.details["similarity"], abs=1e-5)
+    # An embedding file per image, named by content hash.
+    some = Image.objects.get(pk=seeds[0])
+    assert default_storage.exists(
+        f"embeddings/efficientnet_lite0-224/{some.content_hash[:2]}/{some.content_hash}.npy"
+    )
+
+    # A second recall embeds nothing: every vector comes from the cache.
+    again = job_create(
+        project=project,
+        kind=Job.Kind.COLD_START,
+        params={"seed_image_ids": seeds[:2], "k": 5},
+        created_by=engineer,
+    )
+    cold_start_run(job_id=again.pk)
+    again.refresh_from_db()
+    assert again.status == Job.Status.SUCCEEDED, again.error
+    assert again.result["embedded"] == 0
+    assert again.result["from_cache"] == again.result["pool"] + 2
+    # The first job's items are queued now; the two seeds not used this time are eligible.
+    assert again.result["pool"] == pool_size - k + 2
+    assert again.result["queued"] == 5
+
+
+@pytest.mark.django_db
+def test_uploaded_seeds_are_imported_and_bad_seeds_refused():
+    project = make_project(validation_fraction=0.0)
+    other = make_project()
+    engineer = make_user("engineer")
+    bee = (STAMPS / "animals" / "insects" / "bee.png").read_bytes()
+    job, notes = cold_start_start(
+        project=project,
+        created_by=engineer,
+        uploads=[
+            SimpleUploadedFile("bee.png", bee, content_type="image/png"),
+            SimpleUploadedFile("notes.png", b"not an image", content_type="image/png"),
+        ],
+        k="7",
+    )
+    bee_image = Image.objects.get(project=project, source="bee.png")
+    assert job.params == {"seed_image_ids": [bee_image.pk], "k": 7, "batch_size": 32}
+    assert len(notes) == 1 and notes[0].startswith("notes.png: rejected")
+    assert not QueueItem.objects.filter(image=bee_image).exists()  # a seed is not queued
+
+    foreign = images_import(project=other, files=[("bee.png", bee)], add_to_queue=False)
+    for params, message in [
+        ({}, "Pick at least one seed image."),
+        ({"seed_image_ids": [foreign.entries[0].image_id]}, "No images"),
+        ({"seed_image_ids": ["x"]}, "is not an image id"),
+        ({"seed_image_ids": [bee_image.pk], "k": 0}, "from 1 to"),
+        ({"seed_image_ids": [bee_image.pk], "radius": 3}, "Unknown parameters"),
+    ]:
+        with pytest.raises(ValidationError) as error:
+            job_create(
+                project=project, kind=Job.Kind.COLD_START, params=params, created_by=engineer
+            )
+        assert message in " ".join(error.value.messages)
