@@ -42,7 +42,9 @@ RARE_NEG_TO_POS = 0.005
 
 INPUT_SIZE = 28
 WIDTH_MULT = 0.25
-MAX_THREADS = 2
+# One thread: on two cores shared with other jobs, two threads spent more time waiting on each
+# other than computing (measured 828 vs 101 samples/s at batch 128 under load).
+MAX_THREADS = 1
 BATCH_SIZE = 128
 LEARNING_RATE = 0.05
 
@@ -264,6 +266,71 @@ def train_config(*, epochs: int, seed: int, lr: float = LEARNING_RATE) -> TrainC
     return TrainConfig(epochs=epochs, batch_size=BATCH_SIZE, lr=lr, device="cpu", seed=seed)
 
 
+class TensorBatches:
+    """A loader over uint8 arrays that slices whole batches instead of collating items.
+
+    Yields ``(x, y, index)`` like mlcore's loaders (``y`` = -1 for unlabeled rows), with ``x``
+    float (B, 1, H, W) in [0, 1], or ``view(x)`` for one callable, or a tuple of views for
+    several (Mean Teacher's ``(student_view, teacher_view)``). Each view receives the batch and
+    a torch.Generator seeded from ``seed`` and the pass number, so augmentation is reproducible.
+    Per-item DataLoader collation costs more than the tiny network's forward pass on two cores,
+    which is why the benchmarks use this rather than ``mlcore.data.make_loader``.
+    """
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray | None,
+        *,
+        batch_size: int,
+        shuffle: bool,
+        seed: int,
+        views: Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+        | tuple[Callable[[torch.Tensor, torch.Generator], torch.Tensor], ...]
+        | None = None,
+        drop_last: bool = False,
+    ) -> None:
+        images = np.asarray(images)
+        if images.dtype != np.uint8 or images.ndim != 3:
+            raise ValueError(f"images must be uint8 (N, H, W), got {images.dtype} {images.shape}")
+        n = len(images)
+        if labels is None:
+            labels = np.full(n, -1, dtype=np.int64)
+        labels = np.asarray(labels, dtype=np.int64)
+        if labels.shape != (n,):
+            raise ValueError(f"labels must have shape ({n},), got {labels.shape}")
+        # A private copy: the cached split is read-only and torch wants writable memory.
+        self.images = torch.from_numpy(np.array(images, copy=True)).unsqueeze(1)
+        self.labels = torch.from_numpy(labels)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.views = views
+        self.drop_last = drop_last
+        self._passes = 0
+
+    def __len__(self) -> int:
+        n = len(self.labels)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self):
+        generator = torch.Generator()
+        generator.manual_seed(self.seed * 1000003 + self._passes)
+        self._passes += 1
+        n = len(self.labels)
+        order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            rows = order[start : start + self.batch_size]
+            x = self.images[rows].float().div_(255.0)
+            if self.views is None:
+                inputs: Any = x
+            elif callable(self.views):
+                inputs = self.views(x, generator)
+            else:
+                inputs = tuple(view(x, generator) for view in self.views)
+            yield inputs, self.labels[rows], rows
+
+
 def array_loader(
     images: np.ndarray,
     labels: np.ndarray | None,
@@ -274,7 +341,8 @@ def array_loader(
     transform: Callable[[Any], Any] | None = None,
     drop_last: bool = False,
 ) -> DataLoader:
-    """A loader of ``(x, y, index)`` over uint8 arrays; without ``transform`` x is in [0, 1]."""
+    """A DataLoader of ``(x, y, index)`` over uint8 arrays (mlcore.data); x in [0, 1] without
+    ``transform``. For datasets that mlcore code must iterate itself (O2U)."""
     dataset = ArrayImageDataset(images, labels, transform)
     return make_loader(
         dataset, batch_size=batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last
@@ -292,16 +360,15 @@ def train_network(
 ) -> nn.Module:
     """Train a fresh benchmark network with mlcore.train.fit (SGD, cosine schedule)."""
     model = new_network(num_classes, seed=seed, cbam=cbam)
-    loader = array_loader(images, labels, shuffle=True, seed=seed)
+    loader = TensorBatches(images, labels, batch_size=BATCH_SIZE, shuffle=True, seed=seed)
     fit(model, loader, train=train_config(epochs=epochs, seed=seed))
     return model
 
 
 def predict(model: nn.Module, images: np.ndarray) -> np.ndarray:
     """Class probabilities (N, C) in row order."""
-    return predict_proba(
-        model, array_loader(images, None, shuffle=False, seed=0, batch_size=512), device="cpu"
-    )
+    loader = TensorBatches(images, None, batch_size=512, shuffle=False, seed=0)
+    return predict_proba(model, loader, device="cpu")
 
 
 def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
