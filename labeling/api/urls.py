@@ -6,4 +6,5 @@ urlpatterns = [
     path("", include("labeling.api.core_urls")),
     path("", include("labeling.api.queue_urls")),
     path("", include("labeling.api.job_urls")),
+    path("", include("labeling.api.model_urls")),
 ]

@@ -2,10 +2,28 @@
 from django.urls import path
 
 from . import jobs
+from . import models as model_pages
 
 urlpatterns: list = [
     path("jobs/", jobs.jobs_page, name="jobs"),
     path("jobs/<int:pk>/", jobs.job_detail, name="job-detail"),
     path("projects/<slug:slug>/jobs/", jobs.project_jobs, name="project-jobs"),
     path("projects/<slug:slug>/jobs/start/", jobs.project_job_start, name="project-job-start"),
+    path("models/", model_pages.models_index, name="models"),
+    path("projects/<slug:slug>/models/", model_pages.project_models, name="project-models"),
+    path(
+        "projects/<slug:slug>/models/<int:pk>/promote/",
+        model_pages.model_promote,
+        name="project-model-promote",
+    ),
+    path(
+        "projects/<slug:slug>/models/rollback/",
+        model_pages.model_rollback,
+        name="project-model-rollback",
+    ),
+    path(
+        "projects/<slug:slug>/models/<int:pk>/pr-curve.png",
+        model_pages.model_pr_curve,
+        name="project-model-pr-curve",
+    ),
 ]

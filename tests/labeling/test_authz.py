@@ -124,6 +124,32 @@ MATRIX: dict[str, Route] = {
     "api-strategy-yield": Route(
         row(DENIED, DENIED, OK, OK, OK), row(DENIED, DENIED, NOT_FOUND, OK, OK)
     ),
+    # --- Model versions (leads of the project read; engineers promote, roll back, predict) ---
+    "models": Route(row(LOGIN, DENIED, OK, OK, OK)),
+    "project-models": Route(
+        row(LOGIN, DENIED, OK, OK, OK), row(LOGIN, DENIED, NOT_FOUND, OK, OK)
+    ),
+    "project-model-promote": Route(
+        PAGE_ENGINEER, PAGE_ENGINEER, method="POST", obj="model_version"
+    ),
+    "project-model-rollback": Route(PAGE_ENGINEER, PAGE_ENGINEER, method="POST"),
+    # The world's versions have no PR curve file: 404 for those allowed to look
+    # (tests/labeling/test_models_api.py serves a real one).
+    "project-model-pr-curve": Route(
+        row(LOGIN, DENIED, NOT_FOUND, NOT_FOUND, NOT_FOUND),
+        row(LOGIN, DENIED, NOT_FOUND, NOT_FOUND, NOT_FOUND),
+        obj="model_version",
+    ),
+    "api-model-version-detail": Route(
+        row(DENIED, DENIED, OK, OK, OK),
+        row(DENIED, DENIED, NOT_FOUND, OK, OK),
+        obj="model_version",
+    ),
+    "api-model-version-promote": Route(
+        API_ENGINEER, API_ENGINEER, method="POST", obj="model_version"
+    ),
+    "api-model-version-rollback": Route(API_ENGINEER, API_ENGINEER, method="POST"),
+    "api-predict": Route(API_ENGINEER, API_ENGINEER, method="POST"),
     # --- Django admin --------------------------------------------------------------------------
     "admin:index": Route(ADMIN),
     "admin:login": Route(EVERYONE),  # the form, or "not authorized"; superusers go to index
