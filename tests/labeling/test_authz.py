@@ -126,9 +126,7 @@ MATRIX: dict[str, Route] = {
     ),
     # --- Model versions (leads of the project read; engineers promote, roll back, predict) ---
     "models": Route(row(LOGIN, DENIED, OK, OK, OK)),
-    "project-models": Route(
-        row(LOGIN, DENIED, OK, OK, OK), row(LOGIN, DENIED, NOT_FOUND, OK, OK)
-    ),
+    "project-models": Route(row(LOGIN, DENIED, OK, OK, OK), row(LOGIN, DENIED, NOT_FOUND, OK, OK)),
     "project-model-promote": Route(
         PAGE_ENGINEER, PAGE_ENGINEER, method="POST", obj="model_version"
     ),
