@@ -36,6 +36,22 @@ FORM_FIELDS: dict[str, dict[str, type]] = {
         "band_high": float,
         "seed": int,
     },
+    # Booleans come from a select ("", "true", "false"): an unchecked checkbox sends nothing.
+    Job.Kind.TRAIN_CASCADE: {
+        "preset": str,
+        "input_size": int,
+        "cbam": str,
+        "mean_teacher": str,
+        "epochs": int,
+        "batch_a": int,
+        "hard_b": int,
+        "lr": float,
+        "target_precision": float,
+        "min_per_class": int,
+        "auto_promote_precision": float,
+        "auto_promote_recall": float,
+        "seed": int,
+    },
 }
 
 

@@ -289,3 +289,31 @@ def test_cancel_stops_training_through_a_real_worker(celery_worker, worker_stora
     )
     assert job.status == Job.Status.CANCELLED
     assert not ModelVersion.objects.filter(project=project).exists()
+
+
+@pytest.mark.django_db
+def test_the_jobs_page_starts_a_training_job_with_its_form_fields():
+    from django.test import Client
+    from django.urls import reverse
+
+    project = make_project()
+    client = Client()
+    client.force_login(make_user("engineer"))
+    page = client.get(reverse("project-jobs", kwargs={"slug": project.slug}))
+    assert 'id="start-train-cascade"' in page.content.decode()
+    response = client.post(
+        reverse("project-job-start", kwargs={"slug": project.slug}),
+        {"kind": "train_cascade", "preset": "full", "cbam": "false", "epochs": "7", "lr": ""},
+    )
+    assert response.status_code == 302
+    job = Job.objects.get(project=project, kind=Job.Kind.TRAIN_CASCADE)
+    assert job.params["preset"] == "full" and job.params["input_size"] == 224
+    assert job.params["cbam"] is False and job.params["epochs"] == 7
+    assert job.params["lr"] == 0.05  # empty field: the default
+    response = client.post(
+        reverse("project-job-start", kwargs={"slug": project.slug}),
+        {"kind": "train_cascade", "hard_b": "64", "batch_a": "8"},
+        follow=True,
+    )
+    assert "hard_b (B) cannot exceed batch_a (A)" in response.content.decode()
+    assert Job.objects.filter(project=project).count() == 1
