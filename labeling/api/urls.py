@@ -7,4 +7,5 @@ urlpatterns = [
     path("", include("labeling.api.queue_urls")),
     path("", include("labeling.api.job_urls")),
     path("", include("labeling.api.model_urls")),
+    path("", include("labeling.api.review_urls")),
 ]

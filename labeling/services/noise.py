@@ -27,7 +27,7 @@ import math
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 
-from labeling.models import Image, Job, Project, Queue, QueueItem, Strategy
+from labeling.models import Image, Job, Project, Queue, Strategy
 from labeling.permissions import can_review
 from labeling.selectors.labels import current_labels
 from labeling.services.jobs import job_progress, job_run
@@ -221,16 +221,3 @@ def review_gradcam_png(*, image: Image, user) -> bytes:
         return gradcam_overlay_png(model_version=version, image=image)
     except (CheckpointError, OSError, ValueError) as error:
         raise GradcamUnavailable(str(error)) from error
-
-
-def review_item_for_lead(*, project: Project, lead, item_id: int | None = None) -> QueueItem | None:
-    """The review item to show: `item_id` when given (any status, so a resolved one can be
-    looked at), else the next OPEN one (highest priority first). Leads of the project only."""
-    if not can_review(lead, project):
-        raise PermissionDenied("Re-review is for leads of this project.")
-    items = QueueItem.objects.select_related("image", "queue").filter(
-        queue__project=project, queue__kind=Queue.Kind.REVIEW
-    )
-    if item_id is not None:
-        return items.filter(pk=item_id).first()
-    return items.filter(status=QueueItem.Status.OPEN).order_by("-priority", "id").first()

@@ -1,7 +1,7 @@
 # Engineers' and leads' pages for the active-learning loop: jobs, model versions, noise review.
 from django.urls import path
 
-from . import jobs
+from . import jobs, review
 from . import models as model_pages
 
 urlpatterns: list = [
@@ -26,4 +26,19 @@ urlpatterns: list = [
         model_pages.model_pr_curve,
         name="project-model-pr-curve",
     ),
+    # Noise review (leads), annotator quality (leads, engineers), cold start (engineers).
+    path("review/", review.review_index, name="review"),
+    path("projects/<slug:slug>/review/", review.project_review, name="project-review"),
+    path(
+        "projects/<slug:slug>/review/items/<int:pk>/resolve/",
+        review.project_review_resolve,
+        name="project-review-resolve",
+    ),
+    path(
+        "projects/<slug:slug>/review/images/<int:pk>/gradcam.png",
+        review.project_review_gradcam,
+        name="project-review-gradcam",
+    ),
+    path("projects/<slug:slug>/quality/", review.project_quality, name="project-quality"),
+    path("projects/<slug:slug>/cold-start/", review.project_cold_start, name="project-cold-start"),
 ]

@@ -148,6 +148,34 @@ MATRIX: dict[str, Route] = {
     ),
     "api-model-version-rollback": Route(API_ENGINEER, API_ENGINEER, method="POST"),
     "api-predict": Route(API_ENGINEER, API_ENGINEER, method="POST"),
+    # --- Noise review and annotator quality (leads of the project), cold start (engineers) ----
+    "review": Route(row(LOGIN, DENIED, OK, OK, OK)),
+    "project-review": Route(row(LOGIN, DENIED, OK, OK, OK), row(LOGIN, DENIED, NOT_FOUND, OK, OK)),
+    "project-review-resolve": Route(
+        row(LOGIN, DENIED, OK, OK, OK),  # an empty form: 400 for those allowed
+        row(LOGIN, DENIED, NOT_FOUND, OK, OK),
+        method="POST",
+        obj="review_item",
+    ),
+    # No active model version in the world: 404 for those allowed to look
+    # (tests/labeling/test_review_pages.py renders a real Grad-CAM).
+    "project-review-gradcam": Route(
+        row(LOGIN, DENIED, NOT_FOUND, NOT_FOUND, NOT_FOUND),
+        row(LOGIN, DENIED, NOT_FOUND, NOT_FOUND, NOT_FOUND),
+        obj="image",
+    ),
+    "project-quality": Route(row(LOGIN, DENIED, OK, OK, OK), row(LOGIN, DENIED, NOT_FOUND, OK, OK)),
+    "project-cold-start": Route(PAGE_ENGINEER, PAGE_ENGINEER),
+    "api-review-next": Route(
+        row(DENIED, DENIED, OK, OK, OK), row(DENIED, DENIED, NOT_FOUND, OK, OK)
+    ),
+    "api-review-resolve": Route(
+        row(DENIED, DENIED, OK, OK, OK),  # an empty body: 400 for those allowed
+        row(DENIED, DENIED, NOT_FOUND, OK, OK),
+        method="POST",
+        obj="review_item",
+    ),
+    "api-quality": Route(row(DENIED, DENIED, OK, OK, OK), row(DENIED, DENIED, NOT_FOUND, OK, OK)),
     # --- Django admin --------------------------------------------------------------------------
     "admin:index": Route(ADMIN),
     "admin:login": Route(EVERYONE),  # the form, or "not authorized"; superusers go to index
@@ -249,6 +277,9 @@ def _side(project, annotator, lead):
         "lease": lease,
         "user": target,
         "model_version": version,
+        "review_item": QueueItem.objects.create(
+            queue=make_queue(project, kind="review"), image=image, strategy="noise_review"
+        ),
         "admin:auth.group": Group.objects.get(name="annotator"),
         "admin:auth.user": target,
         "admin:authtoken.tokenproxy": Token.objects.create(user=target),

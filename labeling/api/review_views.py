@@ -1,0 +1,147 @@
+"""Re-review API (leads of the project): the next flagged item with its history and scores, and
+resolving it (confirm or correct) through `review_resolve`; annotator quality.
+
+One view per operation: parse, call one service or selector, serialize. Annotators get 403;
+another project's items are 404.
+"""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.shortcuts import get_object_or_404
+from django.urls import reverse
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from labeling.models import Label, Project, Queue, QueueItem
+from labeling.permissions import IsLead, can_review, projects_visible_to
+from labeling.selectors.labels import annotator_quality, label_history
+from labeling.selectors.review import image_scores, review_item_for_lead
+from labeling.services.labels import review_resolve
+
+
+def _project_for(user, slug: str) -> Project:
+    return get_object_or_404(projects_visible_to(user), slug=slug)
+
+
+class HistoryOutput(serializers.ModelSerializer):
+    annotator = serializers.CharField(source="annotator.username")
+
+    class Meta:
+        model = Label
+        fields = ["id", "kind", "value", "subcategory", "annotator", "created_at", "supersedes"]
+
+
+class ScoreOutput(serializers.Serializer):
+    model_version = serializers.CharField(source="model_version.name")
+    model_version_id = serializers.IntegerField()
+    stage1 = serializers.FloatField()
+    stage2 = serializers.FloatField(allow_null=True)
+    score = serializers.FloatField()
+    decision = serializers.BooleanField()
+    predicted_loss = serializers.FloatField(allow_null=True)
+
+
+class ReviewItemOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    status = serializers.CharField()
+    strategy = serializers.CharField()
+    details = serializers.JSONField()
+    image_id = serializers.IntegerField()
+    image_url = serializers.CharField()
+    gradcam_url = serializers.CharField(allow_null=True)
+    history = HistoryOutput(many=True)
+    scores = ScoreOutput(many=True)
+
+
+def _item_payload(item: QueueItem, project: Project) -> dict:
+    image = item.image
+    gradcam = None
+    if project.active_model_version_id:
+        gradcam = reverse("project-review-gradcam", kwargs={"slug": project.slug, "pk": image.pk})
+    return {
+        "id": item.pk,
+        "status": item.status,
+        "strategy": item.strategy,
+        "details": item.details or {},
+        "image_id": image.pk,
+        "image_url": reverse("image-file", kwargs={"pk": image.pk}),
+        "gradcam_url": gradcam,
+        "history": list(label_history(image=image)),
+        "scores": list(image_scores(image=image)),
+    }
+
+
+class ReviewNextApi(APIView):
+    """The next open flagged item of the project (most suspicious first), or {"item": null}."""
+
+    permission_classes = [IsLead]
+
+    @extend_schema(responses=ReviewItemOutput)
+    def get(self, request, slug: str):
+        project = _project_for(request.user, slug)
+        if not can_review(request.user, project):
+            return Response(status=status.HTTP_403_FORBIDDEN)
+        item = review_item_for_lead(project=project, lead=request.user)
+        if item is None:
+            return Response({"item": None})
+        return Response({"item": ReviewItemOutput(_item_payload(item, project)).data})
+
+
+class ResolveInput(serializers.Serializer):
+    confirm = serializers.BooleanField()
+    value = serializers.CharField(required=False, allow_blank=True, max_length=64)
+    subcategory = serializers.CharField(required=False, allow_blank=True, max_length=64)
+
+
+class ReviewResolveApi(APIView):
+    """Answer a flagged item: {"confirm": true} keeps the label (CONFIRMATION);
+    {"confirm": false, "value": "<class>"} writes a superseding CORRECTION."""
+
+    permission_classes = [IsLead]
+
+    @extend_schema(request=ResolveInput, responses={201: HistoryOutput})
+    def post(self, request, pk: int):
+        item = get_object_or_404(
+            QueueItem.objects.select_related("queue__project", "image"),
+            pk=pk,
+            queue__project__in=projects_visible_to(request.user),
+            queue__kind=Queue.Kind.REVIEW,
+        )
+        data = ResolveInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            label = review_resolve(
+                item=item,
+                lead=request.user,
+                confirm=data.validated_data["confirm"],
+                value=data.validated_data.get("value") or None,
+                subcategory=data.validated_data.get("subcategory", ""),
+            )
+        except DjangoValidationError as exc:
+            detail = exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages}
+            raise serializers.ValidationError(detail) from exc
+        return Response(HistoryOutput(label).data, status=status.HTTP_201_CREATED)
+
+
+class QualityOutput(serializers.Serializer):
+    annotator_id = serializers.IntegerField()
+    username = serializers.CharField()
+    labels = serializers.IntegerField()
+    flagged = serializers.IntegerField()
+    overturned = serializers.IntegerField()
+
+
+class QualityApi(APIView):
+    """Per annotator: labels given, flagged by noise detection, overturned by a lead."""
+
+    permission_classes = [IsLead]
+
+    @extend_schema(responses=QualityOutput(many=True))
+    def get(self, request, slug: str):
+        project = _project_for(request.user, slug)
+        if not can_review(request.user, project):
+            return Response(status=status.HTTP_403_FORBIDDEN)
+        return Response(QualityOutput(annotator_quality(project=project), many=True).data)
