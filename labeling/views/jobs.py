@@ -52,6 +52,16 @@ FORM_FIELDS: dict[str, dict[str, type]] = {
         "auto_promote_recall": float,
         "seed": int,
     },
+    Job.Kind.DETECT_NOISE: {
+        "backbone": str,
+        "input_size": int,
+        "pretrain_epochs": int,
+        "cycle_length": int,
+        "n_cycles": int,
+        "fraction": float,
+        "batch_size": int,
+        "seed": int,
+    },
 }
 
 
