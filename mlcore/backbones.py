@@ -443,7 +443,9 @@ def build_efficientnet_lite0(cfg: BackboneConfig) -> Classifier:
 
     Inputs are the usual ImageNet-normalised tensors; a fixed adapter converts them to Lite's own
     ``(pixel - 127) / 128`` scale. Use ``cbam=False`` for recall embeddings: an untrained CBAM
-    at the head would perturb the pretrained features.
+    at the head would perturb the pretrained features. The stem is not adapted to small inputs
+    (that would invalidate the pretrained filters), so use ``input_size=224``: at 32 px the last
+    stage is a single pixel.
     """
     from efficientnet_lite_pytorch import EfficientNet
 

@@ -101,6 +101,9 @@ def decode_image(source: str | Path | bytes) -> Image.Image:
             return image.convert("RGB")
     except FileNotFoundError as error:
         raise ImageDecodeError(name, "file not found") from error
+    except Image.DecompressionBombError as error:
+        # A tiny file claiming a gigantic canvas: refused before it can exhaust memory.
+        raise ImageDecodeError(name, f"image too large ({error})") from error
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise ImageDecodeError(name, str(error) or type(error).__name__) from error
 

@@ -114,3 +114,13 @@ def test_make_loader_shuffles_reproducibly_from_the_seed(square_dataset):
     assert sorted(order(3)) == list(range(len(square_dataset)))
     last = make_loader(square_dataset, batch_size=10, shuffle=False, seed=0, drop_last=True)
     assert len(last) == 6
+
+
+@pytest.mark.bad_input
+def test_decompression_bomb_is_a_clear_decode_error(tmp_path, monkeypatch):
+    path = tmp_path / "bomb.png"
+    path.write_bytes(_png_bytes("RGB", (0, 0, 0)))
+    # Lower Pillow's limit instead of writing a gigantic file: 20x12 now counts as a bomb.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10)
+    with pytest.raises(ImageDecodeError, match=r"bomb.png.*too large"):
+        ImageDataset([ImageRecord(path)])[0]
