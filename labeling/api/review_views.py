@@ -26,15 +26,17 @@ def _project_for(user, slug: str) -> Project:
     return get_object_or_404(projects_visible_to(user), slug=slug)
 
 
-class HistoryOutput(serializers.ModelSerializer):
+class ReviewLabelOutput(serializers.ModelSerializer):
     annotator = serializers.CharField(source="annotator.username")
+    # A plain string, not an enum: the schema already has other fields named "kind".
+    kind = serializers.CharField()
 
     class Meta:
         model = Label
         fields = ["id", "kind", "value", "subcategory", "annotator", "created_at", "supersedes"]
 
 
-class ScoreOutput(serializers.Serializer):
+class ReviewScoreOutput(serializers.Serializer):
     model_version = serializers.CharField(source="model_version.name")
     model_version_id = serializers.IntegerField()
     stage1 = serializers.FloatField()
@@ -52,8 +54,8 @@ class ReviewItemOutput(serializers.Serializer):
     image_id = serializers.IntegerField()
     image_url = serializers.CharField()
     gradcam_url = serializers.CharField(allow_null=True)
-    history = HistoryOutput(many=True)
-    scores = ScoreOutput(many=True)
+    history = ReviewLabelOutput(many=True)
+    scores = ReviewScoreOutput(many=True)
 
 
 def _item_payload(item: QueueItem, project: Project) -> dict:
@@ -102,7 +104,7 @@ class ReviewResolveApi(APIView):
 
     permission_classes = [IsLead]
 
-    @extend_schema(request=ResolveInput, responses={201: HistoryOutput})
+    @extend_schema(request=ResolveInput, responses={201: ReviewLabelOutput})
     def post(self, request, pk: int):
         item = get_object_or_404(
             QueueItem.objects.select_related("queue__project", "image"),
@@ -123,10 +125,10 @@ class ReviewResolveApi(APIView):
         except DjangoValidationError as exc:
             detail = exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages}
             raise serializers.ValidationError(detail) from exc
-        return Response(HistoryOutput(label).data, status=status.HTTP_201_CREATED)
+        return Response(ReviewLabelOutput(label).data, status=status.HTTP_201_CREATED)
 
 
-class QualityOutput(serializers.Serializer):
+class AnnotatorQualityOutput(serializers.Serializer):
     annotator_id = serializers.IntegerField()
     username = serializers.CharField()
     labels = serializers.IntegerField()
@@ -139,9 +141,9 @@ class QualityApi(APIView):
 
     permission_classes = [IsLead]
 
-    @extend_schema(responses=QualityOutput(many=True))
+    @extend_schema(responses=AnnotatorQualityOutput(many=True))
     def get(self, request, slug: str):
         project = _project_for(request.user, slug)
         if not can_review(request.user, project):
             return Response(status=status.HTTP_403_FORBIDDEN)
-        return Response(QualityOutput(annotator_quality(project=project), many=True).data)
+        return Response(AnnotatorQualityOutput(annotator_quality(project=project), many=True).data)
