@@ -11,6 +11,7 @@ their querysets with `projects_visible_to` (DRF checks object permissions on sin
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from functools import wraps
 
 from django.contrib.auth.views import redirect_to_login
@@ -31,7 +32,29 @@ def projects_visible_to(user) -> QuerySet[Project]:
     return Project.objects.filter(members=user)
 
 
+@contextmanager
+def project_access_known(user, project_id: int, is_member: bool):
+    """Within the block, `can_view_project(user, <that project>)` answers `is_member` without a
+    query. A view uses it with the membership it read in the same query that loaded the object
+    acted on (see labeling.api.queue_views), so the view's own check and the service's re-check
+    cost nothing more. The record lives on this user object for the block only and is removed
+    on the way out, so it can never outlive the request that read it."""
+    access = user.__dict__.setdefault("_project_access", {})
+    access[project_id] = bool(is_member)
+    try:
+        yield
+    finally:
+        access.pop(project_id, None)
+
+
 def can_view_project(user, project: Project) -> bool:
+    if user_role(user) is None:
+        return False
+    if has_role(user, Role.ENGINEER):
+        return True
+    known = user.__dict__.get("_project_access", {}).get(project.pk)
+    if known is not None:
+        return known
     return projects_visible_to(user).filter(pk=project.pk).exists()
 
 

@@ -32,6 +32,14 @@ def user_role(user) -> Role | None:
     return None
 
 
+def remember_role_names(user, names) -> None:
+    """Record the user's group names fetched together with the user (one query for token
+    authentication, see labeling.api.authentication), so `user_role` needs no query of its own.
+
+    The names live on this user object only, which the API builds afresh for every request."""
+    user._cached_role_names = set(names)
+
+
 def has_role(user, minimum: Role) -> bool:
     """True when the user's role is at least `minimum` (engineer > lead > annotator)."""
     role = user_role(user)

@@ -18,6 +18,9 @@ MAX_BATCH = 200
 # --- Inputs -----------------------------------------------------------------------------------
 class ClaimInput(serializers.Serializer):
     count = serializers.IntegerField(min_value=1, max_value=MAX_CLAIM, default=1)
+    # The queue's counts cost two queries over the whole queue; a client that does not show
+    # them (a script, a benchmark) may leave them out.
+    progress = serializers.BooleanField(default=True)
 
 
 class UndoInput(serializers.Serializer):

@@ -11,48 +11,73 @@ becomes a 400 with the service's message, never a 500, and nothing is written.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.shortcuts import get_object_or_404
 from rest_framework import serializers
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from labeling.models import Lease, Queue
-from labeling.permissions import IsAnnotator, can_label, can_review, projects_visible_to
+from labeling.permissions import (
+    IsAnnotator,
+    can_label,
+    can_review,
+    project_access_known,
+    projects_visible_to,
+)
 from labeling.selectors.labels import annotator_stats
 from labeling.selectors.queues import queue_progress
 from labeling.services.labels import label_undo_last, labels_submit_batch, lease_submit
 from labeling.services.queues import lease_skip, queue_claim_next
 
 from . import queue_serializers as s
+from .authentication import TokenWithRolesAuthentication
 
 
-def _queue_for(user, pk: int) -> Queue:
-    """The queue, if the user may label in it: 404 outside their projects, 403 for a review
-    queue when they are not a lead."""
-    queue = get_object_or_404(
-        Queue.objects.select_related("project").filter(project__in=projects_visible_to(user)),
-        pk=pk,
-    )
+def _check_queue_roles(user, queue: Queue) -> None:
     if not can_label(user, queue.project):
         raise PermissionDenied("Your role does not allow labeling in this project.")
     if queue.is_review and not can_review(user, queue.project):
         raise PermissionDenied("Re-review queues are for leads.")
-    return queue
 
 
-def _own_lease(user, pk: int) -> Lease:
-    """The caller's own lease in a project they can see; anybody else's lease is a 404."""
+@contextmanager
+def _queue_for(user, pk: int) -> Iterator[Queue]:
+    """The queue, if the user may label in it: 404 outside their projects, 403 for a review
+    queue when they are not a lead.
+
+    The queue is looked up *inside* the caller's projects, so finding it proves membership:
+    within the block the permission checks (this view's and the service's) reuse that answer
+    instead of asking the database again."""
+    queue = get_object_or_404(
+        Queue.objects.select_related("project").filter(project__in=projects_visible_to(user)),
+        pk=pk,
+    )
+    with project_access_known(user, queue.project_id, True):
+        _check_queue_roles(user, queue)
+        yield queue
+
+
+@contextmanager
+def _own_lease(user, pk: int) -> Iterator[Lease]:
+    """The caller's own lease in a project they can see; anybody else's lease is a 404. Same
+    role checks as the queue (a lead demoted to annotator loses their review leases), on the
+    queue loaded with the lease."""
     lease = get_object_or_404(
         Lease.objects.select_related("item__queue__project", "item__image").filter(
             annotator=user, item__queue__project__in=projects_visible_to(user)
         ),
         pk=pk,
     )
-    # Same role checks as the queue (a lead demoted to annotator loses their review leases).
-    _queue_for(user, lease.item.queue_id)
-    return lease
+    queue = lease.item.queue
+    with project_access_known(user, queue.project_id, True):
+        _check_queue_roles(user, queue)
+        yield lease
 
 
 def _call(service, **kwargs):
@@ -69,111 +94,112 @@ def _progress(queue: Queue) -> dict:
     return s.ProgressOutput(queue_progress(queue=queue)).data
 
 
-def _leases_payload(leases, queue: Queue) -> dict:
+def _leases_payload(leases, queue: Queue, *, progress: bool = True) -> dict:
     return {
         "leases": s.LeaseOutput(leases, many=True).data,
-        "progress": _progress(queue),
+        "progress": _progress(queue) if progress else None,
     }
 
 
-class QueueNextApi(APIView):
-    """Claim up to `count` items; the caller's own unfinished leases come back first."""
+class _LabelingApi(APIView):
+    """The labeling endpoints: annotators and up; a token request reads its roles in the same
+    query as the token (labeling.api.authentication)."""
 
+    authentication_classes = [SessionAuthentication, TokenWithRolesAuthentication]
     permission_classes = [IsAnnotator]
 
+
+class QueueNextApi(_LabelingApi):
+    """Claim up to `count` items; the caller's own unfinished leases come back first.
+    `"progress": false` leaves the queue's counts out of the answer (two count queries)."""
+
     def post(self, request, pk: int):
-        queue = _queue_for(request.user, pk)
-        data = s.ClaimInput(data=request.data)
-        data.is_valid(raise_exception=True)
-        leases = _call(
-            queue_claim_next,
-            queue=queue,
-            annotator=request.user,
-            count=data.validated_data["count"],
-        )
-        return Response(_leases_payload(leases, queue))
+        with _queue_for(request.user, pk) as queue:
+            data = s.ClaimInput(data=request.data)
+            data.is_valid(raise_exception=True)
+            leases = _call(
+                queue_claim_next,
+                queue=queue,
+                annotator=request.user,
+                count=data.validated_data["count"],
+            )
+            return Response(
+                _leases_payload(leases, queue, progress=data.validated_data["progress"])
+            )
 
 
-class LeaseSubmitApi(APIView):
+class LeaseSubmitApi(_LabelingApi):
     """Label one leased item. Retrying with the same `client_id` stores the label once."""
 
-    permission_classes = [IsAnnotator]
-
     def post(self, request, pk: int):
-        lease = _own_lease(request.user, pk)
-        data = s.SubmitInput(data=request.data, context={"project": lease.item.queue.project})
-        data.is_valid(raise_exception=True)
-        label = _call(lease_submit, lease=lease, annotator=request.user, **data.validated_data)
-        return Response({"label": s.LabelOutput(label).data})
+        with _own_lease(request.user, pk) as lease:
+            data = s.SubmitInput(data=request.data, context={"project": lease.item.queue.project})
+            data.is_valid(raise_exception=True)
+            label = _call(lease_submit, lease=lease, annotator=request.user, **data.validated_data)
+            return Response({"label": s.LabelOutput(label).data})
 
 
-class LeaseSkipApi(APIView):
+class LeaseSkipApi(_LabelingApi):
     """Give a leased item back without labeling it."""
 
-    permission_classes = [IsAnnotator]
-
     def post(self, request, pk: int):
-        lease = _own_lease(request.user, pk)
-        _call(lease_skip, lease=lease, annotator=request.user)
-        return Response({"lease": lease.pk, "skipped": True})
+        with _own_lease(request.user, pk) as lease:
+            _call(lease_skip, lease=lease, annotator=request.user)
+            return Response({"lease": lease.pk, "skipped": True})
 
 
-class QueueUndoApi(APIView):
+class QueueUndoApi(_LabelingApi):
     """Retract the caller's last `count` labels in this queue; returns fresh leases on those
     items so the page can show them again."""
 
-    permission_classes = [IsAnnotator]
-
     def post(self, request, pk: int):
-        queue = _queue_for(request.user, pk)
-        data = s.UndoInput(data=request.data)
-        data.is_valid(raise_exception=True)
-        leases = _call(
-            label_undo_last,
-            annotator=request.user,
-            queue=queue,
-            count=data.validated_data["count"],
-        )
-        return Response(_leases_payload(leases, queue))
+        with _queue_for(request.user, pk) as queue:
+            data = s.UndoInput(data=request.data)
+            data.is_valid(raise_exception=True)
+            leases = _call(
+                label_undo_last,
+                annotator=request.user,
+                queue=queue,
+                count=data.validated_data["count"],
+            )
+            return Response(_leases_payload(leases, queue))
 
 
-class QueueSubmitBatchApi(APIView):
+class QueueSubmitBatchApi(_LabelingApi):
     """Label a whole grid page in one request (all or nothing)."""
 
-    permission_classes = [IsAnnotator]
-
     def post(self, request, pk: int):
-        queue = _queue_for(request.user, pk)
-        data = s.BatchInput(data=request.data, context={"project": queue.project})
-        data.is_valid(raise_exception=True)
-        entries = data.validated_data["entries"]
-        leases = {
-            lease.pk: lease
-            for lease in Lease.objects.select_related("item__image").filter(
-                annotator=request.user, item__queue=queue, pk__in=[e["lease"] for e in entries]
+        with _queue_for(request.user, pk) as queue:
+            data = s.BatchInput(data=request.data, context={"project": queue.project})
+            data.is_valid(raise_exception=True)
+            entries = data.validated_data["entries"]
+            leases = {
+                lease.pk: lease
+                for lease in Lease.objects.select_related("item__image").filter(
+                    annotator=request.user,
+                    item__queue=queue,
+                    pk__in=[e["lease"] for e in entries],
+                )
+            }
+            missing = [e["lease"] for e in entries if e["lease"] not in leases]
+            if missing:
+                raise serializers.ValidationError(
+                    {"entries": [f"Leases {missing} are not yours in this queue."]}
+                )
+            labels = _call(
+                labels_submit_batch,
+                annotator=request.user,
+                entries=[{**e, "lease": leases[e["lease"]]} for e in entries],
             )
-        }
-        missing = [e["lease"] for e in entries if e["lease"] not in leases]
-        if missing:
-            raise serializers.ValidationError(
-                {"entries": [f"Leases {missing} are not yours in this queue."]}
+            return Response(
+                {"labels": s.LabelOutput(labels, many=True).data, "progress": _progress(queue)}
             )
-        labels = _call(
-            labels_submit_batch,
-            annotator=request.user,
-            entries=[{**e, "lease": leases[e["lease"]]} for e in entries],
-        )
-        return Response(
-            {"labels": s.LabelOutput(labels, many=True).data, "progress": _progress(queue)}
-        )
 
 
-class QueueStatsApi(APIView):
+class QueueStatsApi(_LabelingApi):
     """The caller's own throughput in this queue's project, and the queue's progress."""
 
-    permission_classes = [IsAnnotator]
-
     def get(self, request, pk: int):
-        queue = _queue_for(request.user, pk)
-        stats = annotator_stats(project=queue.project, annotator=request.user)
-        return Response({"stats": s.StatsOutput(stats).data, "progress": _progress(queue)})
+        with _queue_for(request.user, pk) as queue:
+            stats = annotator_stats(project=queue.project, annotator=request.user)
+            return Response({"stats": s.StatsOutput(stats).data, "progress": _progress(queue)})

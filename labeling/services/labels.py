@@ -23,6 +23,7 @@ from datetime import datetime
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from labeling.models import Image, Label, Lease, Project, Queue, QueueItem
@@ -83,7 +84,13 @@ class _Entry:
 
 
 def _lock_item(item_id: int) -> QueueItem:
-    return QueueItem.objects.select_for_update().select_related("queue__project").get(pk=item_id)
+    # `of=("self",)`: lock the item row only. A plain FOR UPDATE over this join would also lock
+    # the queue and project rows, and so make every submit in a project wait for every other.
+    return (
+        QueueItem.objects.select_for_update(of=("self",))
+        .select_related("queue__project")
+        .get(pk=item_id)
+    )
 
 
 def _has_free_slot(item: QueueItem, *, except_lease_id: int, now: datetime) -> bool:
@@ -122,14 +129,26 @@ def _count_completion(item: QueueItem, lease: Lease, now: datetime) -> None:
 
 def _submit_locked(*, entry: _Entry, annotator: User, item: QueueItem, now: datetime) -> Label:
     """Submit one entry; the caller holds the item's lock."""
+    # One read answers both "is this a retry?" (same client_id) and "did this person already
+    # label the item?" (an annotation of theirs on it that nothing superseded). Exact under the
+    # item lock: every label write on an item (submit, undo, re-review) holds that lock.
+    mine = Q(queue_item=item, kind=Label.Kind.ANNOTATION)
     if entry.client_id:
-        existing = Label.objects.filter(annotator=annotator, client_id=entry.client_id).first()
-        if existing is not None:
-            if existing.queue_item_id != item.pk:
-                raise ValidationError(
-                    {"client_id": "This client_id was already used for another item."}
-                )
-            return existing  # a retried submit: same label, nothing new written
+        mine |= Q(client_id=entry.client_id)
+    seen = list(
+        Label.objects.filter(mine, annotator=annotator)
+        .annotate(superseded=Exists(Label.objects.filter(supersedes=OuterRef("pk"))))
+        .order_by()
+    )
+    retried = next(
+        (label for label in seen if entry.client_id and label.client_id == entry.client_id), None
+    )
+    if retried is not None:
+        if retried.queue_item_id != item.pk:
+            raise ValidationError(
+                {"client_id": "This client_id was already used for another item."}
+            )
+        return retried  # a retried submit: same label, nothing new written
     lease = Lease.objects.select_for_update().get(pk=entry.lease.pk)
     queue = item.queue
     if queue.is_review:
@@ -145,12 +164,12 @@ def _submit_locked(*, entry: _Entry, annotator: User, item: QueueItem, now: date
         )
     if lease.state == Lease.State.COMPLETED:
         raise ValidationError("This item is already labeled; use undo to change your label.")
-    if Label.objects.filter(
-        queue_item=item,
-        annotator=annotator,
-        kind=Label.Kind.ANNOTATION,
-        superseded_by__isnull=True,
-    ).exists():
+    if any(
+        label.queue_item_id == item.pk
+        and label.kind == Label.Kind.ANNOTATION
+        and not label.superseded
+        for label in seen
+    ):
         raise ValidationError("You already labeled this item; use undo to change your label.")
 
     counted = False

@@ -157,12 +157,6 @@ def skip_cooldown(project: Project) -> timedelta:
     return timedelta(seconds=project.lease_seconds)
 
 
-def _expire_stale(*, item_id: int, now: datetime) -> None:
-    Lease.objects.filter(item_id=item_id, state=Lease.State.ACTIVE, expires_at__lte=now).update(
-        state=Lease.State.EXPIRED, finished_at=now
-    )
-
-
 def lease_create_locked(
     *, item: QueueItem, annotator: User, now: datetime, lease_seconds: int
 ) -> Lease | None:
@@ -171,14 +165,24 @@ def lease_create_locked(
     The caller holds the item's row lock (that is what makes the re-read below exact). Stale
     active leases of the item are marked expired on the way.
     """
-    _expire_stale(item_id=item.pk, now=now)
+    # One read of the item's slot-holding leases; the stale ones among them (active but past
+    # expiry) are marked expired here, and only when there are any, so the usual claim on a
+    # fresh item costs one statement, not an UPDATE that matches nothing plus a SELECT.
+    holding = []
+    stale = []
+    for pk, annotator_id, slot, state, expires_at in Lease.objects.filter(
+        item_id=item.pk, state__in=[Lease.State.ACTIVE, Lease.State.COMPLETED]
+    ).values_list("pk", "annotator_id", "slot", "state", "expires_at"):
+        if state == Lease.State.ACTIVE and expires_at <= now:
+            stale.append(pk)
+        else:
+            holding.append((annotator_id, slot, state))
+    if stale:
+        Lease.objects.filter(pk__in=stale, state=Lease.State.ACTIVE).update(
+            state=Lease.State.EXPIRED, finished_at=now
+        )
     if item.status != QueueItem.Status.OPEN:
         return None
-    holding = list(
-        Lease.objects.filter(
-            item_id=item.pk, state__in=[Lease.State.ACTIVE, Lease.State.COMPLETED]
-        ).values_list("annotator_id", "slot", "state")
-    )
     if any(annotator_id == annotator.pk for annotator_id, _slot, _state in holding):
         return None
     active = sum(1 for _a, _s, state in holding if state == Lease.State.ACTIVE)
@@ -274,13 +278,19 @@ def queue_claim_next(
             claimable = _claimable(queue=queue, annotator=annotator, now=now).exclude(pk__in=tried)
             # Lock exactly as many rows as still needed: every spare row locked here would be
             # skipped by everybody else until this transaction ends.
-            candidates = list(claimable.select_for_update(skip_locked=True, of=("self",))[:needed])
+            candidates = list(
+                claimable.select_related("image").select_for_update(skip_locked=True, of=("self",))[
+                    :needed
+                ]
+            )
             if not candidates and not tried:
                 # Everything claimable is locked by claims in flight right now. Rather than tell
                 # this person the queue is empty, wait for the first such item's holder to
                 # finish and re-check it. Safe from deadlock: this transaction holds no row lock
                 # yet (nothing tried), so nobody can be waiting for it.
-                candidates = list(claimable.select_for_update(of=("self",))[:1])
+                candidates = list(
+                    claimable.select_related("image").select_for_update(of=("self",))[:1]
+                )
             if not candidates:
                 break
             for item in candidates:
@@ -291,13 +301,9 @@ def queue_claim_next(
                     item=item, annotator=annotator, now=now, lease_seconds=lease_seconds
                 )
                 if lease is not None:
-                    lease.item = item
+                    lease.item = item  # with its image, read in the claiming statement
                     new.append(lease)
                     needed -= 1
-        if new:
-            images = Image.objects.in_bulk([lease.item.image_id for lease in new])
-            for lease in new:
-                lease.item.image = images[lease.item.image_id]
     return own + new
 
 
