@@ -1,0 +1,125 @@
+"""The labeling hot path (next item + submit label) stays cheap: its SQL query count is pinned.
+
+Every query is a round trip to PostgreSQL inside a request that 50 people make at once, so a
+change that adds one (an N+1 in a serializer, a permission check that asks the database again,
+a lock over a join) fails here instead of showing up as a slower benchmark. The bounds are the
+counts measured after the work in docs/platform-benchmarks.md ("Where the time went"),
+including BEGIN/COMMIT/SAVEPOINT, with token authentication as the benchmark uses it and with
+a browser session.
+
+The permission shortcuts the counts rely on are checked too: a membership or role taken away
+between two requests is seen by the very next request.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from django.contrib.auth.models import Group
+from django.urls import reverse
+from rest_framework.authtoken.models import Token
+
+from labeling.models import Label, Lease
+from labeling.services.queues import queue_items_add
+from tests.factories import make_image, make_project, make_queue, make_user
+
+pytestmark = pytest.mark.django_db
+
+# Token request: token + roles (1), queue in the caller's projects (1), BEGIN, own leases (1),
+# claim with SKIP LOCKED (1), the item's leases (1), SAVEPOINT + INSERT + RELEASE (3), COMMIT.
+NEXT_QUERIES = 10
+# The progress counts the labeling page shows: two more.
+NEXT_WITH_PROGRESS_QUERIES = 12
+# Token + roles (1), own lease with queue and project (1), BEGIN, item lock (1), the person's
+# labels on the item / with this client_id (1), lease lock (1), INSERT label, UPDATE lease,
+# UPDATE item (3), COMMIT.
+SUBMIT_QUERIES = 10
+# A browser session adds the session row and the user, and reads the roles separately.
+SESSION_EXTRA = 3
+
+
+@pytest.fixture
+def world():
+    annotator = make_user("annotator")
+    project = make_project(members=[annotator])
+    queue = make_queue(project)
+    images = [make_image(project) for _ in range(6)]
+    queue_items_add(queue=queue, images=images, strategy="manual")
+    token = Token.objects.create(user=annotator)
+    return {"annotator": annotator, "project": project, "queue": queue, "token": token}
+
+
+def _post(client, url, body, **headers):
+    return client.post(url, data=json.dumps(body), content_type="application/json", **headers)
+
+
+def _token(world) -> dict:
+    return {"HTTP_AUTHORIZATION": f"Token {world['token'].key}"}
+
+
+def _next(client, world, *, progress=True, **headers):
+    url = reverse("api-queue-next", args=[world["queue"].pk])
+    response = _post(client, url, {"count": 1, "progress": progress}, **headers)
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+def _submit(client, world, lease_id, **headers):
+    value = world["project"].class_keys[0]
+    url = reverse("api-lease-submit", args=[lease_id])
+    response = _post(client, url, {"value": value, "client_id": uuid.uuid4().hex}, **headers)
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+def test_next_and_submit_query_counts_with_a_token(client, world, django_assert_max_num_queries):
+    # Warm up: the first request of a process reads content types and the like.
+    first = _next(client, world, **_token(world))
+    _submit(client, world, first["leases"][0]["lease"], **_token(world))
+
+    with django_assert_max_num_queries(NEXT_WITH_PROGRESS_QUERIES):
+        data = _next(client, world, **_token(world))
+    assert len(data["leases"]) == 1
+    assert data["progress"]["done"] == 1 and data["progress"]["leased"] == 1
+    with django_assert_max_num_queries(SUBMIT_QUERIES):
+        answer = _submit(client, world, data["leases"][0]["lease"], **_token(world))
+    assert Label.objects.filter(pk=answer["label"]["id"], annotator=world["annotator"]).exists()
+    assert Lease.objects.get(pk=data["leases"][0]["lease"]).state == Lease.State.COMPLETED
+
+    with django_assert_max_num_queries(NEXT_QUERIES):
+        data = _next(client, world, progress=False, **_token(world))
+    assert len(data["leases"]) == 1 and data["progress"] is None
+
+
+def test_next_and_submit_query_counts_with_a_session(client, world, django_assert_max_num_queries):
+    client.force_login(world["annotator"])
+    first = _next(client, world)
+    _submit(client, world, first["leases"][0]["lease"])
+    with django_assert_max_num_queries(NEXT_WITH_PROGRESS_QUERIES + SESSION_EXTRA):
+        data = _next(client, world)
+    with django_assert_max_num_queries(SUBMIT_QUERIES + SESSION_EXTRA):
+        _submit(client, world, data["leases"][0]["lease"])
+
+
+def test_membership_and_role_changes_apply_to_the_next_token_request(client, world):
+    data = _next(client, world, **_token(world))
+    lease_id = data["leases"][0]["lease"]
+
+    world["project"].members.remove(world["annotator"])
+    url = reverse("api-lease-submit", args=[lease_id])
+    response = _post(client, url, {"value": world["project"].class_keys[0]}, **_token(world))
+    assert response.status_code == 404
+    url = reverse("api-queue-next", args=[world["queue"].pk])
+    assert _post(client, url, {}, **_token(world)).status_code == 404
+
+    world["project"].members.add(world["annotator"])
+    world["annotator"].groups.remove(Group.objects.get(name="annotator"))
+    assert _post(client, url, {}, **_token(world)).status_code == 403
+
+    world["annotator"].groups.add(Group.objects.get(name="annotator"))
+    world["annotator"].is_active = False
+    world["annotator"].save(update_fields=["is_active"])
+    assert _post(client, url, {}, **_token(world)).status_code in (401, 403)
+    assert not Label.objects.filter(annotator=world["annotator"]).exists()
