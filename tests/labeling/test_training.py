@@ -317,3 +317,64 @@ def test_the_jobs_page_starts_a_training_job_with_its_form_fields():
     )
     assert "hard_b (B) cannot exceed batch_a (A)" in response.content.decode()
     assert Job.objects.filter(project=project).count() == 1
+
+
+@pytest.mark.django_db
+def test_simulate_annotators_labels_from_true_classes_with_seeded_noise():
+    from django.core.management import call_command
+
+    from labeling.services.projects import project_default_queues_ensure
+    from labeling.services.queues import queue_items_add
+
+    annotator = make_user("annotator")
+    project = make_project(members=[annotator])
+    queue, _review = project_default_queues_ensure(project=project)
+    images = [class_image(project, positive=i % 4 == 0, seed=20_000 + i) for i in range(30)]
+    no_truth = class_image(project, positive=False, seed=30_000)
+    no_truth.metadata = {}
+    no_truth.save()
+    queue_items_add(queue=queue, images=[no_truth, *images], strategy="manual")
+    out = io.StringIO()
+    call_command(
+        "simulate_annotators",
+        project.slug,
+        labels=20,
+        noise=0.25,
+        seed=3,
+        username=annotator.username,
+        stdout=out,
+    )
+    text = out.getvalue()
+    assert text.startswith("SIMULATION:")
+    labels = Label.objects.filter(project=project, annotator=annotator)
+    assert labels.count() == 20
+    wrong = [
+        label
+        for label in labels.select_related("image")
+        if label.value != label.image.metadata["true_label"]
+    ]
+    assert 0 < len(wrong) < 20
+    assert f"{len(wrong)} answers deliberately wrong (noise 0.25, seed 3)" in text
+    assert "1 skipped without a true label" in text
+    assert not labels.filter(image=no_truth).exists()
+    assert all(label.queue_id == queue.pk and label.strategy == "manual" for label in labels)
+    # The same seed gives the same answers.
+    project2 = make_project(members=[annotator])
+    queue2, _ = project_default_queues_ensure(project=project2)
+    images2 = [class_image(project2, positive=i % 4 == 0, seed=20_000 + i) for i in range(30)]
+    queue_items_add(queue=queue2, images=images2, strategy="manual")
+    call_command(
+        "simulate_annotators",
+        project2.slug,
+        labels=20,
+        noise=0.25,
+        seed=3,
+        username=annotator.username,
+        stdout=io.StringIO(),
+    )
+    first = [(label.image.source, label.value) for label in labels.order_by("id")]
+    second = [
+        (label.image.source, label.value)
+        for label in Label.objects.filter(project=project2).select_related("image").order_by("id")
+    ]
+    assert first == second
