@@ -60,7 +60,7 @@ class Budget:
 
 
 FULL = Budget(
-    train_size=6000,
+    train_size=4000,
     test_size=None,
     pretrain_epochs=2,
     cycle_length=3,
@@ -230,9 +230,9 @@ def _plot(results: dict, *, quick: bool) -> str:
         axes.bar(x + offset, [results[n][key]["precision"] for n in names], 0.4, label=label)
     axes.set_xticks(x, names)
     axes.set_ylabel("precision of the k flagged (k = # corrupted)")
-    axes.set_ylim(0, 1)
+    axes.set_ylim(0, 1.15)
     axes.grid(True, axis="y", alpha=0.3)
-    axes.legend(loc="lower left")
+    axes.legend(loc="upper center", ncols=2)
     axes.set_title("Noisy-label detection, Fashion-MNIST, equal training budget")
     path = common.image_name("noise", quick)
     path.parent.mkdir(parents=True, exist_ok=True)
