@@ -132,3 +132,55 @@ def test_seeded_training_gives_identical_predictions():
     ]
     assert np.array_equal(runs[0], runs[1])
     assert runs[0].shape == (16, 2)
+
+
+def test_tensor_batches_cover_every_row_once_per_pass_and_apply_views():
+    images = np.arange(10 * 28 * 28, dtype=np.int64).reshape(10, 28, 28).astype(np.uint8)
+    labels = np.arange(10) % 2
+    seen = []
+
+    def double(x, generator):
+        seen.append(x.shape[0])
+        return x * 2
+
+    loader = common.TensorBatches(
+        images, labels, batch_size=4, shuffle=True, seed=1, views=(double, double)
+    )
+    assert len(loader) == 3
+    indices, batch_labels = [], []
+    for (first, second), y, index in loader:
+        assert first.shape[1:] == (1, 28, 28) and float(first.max()) <= 2.0
+        assert np.array_equal(first.numpy(), second.numpy())
+        indices += index.tolist()
+        batch_labels += y.tolist()
+    assert sorted(indices) == list(range(10))
+    assert batch_labels == labels[indices].tolist()
+    assert seen == [4, 4, 4, 4, 2, 2]
+    second_pass = [index.tolist() for _, _, index in loader]
+    assert sum(second_pass, []) != indices  # a new shuffle each pass, still seeded
+
+
+def test_active_learning_repeats_positives_to_about_a_quarter():
+    from bench.active import _balanced_rows
+
+    labels = np.r_[np.ones(2, dtype=np.int64), np.zeros(198, dtype=np.int64)]
+    rows = _balanced_rows(labels)
+    assert set(rows.tolist()) == set(range(200))
+    share = labels[rows].mean()
+    assert 0.2 < share < 0.3
+    assert np.array_equal(_balanced_rows(np.zeros(5, dtype=np.int64)), np.arange(5))
+
+
+def test_semisup_views_keep_shape_and_range_and_differ_from_input():
+    import torch
+
+    from bench.semisup import strong_view, weak_view
+
+    images, _ = common.fashion_mnist("test")
+    x = torch.from_numpy(images[:32].copy()).unsqueeze(1).float() / 255
+    generator = torch.Generator().manual_seed(0)
+    for view in (weak_view, strong_view):
+        out = view(x, generator)
+        assert out.shape == x.shape
+        assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+        assert not torch.equal(out, x)
