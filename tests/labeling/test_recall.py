@@ -18,6 +18,12 @@ from labeling.services.jobs import job_create
 from labeling.services.queues import queue_get_or_create, queue_items_add
 from labeling.services.recall import cold_start_run, cold_start_start
 from tests.factories import make_project, make_user
+from tests.labeling import worker as loop_worker
+from tests.labeling.worker import wait_for
+
+celery_worker = loop_worker.celery_worker
+worker_storage = loop_worker.worker_storage
+worker_var_dir = loop_worker.worker_var_dir
 
 STAMPS = Path("/usr/share/tuxpaint/stamps")
 OTHER_FOLDERS = ("food", "vehicles", "household", "town")
@@ -145,3 +151,46 @@ def test_uploaded_seeds_are_imported_and_bad_seeds_refused():
                 project=project, kind=Job.Kind.COLD_START, params=params, created_by=engineer
             )
         assert message in " ".join(error.value.messages)
+
+
+def test_recall_and_noise_tasks_go_to_the_ml_queue_and_are_safe_to_redeliver():
+    from config.celery import app
+    from labeling import tasks
+
+    router = app.amqp.router
+    for task in (tasks.ml_cold_start, tasks.ml_detect_noise):
+        assert router.route({}, task.name)["queue"].name == "ml"
+        assert task.acks_late and task.reject_on_worker_lost
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.slow
+def test_cold_start_runs_on_a_real_worker(celery_worker, worker_storage):
+    project = make_project(validation_fraction=0.0)
+    insects = _pngs(STAMPS / "animals" / "insects", 4)
+    food = _pngs(STAMPS / "food", 4)
+    report = images_import(
+        project=project,
+        files=[(p.name, p.read_bytes()) for p in insects + food],
+        add_to_queue=False,
+    )
+    ids = [e.image_id for e in report.entries]
+    job = job_create(
+        project=project,
+        kind=Job.Kind.COLD_START,
+        params={"seed_image_ids": ids[:2], "k": 3},
+        created_by=make_user("engineer"),
+    )
+    wait_for(
+        lambda: Job.objects.get(pk=job.pk).is_finished,
+        timeout=180,
+        worker=celery_worker,
+        what="the cold-start job to finish",
+    )
+    job.refresh_from_db()
+    assert job.status == Job.Status.SUCCEEDED, job.error
+    assert job.result["pool"] == 6 and job.result["queued"] == 3
+    assert any("embedding" in line or "embedded" in line for line in job.log)
+    assert (
+        QueueItem.objects.filter(strategy=Strategy.COLD_START, queue__project=project).count() == 3
+    )
