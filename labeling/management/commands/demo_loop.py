@@ -192,6 +192,7 @@ class Command(BaseCommand):
         train_params = {"preset": preset, "epochs": epochs, "min_per_class": 5, "seed": seed}
         v1 = self.train(train_params)
         model_version_promote(version=v1, by=self.engineer)
+        self.project.refresh_from_db()  # the jobs below read the project's active version
         self.say(f"promoted {v1.name} (as the engineer's click would)")
 
         # 4. Score and select.
