@@ -159,7 +159,8 @@ CSRF_COOKIE_HTTPONLY = False  # the labeling page's fetch() reads the token from
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.TokenAuthentication",
+        # DRF's token scheme, reading the roles in the same query as the token.
+        "labeling.api.authentication.TokenWithRolesAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
@@ -179,6 +180,15 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Label, review and model an image pool with people and models together.",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Several models have a `kind` or `status`: name each enum after its model.
+    "ENUM_NAME_OVERRIDES": {
+        "JobKindEnum": "labeling.models.Job.Kind",
+        "JobStatusEnum": "labeling.models.Job.Status",
+        "LabelKindEnum": "labeling.models.Label.Kind",
+        "QueueKindEnum": "labeling.models.Queue.Kind",
+        "ModelVersionStatusEnum": "labeling.models.ModelVersion.Status",
+        "QueueItemStatusEnum": "labeling.models.QueueItem.Status",
+    },
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     # The docs page's JS/CSS come from drf-spectacular-sidecar's static files (no CDN, works
     # offline).

@@ -122,3 +122,28 @@ class StatsOutput(serializers.Serializer):
     total = serializers.IntegerField()
     last_window = serializers.IntegerField()
     per_minute = serializers.FloatField()
+
+
+# --- Response shapes, for the OpenAPI schema (the views build these dicts directly) ----------
+class LeasesResponse(serializers.Serializer):
+    leases = LeaseOutput(many=True)
+    progress = ProgressOutput(required=False)
+
+
+class LabelResponse(serializers.Serializer):
+    label = LabelOutput()
+
+
+class SkipResponse(serializers.Serializer):
+    lease = serializers.IntegerField()
+    skipped = serializers.BooleanField()
+
+
+class BatchResponse(serializers.Serializer):
+    labels = LabelOutput(many=True)
+    progress = ProgressOutput()
+
+
+class StatsResponse(serializers.Serializer):
+    stats = StatsOutput()
+    progress = ProgressOutput()

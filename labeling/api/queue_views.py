@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.response import Response
@@ -109,6 +110,7 @@ class _LabelingApi(APIView):
     permission_classes = [IsAnnotator]
 
 
+@extend_schema(request=s.ClaimInput, responses=s.LeasesResponse)
 class QueueNextApi(_LabelingApi):
     """Claim up to `count` items; the caller's own unfinished leases come back first.
     `"progress": false` leaves the queue's counts out of the answer (two count queries)."""
@@ -128,6 +130,7 @@ class QueueNextApi(_LabelingApi):
             )
 
 
+@extend_schema(request=s.SubmitInput, responses=s.LabelResponse)
 class LeaseSubmitApi(_LabelingApi):
     """Label one leased item. Retrying with the same `client_id` stores the label once."""
 
@@ -139,6 +142,7 @@ class LeaseSubmitApi(_LabelingApi):
             return Response({"label": s.LabelOutput(label).data})
 
 
+@extend_schema(request=None, responses=s.SkipResponse)
 class LeaseSkipApi(_LabelingApi):
     """Give a leased item back without labeling it."""
 
@@ -148,6 +152,7 @@ class LeaseSkipApi(_LabelingApi):
             return Response({"lease": lease.pk, "skipped": True})
 
 
+@extend_schema(request=s.UndoInput, responses=s.LeasesResponse)
 class QueueUndoApi(_LabelingApi):
     """Retract the caller's last `count` labels in this queue; returns fresh leases on those
     items so the page can show them again."""
@@ -165,6 +170,7 @@ class QueueUndoApi(_LabelingApi):
             return Response(_leases_payload(leases, queue))
 
 
+@extend_schema(request=s.BatchInput, responses=s.BatchResponse)
 class QueueSubmitBatchApi(_LabelingApi):
     """Label a whole grid page in one request (all or nothing)."""
 
@@ -196,6 +202,7 @@ class QueueSubmitBatchApi(_LabelingApi):
             )
 
 
+@extend_schema(responses=s.StatsResponse)
 class QueueStatsApi(_LabelingApi):
     """The caller's own throughput in this queue's project, and the queue's progress."""
 

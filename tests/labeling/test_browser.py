@@ -145,7 +145,7 @@ def wait_until_saved(page):
     )
 
 
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_annotator_labels_by_keyboard_in_real_chromium(live_server, session_world):
     from playwright.sync_api import sync_playwright
 
@@ -293,7 +293,7 @@ def test_annotator_labels_by_keyboard_in_real_chromium(live_server, session_worl
         assert str(PLANTED_SCORE) not in json.dumps(payload)
 
 
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_labels_made_offline_survive_a_closed_tab(live_server, client):
     """The outbox: labels typed while the network is down wait in localStorage, the tab is
     closed, and the next visit sends them once; nothing is lost or stored twice."""

@@ -26,7 +26,7 @@ from labeling.services.labels import labels_submit_batch, lease_submit
 from labeling.services.queues import queue_claim_next, queue_items_add
 from tests.factories import make_image, make_project, make_queue
 
-pytestmark = [pytest.mark.race, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+pytestmark = [pytest.mark.race, pytest.mark.django_db(transaction=True)]
 
 THREADS = 16
 CLAIMS = 1000
