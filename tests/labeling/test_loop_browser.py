@@ -49,7 +49,7 @@ def session_cookie(user, live_server) -> dict:
     }
 
 
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_engineer_lead_and_annotator_in_real_chromium(live_server, celery_worker, worker_storage):
     from playwright.sync_api import sync_playwright
 
