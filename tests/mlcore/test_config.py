@@ -3,13 +3,16 @@ import dataclasses
 import pytest
 import torch
 
+from mlcore.backbones import build_backbone
 from mlcore.config import (
     BackboneConfig,
     TrainConfig,
     config_from_dict,
     config_to_dict,
+    cpu_cold_start,
     cpu_small_stage1,
     cpu_small_stage2,
+    embedding_config,
     full_stage1,
     full_stage2,
     resolve_device,
@@ -50,6 +53,12 @@ def test_presets_follow_the_method():
     assert cpu_small_stage2().input_size == 32
     assert cpu_small_stage1(cbam=False).cbam is False
     assert full_stage1(num_classes=5).num_classes == 5
+    assert cpu_cold_start().name == "mobilenet_v2"
+    lite = embedding_config()
+    assert (lite.name, lite.input_size, lite.cbam) == ("efficientnet_lite0", 224, False)
+    # Stage 1 is the larger network of the cascade, on the CPU as on the GPU.
+    stage1, stage2 = build_backbone(cpu_small_stage1()), build_backbone(cpu_small_stage2())
+    assert sum(p.numel() for p in stage1.parameters()) > sum(p.numel() for p in stage2.parameters())
 
 
 def test_config_dict_round_trip_ignores_unknown_keys():
