@@ -22,7 +22,7 @@ def _run(capsys, *args) -> str:
 
 
 def test_demo_builds_project_users_images_and_queue_and_is_idempotent(capsys):
-    out = _run(capsys, "--pool", "200")
+    out = _run(capsys, "--pool", "200", "--queue", "50")
     project = Project.objects.get(slug="demo")
     assert project.name == "Disgusting product images (demo)"
     assert project.positive_class == "disgusting"
@@ -44,8 +44,15 @@ def test_demo_builds_project_users_images_and_queue_and_is_idempotent(capsys):
 
     queue = Queue.objects.get(project=project, kind=Queue.Kind.LABELING)
     items = list(QueueItem.objects.filter(queue=queue).order_by("-priority", "id"))
-    assert len(items) == count
-    assert {i.strategy for i in items} == {"manual"}
+    # The whole frozen validation split plus a random sample of 50 pool images; the rest of the
+    # pool is left for cold start and selection.
+    validation = images.filter(split=Image.Split.VALIDATION)
+    assert len(items) == validation.count() + 50
+    assert set(validation.values_list("id", flat=True)) <= {i.image_id for i in items}
+    assert images.filter(split=Image.Split.POOL).exclude(queue_items__queue=queue).count() == (
+        count - len(items)
+    )
+    assert {i.strategy for i in items} == {"random_audit"}
     # Positives are spread through the queue, not served first.
     order = [i.image.metadata["true_label"] for i in items]
     assert order[: positives.count()].count("disgusting") < positives.count()
@@ -65,9 +72,9 @@ def test_demo_builds_project_users_images_and_queue_and_is_idempotent(capsys):
     assert "/login/" in out
 
     # Twice: no new images, queue items or users, and passwords stay.
-    again = _run(capsys, "--pool", "200")
+    again = _run(capsys, "--pool", "200", "--queue", "50")
     assert Image.objects.filter(project=project).count() == count
-    assert QueueItem.objects.filter(queue=queue).count() == count
+    assert QueueItem.objects.filter(queue=queue).count() == len(items)
     assert User.objects.filter(username__in=passwords).count() == 3
     assert "password unchanged" in again
     assert "0 imported" in again

@@ -5,7 +5,10 @@ The pool looks like the real job: mostly ordinary product images (Fashion-MNIST 
 Tux Paint stamps of food, clothes, household things, vehicles...) with a rare disturbing class
 (Tux Paint insects, slugs, lizards, amphibians, shellfish). Each image's dataset class is kept in
 Image.metadata["true_label"] so a simulation can label from it; the labeling pages never show it.
-The queue is filled in an order shuffled with a fixed seed, so positives are not served first.
+The labeling queue starts with the whole frozen validation split (every model version is measured
+on it, so it must be labeled) and a seeded random sample of the pool (--queue), in a shuffled
+order so positives are not served first. The rest of the pool is left for the loop to choose
+from: cold-start recall and model-driven selection never queue an image twice.
 
 Running it again imports nothing new (content-hash dedup) and keeps users' passwords unless
 --reset is given. The selection is a prefix of a fixed order, so a larger --pool only adds.
@@ -27,10 +30,11 @@ from django.db import transaction
 from django.urls import reverse
 from PIL import Image as PILImage
 
-from labeling.models import Project
+from labeling.models import Image, Project, Queue, Strategy
 from labeling.roles import Role
 from labeling.services.imports import images_import
 from labeling.services.projects import project_create, project_default_queues_ensure
+from labeling.services.queues import queue_items_add
 
 DEMO_SLUG = "demo"
 DEMO_NAME = "Disgusting product images (demo)"
@@ -80,6 +84,13 @@ class Command(BaseCommand):
             "--pool", type=int, default=1500, help="Images in the pool (default 1500)."
         )
         parser.add_argument(
+            "--queue",
+            type=int,
+            default=250,
+            help="Pool images put in the labeling queue at the start, besides the validation "
+            "split (default 250); the loop picks the rest.",
+        )
+        parser.add_argument(
             "--reset", action="store_true", help="Set new passwords for existing demo users."
         )
         parser.add_argument("--password", help="Use this password instead of random ones.")
@@ -92,7 +103,9 @@ class Command(BaseCommand):
             "--stamps-dir", default=getattr(settings, "IMAGECLEAN_STAMPS_DIR", STAMPS_DIR)
         )
 
-    def handle(self, *args, pool, reset, password, base_url, fashion_mnist_dir, stamps_dir, **o):
+    def handle(
+        self, *args, pool, queue, reset, password, base_url, fashion_mnist_dir, stamps_dir, **o
+    ):
         if pool < 10:
             raise CommandError("--pool must be at least 10.")
         started = time.monotonic()
@@ -114,7 +127,8 @@ class Command(BaseCommand):
             passwords = _ensure_users(project, reset=reset, password=password)
 
         files = _demo_files(pool, fmnist_dir, stamps)
-        report = images_import(project=project, files=files, add_to_queue=True)
+        report = images_import(project=project, files=files, add_to_queue=False)
+        queued = _queue_starting_set(project, pool_sample=queue)
         for entry in report.entries:
             if entry.status == "rejected":
                 self.stderr.write(f"{entry.name}: {entry.reason}")
@@ -125,6 +139,10 @@ class Command(BaseCommand):
             f"{positives} disgusting by the datasets' classes."
         )
         self.stdout.write(f"Import: {report.summary()}.")
+        self.stdout.write(
+            f"Labeling queue: {queued} new items (the validation split and a random sample of "
+            f"{queue} pool images); the rest of the pool waits for cold start and selection."
+        )
         for username, new_password in passwords:
             role = dict(DEMO_USERS)[username]
             if new_password is None:
@@ -138,6 +156,30 @@ class Command(BaseCommand):
             self.stdout.write("These passwords are shown once; note them now.")
         self.stdout.write(f"Open {base_url.rstrip('/')}{reverse('login')} and sign in.")
         self.stdout.write(f"Done in {time.monotonic() - started:.1f} s.")
+
+
+def _queue_starting_set(project: Project, *, pool_sample: int) -> int:
+    """Queue the validation split and a seeded random sample of the pool, in shuffled order."""
+    rng = random.Random(SEED + 2)
+    validation = list(
+        project.images.filter(split=Image.Split.VALIDATION)
+        .order_by("id")
+        .values_list("id", flat=True)
+    )
+    pool_ids = list(
+        project.images.filter(split=Image.Split.POOL).order_by("id").values_list("id", flat=True)
+    )
+    sample = rng.sample(pool_ids, min(pool_sample, len(pool_ids)))
+    chosen = validation + sample
+    priorities = {image_id: rng.random() for image_id in chosen}
+    labeling = Queue.objects.get(project=project, kind=Queue.Kind.LABELING, name="Labeling")
+    return queue_items_add(
+        queue=labeling,
+        images=chosen,
+        strategy=Strategy.RANDOM_AUDIT,
+        details={"reason": "demo starting set: validation split and a random pool sample"},
+        priorities=priorities,
+    )
 
 
 def _require_data(fmnist_dir: Path, stamps: Path) -> None:
