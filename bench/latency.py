@@ -3,20 +3,31 @@
 What runs: a fresh database (PostgreSQL: a new database `imageclean_bench_latency`; SQLite: a
 new file), migrated; a project with N images in its labeling queue and 50 annotators with API
 tokens; gunicorn (gthread workers, keep-alive) on 127.0.0.1 with config.settings.test (DEBUG
-off, throttling out of the way). Each simulated annotator is a thread with its own token and
-its own keep-alive HTTP connection, looping POST /api/v1/queues/<id>/next/ then
-POST /api/v1/leases/<id>/submit/. Two shapes:
-- saturation: no pause between labels (comparable with TARGETS.md's Label Studio table);
-- human pace: a random 1-3 s pause between labels, as people do.
-After each run the database itself is asked how many items two annotators held at once
+off, throttling out of the way). The tables are ANALYZEd after seeding, as autovacuum would do
+within a minute on a real server: without statistics PostgreSQL plans the progress count as a
+loop over every open item.
+
+The simulated annotators are cheap on purpose, because they share the machine's cores with the
+server and the database: one asyncio event loop in this process, 50 keep-alive connections,
+hand-written HTTP/1.1 requests, each annotator with its own token looping
+POST /api/v1/queues/<id>/next/ ({"count": 1}, with the progress counts the labeling page shows)
+then POST /api/v1/leases/<id>/submit/. The latency of a label is the wall time of that pair.
+Two shapes:
+- saturation: no pause between labels (comparable with TARGETS.md's Label Studio table), run
+  once per gunicorn configuration (workers x threads), side by side, on the same database;
+- human pace: a random 1-3 s pause between labels, as people do, with the best configuration.
+After each phase the database itself is asked how many items two annotators held at once
 (overlapping active/completed leases of different people on one item) and how many items got
-more annotations than they needed. Import throughput: `images_import` on generated PNGs.
+more annotations than they needed; and how many database connections the server opened during
+the phase (persistent connections: about one per server thread, not one per request).
+Import throughput: `images_import` on generated PNGs.
 
 Everything binds to 127.0.0.1 only, and every phase is bounded in time and count.
 """
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import io
 import json
@@ -28,7 +39,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections import Counter
@@ -114,6 +124,11 @@ class Server:
                 conn.request("GET", "/login/")
                 if conn.getresponse().status == 200:
                     conn.close()
+                    # Every worker imports Django on its own; let them all finish booting so
+                    # the phase's CPU accounting counts requests, not start-up.
+                    while len(_children(self.proc.pid)) < workers and time.monotonic() < deadline:
+                        time.sleep(0.2)
+                    time.sleep(3)
                     return
             except OSError:
                 time.sleep(0.3)
@@ -129,60 +144,92 @@ class Server:
 
 
 # --- Simulated annotators -------------------------------------------------------------------
-class Annotator(threading.Thread):
-    def __init__(self, port, token, queue_id, *, stop_at, pause, rng, value):
-        super().__init__(daemon=True)
-        self.port, self.token, self.queue_id = port, token, queue_id
-        self.stop_at, self.pause, self.rng, self.value = stop_at, pause, rng, value
-        self.latencies_ms: list[float] = []
-        self.errors: Counter = Counter()
-        self.error_examples: dict[str, str] = {}
-        self.empty = False
-        self.conn = None
+class _Connection:
+    """One keep-alive HTTP/1.1 connection, requests written by hand: a few microseconds of
+    client CPU per request, so the server gets the cores."""
 
-    def _post(self, path: str, body: dict) -> tuple[int, dict]:
-        payload = json.dumps(body)
-        headers = {
-            "Authorization": f"Token {self.token}",
-            "Content-Type": "application/json",
-            "Connection": "keep-alive",
-        }
+    def __init__(self, port: int, token: str):
+        self.port = port
+        self.head = (
+            f"Host: 127.0.0.1:{port}\r\nAuthorization: Token {token}\r\n"
+            "Content-Type: application/json\r\nConnection: keep-alive\r\n"
+        )
+        self.reader = self.writer = None
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.reader = self.writer = None
+
+    async def post(self, path: str, body: dict) -> tuple[int, dict]:
+        payload = json.dumps(body).encode()
+        request = (
+            f"POST {path} HTTP/1.1\r\n{self.head}Content-Length: {len(payload)}\r\n\r\n"
+        ).encode() + payload
         for attempt in range(2):
-            if self.conn is None:
-                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+            if self.writer is None:
+                self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
             try:
-                self.conn.request("POST", path, payload, headers)
-                response = self.conn.getresponse()
-                data = response.read()
-                return response.status, (json.loads(data) if data else {})
-            except (OSError, http.client.HTTPException):
-                self.conn.close()
-                self.conn = None
+                self.writer.write(request)
+                status_line = await self.reader.readline()
+                if not status_line:
+                    raise ConnectionResetError("server closed the keep-alive connection")
+                status = int(status_line.split()[1])
+                length, close = 0, False
+                while (line := await self.reader.readline()) not in (b"\r\n", b""):
+                    name, _, value = line.decode("latin-1").partition(":")
+                    name = name.strip().lower()
+                    if name == "content-length":
+                        length = int(value)
+                    elif name == "connection" and value.strip().lower() == "close":
+                        close = True
+                data = await self.reader.readexactly(length) if length else b""
+                if close:
+                    await self.close()
+                return status, (json.loads(data) if data else {})
+            except (OSError, asyncio.IncompleteReadError):
+                await self.close()
                 if attempt:
                     raise
         raise AssertionError("unreachable")
 
-    def run(self) -> None:
-        while time.monotonic() < self.stop_at:
+
+class Annotator:
+    def __init__(self, port, token, queue_id, *, stop_at, pause, rng, value):
+        self.conn = _Connection(port, token)
+        self.queue_id, self.stop_at, self.pause, self.rng, self.value = (
+            queue_id, stop_at, pause, rng, value,
+        )  # fmt: skip
+        self.latencies_ms: list[float] = []
+        self.errors: Counter = Counter()
+        self.error_examples: dict[str, str] = {}
+        self.empty = False
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while loop.time() < self.stop_at:
             if self.pause:
-                time.sleep(self.rng.uniform(*self.pause))
-                if time.monotonic() >= self.stop_at:
+                await asyncio.sleep(self.rng.uniform(*self.pause))
+                if loop.time() >= self.stop_at:
                     break
             started = time.perf_counter()
             try:
-                status, body = self._post(f"/api/v1/queues/{self.queue_id}/next/", {"count": 1})
+                status, body = await self.conn.post(
+                    f"/api/v1/queues/{self.queue_id}/next/", {"count": 1}
+                )
                 if status != 200:
                     self.errors[f"next {status}"] += 1
+                    self.error_examples.setdefault(f"next {status}", json.dumps(body)[:300])
                     continue
                 if not body["leases"]:
                     self.empty = True
                     break
                 lease = body["leases"][0]["lease"]
-                status, answer = self._post(
+                status, answer = await self.conn.post(
                     f"/api/v1/leases/{lease}/submit/",
                     {"value": self.value, "client_id": uuid.uuid4().hex},
                 )
-            except (OSError, http.client.HTTPException) as exc:
+            except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
                 self.errors[type(exc).__name__] += 1
                 continue
             if status != 200:
@@ -190,8 +237,7 @@ class Annotator(threading.Thread):
                 self.error_examples.setdefault(f"submit {status}", json.dumps(answer)[:300])
                 continue
             self.latencies_ms.append((time.perf_counter() - started) * 1000)
-        if self.conn is not None:
-            self.conn.close()
+        await self.conn.close()
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -201,24 +247,33 @@ def _percentile(values: list[float], q: float) -> float | None:
     return round(ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))], 1)
 
 
-def _drive(port, tokens, queue_id, *, classes, seconds, pause, seed) -> dict:
+async def _drive_async(port, tokens, queue_id, *, classes, seconds, pause, seed):
     rng = random.Random(seed)
-    stop_at = time.monotonic() + seconds
-    threads = [
+    loop = asyncio.get_running_loop()
+    stop_at = loop.time() + seconds
+    annotators = [
         Annotator(
             port, token, queue_id, stop_at=stop_at, pause=pause,
             rng=random.Random(rng.random()), value=rng.choice(classes),
         )
         for token in tokens
     ]  # fmt: skip
+    # Bounded: a request still in flight 60 s after the end is abandoned, not waited for.
+    await asyncio.wait_for(asyncio.gather(*(a.run() for a in annotators)), timeout=seconds + 60)
+    return annotators
+
+
+def _drive(port, tokens, queue_id, *, classes, seconds, pause, seed) -> dict:
     started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=seconds + 120)
+    cpu_started = time.process_time()
+    annotators = asyncio.run(
+        _drive_async(
+            port, tokens, queue_id, classes=classes, seconds=seconds, pause=pause, seed=seed
+        )
+    )
     wall = time.perf_counter() - started
-    latencies = [ms for t in threads for ms in t.latencies_ms]
-    errors = sum((t.errors for t in threads), Counter())
+    latencies = [ms for a in annotators for ms in a.latencies_ms]
+    errors = sum((a.errors for a in annotators), Counter())
     return {
         "annotators": len(tokens),
         "seconds": round(wall, 1),
@@ -230,47 +285,149 @@ def _drive(port, tokens, queue_id, *, classes, seconds, pause, seed) -> dict:
         "p99_ms": _percentile(latencies, 99),
         "mean_ms": round(statistics.fmean(latencies), 1) if latencies else None,
         "errors": dict(errors),
-        "error_examples": {k: v for t in threads for k, v in t.error_examples.items()},
-        "queue_ran_dry": any(t.empty for t in threads),
+        "error_examples": {k: v for a in annotators for k, v in a.error_examples.items()},
+        "queue_ran_dry": any(a.empty for a in annotators),
+        # What the simulated annotators themselves cost on the shared cores.
+        "client_cpu_s": round(time.process_time() - cpu_started, 2),
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
     }
 
 
+# --- CPU accounting --------------------------------------------------------------------------
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pids) -> float:
+    """utime + stime of these processes (Linux /proc); a process already gone counts 0."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / _CLOCK_TICKS
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(child) for child in text.split()]
+
+
+def _pg_backend_pids(database_url: str) -> list[int]:
+    if not database_url.startswith("postgres"):
+        return []
+    import psycopg2
+
+    conn = psycopg2.connect(f"{PG_ADMIN_URL}/postgres")
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", [PG_DB])
+            return [row[0] for row in cur.fetchall()]
+    finally:
+        conn.close()
+
+
 # --- One database end to end ----------------------------------------------------------------
-def _scenario(database_url, var_dir, *, n_images, shapes, server, seed) -> dict:
+def _pg_sessions(database_url: str) -> int | None:
+    """Connections ever opened to the benchmark's PostgreSQL database (pg_stat_database)."""
+    if not database_url.startswith("postgres"):
+        return None
+    import psycopg2
+
+    conn = psycopg2.connect(f"{PG_ADMIN_URL}/postgres")
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT sessions FROM pg_stat_database WHERE datname = %s", [PG_DB])
+            return int(cur.fetchone()[0])
+    finally:
+        conn.close()
+
+
+def _phase(env, database_url, seeded, srv, *, seconds, pause, seed) -> dict:
+    before = json.loads(_child(env, "-m", "bench.latency", "check", str(seeded["queue"])))
+    sessions_before = _pg_sessions(database_url)
+    server_pids = [srv.proc.pid, *_children(srv.proc.pid)]
+    server_cpu_before = _cpu_seconds(server_pids)
+    db_cpu_before = _cpu_seconds(_pg_backend_pids(database_url))
+    result = {"server": {"workers": srv.workers, "threads": srv.threads}}
+    result.update(
+        _drive(
+            srv.port, seeded["tokens"], seeded["queue"], classes=seeded["classes"],
+            seconds=seconds, pause=pause, seed=seed,
+        )
+    )  # fmt: skip
+    # CPU the server spent in this phase: the gunicorn processes and, on PostgreSQL, the
+    # backends serving them (persistent connections opened by this phase's fresh server; a
+    # backend that exited meanwhile is missed, db_connections_opened says whether any could
+    # have). Per label, this is what the work costs whatever else runs on the machine;
+    # cores / (CPU ms per label) bounds the labels/s of an otherwise idle machine.
+    server_cpu = _cpu_seconds(server_pids) - server_cpu_before
+    db_cpu = _cpu_seconds(_pg_backend_pids(database_url)) - db_cpu_before
+    labels = max(result["labels"], 1)
+    result["server_cpu_s"] = round(server_cpu, 2)
+    result["server_cpu_ms_per_label"] = round(server_cpu * 1000 / labels, 2)
+    if sessions_before is not None:
+        result["db_backend_cpu_s"] = round(db_cpu, 2)
+        result["db_cpu_ms_per_label"] = round(db_cpu * 1000 / labels, 2)
+        # Minus the one this count itself opens.
+        result["db_connections_opened"] = _pg_sessions(database_url) - sessions_before - 1
+    after = json.loads(_child(env, "-m", "bench.latency", "check", str(seeded["queue"])))
+    result["labels_in_db"] = after["labels"] - before["labels"]
+    result["items_held_twice"] = after["items_held_twice"]
+    result["items_over_labeled"] = after["items_over_labeled"]
+    return result
+
+
+def _scenario(database_url, var_dir, *, n_images, configs, saturation_s, human_s, seed) -> dict:
+    """Saturation once per gunicorn configuration (each on a fresh server, the same database),
+    then human pace with the configuration that labeled fastest."""
     env = _env(database_url, var_dir)
     _child(env, "manage.py", "migrate", "--noinput", timeout=600)
     seeded = json.loads(_child(env, "-m", "bench.latency", "seed", str(n_images), str(ANNOTATORS)))
-    srv = Server(env, **server)
-    out = {"images": n_images, "server": {"workers": srv.workers, "threads": srv.threads}}
-    try:
-        for name, seconds, pause in shapes:
-            before = json.loads(_child(env, "-m", "bench.latency", "check", str(seeded["queue"])))
-            result = _drive(
-                srv.port, seeded["tokens"], seeded["queue"], classes=seeded["classes"],
-                seconds=seconds, pause=pause, seed=seed,
-            )  # fmt: skip
-            after = json.loads(_child(env, "-m", "bench.latency", "check", str(seeded["queue"])))
-            result["labels_in_db"] = after["labels"] - before["labels"]
-            result["items_held_twice"] = after["items_held_twice"]
-            result["items_over_labeled"] = after["items_over_labeled"]
-            out[name] = result
-    finally:
-        srv.stop()
+    out: dict = {"images": n_images, "saturation": []}
+    for workers, threads in configs:
+        srv = Server(env, workers=workers, threads=threads)
+        try:
+            out["saturation"].append(
+                _phase(env, database_url, seeded, srv, seconds=saturation_s, pause=None, seed=seed)
+            )
+        finally:
+            srv.stop()
+    best = max(out["saturation"], key=lambda r: r["labels_per_s"])
+    out["best_server"] = best["server"]
+    if human_s:
+        srv = Server(env, **best["server"])
+        try:
+            out["human_pace"] = _phase(
+                env, database_url, seeded, srv, seconds=human_s, pause=(1.0, 3.0), seed=seed
+            )
+        finally:
+            srv.stop()
     return out
+
+
+# gunicorn shapes compared on the 2-core machine: a process per core with a few threads each
+# (the GIL lets one thread of a process run Python at a time; the others wait on the database),
+# one more process than cores, and the old 4 x 8.
+PG_CONFIGS = [(2, 4), (3, 4), (4, 8)]
+SQLITE_CONFIGS = [(2, 4), (4, 8)]
 
 
 def run(*, quick: bool, seed: int) -> dict:
     var_dir = Path(tempfile.mkdtemp(prefix="bench-latency-"))
-    saturation = 15 if quick else 45
-    human = 20 if quick else 60
-    figures: dict = {"annotators": ANNOTATORS}
+    figures: dict = {"annotators": ANNOTATORS, "load_average_before": list(os.getloadavg())}
     try:
         figures["postgresql"] = _scenario(
             _fresh_postgres_database(),
             var_dir / "pg",
-            n_images=6000 if quick else 20000,
-            shapes=[("saturation", saturation, None), ("human_pace", human, (1.0, 3.0))],
-            server={"workers": 4, "threads": 8},
+            n_images=15000 if quick else 50000,
+            configs=PG_CONFIGS[::2] if quick else PG_CONFIGS,
+            saturation_s=15 if quick else 40,
+            human_s=20 if quick else 60,
             seed=seed,
         )
         sqlite_path = var_dir / "sqlite" / "db.sqlite3"
@@ -278,9 +435,10 @@ def run(*, quick: bool, seed: int) -> dict:
         figures["sqlite"] = _scenario(
             f"sqlite:///{sqlite_path}",
             var_dir / "sqlite",
-            n_images=3000 if quick else 8000,
-            shapes=[("saturation", saturation, None)],
-            server={"workers": 4, "threads": 8},
+            n_images=6000 if quick else 15000,
+            configs=SQLITE_CONFIGS,
+            saturation_s=15 if quick else 40,
+            human_s=0,
             seed=seed,
         )
         env = _env(f"{PG_ADMIN_URL}/{PG_DB}", var_dir / "pg")
@@ -288,6 +446,7 @@ def run(*, quick: bool, seed: int) -> dict:
         figures["import"] = json.loads(_child(env, "-m", "bench.latency", "import", str(n)))
     finally:
         shutil.rmtree(var_dir, ignore_errors=True)
+    figures["load_average_after"] = list(os.getloadavg())
     return figures
 
 
@@ -335,6 +494,11 @@ def _seed(n_images: int, n_annotators: int) -> dict:
         user.groups.add(annotator_group)
         project.members.add(user)
         tokens.append(Token.objects.create(user=user).key)
+    # Planner statistics, as autovacuum would gather within a minute of such a bulk insert.
+    from django.db import connection
+
+    with connection.cursor() as cur:
+        cur.execute("ANALYZE")
     return {
         "project": project.pk,
         "queue": queue.pk,

