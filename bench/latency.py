@@ -15,7 +15,11 @@ then POST /api/v1/leases/<id>/submit/. The latency of a label is the wall time o
 Two shapes:
 - saturation: no pause between labels (comparable with TARGETS.md's Label Studio table), run
   once per gunicorn configuration (workers x threads), side by side, on the same database;
+- saturation again with the best configuration but `"progress": false` in next (full run only):
+  what the page's progress counts (two count queries over the whole queue) cost;
 - human pace: a random 1-3 s pause between labels, as people do, with the best configuration.
+Each phase also reports the CPU the server processes and the PostgreSQL backends spent per
+label, which other people's load on the shared cores changes far less than wall-clock figures.
 After each phase the database itself is asked how many items two annotators held at once
 (overlapping active/completed leases of different people on one item) and how many items got
 more annotations than they needed; and how many database connections the server opened during
@@ -195,8 +199,9 @@ class _Connection:
 
 
 class Annotator:
-    def __init__(self, port, token, queue_id, *, stop_at, pause, rng, value):
+    def __init__(self, port, token, queue_id, *, stop_at, pause, rng, value, progress):
         self.conn = _Connection(port, token)
+        self.claim = {"count": 1, "progress": progress}
         self.queue_id, self.stop_at, self.pause, self.rng, self.value = (
             queue_id, stop_at, pause, rng, value,
         )  # fmt: skip
@@ -215,7 +220,7 @@ class Annotator:
             started = time.perf_counter()
             try:
                 status, body = await self.conn.post(
-                    f"/api/v1/queues/{self.queue_id}/next/", {"count": 1}
+                    f"/api/v1/queues/{self.queue_id}/next/", self.claim
                 )
                 if status != 200:
                     self.errors[f"next {status}"] += 1
@@ -247,14 +252,14 @@ def _percentile(values: list[float], q: float) -> float | None:
     return round(ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))], 1)
 
 
-async def _drive_async(port, tokens, queue_id, *, classes, seconds, pause, seed):
+async def _drive_async(port, tokens, queue_id, *, classes, seconds, pause, seed, progress):
     rng = random.Random(seed)
     loop = asyncio.get_running_loop()
     stop_at = loop.time() + seconds
     annotators = [
         Annotator(
             port, token, queue_id, stop_at=stop_at, pause=pause,
-            rng=random.Random(rng.random()), value=rng.choice(classes),
+            rng=random.Random(rng.random()), value=rng.choice(classes), progress=progress,
         )
         for token in tokens
     ]  # fmt: skip
@@ -263,14 +268,15 @@ async def _drive_async(port, tokens, queue_id, *, classes, seconds, pause, seed)
     return annotators
 
 
-def _drive(port, tokens, queue_id, *, classes, seconds, pause, seed) -> dict:
+def _drive(port, tokens, queue_id, *, classes, seconds, pause, seed, progress=True) -> dict:
     started = time.perf_counter()
     cpu_started = time.process_time()
     annotators = asyncio.run(
         _drive_async(
-            port, tokens, queue_id, classes=classes, seconds=seconds, pause=pause, seed=seed
+            port, tokens, queue_id, classes=classes, seconds=seconds, pause=pause, seed=seed,
+            progress=progress,
         )
-    )
+    )  # fmt: skip
     wall = time.perf_counter() - started
     latencies = [ms for a in annotators for ms in a.latencies_ms]
     errors = sum((a.errors for a in annotators), Counter())
@@ -278,6 +284,7 @@ def _drive(port, tokens, queue_id, *, classes, seconds, pause, seed) -> dict:
         "annotators": len(tokens),
         "seconds": round(wall, 1),
         "pause_s": list(pause) if pause else None,
+        "progress_in_next": progress,
         "labels": len(latencies),
         "labels_per_s": round(len(latencies) / wall, 1),
         "p50_ms": _percentile(latencies, 50),
@@ -347,7 +354,7 @@ def _pg_sessions(database_url: str) -> int | None:
         conn.close()
 
 
-def _phase(env, database_url, seeded, srv, *, seconds, pause, seed) -> dict:
+def _phase(env, database_url, seeded, srv, *, seconds, pause, seed, progress=True) -> dict:
     before = json.loads(_child(env, "-m", "bench.latency", "check", str(seeded["queue"])))
     sessions_before = _pg_sessions(database_url)
     server_pids = [srv.proc.pid, *_children(srv.proc.pid)]
@@ -357,7 +364,7 @@ def _phase(env, database_url, seeded, srv, *, seconds, pause, seed) -> dict:
     result.update(
         _drive(
             srv.port, seeded["tokens"], seeded["queue"], classes=seeded["classes"],
-            seconds=seconds, pause=pause, seed=seed,
+            seconds=seconds, pause=pause, seed=seed, progress=progress,
         )
     )  # fmt: skip
     # CPU the server spent in this phase: the gunicorn processes and, on PostgreSQL, the
@@ -382,7 +389,10 @@ def _phase(env, database_url, seeded, srv, *, seconds, pause, seed) -> dict:
     return result
 
 
-def _scenario(database_url, var_dir, *, n_images, configs, saturation_s, human_s, seed) -> dict:
+def _scenario(
+    database_url, var_dir, *, n_images, configs, saturation_s, human_s, seed,
+    without_progress=False,
+) -> dict:  # fmt: skip
     """Saturation once per gunicorn configuration (each on a fresh server, the same database),
     then human pace with the configuration that labeled fastest."""
     env = _env(database_url, var_dir)
@@ -399,6 +409,17 @@ def _scenario(database_url, var_dir, *, n_images, configs, saturation_s, human_s
             srv.stop()
     best = max(out["saturation"], key=lambda r: r["labels_per_s"])
     out["best_server"] = best["server"]
+    if without_progress:
+        # The same saturation without the queue's progress counts in each answer: what those
+        # two count queries over the whole queue cost (the page asks for them; scripts need not).
+        srv = Server(env, **best["server"])
+        try:
+            out["saturation_without_progress"] = _phase(
+                env, database_url, seeded, srv, seconds=saturation_s, pause=None, seed=seed,
+                progress=False,
+            )  # fmt: skip
+        finally:
+            srv.stop()
     if human_s:
         srv = Server(env, **best["server"])
         try:
@@ -424,11 +445,12 @@ def run(*, quick: bool, seed: int) -> dict:
         figures["postgresql"] = _scenario(
             _fresh_postgres_database(),
             var_dir / "pg",
-            n_images=15000 if quick else 50000,
+            n_images=15000 if quick else 60000,
             configs=PG_CONFIGS[::2] if quick else PG_CONFIGS,
             saturation_s=15 if quick else 40,
             human_s=20 if quick else 60,
             seed=seed,
+            without_progress=not quick,
         )
         sqlite_path = var_dir / "sqlite" / "db.sqlite3"
         sqlite_path.parent.mkdir(parents=True)
