@@ -14,13 +14,16 @@ between two requests is seen by the very next request.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 import pytest
 from django.contrib.auth.models import Group
+from django.core.cache import cache
 from django.urls import reverse
 from rest_framework.authtoken.models import Token
 
+from labeling.api import queue_views
 from labeling.models import Label, Lease
 from labeling.services.queues import queue_items_add
 from tests.factories import make_image, make_project, make_queue, make_user
@@ -30,7 +33,7 @@ pytestmark = pytest.mark.django_db
 # Token request: token + roles (1), queue in the caller's projects (1), BEGIN, own leases (1),
 # claim with SKIP LOCKED (1), the item's leases (1), SAVEPOINT + INSERT + RELEASE (3), COMMIT.
 NEXT_QUERIES = 10
-# The progress counts the labeling page shows: two more.
+# With the progress counts the labeling page shows, counted afresh: two more.
 NEXT_WITH_PROGRESS_QUERIES = 12
 # Token + roles (1), own lease with queue and project (1), BEGIN, item lock (1), the person's
 # labels on the item / with this client_id (1), lease lock (1), INSERT label, UPDATE lease,
@@ -75,28 +78,48 @@ def _submit(client, world, lease_id, **headers):
 
 
 def test_next_and_submit_query_counts_with_a_token(client, world, django_assert_max_num_queries):
+    cache.clear()
     # Warm up: the first request of a process reads content types and the like.
     first = _next(client, world, **_token(world))
     _submit(client, world, first["leases"][0]["lease"], **_token(world))
 
-    with django_assert_max_num_queries(NEXT_WITH_PROGRESS_QUERIES):
+    # Progress counts younger than NEXT_PROGRESS_MAX_AGE_S are reused: no count queries.
+    with django_assert_max_num_queries(NEXT_QUERIES):
         data = _next(client, world, **_token(world))
     assert len(data["leases"]) == 1
-    assert data["progress"]["done"] == 1 and data["progress"]["leased"] == 1
+    assert data["progress"] == first["progress"]
     with django_assert_max_num_queries(SUBMIT_QUERIES):
         answer = _submit(client, world, data["leases"][0]["lease"], **_token(world))
     assert Label.objects.filter(pk=answer["label"]["id"], annotator=world["annotator"]).exists()
     assert Lease.objects.get(pk=data["leases"][0]["lease"]).state == Lease.State.COMPLETED
+
+    # Older counts (here: none cached) are counted afresh, and are exact.
+    cache.clear()
+    with django_assert_max_num_queries(NEXT_WITH_PROGRESS_QUERIES):
+        data = _next(client, world, **_token(world))
+    assert data["progress"] == {"open": 4, "done": 2, "total": 6, "leased": 1}
 
     with django_assert_max_num_queries(NEXT_QUERIES):
         data = _next(client, world, progress=False, **_token(world))
     assert len(data["leases"]) == 1 and data["progress"] is None
 
 
+def test_next_progress_is_at_most_a_few_seconds_old(client, world, monkeypatch):
+    monkeypatch.setattr(queue_views, "NEXT_PROGRESS_MAX_AGE_S", 1)
+    cache.clear()
+    first = _next(client, world, **_token(world))
+    _submit(client, world, first["leases"][0]["lease"], **_token(world))
+    time.sleep(1.2)
+    later = _next(client, world, **_token(world))
+    assert (first["progress"]["done"], later["progress"]["done"]) == (0, 1)
+
+
 def test_next_and_submit_query_counts_with_a_session(client, world, django_assert_max_num_queries):
+    cache.clear()
     client.force_login(world["annotator"])
     first = _next(client, world)
     _submit(client, world, first["leases"][0]["lease"])
+    cache.clear()
     with django_assert_max_num_queries(NEXT_WITH_PROGRESS_QUERIES + SESSION_EXTRA):
         data = _next(client, world)
     with django_assert_max_num_queries(SUBMIT_QUERIES + SESSION_EXTRA):
