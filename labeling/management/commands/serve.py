@@ -49,6 +49,10 @@ class Command(BaseCommand):
                         "INFO",
                         "-n",
                         "embedded@%h",
+                        # Embedded beat: the periodic lease sweep and stalled-job recovery.
+                        "--beat",
+                        "--schedule",
+                        str(settings.VAR_DIR / "celerybeat-schedule"),
                     ],
                     env=env,
                     cwd=settings.BASE_DIR,
