@@ -17,6 +17,7 @@ from functools import wraps
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
+from django.shortcuts import get_object_or_404
 from rest_framework.permissions import BasePermission
 
 from .models import Project
@@ -113,3 +114,9 @@ class IsLead(_RoleAtLeast):
 
 class IsEngineer(_RoleAtLeast):
     minimum = Role.ENGINEER
+
+
+def project_visible_or_404(user, slug: str) -> Project:
+    """The project with this slug if the user may see it; 404 otherwise (never revealing that a
+    project the user may not see exists)."""
+    return get_object_or_404(projects_visible_to(user), slug=slug)

@@ -7,32 +7,24 @@ parse, call one service or selector, serialize. The job page polls `api-job-deta
 
 from __future__ import annotations
 
-from django.core.exceptions import ValidationError as DjangoValidationError
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from labeling.models import Job, Project
-from labeling.permissions import IsEngineer, IsLead, can_see_scores, projects_visible_to
+from labeling.api.common import call_service
+from labeling.models import Job
+from labeling.permissions import (
+    IsEngineer,
+    IsLead,
+    can_see_scores,
+    project_visible_or_404,
+    projects_visible_to,
+)
 from labeling.selectors.jobs import LOG_TAIL, job_shard_counts, jobs_list
 from labeling.selectors.strategies import strategy_yield
 from labeling.services.jobs import job_cancel, job_create
-
-
-def _call(service, **kwargs):
-    """A service's ValidationError becomes a 400 with its messages; nothing is written."""
-    try:
-        return service(**kwargs)
-    except DjangoValidationError as exc:
-        if hasattr(exc, "error_dict"):
-            raise serializers.ValidationError(exc.message_dict) from exc
-        raise serializers.ValidationError({"detail": exc.messages}) from exc
-
-
-def _project_for(user, slug: str) -> Project:
-    return get_object_or_404(projects_visible_to(user), slug=slug)
 
 
 class JobOutput(serializers.ModelSerializer):
@@ -95,7 +87,7 @@ class ProjectJobListApi(generics.ListAPIView):
     serializer_class = JobListOutput
 
     def get_queryset(self):
-        return jobs_list(project=_project_for(self.request.user, self.kwargs["slug"]))
+        return jobs_list(project=project_visible_or_404(self.request.user, self.kwargs["slug"]))
 
 
 class ProjectJobCreateApi(APIView):
@@ -105,10 +97,10 @@ class ProjectJobCreateApi(APIView):
 
     @extend_schema(request=JobCreateInput, responses={201: JobOutput})
     def post(self, request, slug: str):
-        project = _project_for(request.user, slug)
+        project = project_visible_or_404(request.user, slug)
         data = JobCreateInput(data=request.data)
         data.is_valid(raise_exception=True)
-        job = _call(
+        job = call_service(
             job_create,
             project=project,
             kind=data.validated_data["kind"],
@@ -139,7 +131,7 @@ class JobCancelApi(APIView):
 
     @extend_schema(request=None, responses=JobOutput)
     def post(self, request, pk: int):
-        job = _call(job_cancel, job=_job_for(request.user, pk), by=request.user)
+        job = call_service(job_cancel, job=_job_for(request.user, pk), by=request.user)
         return Response(JobOutput(job).data)
 
 
@@ -161,7 +153,7 @@ class StrategyYieldApi(APIView):
 
     @extend_schema(responses=StrategyYieldOutput(many=True))
     def get(self, request, slug: str):
-        project = _project_for(request.user, slug)
+        project = project_visible_or_404(request.user, slug)
         if not can_see_scores(request.user, project):
             return Response(status=status.HTTP_403_FORBIDDEN)
         return Response(StrategyYieldOutput(strategy_yield(project=project), many=True).data)

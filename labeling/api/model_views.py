@@ -8,7 +8,6 @@ its token (`Authorization: Token ...`), POSTs one image as multipart field `file
 
 from __future__ import annotations
 
-from django.core.exceptions import ValidationError as DjangoValidationError
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema
@@ -18,29 +17,21 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from labeling.models import ModelVersion, Project
-from labeling.permissions import IsEngineer, IsLead, can_see_scores, projects_visible_to
+from labeling.api.common import call_service
+from labeling.models import ModelVersion
+from labeling.permissions import (
+    IsEngineer,
+    IsLead,
+    can_see_scores,
+    project_visible_or_404,
+)
 from labeling.services.models import model_predict, model_version_promote, model_version_rollback
 
 from .serializers import ModelVersionOutput
 
 
-def _call(service, **kwargs):
-    """A service's ValidationError becomes a 400 with its messages; nothing is written."""
-    try:
-        return service(**kwargs)
-    except DjangoValidationError as exc:
-        if hasattr(exc, "error_dict"):
-            raise serializers.ValidationError(exc.message_dict) from exc
-        raise serializers.ValidationError({"detail": exc.messages}) from exc
-
-
-def _project_for(user, slug: str) -> Project:
-    return get_object_or_404(projects_visible_to(user), slug=slug)
-
-
 def _version_for(user, slug: str, pk: int) -> ModelVersion:
-    project = _project_for(user, slug)
+    project = project_visible_or_404(user, slug)
     if not can_see_scores(user, project):
         raise PermissionDenied("Model versions are for leads and engineers.")
     return get_object_or_404(
@@ -89,7 +80,7 @@ class ModelVersionPromoteApi(APIView):
     @extend_schema(request=None, responses=ModelVersionDetailOutput)
     def post(self, request, slug: str, pk: int):
         version = _version_for(request.user, slug, pk)
-        promoted = _call(model_version_promote, version=version, by=request.user)
+        promoted = call_service(model_version_promote, version=version, by=request.user)
         promoted.project.refresh_from_db()
         return Response(ModelVersionDetailOutput(promoted).data)
 
@@ -101,8 +92,8 @@ class ModelVersionRollbackApi(APIView):
 
     @extend_schema(request=None, responses=ModelVersionDetailOutput)
     def post(self, request, slug: str):
-        project = _project_for(request.user, slug)
-        active = _call(model_version_rollback, project=project, by=request.user)
+        project = project_visible_or_404(request.user, slug)
+        active = call_service(model_version_rollback, project=project, by=request.user)
         active.project.refresh_from_db()
         return Response(ModelVersionDetailOutput(active).data)
 
@@ -130,8 +121,8 @@ class PredictApi(APIView):
 
     @extend_schema(request={"multipart/form-data": PredictInput}, responses=PredictOutput)
     def post(self, request, slug: str):
-        project = _project_for(request.user, slug)
-        prediction = _call(
+        project = project_visible_or_404(request.user, slug)
+        prediction = call_service(
             model_predict, project=project, upload=request.FILES.get("file"), by=request.user
         )
         return Response(

@@ -16,7 +16,6 @@ from contextlib import contextmanager
 
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
-from django.core.exceptions import ValidationError as DjangoValidationError
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
@@ -24,6 +23,7 @@ from rest_framework.authentication import SessionAuthentication
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from labeling.api.common import call_service
 from labeling.models import Lease, Queue
 from labeling.permissions import (
     IsAnnotator,
@@ -83,16 +83,6 @@ def _own_lease(user, pk: int) -> Iterator[Lease]:
         yield lease
 
 
-def _call(service, **kwargs):
-    """Run a service; its validation errors become a 400 with the same messages."""
-    try:
-        return service(**kwargs)
-    except DjangoValidationError as exc:
-        if hasattr(exc, "error_dict"):
-            raise serializers.ValidationError(exc.message_dict) from exc
-        raise serializers.ValidationError({"detail": exc.messages}) from exc
-
-
 def _progress(queue: Queue) -> dict:
     return s.ProgressOutput(queue_progress(queue=queue)).data
 
@@ -139,7 +129,7 @@ class QueueNextApi(_LabelingApi):
         with _queue_for(request.user, pk) as queue:
             data = s.ClaimInput(data=request.data)
             data.is_valid(raise_exception=True)
-            leases = _call(
+            leases = call_service(
                 queue_claim_next,
                 queue=queue,
                 annotator=request.user,
@@ -160,7 +150,9 @@ class LeaseSubmitApi(_LabelingApi):
         with _own_lease(request.user, pk) as lease:
             data = s.SubmitInput(data=request.data, context={"project": lease.item.queue.project})
             data.is_valid(raise_exception=True)
-            label = _call(lease_submit, lease=lease, annotator=request.user, **data.validated_data)
+            label = call_service(
+                lease_submit, lease=lease, annotator=request.user, **data.validated_data
+            )
             return Response({"label": s.LabelOutput(label).data})
 
 
@@ -170,7 +162,7 @@ class LeaseSkipApi(_LabelingApi):
 
     def post(self, request, pk: int):
         with _own_lease(request.user, pk) as lease:
-            _call(lease_skip, lease=lease, annotator=request.user)
+            call_service(lease_skip, lease=lease, annotator=request.user)
             return Response({"lease": lease.pk, "skipped": True})
 
 
@@ -183,7 +175,7 @@ class QueueUndoApi(_LabelingApi):
         with _queue_for(request.user, pk) as queue:
             data = s.UndoInput(data=request.data)
             data.is_valid(raise_exception=True)
-            leases = _call(
+            leases = call_service(
                 label_undo_last,
                 annotator=request.user,
                 queue=queue,
@@ -214,7 +206,7 @@ class QueueSubmitBatchApi(_LabelingApi):
                 raise serializers.ValidationError(
                     {"entries": [f"Leases {missing} are not yours in this queue."]}
                 )
-            labels = _call(
+            labels = call_service(
                 labels_submit_batch,
                 annotator=request.user,
                 entries=[{**e, "lease": leases[e["lease"]]} for e in entries],

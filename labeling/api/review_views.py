@@ -16,14 +16,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from labeling.models import Label, Project, Queue, QueueItem
-from labeling.permissions import IsLead, can_review, projects_visible_to
+from labeling.permissions import IsLead, can_review, project_visible_or_404, projects_visible_to
 from labeling.selectors.labels import annotator_quality, label_history
 from labeling.selectors.review import image_scores, review_item_for_lead
 from labeling.services.labels import review_resolve
-
-
-def _project_for(user, slug: str) -> Project:
-    return get_object_or_404(projects_visible_to(user), slug=slug)
 
 
 class ReviewLabelOutput(serializers.ModelSerializer):
@@ -83,7 +79,7 @@ class ReviewNextApi(APIView):
 
     @extend_schema(responses=ReviewItemOutput)
     def get(self, request, slug: str):
-        project = _project_for(request.user, slug)
+        project = project_visible_or_404(request.user, slug)
         if not can_review(request.user, project):
             return Response(status=status.HTTP_403_FORBIDDEN)
         item = review_item_for_lead(project=project, lead=request.user)
@@ -143,7 +139,7 @@ class QualityApi(APIView):
 
     @extend_schema(responses=AnnotatorQualityOutput(many=True))
     def get(self, request, slug: str):
-        project = _project_for(request.user, slug)
+        project = project_visible_or_404(request.user, slug)
         if not can_review(request.user, project):
             return Response(status=status.HTTP_403_FORBIDDEN)
         return Response(AnnotatorQualityOutput(annotator_quality(project=project), many=True).data)

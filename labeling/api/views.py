@@ -10,7 +10,6 @@ labeling.permissions only.
 from __future__ import annotations
 
 from django.contrib.auth.models import User
-from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
@@ -22,13 +21,15 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from labeling.models import ModelVersion, Project, Queue
+from labeling.api.common import call_service
+from labeling.models import ModelVersion, Queue
 from labeling.permissions import (
     IsAnnotator,
     IsEngineer,
     IsLead,
     can_review,
     can_see_scores,
+    project_visible_or_404,
     projects_visible_to,
 )
 from labeling.selectors.images import image_get_visible, image_score_version, images_list
@@ -37,20 +38,6 @@ from labeling.services import exports, projects, users
 
 from . import filters as f
 from . import serializers as s
-
-
-def _call(service, **kwargs):
-    """A service's Django ValidationError becomes a 400 with its messages; nothing is written."""
-    try:
-        return service(**kwargs)
-    except DjangoValidationError as exc:
-        if hasattr(exc, "error_dict"):
-            raise serializers.ValidationError(exc.message_dict) from exc
-        raise serializers.ValidationError({"detail": exc.messages}) from exc
-
-
-def _project_for(user, slug: str) -> Project:
-    return get_object_or_404(projects_visible_to(user), slug=slug)
 
 
 # --- Projects ---------------------------------------------------------------------------------
@@ -70,7 +57,7 @@ class ProjectDetailApi(APIView):
 
     @extend_schema(responses=s.ProjectOutput)
     def get(self, request, slug: str):
-        return Response(s.ProjectOutput(_project_for(request.user, slug)).data)
+        return Response(s.ProjectOutput(project_visible_or_404(request.user, slug)).data)
 
 
 class ProjectCreateApi(APIView):
@@ -82,7 +69,9 @@ class ProjectCreateApi(APIView):
     def post(self, request):
         data = s.ProjectCreateInput(data=request.data)
         data.is_valid(raise_exception=True)
-        project = _call(projects.project_create, created_by=request.user, **data.validated_data)
+        project = call_service(
+            projects.project_create, created_by=request.user, **data.validated_data
+        )
         return Response(s.ProjectOutput(project).data, status=status.HTTP_201_CREATED)
 
 
@@ -91,10 +80,10 @@ class ProjectUpdateApi(APIView):
 
     @extend_schema(request=s.ProjectUpdateInput, responses=s.ProjectOutput)
     def patch(self, request, slug: str):
-        project = _project_for(request.user, slug)
+        project = project_visible_or_404(request.user, slug)
         data = s.ProjectUpdateInput(data=request.data, partial=True)
         data.is_valid(raise_exception=True)
-        project = _call(projects.project_update, project=project, **data.validated_data)
+        project = call_service(projects.project_update, project=project, **data.validated_data)
         return Response(s.ProjectOutput(project).data)
 
 
@@ -113,7 +102,7 @@ class ImageListApi(generics.ListAPIView):
         return s.ImageOutput
 
     def get_queryset(self):
-        project = _project_for(self.request.user, self.kwargs["slug"])
+        project = project_visible_or_404(self.request.user, self.kwargs["slug"])
         params = f.parse_query(self.request, f.ImageFilterInput)
         self.reviewer = can_see_scores(self.request.user, project)
         asked = [name for name in f.ImageFilterInput.REVIEWER_ONLY if name in params]
@@ -128,11 +117,11 @@ class ImageListApi(generics.ListAPIView):
                 raise PermissionDenied("Re-review queues are for leads.")
         model_version = None
         if self.reviewer:
-            model_version = _call(
+            model_version = call_service(
                 image_score_version, project=project, model_version_id=params.get("model_version")
             )
         self.project = project
-        return _call(
+        return call_service(
             images_list,
             project=project,
             split=params.get("split"),
@@ -178,7 +167,7 @@ class ModelVersionListApi(generics.ListAPIView):
 
     def get_queryset(self):
         f.parse_query(self.request, f.EmptyQuery)
-        project = _project_for(self.request.user, self.kwargs["slug"])
+        project = project_visible_or_404(self.request.user, self.kwargs["slug"])
         return ModelVersion.objects.filter(project=project).select_related("project")
 
 
@@ -221,7 +210,7 @@ class LabelsExportApi(APIView):
         },
     )
     def get(self, request, slug: str):
-        project = _project_for(request.user, slug)
+        project = project_visible_or_404(request.user, slug)
         params = f.parse_query(request, f.ExportQueryInput)
         fmt = params.get("as") or (
             request.accepted_renderer.format
@@ -255,7 +244,7 @@ class LabelsImportApi(APIView):
         responses={200: s.LabelsImportReportOutput, 400: s.LabelsImportReportOutput},
     )
     def post(self, request, slug: str):
-        project = _project_for(request.user, slug)
+        project = project_visible_or_404(request.user, slug)
         data = s.LabelsImportInput(data=request.data)
         data.is_valid(raise_exception=True)
         upload = data.validated_data["file"]
@@ -264,7 +253,7 @@ class LabelsImportApi(APIView):
             raise serializers.ValidationError(
                 {"as": "Say `as=csv` or `as=jsonl` (the file name has no known extension)."}
             )
-        report = _call(
+        report = call_service(
             exports.labels_import,
             project=project,
             stream=upload,
@@ -293,7 +282,7 @@ class UserCreateApi(APIView):
     def post(self, request):
         data = s.UserCreateInput(data=request.data)
         data.is_valid(raise_exception=True)
-        user = _call(users.user_create, by=request.user, **data.validated_data)
+        user = call_service(users.user_create, by=request.user, **data.validated_data)
         return Response(s.UserOutput(user).data, status=status.HTTP_201_CREATED)
 
 
@@ -305,7 +294,7 @@ class UserRoleSetApi(APIView):
         user = get_object_or_404(User, pk=pk)
         data = s.UserRoleInput(data=request.data)
         data.is_valid(raise_exception=True)
-        user = _call(
+        user = call_service(
             users.user_role_set, user=user, role=data.validated_data["role"], by=request.user
         )
         return Response(s.UserOutput(user).data)
@@ -321,7 +310,7 @@ class UserProjectsSetApi(APIView):
         user = get_object_or_404(User, pk=pk)
         data = s.UserProjectsInput(data=request.data)
         data.is_valid(raise_exception=True)
-        user = _call(
+        user = call_service(
             users.user_projects_set,
             user=user,
             projects=data.validated_data["projects"],

@@ -22,8 +22,6 @@ idempotent (unique (queue, image)); a re-delivered job after a crash recomputes 
 
 from __future__ import annotations
 
-import math
-
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 
@@ -31,6 +29,7 @@ from labeling.models import Image, Job, Project, Queue, Strategy
 from labeling.permissions import can_review
 from labeling.selectors.labels import current_labels
 from labeling.services.jobs import job_progress, job_run
+from labeling.services.params import number_param
 from labeling.services.queues import queue_get_or_create, queue_items_add
 
 BACKBONES = ("small_cnn", "mobilenet_v2", "resnet18")
@@ -49,21 +48,6 @@ KNOWN = {"backbone", *NUMBER_PARAMS}
 MIN_SAMPLES = 10
 
 
-def _number(params: dict, name: str, default, low: float, high: float, integer: bool):
-    value = params.get(name, default)
-    if isinstance(value, bool) or value is None or value == "":
-        raise ValidationError({name: f"{name} must be a number."})
-    try:
-        number = float(value)
-    except (TypeError, ValueError) as error:
-        raise ValidationError({name: f"{name} must be a number."}) from error
-    if integer and not number.is_integer():
-        raise ValidationError({name: f"{name} must be a whole number."})
-    if not (math.isfinite(number) and low <= number <= high):
-        raise ValidationError({name: f"{name} must be between {low:g} and {high:g}."})
-    return int(number) if integer else number
-
-
 def detect_noise_params_clean(*, project: Project, params: dict) -> dict:
     """Parameters of a detect_noise job, validated, defaults filled in: backbone (one of
     BACKBONES; small_cnn by default, a CPU network), input_size, pretrain_epochs, cycle_length,
@@ -76,7 +60,7 @@ def detect_noise_params_clean(*, project: Project, params: dict) -> dict:
         raise ValidationError({"backbone": f"Choose one of {', '.join(BACKBONES)}."})
     cleaned = {"backbone": backbone}
     for name, (default, low, high, integer) in NUMBER_PARAMS.items():
-        cleaned[name] = _number(params, name, default, low, high, integer)
+        cleaned[name] = number_param(params, name, default, low=low, high=high, integer=integer)
     return cleaned
 
 

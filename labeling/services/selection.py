@@ -41,25 +41,11 @@ from labeling.models import (
     Strategy,
 )
 from labeling.services.jobs import job_progress, job_run
+from labeling.services.params import number_param
 from labeling.services.queues import queue_get_or_create, queue_items_add
 
 MAX_K = 100_000
 DEFAULTS = {"k_band": 200, "k_loss": 200, "audit_share": 0.05, "high": 0.9, "band": [0.3, 0.6]}
-
-
-def _number(params: dict, name: str, default, *, low: float, high: float, integer: bool):
-    value = params.get(name, default)
-    if isinstance(value, bool):
-        raise ValidationError({name: f"{name} must be a number."})
-    try:
-        number = int(value) if integer else float(value)
-    except (TypeError, ValueError) as error:
-        raise ValidationError({name: f"{name} must be a number."}) from error
-    if integer and float(value) != number:
-        raise ValidationError({name: f"{name} must be a whole number."})
-    if not (math.isfinite(number) and low <= number <= high):
-        raise ValidationError({name: f"{name} must be between {low} and {high}."})
-    return number
 
 
 def select_params_clean(*, project: Project, params: dict) -> dict:
@@ -83,20 +69,24 @@ def select_params_clean(*, project: Project, params: dict) -> dict:
     band = params.get("band", DEFAULTS["band"])
     if not isinstance(band, list | tuple) or len(band) != 2:
         raise ValidationError({"band": "band must be a pair [low, high]."})
-    low = _number({"low": band[0]}, "low", 0, low=0.0, high=1.0, integer=False)
-    top = _number({"high": band[1]}, "high", 0, low=0.0, high=1.0, integer=False)
+    low = number_param({"low": band[0]}, "low", 0, low=0.0, high=1.0, integer=False)
+    top = number_param({"high": band[1]}, "high", 0, low=0.0, high=1.0, integer=False)
     if low > top:
         raise ValidationError({"band": "band must be [low, high] with low <= high."})
     return {
         "model_version_id": version.pk,
-        "k_band": _number(params, "k_band", DEFAULTS["k_band"], low=0, high=MAX_K, integer=True),
-        "k_loss": _number(params, "k_loss", DEFAULTS["k_loss"], low=0, high=MAX_K, integer=True),
-        "audit_share": _number(
+        "k_band": number_param(
+            params, "k_band", DEFAULTS["k_band"], low=0, high=MAX_K, integer=True
+        ),
+        "k_loss": number_param(
+            params, "k_loss", DEFAULTS["k_loss"], low=0, high=MAX_K, integer=True
+        ),
+        "audit_share": number_param(
             params, "audit_share", DEFAULTS["audit_share"], low=0.0, high=1.0, integer=False
         ),
-        "high": _number(params, "high", DEFAULTS["high"], low=0.0, high=1.0, integer=False),
+        "high": number_param(params, "high", DEFAULTS["high"], low=0.0, high=1.0, integer=False),
         "band": [low, top],
-        "seed": _number(params, "seed", 0, low=0, high=2**31 - 1, integer=True),
+        "seed": number_param(params, "seed", 0, low=0, high=2**31 - 1, integer=True),
     }
 
 

@@ -23,7 +23,6 @@ second one.
 
 from __future__ import annotations
 
-import math
 import random
 
 from django.core.exceptions import ValidationError
@@ -34,6 +33,7 @@ from labeling.models import Image, Job, ModelVersion, Project, Queue, QueueItem
 from labeling.selectors.labels import current_labels
 from labeling.services.jobs import job_progress, job_run
 from labeling.services.models import model_version_promote, model_versions_compare
+from labeling.services.params import number_param
 
 # The ML bridge (torch) is imported inside the functions that train, as labeling.services.scoring
 # does, so web processes that only validate parameters never load torch.
@@ -60,21 +60,6 @@ KNOWN = {"preset", "input_size", *BOOLEAN_PARAMS, *NUMBER_PARAMS, *OPTIONAL_TARG
 
 class TrainingDataError(ValueError):
     """The project's labels cannot train or measure a model yet; the message says what to do."""
-
-
-def _number(params: dict, name: str, default, low: float, high: float, integer: bool):
-    value = params.get(name, default)
-    if isinstance(value, bool) or value is None:
-        raise ValidationError({name: f"{name} must be a number."})
-    try:
-        number = float(value)
-    except (TypeError, ValueError) as error:
-        raise ValidationError({name: f"{name} must be a number."}) from error
-    if integer and not number.is_integer():
-        raise ValidationError({name: f"{name} must be a whole number."})
-    if not (math.isfinite(number) and low <= number <= high):
-        raise ValidationError({name: f"{name} must be between {low:g} and {high:g}."})
-    return int(number) if integer else number
 
 
 def _boolean(params: dict, name: str, default: bool) -> bool:
@@ -112,11 +97,13 @@ def train_cascade_params_clean(*, project: Project, params: dict) -> dict:
     if preset not in PRESETS:
         raise ValidationError({"preset": f"preset must be one of {', '.join(PRESETS)}."})
     cleaned: dict = {"preset": preset}
-    cleaned["input_size"] = _number(params, "input_size", DEFAULT_INPUT_SIZE[preset], 16, 512, True)
+    cleaned["input_size"] = number_param(
+        params, "input_size", DEFAULT_INPUT_SIZE[preset], low=16, high=512, integer=True
+    )
     for name, default in BOOLEAN_PARAMS.items():
         cleaned[name] = _boolean(params, name, default)
     for name, (default, low, high, integer) in NUMBER_PARAMS.items():
-        cleaned[name] = _number(params, name, default, low, high, integer)
+        cleaned[name] = number_param(params, name, default, low=low, high=high, integer=integer)
     if cleaned["hard_b"] > cleaned["batch_a"]:
         raise ValidationError({"hard_b": "hard_b (B) cannot exceed batch_a (A)."})
     given = [name for name in OPTIONAL_TARGETS if params.get(name) not in (None, "")]
@@ -125,7 +112,9 @@ def train_cascade_params_clean(*, project: Project, params: dict) -> dict:
             {given[0]: "Give both auto_promote_precision and auto_promote_recall, or neither."}
         )
     for name in OPTIONAL_TARGETS:
-        cleaned[name] = _number(params, name, None, 0.0, 1.0, False) if given else None
+        cleaned[name] = (
+            number_param(params, name, None, low=0.0, high=1.0, integer=False) if given else None
+        )
     return cleaned
 
 

@@ -15,8 +15,8 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from labeling.models import Job, Project
-from labeling.permissions import projects_visible_to, role_required
+from labeling.models import Job
+from labeling.permissions import project_visible_or_404, projects_visible_to, role_required
 from labeling.roles import Role
 from labeling.selectors.jobs import jobs_list
 from labeling.selectors.strategies import strategy_yield
@@ -65,10 +65,6 @@ FORM_FIELDS: dict[str, dict[str, type]] = {
 }
 
 
-def _project_for(user, slug: str) -> Project:
-    return get_object_or_404(projects_visible_to(user), slug=slug)
-
-
 @require_GET
 @role_required(Role.ENGINEER)
 def jobs_page(request):
@@ -80,7 +76,7 @@ def jobs_page(request):
 @require_GET
 @role_required(Role.ENGINEER)
 def project_jobs(request, slug: str):
-    project = _project_for(request.user, slug)
+    project = project_visible_or_404(request.user, slug)
     return render(
         request,
         "labeling/jobs_project.html",
@@ -112,7 +108,7 @@ def _parse_params(kind: str, form) -> dict:
 @require_POST
 @role_required(Role.ENGINEER)
 def project_job_start(request, slug: str):
-    project = _project_for(request.user, slug)
+    project = project_visible_or_404(request.user, slug)
     kind = request.POST.get("kind", "")
     try:
         job = job_create(

@@ -16,7 +16,13 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from labeling.models import ModelVersion, Project
-from labeling.permissions import can_manage, can_see_scores, projects_visible_to, role_required
+from labeling.permissions import (
+    can_manage,
+    can_see_scores,
+    project_visible_or_404,
+    projects_visible_to,
+    role_required,
+)
 from labeling.roles import Role
 from labeling.services.models import model_version_promote, model_version_rollback
 
@@ -24,7 +30,7 @@ STAGES = ("stage1", "stage2", "cascade")
 
 
 def _project_for(user, slug: str) -> Project:
-    project = get_object_or_404(projects_visible_to(user), slug=slug)
+    project = project_visible_or_404(user, slug)
     if not can_see_scores(user, project):
         raise PermissionDenied
     return project

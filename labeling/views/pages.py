@@ -14,7 +14,7 @@ from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 
 from labeling.models import Project, Queue
-from labeling.permissions import can_label, can_review, projects_visible_to
+from labeling.permissions import can_label, can_review, project_visible_or_404, projects_visible_to
 from labeling.selectors.labels import annotator_stats
 from labeling.selectors.queues import queue_progress, queues_for_user
 
@@ -38,12 +38,8 @@ def _queues_for(user, project: Project) -> list[dict]:
     return rows
 
 
-def _project_for(user, slug: str) -> Project:
-    return get_object_or_404(projects_visible_to(user), slug=slug)
-
-
 def _labeling_queue(user, slug: str, pk: int) -> Queue:
-    project = _project_for(user, slug)
+    project = project_visible_or_404(user, slug)
     queue = get_object_or_404(Queue.objects.select_related("project"), project=project, pk=pk)
     if not can_label(user, project):
         raise PermissionDenied("Your role does not allow labeling.")
@@ -61,7 +57,7 @@ def home(request):
 
 @login_required
 def project_detail(request, slug: str):
-    project = _project_for(request.user, slug)
+    project = project_visible_or_404(request.user, slug)
     context = {
         "project": project,
         "queues": _queues_for(request.user, project),

@@ -25,7 +25,12 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from labeling.models import Image, Project, Queue, QueueItem
-from labeling.permissions import can_review, projects_visible_to, role_required
+from labeling.permissions import (
+    can_review,
+    project_visible_or_404,
+    projects_visible_to,
+    role_required,
+)
 from labeling.roles import Role
 from labeling.selectors.labels import annotator_quality, image_current_label, label_history
 from labeling.selectors.review import (
@@ -40,7 +45,7 @@ from labeling.services.recall import cold_start_start
 
 
 def _project_for(user, slug: str) -> Project:
-    project = get_object_or_404(projects_visible_to(user), slug=slug)
+    project = project_visible_or_404(user, slug)
     if not can_review(user, project):
         raise PermissionDenied
     return project
