@@ -16,7 +16,6 @@ Running it again imports nothing new (content-hash dedup) and keeps users' passw
 
 from __future__ import annotations
 
-import gzip
 import io
 import random
 import secrets
@@ -30,6 +29,7 @@ from django.db import transaction
 from django.urls import reverse
 from PIL import Image as PILImage
 
+from labeling.ml.offline_data import FASHION_MNIST_DEFAULT_ROOT, fashion_mnist_train
 from labeling.models import Image, Project, Queue, Strategy
 from labeling.roles import Role
 from labeling.services.imports import images_import
@@ -51,19 +51,7 @@ DEMO_SCHEMA = {
         {"key": "object", "name": "Object", "hotkey": "o"},
     ],
 }
-FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
-FASHION_MNIST_CLASSES = [
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-]
+FASHION_MNIST_DIR = FASHION_MNIST_DEFAULT_ROOT
 STAMPS_DIR = "/usr/share/tuxpaint/stamps"
 DISTURBING_STAMPS = [
     "animals/insects",
@@ -239,8 +227,8 @@ def _demo_files(pool: int, fmnist_dir: Path, stamps: Path) -> list[tuple[str, by
         files.append(
             (f"tuxpaint/{rel}", _flattened_png(path), {"true_label": "normal", **_stamp_meta(rel)})
         )
-    for index, (pixels, label) in enumerate(_fashion_mnist(fmnist_dir, n_fashion)):
-        img = PILImage.frombytes("L", (28, 28), pixels)
+    for index, (pixels, class_name) in enumerate(fashion_mnist_train(fmnist_dir, n_fashion)):
+        img = PILImage.fromarray(pixels)
         buf = io.BytesIO()
         img.save(buf, format="PNG")
         files.append(
@@ -251,7 +239,7 @@ def _demo_files(pool: int, fmnist_dir: Path, stamps: Path) -> list[tuple[str, by
                     "true_label": "normal",
                     "dataset": "fashion-mnist",
                     "path": f"train[{index}]",
-                    "class": FASHION_MNIST_CLASSES[label],
+                    "class": class_name,
                 },
             )
         )
@@ -279,15 +267,3 @@ def _flattened_png(path: Path) -> bytes:
     buf = io.BytesIO()
     canvas.save(buf, format="PNG")
     return buf.getvalue()
-
-
-def _fashion_mnist(directory: Path, count: int):
-    """The first `count` training images (784 bytes each) and labels, from the gzip'd IDX files
-    (16-byte header for images, 8 for labels); reads only what it needs."""
-    with gzip.open(directory / "train-labels-idx1-ubyte.gz") as handle:
-        handle.read(8)
-        labels = handle.read(count)
-    with gzip.open(directory / "train-images-idx3-ubyte.gz") as handle:
-        handle.read(16)
-        for label in labels:
-            yield handle.read(28 * 28), label
