@@ -143,13 +143,13 @@ def _plan(job: Job) -> dict | None:
             )
             pending = job.shards.filter(status=JobShard.Status.PENDING)
         else:
-            # Resuming after the worker was lost: re-enqueue the shards a worker started and
-            # never finished. Shards never started are still waiting in the broker; enqueueing
-            # them again each time a blocked queue makes the heartbeat stale would flood it.
-            # Only when nothing ever started (the planner died before its enqueue) do all go.
+            # Resuming after the worker was lost: re-enqueue every shard not done yet. Not only
+            # the ones a worker started: a dead worker may also have reserved (prefetched)
+            # shards it never started, and Redis gives those back only after the visibility
+            # timeout (hours). A shard sent twice is harmless (it returns at once when DONE, and
+            # its scores are upserts); recovery runs only after a whole stale period with no
+            # progress, so this cannot flood the queue.
             pending = job.shards.filter(status=JobShard.Status.PENDING)
-            if job.shards.filter(attempts__gt=0).exists():
-                pending = pending.filter(attempts__gt=0)
         for index in pending.order_by("index").values_list("index", flat=True):
             task_enqueue(SHARD_TASK, job.pk, index)
     return None  # the last shard finishes the job
