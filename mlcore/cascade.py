@@ -16,6 +16,9 @@ Departures from the paper:
 - Hard examples are ranked by stage 1's training-mode loss of that step, before its update,
   detached (no gradient flows from stage 2 into stage 1).
 - A short last batch passes ``ceil(len * hard_b / batch_a)`` samples, keeping the B/A ratio.
+- Labels in doubt (``stage2_exclude``: under noise review, flagged by O2U) are never selected for
+  stage 2, though they still train stage 1: on a noisy rare class the hardest samples are where
+  the wrong labels are (issue 7: a third of stage 2's positives were wrong labels).
 - Per-stage thresholds are chosen on validation data by :func:`choose_thresholds`, which
   searches stage-1 thresholds at the positives' scores and, for each, the best stage-2 threshold.
 """
@@ -24,7 +27,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -34,12 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mlcore.config import TrainConfig, resolve_device, seed_everything
-from mlcore.mean_teacher import (
-    MeanTeacherConfig,
-    ema_update,
-    sigmoid_rampup,
-    softmax_mse_consistency,
-)
+from mlcore.mean_teacher import MeanTeacherConfig, MeanTeacherLoop
 from mlcore.metrics import threshold_for_precision, threshold_for_recall
 from mlcore.train import (
     EpochCallback,
@@ -96,14 +94,34 @@ class CascadeConfig:
         return max(1, math.ceil(batch_len * self.hard_b / self.batch_a))
 
 
-def _cycle(loader: Iterable[Any]) -> Iterator[Any]:
-    while True:
-        empty = True
-        for batch in loader:
-            empty = False
-            yield batch
-        if empty:
-            raise ValueError("the unlabeled loader yielded no batches")
+def _stage1_supervised_step(
+    stage1: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+) -> torch.Tensor:
+    """One cross-entropy step of stage 1 on labeled ``images``; returns the per-sample losses
+    (detached) of the forward pass before the update."""
+    per_sample = F.cross_entropy(stage1(images), labels, reduction="none")
+    optimizer.zero_grad(set_to_none=True)
+    per_sample.mean().backward()
+    optimizer.step()
+    return per_sample.detach()
+
+
+def _exclusion_lookup(stage2_exclude: Collection[int] | np.ndarray | None) -> torch.Tensor:
+    """Sorted unique dataset indices (K,) int64 from a set, list or array of indices."""
+    if stage2_exclude is None:
+        return torch.empty(0, dtype=torch.int64)
+    values = np.asarray(
+        list(stage2_exclude) if not isinstance(stage2_exclude, np.ndarray) else stage2_exclude
+    )
+    if values.dtype == bool:
+        # A boolean mask would silently become the indices 0 and 1.
+        raise ValueError("stage2_exclude takes dataset indices, not a boolean mask")
+    if values.size and not np.issubdtype(values.dtype, np.integer):
+        raise ValueError(f"stage2_exclude must hold integer dataset indices, got {values.dtype}")
+    return torch.from_numpy(np.unique(values.astype(np.int64).ravel()))
 
 
 def train_cascade(
@@ -117,25 +135,38 @@ def train_cascade(
     mean_teacher: MeanTeacherConfig | None = None,
     stage1_teacher: nn.Module | None = None,
     on_epoch: EpochCallback | None = None,
+    stage2_exclude: Collection[int] | np.ndarray | None = None,
 ) -> list[dict[str, float]]:
     """Train both stages together for ``train.epochs`` epochs; returns one dict per epoch.
 
-    loader: yields ``(images (A, C, H, W), labels (A,), indices (A,))``; items labeled -1 are
-    skipped. Each step: stage-1 forward on the labeled batch, per-sample cross-entropy, stage-1
-    SGD update on the mean; the ``hard_b`` highest of those (detached) losses select the samples
-    for one stage-2 SGD step. Both stages use ``make_optimizer`` and a cosine schedule.
+    loader: yields ``(images (A, C, H, W), labels (A,), indices (A,))`` with dataset indices;
+    items labeled -1 are skipped. Each step: stage-1 forward on the labeled batch, per-sample
+    cross-entropy, stage-1 SGD update on the mean; the ``hard_b`` highest of those (detached)
+    losses among the samples not in ``stage2_exclude`` select the samples for one stage-2 SGD
+    step. Both stages use ``make_optimizer`` and a cosine schedule.
 
-    Mean Teacher for stage 1 (METHOD.md's cold start; ``mlcore.mean_teacher``): pass
-    ``mean_teacher`` (a MeanTeacherConfig), ``stage1_teacher`` (``make_teacher(stage1)``) and
-    ``unlabeled_loader``. Both loaders then yield ``((student_view, teacher_view), y, idx)``
-    (``data.TwoViews``); stage 1's loss adds the ramped consistency cost over the labeled and
-    the (cycled) unlabeled batch, the teacher is EMA-updated after each step, and the hard
-    samples (ranked by the student's cross-entropy) reach stage 2 as their student views.
-    Deploy ``stage1_teacher`` as stage 1 afterwards, as the paper evaluates the teacher.
+    stage2_exclude: dataset indices (as the loader yields them) of labels in doubt, e.g. under
+    noise review or flagged by O2U. They still train stage 1, where each is one of A samples
+    averaged and stage 1's job is recall (a flagged rare positive is often a true one), but they
+    never reach stage 2: OHEM's top-B is exactly where wrong labels concentrate (on the noisy
+    rare task every labeled positive and 96% of the flipped labels were among the hardest), so
+    there one wrong label weighs A/B times more and is picked every epoch. A batch whose labeled
+    samples are all excluded skips stage 2's step; otherwise stage 2 gets
+    ``min(hard_count, eligible)`` samples.
 
-    The history holds epoch, stage1_loss, stage2_loss (means over steps), hard_mean_loss (mean
-    stage-1 cross-entropy of the selected samples), batch_mean_loss (of all labeled samples),
-    lr, seconds, and with Mean Teacher consistency_loss, consistency_weight and ema_decay.
+    Mean Teacher for stage 1 (METHOD.md's cold start): pass ``mean_teacher`` (a
+    MeanTeacherConfig), ``stage1_teacher`` (``make_teacher(stage1)``) and ``unlabeled_loader``.
+    Both loaders then yield ``((student_view, teacher_view), y, idx)`` (``data.TwoViews``) and
+    stage 1 trains through ``mean_teacher.MeanTeacherLoop``, the same step code as
+    ``train_mean_teacher`` (two heads unless ``logit_distance_cost=None``: stage 1 must then
+    expose ``forward_with_features`` and ``embedding_dim``); the hard samples (ranked by the
+    student's cross-entropy on its class head) reach stage 2 as their student views. Deploy
+    ``stage1_teacher`` as stage 1 afterwards, as the paper evaluates the teacher.
+
+    The history holds epoch, stage1_loss, stage2_loss (means over steps that ran), hard_mean_loss
+    (mean stage-1 cross-entropy of the selected samples), batch_mean_loss (of all labeled
+    samples), stage2_excluded (labeled samples kept from stage 2 this epoch), lr, seconds, and
+    with Mean Teacher consistency_loss, logit_distance, consistency_weight and ema_decay.
     ``on_epoch(epoch, metrics)`` returning False or raising ``TrainingCancelled`` stops after
     that epoch.
     """
@@ -149,112 +180,101 @@ def train_cascade(
         raise ValueError(
             f"loader batch size {batch_size} differs from CascadeConfig.batch_a {config.batch_a}"
         )
+    excluded = _exclusion_lookup(stage2_exclude)
     seed_everything(train.seed)
     device = resolve_device(train.device)
     stage1.to(device)
     stage2.to(device)
-    if stage1_teacher is not None:
-        stage1_teacher.to(device)
-    optimizer1 = make_optimizer(stage1, train)
+    steps_per_epoch = max(1, len(loader))  # type: ignore[arg-type]
+    total_steps = train.epochs * steps_per_epoch
+    teacher_loop: MeanTeacherLoop | None = None
+    if use_teacher:
+        assert mean_teacher is not None and stage1_teacher is not None
+        assert unlabeled_loader is not None
+        teacher_loop = MeanTeacherLoop(
+            stage1,
+            stage1_teacher,
+            unlabeled_loader,
+            config=mean_teacher,
+            train=train,
+            total_steps=total_steps,
+            device=device,
+        )
+        optimizer1 = teacher_loop.optimizer
+    else:
+        optimizer1 = make_optimizer(stage1, train)
+        scheduler1 = make_scheduler(optimizer1, total_steps=total_steps)
     optimizer2 = make_optimizer(
         stage2, train if config.stage2_lr is None else replace(train, lr=config.stage2_lr)
     )
-    steps_per_epoch = max(1, len(loader))  # type: ignore[arg-type]
-    scheduler1 = make_scheduler(optimizer1, total_steps=train.epochs * steps_per_epoch)
-    scheduler2 = make_scheduler(optimizer2, total_steps=train.epochs * steps_per_epoch)
-    unlabeled_batches = _cycle(unlabeled_loader) if unlabeled_loader is not None else None
+    scheduler2 = make_scheduler(optimizer2, total_steps=total_steps)
     history: list[dict[str, float]] = []
-    global_step = 0
     for epoch in range(train.epochs):
         started = time.perf_counter()
         lr = optimizer1.param_groups[0]["lr"]
         stage1.train()
         stage2.train()
-        sums = {"stage1_loss": 0.0, "stage2_loss": 0.0, "hard_mean_loss": 0.0}
-        sums_teacher = {"consistency_loss": 0.0}
-        batch_loss_sum, n_steps = 0.0, 0
-        weight = decay = 0.0
+        sums = {"stage1_loss": 0.0, "batch_mean_loss": 0.0}
+        stage2_sums = {"stage2_loss": 0.0, "hard_mean_loss": 0.0}
+        teacher_sums = {"consistency_loss": 0.0, "logit_distance": 0.0}
+        n_steps = n_stage2_steps = n_excluded = 0
         for step, batch in enumerate(loader):
-            inputs, labels, _ = batch
+            inputs, labels, indices = batch
             labels = torch.as_tensor(labels)
             labeled = labels >= 0
             if not labeled.any():
                 continue
-            if use_teacher:
+            if teacher_loop is not None:
                 if not isinstance(inputs, list | tuple) or len(inputs) != 2:
                     raise ValueError(
                         "with mean_teacher the loader must yield ((student_view, teacher_view), "
                         "y, idx): use data.TwoViews"
                     )
-                student_view, teacher_view = inputs
+                result = teacher_loop.step(batch, progress=epoch + step / steps_per_epoch)
+                images, labels, indices = result.inputs, result.labels, result.indices.cpu()
+                per_sample = result.class_losses
+                stage1_loss = result.loss
+                teacher_sums["consistency_loss"] += result.consistency_loss
+                teacher_sums["logit_distance"] += result.logit_distance
             else:
                 if isinstance(inputs, list | tuple):
                     raise ValueError("two views per image need mean_teacher; pass one view")
-                student_view, teacher_view = inputs, None
-            images = student_view[labeled].to(device, non_blocking=True)
-            labels = labels[labeled].to(device)
-
-            if use_teacher:
-                assert unlabeled_batches is not None
-                (unlabeled_student, unlabeled_teacher), _, _ = next(unlabeled_batches)
-                # One forward over labeled + unlabeled views, as mean_teacher_step does, so
-                # BatchNorm normalises both with the same batch statistics.
-                student_logits = stage1(torch.cat([images, unlabeled_student.to(device)]))
-                logits = student_logits[: len(labels)]
-            else:
-                logits = stage1(images)
-            per_sample = F.cross_entropy(logits, labels, reduction="none")
-            stage1_loss = per_sample.mean()
-            if use_teacher:
-                assert mean_teacher is not None and stage1_teacher is not None
-                assert teacher_view is not None
-                progress = epoch + step / steps_per_epoch
-                weight = mean_teacher.consistency_weight * sigmoid_rampup(
-                    progress, mean_teacher.rampup_epochs
-                )
-                base_decay = mean_teacher.ema_decay
-                if (
-                    mean_teacher.ema_decay_after_rampup is not None
-                    and progress >= mean_teacher.rampup_epochs
-                ):
-                    base_decay = mean_teacher.ema_decay_after_rampup
-                decay = min(base_decay, 1.0 - 1.0 / (global_step + 1))
-                stage1_teacher.train()
-                with torch.no_grad():
-                    teacher_logits = stage1_teacher(
-                        torch.cat([teacher_view[labeled], unlabeled_teacher]).to(device)
-                    )
-                consistency = softmax_mse_consistency(student_logits, teacher_logits)
-                stage1_loss = stage1_loss + weight * consistency
-                sums_teacher["consistency_loss"] += float(consistency.detach())
-            optimizer1.zero_grad(set_to_none=True)
-            stage1_loss.backward()
-            optimizer1.step()
-            scheduler1.step()
-            if use_teacher:
-                assert stage1_teacher is not None
-                ema_update(stage1_teacher, stage1, decay=decay)
-
-            hard = ohem_select(per_sample.detach(), b=config.hard_count(len(labels)))
-            stage2_loss = F.cross_entropy(stage2(images[hard]), labels[hard])
-            optimizer2.zero_grad(set_to_none=True)
-            stage2_loss.backward()
-            optimizer2.step()
-            scheduler2.step()
-
-            sums["stage1_loss"] += float(stage1_loss.detach())
-            sums["stage2_loss"] += float(stage2_loss.detach())
-            sums["hard_mean_loss"] += float(per_sample.detach()[hard].mean())
-            batch_loss_sum += float(per_sample.detach().mean())
+                images = inputs[labeled].to(device, non_blocking=True)
+                labels = labels[labeled].to(device)
+                indices = torch.as_tensor(indices)[labeled]
+                per_sample = _stage1_supervised_step(stage1, optimizer1, images, labels)
+                scheduler1.step()
+                stage1_loss = float(per_sample.mean())
+            sums["stage1_loss"] += stage1_loss
+            sums["batch_mean_loss"] += float(per_sample.mean())
             n_steps += 1
-            global_step += 1
+
+            eligible = torch.nonzero(~torch.isin(indices.cpu(), excluded)).flatten().to(device)
+            n_excluded += len(labels) - len(eligible)
+            if len(eligible) > 0:
+                count = min(config.hard_count(len(labels)), len(eligible))
+                hard = eligible[ohem_select(per_sample[eligible], b=count)]
+                stage2_loss = F.cross_entropy(stage2(images[hard]), labels[hard])
+                optimizer2.zero_grad(set_to_none=True)
+                stage2_loss.backward()
+                optimizer2.step()
+                # Stepped only with its optimizer: a skipped batch (rare) leaves stage 2's
+                # learning rate a little above zero at the end, never ahead of its steps.
+                scheduler2.step()
+                stage2_sums["stage2_loss"] += float(stage2_loss.detach())
+                stage2_sums["hard_mean_loss"] += float(per_sample[hard].mean())
+                n_stage2_steps += 1
         metrics: dict[str, float] = {"epoch": epoch}
-        for name, total in {**sums, **(sums_teacher if use_teacher else {})}.items():
+        for name, total in sums.items():
             metrics[name] = total / n_steps if n_steps else float("nan")
-        metrics["batch_mean_loss"] = batch_loss_sum / n_steps if n_steps else float("nan")
-        if use_teacher:
-            metrics["consistency_weight"] = weight
-            metrics["ema_decay"] = decay
+        for name, total in stage2_sums.items():
+            metrics[name] = total / n_stage2_steps if n_stage2_steps else float("nan")
+        metrics["stage2_excluded"] = n_excluded
+        if teacher_loop is not None:
+            for name, total in teacher_sums.items():
+                metrics[name] = total / n_steps if n_steps else float("nan")
+            metrics["consistency_weight"] = teacher_loop.consistency_weight
+            metrics["ema_decay"] = teacher_loop.ema_decay
         metrics["lr"] = lr
         metrics["seconds"] = time.perf_counter() - started
         history.append(metrics)

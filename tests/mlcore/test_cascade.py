@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from mlcore import cascade
+from mlcore import cascade, mean_teacher
 from mlcore.config import TrainConfig
 from mlcore.data import make_loader
 from mlcore.mean_teacher import MeanTeacherConfig, make_teacher
@@ -98,19 +98,30 @@ class _Blobs(Dataset):
 
 
 class _Recording(nn.Module):
-    """A linear classifier that remembers what it saw (inputs and outputs) in training mode."""
+    """A small MLP that remembers what it saw (inputs and outputs) in training mode.
+
+    It exposes what a two-head Mean Teacher student needs: ``forward_with_features`` (the hidden
+    layer is the one "feature map"), ``embedding_dim`` and ``num_classes``."""
+
+    embedding_dim = 16
+    num_classes = 2
 
     def __init__(self, seed: int) -> None:
         super().__init__()
         torch.manual_seed(seed)
-        self.net = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 2))
+        self.body = nn.Sequential(nn.Linear(6, 16), nn.ReLU())
+        self.fc = nn.Linear(16, 2)
         self.seen: list[tuple[torch.Tensor, torch.Tensor]] = []
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.net(x)
+    def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        hidden = self.body(x)
+        logits = self.fc(hidden)
         if self.training:
             self.seen.append((x.detach().clone(), logits.detach().clone()))
-        return logits
+        return logits, [hidden]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_features(x)[0]
 
 
 def test_train_cascade_feeds_stage2_exactly_the_hardest_of_each_batch():
@@ -133,7 +144,71 @@ def test_train_cascade_feeds_stage2_exactly_the_hardest_of_each_batch():
         assert {tuple(r.tolist()) for r in hard_inputs} == {tuple(r.tolist()) for r in hardest}
     for epoch in history:
         assert epoch["hard_mean_loss"] >= epoch["batch_mean_loss"]
+        assert epoch["stage2_excluded"] == 0
     assert history[-1]["stage1_loss"] < history[0]["stage1_loss"]
+
+
+def _planted_flag(seed: int) -> tuple[_Blobs, int]:
+    """Blobs with one sample planted far on the positive side but labeled negative: its loss
+    dwarfs every other, so plain OHEM sends it to stage 2 in every batch it is in."""
+    dataset = _Blobs(seed=seed, n=96)
+    planted = int(np.flatnonzero(dataset.labels == 1)[0])
+    dataset.x[planted] = 6.0
+    dataset.labels[planted] = 0
+    return dataset, planted
+
+
+@pytest.mark.parametrize("container", [set, list, np.array])
+def test_flagged_sample_with_huge_loss_never_reaches_stage2(container):
+    dataset, planted = _planted_flag(seed=10)
+    planted_row = dataset.x[planted]
+
+    def stage2_saw_planted(exclude) -> tuple[bool, list[dict[str, float]]]:
+        loader = make_loader(dataset, batch_size=16, shuffle=True, seed=0)
+        stage1, stage2 = _Recording(0), _Recording(1)
+        history = cascade.train_cascade(
+            stage1,
+            stage2,
+            loader,
+            config=cascade.CascadeConfig(batch_a=16, hard_b=4),
+            train=TrainConfig(epochs=3, batch_size=16, lr=0.05, device="cpu", seed=0),
+            stage2_exclude=exclude,
+        )
+        assert any(torch.equal(row, planted_row) for x, _ in stage1.seen for row in x)
+        seen = any(torch.equal(row, planted_row) for x, _ in stage2.seen for row in x)
+        return seen, history
+
+    # The control: without the exclusion, the planted label is among the hardest.
+    assert stage2_saw_planted(None)[0]
+    seen, history = stage2_saw_planted(container([planted]))
+    assert not seen
+    assert [epoch["stage2_excluded"] for epoch in history] == [1, 1, 1]
+
+
+def test_batch_with_only_excluded_labels_skips_stage2():
+    dataset = _Blobs(seed=11, n=32)
+    loader = make_loader(dataset, batch_size=16, shuffle=False, seed=0)
+    stage1, stage2 = _Recording(0), _Recording(1)
+    history = cascade.train_cascade(
+        stage1,
+        stage2,
+        loader,
+        config=cascade.CascadeConfig(batch_a=16, hard_b=4),
+        train=TrainConfig(epochs=1, batch_size=16, lr=0.05, device="cpu", seed=0),
+        stage2_exclude=range(16),  # the whole first batch
+    )
+    assert len(stage1.seen) == 2 and len(stage2.seen) == 1
+    assert all(row.tolist() not in dataset.x[:16].tolist() for row in stage2.seen[0][0])
+    assert history[0]["stage2_excluded"] == 16
+    with pytest.raises(ValueError, match="boolean mask"):
+        cascade.train_cascade(
+            _Recording(0),
+            _Recording(1),
+            loader,
+            config=cascade.CascadeConfig(batch_a=16, hard_b=4),
+            train=TrainConfig(epochs=1, batch_size=16, device="cpu"),
+            stage2_exclude=np.zeros(32, dtype=bool),
+        )
 
 
 def test_cascade_predict_scores_in_dataset_order_and_applies_and():
@@ -183,7 +258,8 @@ class _TwoViewBlobs(Dataset):
         return views, label if self.labeled else -1, index
 
 
-def test_train_cascade_with_mean_teacher_updates_the_teacher_by_ema():
+@pytest.mark.parametrize("logit_distance_cost", [0.01, None])
+def test_train_cascade_with_mean_teacher_updates_the_teacher_by_ema(logit_distance_cost):
     labeled = make_loader(
         _TwoViewBlobs(_Blobs(7, 64), labeled=True), batch_size=16, shuffle=True, seed=0
     )
@@ -199,7 +275,12 @@ def test_train_cascade_with_mean_teacher_updates_the_teacher_by_ema():
         config=cascade.CascadeConfig(batch_a=16, hard_b=4),
         train=TrainConfig(epochs=2, batch_size=16, lr=0.05, device="cpu", seed=0),
         unlabeled_loader=unlabeled,
-        mean_teacher=MeanTeacherConfig(ema_decay=0.0, consistency_weight=5.0, rampup_epochs=1),
+        mean_teacher=MeanTeacherConfig(
+            ema_decay=0.0,
+            consistency_weight=5.0,
+            rampup_epochs=1,
+            logit_distance_cost=logit_distance_cost,
+        ),
         stage1_teacher=teacher,
     )
     # decay 0 makes the teacher a copy of the student after every step.
@@ -210,6 +291,39 @@ def test_train_cascade_with_mean_teacher_updates_the_teacher_by_ema():
     # Stage 1 saw labeled + unlabeled student views; stage 2 only the 4 hardest labeled ones.
     assert {x.shape[0] for x, _ in stage1.seen} == {32}
     assert {x.shape[0] for x, _ in stage2.seen} == {4}
+    two_heads = logit_distance_cost is not None
+    assert all((epoch["logit_distance"] > 0) == two_heads for epoch in history)
+
+
+def test_cascade_and_train_mean_teacher_share_one_step(monkeypatch):
+    # Stage 1 of the cascade must train through mean_teacher_step, the code train_mean_teacher
+    # runs, not a copy of it: a second copy had drifted (issue 7).
+    calls = []
+    original = mean_teacher.mean_teacher_step
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs["consistency_head"] is not None)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(mean_teacher, "mean_teacher_step", counting)
+    labeled = make_loader(
+        _TwoViewBlobs(_Blobs(12, 48), labeled=True), batch_size=16, shuffle=True, seed=0
+    )
+    unlabeled = make_loader(
+        _TwoViewBlobs(_Blobs(13, 48), labeled=False), batch_size=16, shuffle=True, seed=1
+    )
+    stage1 = _Recording(0)
+    cascade.train_cascade(
+        stage1,
+        _Recording(1),
+        labeled,
+        config=cascade.CascadeConfig(batch_a=16, hard_b=4),
+        train=TrainConfig(epochs=2, batch_size=16, lr=0.05, device="cpu", seed=0),
+        unlabeled_loader=unlabeled,
+        mean_teacher=MeanTeacherConfig(),
+        stage1_teacher=make_teacher(stage1),
+    )
+    assert calls == [True] * (2 * len(labeled))
 
 
 def test_train_cascade_mean_teacher_needs_teacher_and_unlabeled_loader():

@@ -11,6 +11,8 @@ from mlcore.data import ArrayImageDataset, TwoViews, make_loader
 from mlcore.mean_teacher import (
     MeanTeacherConfig,
     ema_update,
+    logit_distance,
+    make_consistency_head,
     make_teacher,
     mean_teacher_step,
     sigmoid_rampup,
@@ -98,14 +100,19 @@ def _two_view_loader(images, labels, *, seed: int):
     return make_loader(dataset, batch_size=8, shuffle=True, seed=seed, drop_last=True)
 
 
-def test_one_step_uses_labels_only_where_present():
+def _batches():
     images, labels = make_square_images(16)
     labeled = next(iter(_two_view_loader(images, labels, seed=0)))
     unlabeled = next(iter(_two_view_loader(images, labels * 0 - 1, seed=1)))
+    return labeled, unlabeled
+
+
+def test_one_step_uses_labels_only_where_present():
+    labeled, unlabeled = _batches()
     student = _student()
     teacher = make_teacher(student)
     optimizer = torch.optim.SGD(student.parameters(), lr=0.1)
-    losses = mean_teacher_step(
+    step = mean_teacher_step(
         student,
         teacher,
         optimizer,
@@ -115,8 +122,14 @@ def test_one_step_uses_labels_only_where_present():
         ema_decay=0.5,
         device="cpu",
     )
-    assert losses["class_loss"] > 0 and losses["consistency_loss"] >= 0
-    assert losses["loss"] == pytest.approx(losses["class_loss"] + losses["consistency_loss"])
+    assert step.class_loss > 0 and step.consistency_loss >= 0
+    assert step.loss == pytest.approx(step.class_loss + step.consistency_loss)
+    assert step.logit_distance == 0.0
+    # The labeled items come back for OHEM: their student views, labels and per-sample losses.
+    assert step.inputs.shape == labeled[0][0].shape
+    assert torch.equal(step.labels, labeled[1]) and torch.equal(step.indices, labeled[2])
+    assert step.class_losses.shape == (8,)
+    assert float(step.class_losses.mean()) == pytest.approx(step.class_loss, rel=1e-5)
     # An all-unlabeled "labeled" batch contributes only consistency.
     only_consistency = mean_teacher_step(
         student,
@@ -128,10 +141,133 @@ def test_one_step_uses_labels_only_where_present():
         ema_decay=0.5,
         device="cpu",
     )
-    assert only_consistency["class_loss"] == 0.0
+    assert only_consistency.class_loss == 0.0 and only_consistency.class_losses.shape == (0,)
 
 
-def test_mean_teacher_trains_on_a_toy_problem_and_the_teacher_lags_the_student():
+def _consistency_only_step(*, two_heads: bool):
+    """One plain-SGD step with nothing labeled and no logit distance: only the consistency cost
+    moves the student. Returns (class head weights before, after, consistency head or None)."""
+    _, unlabeled = _batches()
+    student = _student()
+    teacher = make_teacher(student)
+    # A teacher that disagrees with the student, so the consistency cost has a gradient.
+    for parameter in teacher.parameters():
+        parameter.add_(0.5 * torch.randn_like(parameter))
+    head = make_consistency_head(student) if two_heads else None
+    trained = list(student.parameters()) + (list(head.parameters()) if head else [])
+    optimizer = torch.optim.SGD(trained, lr=1.0)
+    before = student.fc.weight.detach().clone()
+    head_before = head.weight.detach().clone() if head else None
+    step = mean_teacher_step(
+        student,
+        teacher,
+        optimizer,
+        unlabeled,
+        unlabeled,
+        consistency_weight=1.0,
+        ema_decay=0.5,
+        device="cpu",
+        consistency_head=head,
+        logit_distance_cost=0.0,
+    )
+    assert step.consistency_loss > 0
+    return before, student.fc.weight.detach(), head, head_before
+
+
+def test_two_heads_keep_the_consistency_cost_off_the_class_head():
+    # The issue's failure: with one head the consistency cost flattens the classifying output.
+    before, after, head, head_before = _consistency_only_step(two_heads=True)
+    assert torch.equal(before, after)
+    assert not torch.equal(head.weight.detach(), head_before)
+    before, after, _, _ = _consistency_only_step(two_heads=False)
+    assert not torch.equal(before, after)
+
+
+def test_two_head_loss_adds_the_weighted_logit_distance():
+    labeled, unlabeled = _batches()
+    student = _student()
+    teacher = make_teacher(student)
+    head = make_consistency_head(student)
+    optimizer = torch.optim.SGD([*student.parameters(), *head.parameters()], lr=0.01)
+    step = mean_teacher_step(
+        student,
+        teacher,
+        optimizer,
+        labeled,
+        unlabeled,
+        consistency_weight=2.0,
+        ema_decay=0.5,
+        device="cpu",
+        consistency_head=head,
+        logit_distance_cost=0.5,
+    )
+    assert step.logit_distance > 0
+    assert step.loss == pytest.approx(
+        step.class_loss + 2.0 * step.consistency_loss + 0.5 * step.logit_distance, rel=1e-5
+    )
+    a, b = torch.randn(4, 3), torch.randn(4, 3)
+    assert torch.allclose(logit_distance(a, b), ((a - b) ** 2).mean())
+
+
+def _batchnorm_buffers(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {
+        name: buffer.clone()
+        for name, buffer in module.named_buffers()
+        if name.endswith(("running_mean", "running_var"))
+    }
+
+
+def test_teacher_batchnorm_statistics_are_the_ema_of_the_students_only():
+    # The teacher's train-mode forward must not move its running statistics; after the step
+    # they are decay * before + (1 - decay) * the student's (the module docstring's rule).
+    labeled, unlabeled = _batches()
+    student = _student()
+    teacher = make_teacher(student)
+    # Different statistics on each side, so a mix-up cannot pass by coincidence.
+    student(torch.randn(8, 3, 16, 16) * 3 + 1)
+    before = _batchnorm_buffers(teacher)
+    assert before
+    optimizer = torch.optim.SGD(student.parameters(), lr=0.01)
+    mean_teacher_step(
+        student,
+        teacher,
+        optimizer,
+        labeled,
+        unlabeled,
+        consistency_weight=1.0,
+        ema_decay=0.75,
+        device="cpu",
+    )
+    student_after = _batchnorm_buffers(student)
+    teacher_after = _batchnorm_buffers(teacher)
+    for name, value in before.items():
+        expected = 0.75 * value + 0.25 * student_after[name]
+        assert torch.allclose(teacher_after[name], expected, atol=1e-6), name
+    # The teacher normalised with batch statistics (train mode), as the paper's teacher does.
+    assert teacher.training
+
+
+def test_config_schedules_and_validation():
+    config = MeanTeacherConfig(
+        ema_decay=0.99, ema_decay_after_rampup=0.999, consistency_weight=10.0, rampup_epochs=2
+    )
+    assert config.two_heads
+    assert config.consistency_weight_at(2.0) == pytest.approx(10.0)
+    assert config.consistency_weight_at(0.0) == pytest.approx(10.0 * math.exp(-5))
+    assert config.ema_decay_at(0.5, step=0) == 0.0  # the first step copies the student
+    assert config.ema_decay_at(0.5, step=10_000) == 0.99
+    assert config.ema_decay_at(2.5, step=10_000) == 0.999
+    assert not MeanTeacherConfig(logit_distance_cost=None).two_heads
+    with pytest.raises(ValueError, match="logit_distance_cost"):
+        MeanTeacherConfig(logit_distance_cost=-1.0)
+    with pytest.raises(ValueError, match="forward_with_features"):
+        make_consistency_head(nn.Linear(3, 2))
+
+
+@pytest.mark.parametrize("logit_distance_cost", [0.01, None])
+def test_mean_teacher_trains_on_a_toy_problem_and_the_teacher_lags_the_student(
+    logit_distance_cost,
+):
     images, labels = make_square_images(96, seed=3)
     labeled_loader = _two_view_loader(images[:24], labels[:24], seed=0)
     unlabeled_loader = _two_view_loader(images[24:], None, seed=1)
@@ -143,7 +279,12 @@ def test_mean_teacher_trains_on_a_toy_problem_and_the_teacher_lags_the_student()
         teacher,
         labeled_loader,
         unlabeled_loader,
-        config=MeanTeacherConfig(ema_decay=0.9, consistency_weight=5.0, rampup_epochs=2),
+        config=MeanTeacherConfig(
+            ema_decay=0.9,
+            consistency_weight=5.0,
+            rampup_epochs=2,
+            logit_distance_cost=logit_distance_cost,
+        ),
         train=TrainConfig(epochs=4, lr=0.05, device="cpu"),
         on_epoch=lambda epoch, metrics: seen.append(metrics["consistency_weight"]),
     )
