@@ -1,4 +1,7 @@
-"""Entry point: python -m bench NAME [--quick] [--seed N] | python -m bench --list"""
+"""Entry point: python -m bench NAME [--quick] [--seed N] [options of NAME] | python -m bench --list
+
+A benchmark module may define ``add_arguments(parser)``: its options (seeds, sizes...) are then
+parsed from the rest of the command line and passed to its ``run`` as keyword arguments."""
 
 from __future__ import annotations
 
@@ -55,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="name the benchmarks")
     parser.add_argument("--quick", action="store_true", help="CI-sized run (under two minutes)")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
 
     names = available()
     if args.list or not args.name:
@@ -66,14 +69,22 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown benchmark {args.name!r}; known: {', '.join(sorted(names))}")
 
     module = importlib.import_module(f"bench.{args.name}")
+    options: dict = {}
+    if callable(getattr(module, "add_arguments", None)):
+        own = argparse.ArgumentParser(prog=f"python -m bench {args.name}")
+        module.add_arguments(own)
+        options = vars(own.parse_args(rest))
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     started = time.perf_counter()
-    figures = module.run(quick=args.quick, seed=args.seed)
+    figures = module.run(quick=args.quick, seed=args.seed, **options)
     wall = time.perf_counter() - started
     record = {
         "benchmark": args.name,
         "mode": "quick" if args.quick else "full",
         "command": "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv),
         "seed": args.seed,
+        "options": options,
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "wall_seconds": round(wall, 1),
         "machine": machine(),

@@ -1,39 +1,53 @@
-"""Noisy-label detection: O2U-Net vs cleanlab on out-of-fold probabilities, then retraining.
+"""Noisy-label detection: O2U-Net vs a plain loss ranking vs cleanlab, over seeds, then retraining.
 
-Protocol 1 of shared/DATA.md. A fixed Fashion-MNIST train subset gets seeded, exact label noise
-(20% symmetric, 40% symmetric, 20% pair-flip c -> c+1 mod 10), plus the rare binary task with its
+Protocol 1 of shared/DATA.md. A seeded Fashion-MNIST train subset gets exact label noise (20%
+symmetric, 40% symmetric, 20% pair-flip c -> c+1 mod 10), plus the rare binary task with its
 asymmetric noise (10% of positives labeled negative, 0.5% of negatives labeled positive). Each
-detector flags k = the number of corrupted labels:
+detector ranks every sample; the top k = the number of corrupted labels are flagged.
 
-- O2U-Net (mlcore.o2u, Huang et al. ICCV 2019): ordinary training for ``pretrain_epochs``, then
-  the cyclic learning-rate phase; samples ranked by normalised mean loss, top k flagged.
-- cleanlab (Northcutt et al., "Confident Learning", JAIR 2021): out-of-fold predicted
-  probabilities from K-fold cross-validation of the same network; its ``find_label_issues``
-  ranks by self-confidence. "cleanlab@k" takes the k lowest label-quality scores (the order
-  ``find_label_issues`` returns its issues in); "cleanlab own" is the set ``find_label_issues``
-  flags by itself (its own estimate of how many there are), reported for information.
+The two loss-based detectors run `mlcore.o2u.find_label_noise`, the function the app's
+`detect_noise` job runs (labeling/ml/noise.py), on the same network:
 
-Equal budget: both detectors get the same number of sample-epochs of training of the same network
-(O2U: ``pretrain + cycle_length * n_cycles`` epochs over N; cleanlab: K folds x ``fold_epochs``
-over (K-1)/K of N). Then three networks are trained from scratch with the same epochs: on the
-noisy labels, on the set minus O2U's flags, on the set minus cleanlab@k's flags; the test split
-(t10k, never trained on) gives their accuracy (10 classes) or AP and recall at 95% precision at 1%
-prevalence (rare task).
+- O2U-Net (``method="o2u"``, Huang et al. ICCV 2019): ``pretrain_epochs`` of ordinary training,
+  then the cyclic learning-rate phase; ranked by normalised mean loss over the cyclic epochs.
+- plain loss (``method="loss"``): the same ``pretrain_epochs`` of ordinary training (the very
+  network O2U starts its cyclic phase from: same seed, same batches), then each sample's loss in
+  one evaluation pass. It answers "what does the cyclic phase add?".
+- plain loss, equal budget: ``method="loss"`` after ``pretrain + cycle_length * n_cycles``
+  epochs of ordinary training, i.e. O2U's whole training budget spent the ordinary way.
+- cleanlab (Northcutt et al., "Confident Learning", JAIR 2021): out-of-fold probabilities from
+  K-fold cross-validation of the same network at the same budget (K folds x ``fold_epochs`` over
+  (K-1)/K of N); "cleanlab@k" takes the k lowest self-confidence scores, "cleanlab own" is the
+  set ``find_label_issues`` flags by itself (its own estimate of how many there are).
+
+Per detector: precision of the k flagged (= recall, since k is the number corrupted), precision
+of the top 5% (METHOD.md's operating point) and AUROC of the whole ranking against the corrupted
+mask. Then networks are trained from scratch with the same epochs on the noisy labels and on
+the set minus each detector's flags (O2U, plain loss, cleanlab) and tested on t10k (never
+trained on): accuracy (10 classes) or AP and recall at 95% precision at 1% prevalence (rare).
+
+Every figure is repeated over ``--seeds`` (default three) and reported as mean and sample
+standard deviation, with the per-seed values in the JSON. Options (``python -m bench noise
+--help``): ``--seeds``, ``--noise`` (which settings), ``--train-size``, ``--test-size``,
+``--pretrain-epochs``, ``--cycle-length``, ``--n-cycles``, ``--retrain-epochs``, ``--no-retrain``.
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import time
 from dataclasses import dataclass
 
 import numpy as np
 from cleanlab.filter import find_label_issues
 from cleanlab.rank import get_label_quality_scores
+from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
 from bench import common
-from mlcore.o2u import O2UConfig, detect_noise
-from mlcore.train import fit
+from mlcore import o2u
+from mlcore.data import ArrayImageDataset
 
 
 @dataclass(frozen=True)
@@ -44,7 +58,7 @@ class Budget:
     cycle_length: int
     n_cycles: int
     folds: int
-    retrain_epochs: int
+    retrain_epochs: int  # 0: no retraining
 
     @property
     def detector_epochs(self) -> int:
@@ -60,7 +74,7 @@ class Budget:
 
 
 FULL = Budget(
-    train_size=4000,
+    train_size=3000,
     test_size=None,
     pretrain_epochs=2,
     cycle_length=3,
@@ -69,16 +83,42 @@ FULL = Budget(
     retrain_epochs=5,
 )
 QUICK = Budget(
-    train_size=1200,
-    test_size=2000,
+    train_size=600,
+    test_size=1000,
     pretrain_epochs=1,
     cycle_length=3,
     n_cycles=1,
     folds=3,
-    retrain_epochs=3,
+    retrain_epochs=2,  # a smoke test of the retraining path, not a measurement
 )
 
 SETTINGS = ("symmetric_20", "symmetric_40", "pairflip_20", "rare_asymmetric")
+# name in the results: (label in tables and plots)
+DETECTORS = {
+    "o2u": "O2U-Net",
+    "loss": "plain loss (same pre-training)",
+    "loss_equal_budget": "plain loss (equal budget)",
+    "cleanlab": "cleanlab (out-of-fold)",
+}
+DEFAULT_SEEDS = 3
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The benchmark's own options (bench/__main__.py passes them to :func:`run`)."""
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        help=f"seeds to repeat every setting with (default: {DEFAULT_SEEDS} from --seed on)",
+    )
+    parser.add_argument("--noise", nargs="+", choices=SETTINGS, help="settings (default: all)")
+    parser.add_argument("--train-size", type=int, help="images per setting (rare pool too)")
+    parser.add_argument("--test-size", type=int, help="t10k images to test on (0: all)")
+    parser.add_argument("--pretrain-epochs", type=int)
+    parser.add_argument("--cycle-length", type=int)
+    parser.add_argument("--n-cycles", type=int)
+    parser.add_argument("--retrain-epochs", type=int, help="0 skips retraining")
+    parser.add_argument("--no-retrain", action="store_true", help="same as --retrain-epochs 0")
 
 
 def _corrupt(setting: str, labels: np.ndarray, *, seed: int) -> common.NoisyLabels:
@@ -93,25 +133,32 @@ def _corrupt(setting: str, labels: np.ndarray, *, seed: int) -> common.NoisyLabe
     raise ValueError(f"unknown noise setting {setting!r}")
 
 
-def _o2u_ranking(
-    images: np.ndarray, noisy: np.ndarray, *, num_classes: int, budget: Budget, seed: int
-) -> np.ndarray:
-    """O2U order of the samples, most suspicious first."""
-    model = common.new_network(num_classes, seed=seed)
-    loader = common.array_loader(images, noisy, shuffle=True, seed=seed)
-    fit(model, loader, train=common.train_config(epochs=budget.pretrain_epochs, seed=seed))
-    config = O2UConfig(
-        cycle_length=budget.cycle_length,
-        n_cycles=budget.n_cycles,
-        lr_max=common.LEARNING_RATE,
-        lr_min=0.001,
-        batch_size=common.BATCH_SIZE,
-        device="cpu",
-        seed=seed,
+def _find(
+    images: np.ndarray,
+    noisy: np.ndarray,
+    *,
+    num_classes: int,
+    method: str,
+    pretrain_epochs: int,
+    budget: Budget,
+    seed: int,
+) -> o2u.NoiseDetection:
+    """The app's detector (mlcore.o2u.find_label_noise) on a fresh benchmark network."""
+    return o2u.find_label_noise(
+        common.new_network(num_classes, seed=seed),
+        ArrayImageDataset(images, noisy),
+        config=o2u.O2UConfig(
+            pretrain_epochs=pretrain_epochs,
+            cycle_length=budget.cycle_length,
+            n_cycles=budget.n_cycles,
+            lr_max=common.LEARNING_RATE,
+            lr_min=0.001,
+            batch_size=common.BATCH_SIZE,
+            device="cpu",
+            seed=seed,
+        ),
+        method=method,
     )
-    dataset = loader.dataset
-    ranking = detect_noise(model, dataset, config=config)
-    return ranking.order
 
 
 def _out_of_fold_probs(
@@ -131,6 +178,17 @@ def _out_of_fold_probs(
     return probs
 
 
+def _ranking_quality(scores: np.ndarray, corrupted: np.ndarray, *, k: int) -> dict[str, float]:
+    """scores: (N,) higher = more suspicious. Precision of the top k and of the top 5%, AUROC."""
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+    top5 = order[: int(round(0.05 * len(order)))]
+    return {
+        "precision_at_k": common.flag_quality(order[:k], corrupted)["precision"],
+        "precision_top_5_percent": common.flag_quality(top5, corrupted)["precision"],
+        "auroc": float(roc_auc_score(corrupted.astype(int), scores)),
+    }
+
+
 def _evaluate(
     images: np.ndarray,
     labels: np.ndarray,
@@ -145,13 +203,14 @@ def _evaluate(
         images, labels, num_classes=num_classes, epochs=budget.retrain_epochs, seed=seed
     )
     probs = common.predict(model, test_images)
-    figures = {"test_accuracy": common.accuracy(probs, test_labels), "train_size": len(labels)}
+    figures = {"test_accuracy": common.accuracy(probs, test_labels)}
     if num_classes == 2:
         figures.update(common.rare_metrics(test_labels, probs[:, 1]))
     return figures
 
 
-def _one_setting(setting: str, *, budget: Budget, seed: int) -> dict:
+def _one_run(setting: str, *, budget: Budget, seed: int) -> dict:
+    """One setting, one seed: every detector's quality, and (optionally) retraining."""
     started = time.perf_counter()
     train_images, train_classes = common.fashion_mnist("train")
     test_images, test_classes = common.fashion_mnist("test")
@@ -171,69 +230,128 @@ def _one_setting(setting: str, *, budget: Budget, seed: int) -> dict:
         num_classes = common.NUM_CLASSES
     noisy = _corrupt(setting, clean, seed=seed + 1)
     k = noisy.n_corrupted
+    corrupted = noisy.corrupted
 
-    o2u_order = _o2u_ranking(
-        images, noisy.labels, num_classes=num_classes, budget=budget, seed=seed + 2
-    )
-    o2u_flags = o2u_order[:k]
+    scores: dict[str, np.ndarray] = {}
+    functions: set[str] = set()
+    seconds: dict[str, float] = {}
+    for name, method, pretrain in (
+        ("o2u", "o2u", budget.pretrain_epochs),
+        ("loss", "loss", budget.pretrain_epochs),
+        ("loss_equal_budget", "loss", budget.detector_epochs),
+    ):
+        tick = time.perf_counter()
+        found = _find(
+            images,
+            noisy.labels,
+            num_classes=num_classes,
+            method=method,
+            pretrain_epochs=pretrain,
+            budget=budget,
+            seed=seed + 2,
+        )
+        seconds[name] = time.perf_counter() - tick
+        scores[name] = found.ranking.scores
+        functions.add(found.function)
+    tick = time.perf_counter()
     oof = _out_of_fold_probs(
         images, noisy.labels, num_classes=num_classes, budget=budget, seed=seed + 3
     )
     quality = get_label_quality_scores(noisy.labels, oof, method="self_confidence")
-    cleanlab_flags = np.argsort(quality, kind="stable")[:k]
     cleanlab_own = find_label_issues(noisy.labels, oof, return_indices_ranked_by="self_confidence")
-    top5 = o2u_order[: int(round(0.05 * len(o2u_order)))]
+    seconds["cleanlab"] = time.perf_counter() - tick
+    scores["cleanlab"] = -quality  # low label quality = suspicious
 
-    retrain = {}
-    for name, drop in (
-        ("noisy", None),
-        ("o2u_cleaned", o2u_flags),
-        ("cleanlab_cleaned", cleanlab_flags),
-    ):
-        keep = np.ones(len(noisy.labels), dtype=bool)
-        if drop is not None:
-            keep[drop] = False
-        retrain[name] = _evaluate(
-            images[keep],
-            noisy.labels[keep],
-            test_images,
-            test_labels,
-            num_classes=num_classes,
-            budget=budget,
-            seed=seed + 4,
-        )
-    return {
+    detectors = {name: _ranking_quality(scores[name], corrupted, k=k) for name in DETECTORS}
+    run = {
+        "seed": seed,
         "train_size": len(clean),
         "corrupted": k,
-        "detector_budget_sample_epochs": budget.detector_epochs * len(clean),
-        "o2u_at_k": common.flag_quality(o2u_flags, noisy.corrupted),
-        "o2u_top_5_percent": common.flag_quality(top5, noisy.corrupted),
-        "cleanlab_at_k": common.flag_quality(cleanlab_flags, noisy.corrupted),
-        "cleanlab_own": common.flag_quality(cleanlab_own, noisy.corrupted),
-        "retrain": retrain,
-        "seconds": time.perf_counter() - started,
+        "detectors": detectors,
+        "cleanlab_own": common.flag_quality(cleanlab_own, corrupted),
+        "detector_seconds": seconds,
+    }
+    if budget.retrain_epochs:
+        retrain = {}
+        for name in ("noisy", "o2u", "loss", "cleanlab"):
+            keep = np.ones(len(noisy.labels), dtype=bool)
+            if name != "noisy":
+                keep[np.argsort(-scores[name], kind="stable")[:k]] = False
+            retrain[name] = _evaluate(
+                images[keep],
+                noisy.labels[keep],
+                test_images,
+                test_labels,
+                num_classes=num_classes,
+                budget=budget,
+                seed=seed + 4,
+            )
+        run["retrain"] = retrain
+    run["pipeline_functions"] = sorted(functions)
+    run["seconds"] = time.perf_counter() - started
+    return run
+
+
+def _mean_sd(values: list[float]) -> dict[str, float]:
+    array = np.asarray(values, dtype=np.float64)
+    return {
+        "mean": float(array.mean()),
+        "sd": float(array.std(ddof=1)) if len(array) > 1 else None,  # one seed: no spread
+        "n": len(array),
     }
 
 
-def _plot(results: dict, *, quick: bool) -> str:
+def _summarise(runs: list[dict]) -> dict:
+    """Mean and sample sd over the seeds of every detector metric and retraining figure."""
+    summary: dict = {"corrupted": _mean_sd([r["corrupted"] for r in runs])}
+    summary["detectors"] = {
+        name: {
+            metric: _mean_sd([r["detectors"][name][metric] for r in runs])
+            for metric in runs[0]["detectors"][name]
+        }
+        for name in DETECTORS
+    }
+    summary["cleanlab_own"] = {
+        metric: _mean_sd([r["cleanlab_own"][metric] for r in runs])
+        for metric in ("flagged", "precision", "recall")
+    }
+    if "retrain" in runs[0]:
+        summary["retrain"] = {
+            name: {
+                metric: _mean_sd([r["retrain"][name][metric] for r in runs])
+                for metric in runs[0]["retrain"][name]
+            }
+            for name in runs[0]["retrain"]
+        }
+    return summary
+
+
+def _plot(summaries: dict, *, quick: bool, seeds: list[int]) -> str:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(7.0, 4.0), dpi=100)
+    figure = Figure(figsize=(8.0, 4.2), dpi=100)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot(1, 1, 1)
-    names = list(results)
+    names = list(summaries)
     x = np.arange(len(names))
-    for offset, (key, label) in zip(
-        (-0.2, 0.2), (("o2u_at_k", "O2U-Net"), ("cleanlab_at_k", "cleanlab (out-of-fold)"))
-    ):
-        axes.bar(x + offset, [results[n][key]["precision"] for n in names], 0.4, label=label)
+    width = 0.8 / len(DETECTORS)
+    for n, (key, label) in enumerate(DETECTORS.items()):
+        stats = [summaries[s]["detectors"][key]["precision_at_k"] for s in names]
+        axes.bar(
+            x + (n - (len(DETECTORS) - 1) / 2) * width,
+            [v["mean"] for v in stats],
+            width,
+            yerr=[v["sd"] or 0.0 for v in stats],
+            capsize=2,
+            label=label,
+        )
     axes.set_xticks(x, names)
     axes.set_ylabel("precision of the k flagged (k = # corrupted)")
-    axes.set_ylim(0, 1.15)
+    axes.set_ylim(0, 1.2)
     axes.grid(True, axis="y", alpha=0.3)
-    axes.legend(loc="upper center", ncols=2)
-    axes.set_title("Noisy-label detection, Fashion-MNIST, equal training budget")
+    axes.legend(loc="upper center", ncols=2, fontsize="small")
+    axes.set_title(f"Noisy-label detection, Fashion-MNIST, mean ± sd over {len(seeds)} seed(s)")
     path = common.image_name("noise", quick)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.tight_layout()
@@ -241,16 +359,49 @@ def _plot(results: dict, *, quick: bool) -> str:
     return str(path.relative_to(common.REPO_ROOT))
 
 
-def run(*, quick: bool, seed: int) -> dict:
+def run(
+    *,
+    quick: bool,
+    seed: int,
+    seeds: list[int] | None = None,
+    noise: list[str] | None = None,
+    train_size: int | None = None,
+    test_size: int | None = None,
+    pretrain_epochs: int | None = None,
+    cycle_length: int | None = None,
+    n_cycles: int | None = None,
+    retrain_epochs: int | None = None,
+    no_retrain: bool = False,
+) -> dict:
     threads = common.limit_threads()
     budget = QUICK if quick else FULL
-    results = {setting: _one_setting(setting, budget=budget, seed=seed) for setting in SETTINGS}
+    overrides = {
+        "train_size": train_size,
+        "pretrain_epochs": pretrain_epochs,
+        "cycle_length": cycle_length,
+        "n_cycles": n_cycles,
+        "retrain_epochs": 0 if no_retrain else retrain_epochs,
+    }
+    budget = dataclasses.replace(budget, **{k: v for k, v in overrides.items() if v is not None})
+    if test_size is not None:
+        budget = dataclasses.replace(budget, test_size=test_size or None)
+    budget.fold_epochs  # noqa: B018 - refuse an unequal budget before any training
+    seeds = list(seeds) if seeds else [seed + n for n in range(DEFAULT_SEEDS)]
+    settings = list(noise) if noise else list(SETTINGS)
+    per_seed = {s: [_one_run(s, budget=budget, seed=value) for value in seeds] for s in settings}
+    summaries = {s: _summarise(runs) for s, runs in per_seed.items()}
+    functions = sorted(
+        {name for runs in per_seed.values() for r in runs for name in r["pipeline_functions"]}
+    )
     return common.rounded(
         {
             "network": common.backbone(common.NUM_CLASSES).__dict__,
             "torch_threads": threads,
             "budget": budget.__dict__ | {"fold_epochs": budget.fold_epochs},
-            "settings": results,
-            "plot": _plot(results, quick=quick),
+            "seeds": seeds,
+            "pipeline_functions": functions,
+            "settings": summaries,
+            "runs": per_seed,
+            "plot": _plot(summaries, quick=quick, seeds=seeds),
         }
     )

@@ -18,6 +18,16 @@ Departures from the paper:
   ``lr_min`` at its last, then back), and :func:`cyclic_lr` also accepts fractional epochs.
 - The caller's pre-trained model is deep-copied and left untouched; the paper's third step
   (retrain from scratch on the cleaned data) belongs to the caller.
+- Pre-training is a fixed number of epochs (``O2UConfig.pretrain_epochs``) of
+  :func:`mlcore.train.fit`, not "until validation accuracy is stable": the app ranks every label
+  it has, so there is no held-out set of the same labels to watch.
+
+:func:`find_label_noise` is the whole detector as the app's ``detect_noise`` job and
+``bench/noise.py`` both run it: ordinary pre-training, then either O2U's cyclic phase
+(``method="o2u"``) or, as the baseline the cyclic phase must beat, a plain ranking by each
+sample's loss under the pre-trained network (``method="loss"``, :func:`rank_by_loss`). On
+Fashion-MNIST the two were close (docs/benchmarks.md, section 1), which is why the baseline is
+exposed here rather than kept inside the benchmark.
 """
 
 from __future__ import annotations
@@ -33,16 +43,25 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from mlcore.config import resolve_device
+from mlcore.config import TrainConfig, resolve_device
+from mlcore.data import make_loader
+from mlcore.train import fit, per_sample_losses
 
 __all__ = [
+    "NOISE_METHODS",
+    "NoiseDetection",
     "NoiseRanking",
     "O2UConfig",
     "cyclic_lr",
     "detect_noise",
+    "find_label_noise",
+    "rank_by_loss",
     "rank_by_noise",
     "record_cyclic_losses",
 ]
+
+# "o2u": pre-training then the cyclic phase; "loss": pre-training then one evaluation pass.
+NOISE_METHODS = ("o2u", "loss")
 
 
 def cyclic_lr(step: float, *, cycle_length: int, lr_max: float, lr_min: float) -> float:
@@ -67,8 +86,14 @@ def cyclic_lr(step: float, *, cycle_length: int, lr_max: float, lr_min: float) -
 
 @dataclass(frozen=True)
 class O2UConfig:
-    """Settings of the cyclic phase. The defaults are METHOD.md's (top 5% are suspects)."""
+    """Settings of the detector. The defaults are METHOD.md's (top 5% are suspects).
 
+    ``pretrain_epochs`` is used by :func:`find_label_noise` only (ordinary training at
+    ``lr_max`` with mlcore.train's cosine schedule); :func:`detect_noise` takes a model that
+    is already pre-trained. The cyclic phase runs ``cycle_length * n_cycles`` epochs.
+    """
+
+    pretrain_epochs: int = 0
     cycle_length: int = 5
     n_cycles: int = 2
     lr_max: float = 0.05
@@ -82,6 +107,8 @@ class O2UConfig:
     num_workers: int = 0
 
     def __post_init__(self) -> None:
+        if self.pretrain_epochs < 0:
+            raise ValueError(f"pretrain_epochs must be >= 0, got {self.pretrain_epochs}")
         if self.cycle_length < 1 or self.n_cycles < 1:
             raise ValueError("cycle_length and n_cycles must be >= 1")
         if not 0 < self.lr_min <= self.lr_max:
@@ -129,6 +156,19 @@ def rank_by_noise(losses: np.ndarray, *, fraction: float = 0.05) -> NoiseRanking
     order = np.argsort(-scores, kind="stable").astype(np.int64)
     n_suspects = int(round(fraction * values.shape[1]))
     return NoiseRanking(order=order, scores=scores, suspects=order[:n_suspects])
+
+
+def rank_by_loss(losses: np.ndarray, *, fraction: float = 0.05) -> NoiseRanking:
+    """Rank samples by one per-sample loss, highest first: the plain baseline O2U must beat.
+
+    losses: (n_samples,) e.g. the cross-entropy of each sample's label under a pre-trained
+    network. Scores are the losses divided by their mean (1.0 = an average sample), the same
+    scale as :func:`rank_by_noise` (which this is, for a single epoch).
+    """
+    values = np.asarray(losses, dtype=np.float64)
+    if values.ndim != 1:
+        raise ValueError(f"losses must have shape (n_samples,), got {values.shape}")
+    return rank_by_noise(values[None, :], fraction=fraction)
 
 
 def record_cyclic_losses(
@@ -205,3 +245,110 @@ def detect_noise(
     (:func:`record_cyclic_losses` then :func:`rank_by_noise` with ``config.fraction``)."""
     losses = record_cyclic_losses(model, dataset, config=config, on_epoch=on_epoch)
     return rank_by_noise(losses, fraction=config.fraction)
+
+
+@dataclass(frozen=True)
+class NoiseDetection:
+    """What :func:`find_label_noise` found. ``ranking``: the samples ranked (see
+    :class:`NoiseRanking`); ``method``: "o2u" or "loss"; ``pretrain_epochs`` and
+    ``cyclic_epochs``: the training it spent (cyclic 0 for "loss"); ``function``: the dotted
+    name of the function that ran, which the job and the benchmark both record so a test can
+    tell they measure the same code."""
+
+    ranking: NoiseRanking
+    method: str
+    pretrain_epochs: int
+    cyclic_epochs: int
+    function: str
+
+
+def find_label_noise(
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    config: O2UConfig,
+    method: str = "o2u",
+    on_epoch: Callable[[str, int, int], None] | None = None,
+) -> NoiseDetection:
+    """Pre-train ``model`` on ``dataset`` and rank its samples by how likely their label is wrong.
+
+    dataset: yields ``(image, label, index)`` (mlcore.data's convention), every label a class
+    index, indices 0..len(dataset)-1. ``model`` is a freshly initialised classifier; it is
+    trained in place for ``config.pretrain_epochs`` epochs (ordinary SGD at ``config.lr_max``,
+    batch ``config.batch_size``, seeded by ``config.seed``). Then:
+
+    - ``method="o2u"``: O2U-Net's cyclic phase on a copy (:func:`detect_noise`), ranked by
+      normalised mean loss over its ``cycle_length * n_cycles`` epochs;
+    - ``method="loss"``: no cyclic phase; one pass in evaluation mode gives each sample's
+      cross-entropy, ranked by :func:`rank_by_loss`.
+
+    ``on_epoch(stage, epochs done, epochs in all)`` runs after every epoch, stage
+    "pre-training" or "cyclic learning rate"; raising from it stops the run (a job's cancel).
+    Returns a :class:`NoiseDetection` whose ranking's ``suspects`` are the top
+    ``config.fraction``.
+    """
+    if method not in NOISE_METHODS:
+        raise ValueError(f"method must be one of {NOISE_METHODS}, got {method!r}")
+    n_samples = len(dataset)  # type: ignore[arg-type]
+    if n_samples < 2:
+        raise ValueError(f"noise detection needs at least 2 samples, got {n_samples}")
+    cyclic_epochs = config.n_epochs if method == "o2u" else 0
+    total = config.pretrain_epochs + cyclic_epochs
+    if config.pretrain_epochs:
+
+        def pretrain_epoch(epoch: int, _metrics: dict) -> None:
+            if on_epoch is not None:
+                on_epoch("pre-training", epoch + 1, total)
+
+        fit(
+            model,
+            make_loader(
+                dataset,
+                batch_size=config.batch_size,
+                shuffle=True,
+                seed=config.seed,
+                num_workers=config.num_workers,
+            ),
+            train=TrainConfig(
+                epochs=config.pretrain_epochs,
+                batch_size=config.batch_size,
+                lr=config.lr_max,
+                momentum=config.momentum,
+                weight_decay=config.weight_decay,
+                device=config.device,
+                seed=config.seed,
+                num_workers=config.num_workers,
+            ),
+            on_epoch=pretrain_epoch,
+        )
+    if method == "o2u":
+
+        def cyclic_epoch(epoch: int, _lr: float) -> None:
+            if on_epoch is not None:
+                on_epoch("cyclic learning rate", config.pretrain_epochs + epoch + 1, total)
+
+        ranking = detect_noise(model, dataset, config=config, on_epoch=cyclic_epoch)
+    else:
+        device = resolve_device(config.device)
+        model.to(device)
+        losses = per_sample_losses(
+            model,
+            make_loader(
+                dataset,
+                batch_size=max(config.batch_size, 256),
+                shuffle=False,
+                seed=config.seed,
+                num_workers=config.num_workers,
+            ),
+            device=device,
+        )
+        if np.isnan(losses).any():
+            raise ValueError("noise detection needs a label for every sample; found -1")
+        ranking = rank_by_loss(losses, fraction=config.fraction)
+    return NoiseDetection(
+        ranking=ranking,
+        method=method,
+        pretrain_epochs=config.pretrain_epochs,
+        cyclic_epochs=cyclic_epochs,
+        function=f"{find_label_noise.__module__}.{find_label_noise.__qualname__}",
+    )

@@ -32,10 +32,9 @@ from torch.utils.data import Dataset
 
 from mlcore.augment import eval_transform
 from mlcore.backbones import BACKBONES, build_backbone
-from mlcore.config import BackboneConfig, TrainConfig, seed_everything
-from mlcore.data import ImageDecodeError, decode_image, make_loader
-from mlcore.o2u import O2UConfig, detect_noise
-from mlcore.train import fit
+from mlcore.config import BackboneConfig, seed_everything
+from mlcore.data import ImageDecodeError, decode_image
+from mlcore.o2u import NOISE_METHODS, O2UConfig, find_label_noise
 
 # on_epoch(stage, epochs done, epochs in all): progress for the job.
 ProgressCallback = Callable[[str, int, int], None]
@@ -60,14 +59,18 @@ class NoiseSpec:
     lr: float = 0.05
     seed: int = 0
     device: str = "auto"
+    method: str = "o2u"  # or "loss": mlcore.o2u.NOISE_METHODS
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {self.backbone!r}; known: {sorted(BACKBONES)}")
+        if self.method not in NOISE_METHODS:
+            raise ValueError(f"unknown method {self.method!r}; known: {NOISE_METHODS}")
 
     @property
     def total_epochs(self) -> int:
-        return self.pretrain_epochs + self.cycle_length * self.n_cycles
+        cyclic = self.cycle_length * self.n_cycles if self.method == "o2u" else 0
+        return self.pretrain_epochs + cyclic
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,8 @@ class NoiseOutcome:
     suspects: list[Suspect]
     unreadable: list[int] = field(default_factory=list)  # image ids that did not decode
     score_mean: float = 0.0
+    method: str = "o2u"
+    function: str = ""  # the mlcore function that ranked (recorded on the job)
 
 
 class _InMemoryDataset(Dataset):
@@ -124,8 +129,9 @@ def detect_noise_on_samples(
     on_epoch: ProgressCallback | None = None,
     storage: Storage | None = None,
 ) -> NoiseOutcome:
-    """Pre-train a fresh `spec.backbone` on the samples, run O2U's cyclic phase, and return the
-    top `spec.fraction` as suspects (most suspicious first). Files that do not decode are left
+    """Rank the samples with `mlcore.o2u.find_label_noise` on a fresh `spec.backbone` (pre-training,
+    then O2U's cyclic phase or the plain loss ranking, `spec.method`), and return the top
+    `spec.fraction` as suspects (most suspicious first). Files that do not decode are left
     out and listed in `unreadable`. `on_epoch` may raise to stop (the job's cancel)."""
     tensors, kept, unreadable = _decode_all(
         samples, input_size=spec.input_size, storage=storage or default_storage
@@ -143,34 +149,13 @@ def detect_noise_on_samples(
             input_size=spec.input_size,
         )
     )
-    total = spec.total_epochs
-
-    def pretrain_epoch(epoch: int, _metrics: dict) -> None:
-        if on_epoch is not None:
-            on_epoch("pre-training", epoch + 1, total)
-
-    train_loader = make_loader(dataset, batch_size=spec.batch_size, shuffle=True, seed=spec.seed)
-    fit(
-        model,
-        train_loader,
-        train=TrainConfig(
-            epochs=spec.pretrain_epochs,
-            batch_size=spec.batch_size,
-            lr=spec.lr,
-            device=spec.device,
-            seed=spec.seed,
-        ),
-        on_epoch=pretrain_epoch,
-    )
-
-    def cyclic_epoch(epoch: int, _lr: float) -> None:
-        if on_epoch is not None:
-            on_epoch("cyclic learning rate", spec.pretrain_epochs + epoch + 1, total)
-
-    ranking = detect_noise(
+    # The one detector the benchmark measures too (bench/noise.py): pre-training, then O2U's
+    # cyclic phase or the plain loss ranking.
+    detection = find_label_noise(
         model,
         dataset,
         config=O2UConfig(
+            pretrain_epochs=spec.pretrain_epochs,
             cycle_length=spec.cycle_length,
             n_cycles=spec.n_cycles,
             lr_max=spec.lr,
@@ -180,8 +165,10 @@ def detect_noise_on_samples(
             device=spec.device,
             seed=spec.seed,
         ),
-        on_epoch=cyclic_epoch,
+        method=spec.method,
+        on_epoch=on_epoch,
     )
+    ranking = detection.ranking
     suspects = [
         Suspect(
             image_id=samples[kept[int(index)]].image_id,
@@ -195,4 +182,6 @@ def detect_noise_on_samples(
         suspects=suspects,
         unreadable=unreadable,
         score_mean=float(np.mean(ranking.scores)),
+        method=detection.method,
+        function=detection.function,
     )

@@ -114,3 +114,69 @@ def test_record_cyclic_losses_shape_and_rejects_unlabeled():
     dataset.labels[3] = -1
     with pytest.raises(ValueError, match="unlabeled"):
         o2u.record_cyclic_losses(model, dataset, config=config)
+
+
+def test_rank_by_loss_is_a_one_epoch_ranking_scaled_to_the_mean():
+    ranking = o2u.rank_by_loss(np.array([0.2, 1.0, 0.2, 0.6]), fraction=0.25)
+    assert ranking.scores == pytest.approx([0.4, 2.0, 0.4, 1.2])
+    assert ranking.order.tolist() == [1, 3, 0, 2]  # ties by index
+    assert ranking.suspects.tolist() == [1]
+    with pytest.raises(ValueError, match="n_samples"):
+        o2u.rank_by_loss(np.ones((2, 3)))
+
+
+def _fresh_mlp(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 2))
+
+
+@pytest.mark.parametrize("method", ["o2u", "loss"])
+def test_find_label_noise_pretrains_then_ranks_planted_flips_first(method):
+    dataset = _Blobs(seed=2, n=400, flip_fraction=0.1)
+    config = o2u.O2UConfig(
+        pretrain_epochs=3,
+        cycle_length=3,
+        n_cycles=1,
+        lr_max=0.1,
+        lr_min=0.005,
+        fraction=0.1,
+        batch_size=32,
+        device="cpu",
+        seed=0,
+    )
+    model = _fresh_mlp(0)
+    before = [p.detach().clone() for p in model.parameters()]
+    progress: list[tuple[str, int, int]] = []
+    found = o2u.find_label_noise(
+        model, dataset, config=config, method=method, on_epoch=lambda *a: progress.append(a)
+    )
+    # Pre-training trained the caller's model in place.
+    assert not all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    cyclic = 3 if method == "o2u" else 0
+    assert (found.method, found.pretrain_epochs, found.cyclic_epochs) == (method, 3, cyclic)
+    assert found.function == "mlcore.o2u.find_label_noise"
+    expected = [("pre-training", e, 3 + cyclic) for e in (1, 2, 3)]
+    expected += [("cyclic learning rate", 3 + e, 3 + cyclic) for e in range(1, cyclic + 1)]
+    assert progress == expected
+    flipped = set(dataset.flipped.tolist())
+    assert len(found.ranking.suspects) == 40
+    precision = len(flipped & set(found.ranking.suspects.tolist())) / 40
+    assert precision >= 0.8, precision
+    assert found.ranking.scores.mean() == pytest.approx(1.0)
+
+
+def test_find_label_noise_refuses_unknown_methods_and_unlabeled_samples():
+    dataset = _Blobs(seed=3, n=20, flip_fraction=0.0)
+    config = o2u.O2UConfig(pretrain_epochs=1, cycle_length=1, n_cycles=1, device="cpu")
+    with pytest.raises(ValueError, match="method"):
+        o2u.find_label_noise(_fresh_mlp(0), dataset, config=config, method="vote")
+    dataset.labels[0] = -1
+    with pytest.raises(ValueError, match="label for every sample"):
+        o2u.find_label_noise(
+            _fresh_mlp(0),
+            dataset,
+            config=o2u.O2UConfig(pretrain_epochs=0, device="cpu"),
+            method="loss",
+        )
+    with pytest.raises(ValueError, match="pretrain_epochs"):
+        o2u.O2UConfig(pretrain_epochs=-1)
