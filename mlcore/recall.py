@@ -2,10 +2,23 @@
 
 METHOD.md's cold start adds a few hundred positives "recalled from the content pool by image
 retrieval": embed every pool image once with a pretrained network, embed the seeds (positives
-from user feedback), and hand annotators the pool images most similar to any seed. Similarity is
-cosine between L2-normalised embeddings; a pool image's score is its *maximum* similarity over
-the seeds, because positives are diverse (insects, reptiles, skin...) and an image need only
-resemble one kind of them, not their average.
+from user feedback), and hand annotators the pool images most similar to the seeds. Similarity
+is cosine between L2-normalised embeddings, aggregated over the seeds by ``aggregate``:
+
+- ``"mean"`` (the default): the mean cosine over the seeds. An image close to *all* the seeds
+  ranks above one that is a near-copy of *one* seed: with the maximum, one seed's look-alikes
+  (the same product photographed twice) fill the list (issue 7: averaging beat the maximum in
+  every trial; docs/benchmarks.md, "Few-shot recall", has the figures). The mean cosine ranks
+  as the inner product with the seeds' centroid does, a class prototype in the sense of Snell
+  et al., "Prototypical Networks for Few-shot Learning", NeurIPS 2017, on frozen features;
+- ``"softmax"``: a temperature soft-max over the seeds, ``t * log(mean_s exp(cos_s / t))``: the
+  mean as ``t`` grows, the maximum as ``t`` shrinks; diverse positives (insects *and* skin)
+  can still score by their own kind without one seed's duplicates taking over;
+- ``"max"``: the maximum over the seeds (the previous behaviour).
+
+Once people have labeled positives *and* negatives, ranking by similarity ignores half of what
+they said; :mod:`mlcore.probe` ranks the pool with a logistic probe on the same embeddings
+instead (the labeling app switches automatically).
 
 The default embedder is EfficientNet-Lite0 with its offline ImageNet weights (the pooled 1280-d
 output of its head; see /work/shared/DATA.md). Its original preprocessing is
@@ -14,11 +27,15 @@ tensor and ``mlcore.backbones``' Lite adapter converts it to that scale inside t
 
 :func:`nearest_neighbours` is an exact search in torch, chunked over the pool so memory stays
 bounded (about ``chunk_size x n_seeds`` floats at a time); :class:`AnnIndex` wraps faiss
-(optional extra ``ann``) for pools of millions, with the same result type.
+(optional extra ``ann``) for pools of millions, with the same result type: it retrieves
+candidates per seed (and, for mean and soft-max, for the seeds' centroid), then re-scores their
+union exactly with the same aggregation, so on a flat index it returns what the exact search
+returns.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +49,9 @@ from mlcore.backbones import IMAGENET_WEIGHTS, build_backbone
 from mlcore.config import BackboneConfig, resolve_device
 
 __all__ = [
+    "AGGREGATES",
+    "DEFAULT_AGGREGATE",
+    "DEFAULT_TEMPERATURE",
     "AnnIndex",
     "Neighbours",
     "default_embedder",
@@ -41,10 +61,18 @@ __all__ = [
 ]
 
 
+AGGREGATES = ("mean", "softmax", "max")
+DEFAULT_AGGREGATE = "mean"
+# Cosines between Lite0 embeddings of different products spread over about 0.2-0.9; at 0.05 a
+# seed 0.1 closer weighs e^2 (7x) more in the soft-max, between the mean and the maximum.
+DEFAULT_TEMPERATURE = 0.05
+
+
 @dataclass(frozen=True)
 class Neighbours:
-    """``indices`` (k,) pool indices, most similar first; ``scores`` (k,) their cosine similarity
-    to the nearest seed; ``nearest_seed`` (k,) which seed (row of ``seeds``) that was."""
+    """``indices`` (k,) pool indices, most similar first; ``scores`` (k,) their aggregated
+    cosine similarity to the seeds (mean, soft-max or maximum); ``nearest_seed`` (k,) which
+    seed (row of ``seeds``) is each item's most similar one, whatever the aggregation."""
 
     indices: np.ndarray
     scores: np.ndarray
@@ -52,6 +80,28 @@ class Neighbours:
 
     def __len__(self) -> int:
         return int(self.indices.shape[0])
+
+
+def _check_aggregate(aggregate: str, temperature: float) -> None:
+    if aggregate not in AGGREGATES:
+        raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+
+
+def _aggregate(
+    similarity: torch.Tensor, aggregate: str, temperature: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """similarity (B, S) cosines -> (scores (B,), nearest seed (B,)) by ``aggregate``."""
+    best, nearest = similarity.max(dim=1)
+    if aggregate == "max":
+        return best, nearest
+    if aggregate == "mean":
+        return similarity.mean(dim=1), nearest
+    # Log-mean-exp, not log-sum-exp: the score stays a cosine-scale number in [mean, max]
+    # whatever the number of seeds.
+    smooth = torch.logsumexp(similarity / temperature, dim=1) - math.log(similarity.shape[1])
+    return temperature * smooth, nearest
 
 
 def embedder_transform(size: int = 224) -> Any:
@@ -141,16 +191,20 @@ def nearest_neighbours(
     *,
     k: int,
     exclude: np.ndarray | None = None,
+    aggregate: str = DEFAULT_AGGREGATE,
+    temperature: float = DEFAULT_TEMPERATURE,
     chunk_size: int = 65536,
     device: str = "cpu",
 ) -> Neighbours:
-    """Exact cosine search: the ``k`` pool items most similar to any seed.
+    """Exact cosine search: the ``k`` pool items most similar to the seeds.
 
-    pool: (N, D); seeds: (S, D) (normalised here, so raw embeddings work too). exclude: pool
-    indices never returned (the seeds themselves, items already labeled). Each item scores its
-    maximum cosine similarity over the seeds; ties keep the lower index. Fewer than ``k`` come
-    back when fewer are eligible. Memory: one (chunk_size, S) block at a time.
+    pool: (N, D); seeds: (S, D) (both normalised here, so raw embeddings work too). exclude:
+    pool indices never returned (the seeds themselves, items already labeled). aggregate:
+    "mean" (default), "softmax" (with ``temperature``) or "max" over the seeds (see the module
+    docstring). Ties keep the lower index. Fewer than ``k`` come back when fewer are eligible.
+    Memory: one (chunk_size, S) block at a time.
     """
+    _check_aggregate(aggregate, temperature)
     pool_t = _as_matrix("pool", pool)
     seeds_t = _as_matrix("seeds", seeds)
     _check_query(pool_t, seeds_t, k)
@@ -171,7 +225,7 @@ def nearest_neighbours(
     best_seeds = torch.empty(0, dtype=torch.long)
     for start in range(0, n, chunk_size):
         chunk = nn.functional.normalize(pool_t[start : start + chunk_size].to(target), dim=1)
-        similarity, seed = (chunk @ seeds_t.T).max(dim=1)
+        similarity, seed = _aggregate(chunk @ seeds_t.T, aggregate, temperature)
         similarity, seed = similarity.cpu(), seed.cpu()
         keep = eligible[start : start + chunk.shape[0]]
         indices = torch.arange(start, start + chunk.shape[0])[keep]
@@ -215,6 +269,7 @@ class AnnIndex:
             raise ValueError(f"dim must be >= 1, got {dim}")
         self._faiss = faiss
         self.dim = dim
+        self._ivf = nlist is not None
         if nlist is None:
             self._index = faiss.IndexFlatIP(dim)
         else:
@@ -238,32 +293,61 @@ class AnnIndex:
         if not self._index.is_trained:
             self._index.train(prepared)
         self._index.add(prepared)
+        if self._ivf:
+            # Re-scoring reads stored vectors back by id; an IVF index needs its id map for that.
+            self._index.make_direct_map()
 
-    def search(self, seeds: np.ndarray, *, k: int, exclude: np.ndarray | None = None) -> Neighbours:
-        """The ``k`` indexed items most similar to any seed (max over seeds), like
-        :func:`nearest_neighbours`. seeds: (S, D)."""
+    def search(
+        self,
+        seeds: np.ndarray,
+        *,
+        k: int,
+        exclude: np.ndarray | None = None,
+        aggregate: str = DEFAULT_AGGREGATE,
+        temperature: float = DEFAULT_TEMPERATURE,
+        candidates_per_query: int | None = None,
+    ) -> Neighbours:
+        """The ``k`` indexed items most similar to the seeds, like :func:`nearest_neighbours`.
+
+        seeds: (S, D). Each seed (and, unless ``aggregate="max"``, the seeds' centroid) fetches
+        ``candidates_per_query`` items (default ``k`` plus the excluded count); the union is
+        re-scored exactly with ``aggregate``. On a flat index that is exact for "max" (an item
+        of the top k is in its nearest seed's top k) and "mean" (the mean cosine ranks as the
+        centroid's inner product); for "softmax" it is the best of both candidate sets, which
+        the tests find equal to the exact search on random data. IVF adds its usual recall loss.
+        """
+        _check_aggregate(aggregate, temperature)
         if k < 0:
             raise ValueError(f"k must be >= 0, got {k}")
-        queries = self._prepare("seeds", seeds)
-        if queries.shape[0] == 0:
+        seed_vectors = self._prepare("seeds", seeds)
+        if seed_vectors.shape[0] == 0:
             raise ValueError("give at least one seed")
         excluded = set() if exclude is None else set(np.asarray(exclude).ravel().tolist())
-        per_seed = min(len(self), k + len(excluded))
-        if per_seed == 0 or k == 0:
+        per_query = candidates_per_query or k + len(excluded)
+        per_query = min(len(self), per_query)
+        if per_query <= 0 or k == 0:
             empty = np.empty(0, dtype=np.int64)
             return Neighbours(empty, np.empty(0, dtype=np.float32), empty)
-        scores, ids = self._index.search(queries, per_seed)
-        best: dict[int, tuple[float, int]] = {}
-        for seed_row in range(ids.shape[0]):
-            for score, item in zip(scores[seed_row], ids[seed_row], strict=True):
-                item = int(item)
-                if item < 0 or item in excluded:  # -1: fewer results than asked (IVF)
-                    continue
-                if item not in best or score > best[item][0]:
-                    best[item] = (float(score), seed_row)
-        ranked = sorted(best.items(), key=lambda entry: (-entry[1][0], entry[0]))[:k]
+        queries = seed_vectors
+        if aggregate != "max":
+            centroid = self._prepare("seeds", seed_vectors.mean(axis=0, keepdims=True))
+            queries = np.concatenate([seed_vectors, centroid])
+        _, ids = self._index.search(queries, per_query)
+        # -1: fewer results than asked (IVF). Sorted ids make the stable sort below keep the
+        # lower index first among ties, as the exact search does.
+        candidates = np.asarray(
+            sorted({int(i) for i in ids.ravel() if i >= 0} - excluded), dtype=np.int64
+        )
+        if candidates.size == 0:
+            empty = np.empty(0, dtype=np.int64)
+            return Neighbours(empty, np.empty(0, dtype=np.float32), empty)
+        stored = torch.from_numpy(self._index.reconstruct_batch(candidates))
+        scores, nearest = _aggregate(
+            stored @ torch.from_numpy(seed_vectors).T, aggregate, temperature
+        )
+        order = torch.argsort(-scores, stable=True)[:k]
         return Neighbours(
-            indices=np.asarray([item for item, _ in ranked], dtype=np.int64),
-            scores=np.asarray([score for _, (score, _) in ranked], dtype=np.float32),
-            nearest_seed=np.asarray([seed for _, (_, seed) in ranked], dtype=np.int64),
+            indices=candidates[order.numpy()],
+            scores=scores[order].numpy().astype(np.float32),
+            nearest_seed=nearest[order].numpy().astype(np.int64),
         )

@@ -45,8 +45,9 @@ def plan_selection(
     loss_ids_arr = np.asarray([c[0] for c in loss_candidates], dtype=np.int64)
     loss_values = np.asarray([c[1] for c in loss_candidates], dtype=np.float64)
 
+    absolute = mlcore_selection.BandConfig(mode="absolute", high=high, band=tuple(band))
     band_ranked = band_ids_arr[
-        mlcore_selection.confidence_band(band_scores, high=high, band=band)[:k_band]
+        mlcore_selection.confidence_band(band_scores, config=absolute).indices[:k_band]
     ]
     loss_ranked = loss_ids_arr[mlcore_selection.loss_top_k(loss_values, k=k_loss)]
     ranked = mlcore_selection.union(band_ranked, loss_ranked)

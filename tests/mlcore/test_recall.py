@@ -1,6 +1,6 @@
-"""Invariants of mlcore.recall: the exact search agrees with brute force, the pretrained
-embedder finds an image's own near-duplicate first, and the faiss index agrees with the exact
-search."""
+"""Invariants of mlcore.recall: the exact search agrees with brute force under every
+aggregation over seeds, the mean favours items near all seeds, the pretrained embedder finds an
+image's own near-duplicate first, and the faiss index agrees with the exact search."""
 
 from __future__ import annotations
 
@@ -25,22 +25,31 @@ STAMP_FILES = [
 ]
 
 
-def _brute_force(pool: np.ndarray, seeds: np.ndarray, k: int, exclude=()):
+def _brute_force(
+    pool: np.ndarray, seeds: np.ndarray, k: int, exclude=(), aggregate="max", temperature=0.05
+):
     pool_n = pool / np.linalg.norm(pool, axis=1, keepdims=True)
     seeds_n = seeds / np.linalg.norm(seeds, axis=1, keepdims=True)
-    best = (pool_n @ seeds_n.T).max(axis=1)
-    best[list(exclude)] = -np.inf
-    return np.argsort(-best, kind="stable")[:k], best
+    cosine = (pool_n @ seeds_n.T).astype(np.float64)
+    if aggregate == "max":
+        score = cosine.max(axis=1)
+    elif aggregate == "mean":
+        score = cosine.mean(axis=1)
+    else:
+        score = temperature * np.log(np.exp(cosine / temperature).mean(axis=1))
+    score[list(exclude)] = -np.inf
+    return np.argsort(-score, kind="stable")[:k], score
 
 
+@pytest.mark.parametrize("aggregate", ["mean", "softmax", "max"])
 @pytest.mark.parametrize("chunk_size", [7, 64, 10_000])
-def test_nearest_neighbours_matches_brute_force_whatever_the_chunking(chunk_size):
+def test_nearest_neighbours_matches_brute_force_whatever_the_chunking(chunk_size, aggregate):
     rng = np.random.default_rng(0)
     pool = rng.normal(size=(300, 16)).astype(np.float32)
     seeds = rng.normal(size=(3, 16)).astype(np.float32)
-    expected, similarity = _brute_force(pool, seeds, 10, exclude=[5, 6])
+    expected, similarity = _brute_force(pool, seeds, 10, exclude=[5, 6], aggregate=aggregate)
     found = recall.nearest_neighbours(
-        pool, seeds, k=10, exclude=np.array([5, 6]), chunk_size=chunk_size
+        pool, seeds, k=10, exclude=np.array([5, 6]), chunk_size=chunk_size, aggregate=aggregate
     )
     assert found.indices.tolist() == expected.tolist()
     assert found.scores == pytest.approx(similarity[expected], abs=1e-5)
@@ -49,6 +58,49 @@ def test_nearest_neighbours_matches_brute_force_whatever_the_chunking(chunk_size
         pool[found.indices] / np.linalg.norm(pool[found.indices], axis=1)[:, None]
     ) @ (seeds / np.linalg.norm(seeds, axis=1)[:, None]).T
     assert found.nearest_seed.tolist() == seed_similarity.argmax(axis=1).tolist()
+
+
+def _near_all_vs_near_one() -> tuple[np.ndarray, np.ndarray]:
+    """Seeds: three directions. Item 0 lies between all three (cosine 0.55 to each); item 1 is
+    nearly a copy of seed 0 (cosine 0.93 to it) and unlike the others (0.05)."""
+    seeds = np.eye(3, 8, dtype=np.float32)
+    between = np.array([1, 1, 1, 0.5, 0, 0, 0, 0], dtype=np.float32)
+    copy_of_one = np.array([1, 0.05, 0.05, 0.4, 0, 0, 0, 0], dtype=np.float32)
+    unrelated = np.array([0, 0, 0, 0, 1, 1, 0, 0], dtype=np.float32)
+    return np.stack([between, copy_of_one, unrelated]), seeds
+
+
+def test_mean_ranks_an_item_near_all_seeds_above_one_near_a_single_seed():
+    pool, seeds = _near_all_vs_near_one()
+    assert recall.nearest_neighbours(pool, seeds, k=3).indices.tolist() == [0, 1, 2]
+    # The maximum (the old rule) lets the single seed's look-alike win.
+    assert recall.nearest_neighbours(pool, seeds, k=3, aggregate="max").indices.tolist() == [
+        1,
+        0,
+        2,
+    ]
+    # The soft-max moves from the maximum (cold) to the mean (hot).
+    cold = recall.nearest_neighbours(pool, seeds, k=3, aggregate="softmax", temperature=0.01)
+    hot = recall.nearest_neighbours(pool, seeds, k=3, aggregate="softmax", temperature=10.0)
+    assert cold.indices.tolist() == [1, 0, 2] and hot.indices.tolist() == [0, 1, 2]
+    mean = recall.nearest_neighbours(pool, seeds, k=3).scores
+    maximum = recall.nearest_neighbours(pool, seeds, k=3, aggregate="max").scores
+    middle = recall.nearest_neighbours(pool, seeds, k=3, aggregate="softmax")
+    for index, score in zip(middle.indices, middle.scores, strict=True):
+        low = recall.nearest_neighbours(pool[index : index + 1], seeds, k=1).scores[0]
+        high = recall.nearest_neighbours(
+            pool[index : index + 1], seeds, k=1, aggregate="max"
+        ).scores[0]
+        assert low - 1e-6 <= score <= high + 1e-6
+    assert mean.max() <= maximum.max()
+
+
+def test_nearest_neighbours_rejects_unknown_aggregates():
+    pool, seeds = _near_all_vs_near_one()
+    with pytest.raises(ValueError, match="aggregate"):
+        recall.nearest_neighbours(pool, seeds, k=1, aggregate="median")
+    with pytest.raises(ValueError, match="temperature"):
+        recall.nearest_neighbours(pool, seeds, k=1, aggregate="softmax", temperature=0.0)
 
 
 def test_nearest_neighbours_returns_fewer_when_few_are_eligible_and_rejects_bad_shapes():
@@ -101,21 +153,23 @@ def test_nearest_neighbours_returns_an_images_own_near_duplicate_first(stamp_emb
         found = recall.nearest_neighbours(pool, seeds[seed_row : seed_row + 1], k=3)
         assert found.indices[0] == original
         assert found.scores[0] > found.scores[1] + 0.05
-    together = recall.nearest_neighbours(pool, seeds, k=3)
+    together = recall.nearest_neighbours(pool, seeds, k=3, aggregate="max")
     assert set(together.indices.tolist()) == {0, 5, 7}
     assert together.nearest_seed[together.indices == 5].tolist() == [1]
 
 
-def test_ann_index_flat_agrees_with_exact_search():
-    rng = np.random.default_rng(1)
+@pytest.mark.parametrize("aggregate", ["mean", "softmax", "max"])
+@pytest.mark.parametrize("data_seed", [1, 2, 3])
+def test_ann_index_flat_agrees_with_exact_search(aggregate, data_seed):
+    rng = np.random.default_rng(data_seed)
     pool = rng.normal(size=(500, 32)).astype(np.float32)
     seeds = rng.normal(size=(4, 32)).astype(np.float32)
     index = recall.AnnIndex(32)
     index.add(pool[:200])
     index.add(pool[200:])
     assert len(index) == 500
-    exact = recall.nearest_neighbours(pool, seeds, k=15, exclude=np.array([3]))
-    approximate = index.search(seeds, k=15, exclude=np.array([3]))
+    exact = recall.nearest_neighbours(pool, seeds, k=15, exclude=np.array([3]), aggregate=aggregate)
+    approximate = index.search(seeds, k=15, exclude=np.array([3]), aggregate=aggregate)
     assert approximate.indices.tolist() == exact.indices.tolist()
     assert approximate.scores == pytest.approx(exact.scores, abs=1e-5)
     assert approximate.nearest_seed.tolist() == exact.nearest_seed.tolist()
@@ -128,7 +182,10 @@ def test_ann_index_ivf_finds_near_duplicates():
     index.add(pool)
     targets = np.array([10, 999, 1500])
     seeds = pool[targets] + 0.05 * rng.normal(size=(3, 32)).astype(np.float32)
-    found = index.search(seeds, k=3)
+    found = index.search(seeds, k=3, aggregate="max")
     assert set(found.indices.tolist()) == set(targets.tolist())
+    # Mean aggregation re-scores the union exactly: same answer as the exact search here.
+    pool_subset = recall.nearest_neighbours(pool, seeds, k=5)
+    assert index.search(seeds, k=5).indices.tolist() == pool_subset.indices.tolist()
     with pytest.raises(ValueError, match="dimension"):
         index.search(np.ones((1, 8)), k=1)
