@@ -1,3 +1,4 @@
+import copy
 import math
 
 import pytest
@@ -35,16 +36,23 @@ def _states_equal(a: nn.Module, b: nn.Module) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-def test_ema_with_decay_zero_copies_the_student_buffers_included():
+def test_ema_with_decay_zero_copies_the_student_parameters_and_leaves_buffers_alone():
     student = _student()
     teacher = make_teacher(student)
     torch.manual_seed(1)
     for parameter in student.parameters():
         parameter.data.add_(torch.randn_like(parameter))
     student(torch.randn(4, 3, 16, 16))  # moves BatchNorm running statistics and counters
+    teacher_buffers = {k: v.clone() for k, v in teacher.named_buffers()}
     assert not _states_equal(teacher, student)
     ema_update(teacher, student, decay=0.0)
-    assert _states_equal(teacher, student)
+    for (name, t), s in zip(teacher.named_parameters(), student.parameters(), strict=True):
+        assert torch.equal(t, s), name
+    # The teacher's running statistics are its own (module docstring).
+    assert all(torch.equal(v, teacher_buffers[k]) for k, v in teacher.named_buffers())
+    assert not all(
+        torch.equal(v, dict(student.named_buffers())[k]) for k, v in teacher_buffers.items()
+    )
 
 
 def test_ema_mixes_by_the_decay_and_leaves_the_student_alone():
@@ -217,16 +225,17 @@ def _batchnorm_buffers(module: nn.Module) -> dict[str, torch.Tensor]:
     }
 
 
-def test_teacher_batchnorm_statistics_are_the_ema_of_the_students_only():
-    # The teacher's train-mode forward must not move its running statistics; after the step
-    # they are decay * before + (1 - decay) * the student's (the module docstring's rule).
+def test_teacher_batchnorm_statistics_are_its_own_train_mode_statistics():
+    # The teacher normalises with batch statistics (train mode, as the paper's teacher) and its
+    # running statistics move with its own forward pass only: not averaged from the student's.
     labeled, unlabeled = _batches()
     student = _student()
     teacher = make_teacher(student)
-    # Different statistics on each side, so a mix-up cannot pass by coincidence.
+    # Different statistics on the student's side, so a mix-up cannot pass by coincidence.
     student(torch.randn(8, 3, 16, 16) * 3 + 1)
-    before = _batchnorm_buffers(teacher)
-    assert before
+    expected = copy.deepcopy(teacher).train()
+    with torch.no_grad():
+        expected_logits = expected(torch.cat([labeled[0][1], unlabeled[0][1]]))
     optimizer = torch.optim.SGD(student.parameters(), lr=0.01)
     mean_teacher_step(
         student,
@@ -238,13 +247,13 @@ def test_teacher_batchnorm_statistics_are_the_ema_of_the_students_only():
         ema_decay=0.75,
         device="cpu",
     )
-    student_after = _batchnorm_buffers(student)
-    teacher_after = _batchnorm_buffers(teacher)
-    for name, value in before.items():
-        expected = 0.75 * value + 0.25 * student_after[name]
-        assert torch.allclose(teacher_after[name], expected, atol=1e-6), name
-    # The teacher normalised with batch statistics (train mode), as the paper's teacher does.
-    assert teacher.training
+    teacher_stats, expected_stats = _batchnorm_buffers(teacher), _batchnorm_buffers(expected)
+    student_stats = _batchnorm_buffers(student)
+    assert teacher_stats
+    for name, value in teacher_stats.items():
+        assert torch.allclose(value, expected_stats[name], atol=1e-6), name
+        assert not torch.allclose(value, student_stats[name], atol=1e-3), name
+    assert teacher.training and torch.isfinite(expected_logits).all()
 
 
 def test_config_schedules_and_validation():
