@@ -14,6 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from labeling.api.common import call_service
+from labeling.api.job_serializers import job_create_request
 from labeling.models import Job
 from labeling.permissions import (
     IsEngineer,
@@ -75,7 +76,10 @@ class JobListOutput(serializers.ModelSerializer):
         fields = ["id", "kind", "status", "stage", "percent", "model_version", "created_at"]
 
 
-class JobCreateInput(serializers.Serializer):
+class JobCreateEnvelope(serializers.Serializer):
+    """The request's shape before its parameters are checked: those are validated by the
+    kind's JobSpec inside `job_create`, and documented by `job_create_request()`."""
+
     kind = serializers.ChoiceField(choices=Job.Kind.choices)
     params = serializers.DictField(required=False, default=dict)
 
@@ -91,14 +95,15 @@ class ProjectJobListApi(generics.ListAPIView):
 
 
 class ProjectJobCreateApi(APIView):
-    """Start a job: {"kind": "score_pool" | "select" | ..., "params": {...}}."""
+    """Start a job: {"kind": "score_pool" | "select" | ..., "params": {...}}; each kind's
+    parameters, with their ranges and defaults, are in the request schema."""
 
     permission_classes = [IsEngineer]
 
-    @extend_schema(request=JobCreateInput, responses={201: JobOutput})
+    @extend_schema(request=job_create_request(), responses={201: JobOutput})
     def post(self, request, slug: str):
         project = project_visible_or_404(request.user, slug)
-        data = JobCreateInput(data=request.data)
+        data = JobCreateEnvelope(data=request.data)
         data.is_valid(raise_exception=True)
         job = call_service(
             job_create,

@@ -1,9 +1,9 @@
 """Background jobs: create, start (idempotently), report progress, cancel, finish, recover.
 
 A Job row is the single source of truth about a background job: Celery only carries its id.
-Every job kind is one entry of `JOB_KINDS` (the task that runs it and the function that checks
-its parameters), so new kinds (training, noise detection, cold start) plug in without touching
-the machinery here.
+Every job kind is one entry of `JOB_KINDS` (the task that runs it and the declaration of its
+parameters, a `labeling.services.params.JobSpec`), so new kinds (training, noise detection,
+cold start) plug in without touching the machinery here.
 
 Safe to run twice (CONVENTIONS.md, Celery): tasks are `acks_late` with
 `reject_on_worker_lost`, so a message can be delivered again after a worker dies. `job_start`
@@ -40,6 +40,7 @@ from django.utils.module_loading import import_string
 
 from labeling.models import Job, Project
 from labeling.permissions import can_manage
+from labeling.services.params import JobSpec
 
 logger = logging.getLogger(__name__)
 
@@ -61,35 +62,40 @@ class JobCancelled(Exception):
 @dataclass(frozen=True)
 class JobKind:
     """How to run one kind of job: the Celery task name (`labeling.tasks.ml_*` routes to the
-    `ml` queue) and the dotted path of `clean(*, project, params) -> dict`, which validates the
-    parameters (raising ValidationError) and returns them with defaults filled in."""
+    `ml` queue) and the dotted path of its parameters' `JobSpec` (by name: the service modules
+    that declare them import this one)."""
 
     task_name: str
-    clean_params: str
+    spec: str
 
 
 JOB_KINDS: dict[str, JobKind] = {
     Job.Kind.SCORE_POOL: JobKind(
         task_name="labeling.tasks.ml_score_pool",
-        clean_params="labeling.services.scoring.score_pool_params_clean",
+        spec="labeling.services.scoring.SCORE_POOL",
     ),
     Job.Kind.SELECT: JobKind(
         task_name="labeling.tasks.select_fill_queue",
-        clean_params="labeling.services.selection.select_params_clean",
+        spec="labeling.services.selection.SELECT",
     ),
     Job.Kind.TRAIN_CASCADE: JobKind(
         task_name="labeling.tasks.ml_train_cascade",
-        clean_params="labeling.services.training.train_cascade_params_clean",
+        spec="labeling.services.training.TRAIN_CASCADE",
     ),
     Job.Kind.DETECT_NOISE: JobKind(
         task_name="labeling.tasks.ml_detect_noise",
-        clean_params="labeling.services.noise.detect_noise_params_clean",
+        spec="labeling.services.noise.DETECT_NOISE",
     ),
     Job.Kind.COLD_START: JobKind(
         task_name="labeling.tasks.ml_cold_start",
-        clean_params="labeling.services.recall.cold_start_params_clean",
+        spec="labeling.services.recall.COLD_START",
     ),
 }
+
+
+def job_spec(kind: str) -> JobSpec:
+    """The parameters of job kind `kind` (a key of JOB_KINDS)."""
+    return import_string(JOB_KINDS[kind].spec)
 
 
 def task_enqueue(task_name: str, *args: Any) -> None:
@@ -121,9 +127,7 @@ def job_create(
         raise ValidationError({"kind": f"Unknown job kind {kind!r}; known: {known}."})
     if params is not None and not isinstance(params, dict):
         raise ValidationError({"params": "Parameters must be a JSON object."})
-    spec = JOB_KINDS[kind]
-    clean: Callable[..., dict] = import_string(spec.clean_params)
-    cleaned = clean(project=project, params=dict(params or {}))
+    cleaned = job_spec(kind).clean(project=project, params=dict(params or {}))
     with transaction.atomic():
         job = Job.objects.create(
             project=project,
@@ -133,7 +137,7 @@ def job_create(
             created_by=created_by,
             log=[_line(f"queued by {created_by.get_username() if created_by else 'system'}")],
         )
-        task_enqueue(spec.task_name, job.pk)
+        task_enqueue(JOB_KINDS[kind].task_name, job.pk)
     return job
 
 

@@ -22,46 +22,98 @@ idempotent (unique (queue, image)); a re-delivered job after a crash recomputes 
 
 from __future__ import annotations
 
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
+from django.utils.translation import gettext_lazy as _
 
 from labeling.models import Image, Job, Project, Queue, Strategy
 from labeling.permissions import can_review
 from labeling.selectors.labels import current_labels
 from labeling.services.jobs import job_progress, job_run
-from labeling.services.params import number_param
+from labeling.services.params import JobSpec, choice, integer, number, seed_param
 from labeling.services.queues import queue_get_or_create, queue_items_add
 
-BACKBONES = ("small_cnn", "mobilenet_v2", "resnet18")
-# name: (default, low, high, integer)
-NUMBER_PARAMS: dict[str, tuple[float | int, float, float, bool]] = {
-    "input_size": (32, 16, 256, True),
-    "pretrain_epochs": (5, 1, 200, True),
-    "cycle_length": (5, 1, 100, True),
-    "n_cycles": (2, 1, 50, True),
-    "fraction": (0.05, 0.001, 0.5, False),
-    "batch_size": (64, 2, 1024, True),
-    "lr": (0.05, 1e-5, 1.0, False),
-    "seed": (0, 0, 2**31 - 1, True),
-}
-KNOWN = {"backbone", *NUMBER_PARAMS}
 MIN_SAMPLES = 10
+
+# The parameters of a detect_noise job (labeling.services.params; docs/jobs.md).
+DETECT_NOISE = JobSpec(
+    kind=Job.Kind.DETECT_NOISE,
+    params=(
+        choice(
+            "backbone",
+            default="small_cnn",
+            choices=(
+                ("small_cnn", _("small_cnn (CPU)")),
+                ("mobilenet_v2", _("mobilenet_v2")),
+                ("resnet18", _("resnet18")),
+            ),
+            label=_("Backbone"),
+            help_text=_("The network trained from scratch on the current labels to rank them."),
+        ),
+        integer(
+            "input_size",
+            default=32,
+            low=16,
+            high=256,
+            label=_("Input size (px)"),
+            help_text=_("Images are resized to this square size."),
+        ),
+        integer(
+            "pretrain_epochs",
+            default=5,
+            low=1,
+            high=200,
+            label=_("Pre-training epochs"),
+            help_text=_("Epochs of ordinary training before the cyclic phase."),
+        ),
+        integer(
+            "cycle_length",
+            default=5,
+            low=1,
+            high=100,
+            label=_("Cycle length (epochs)"),
+            help_text=_("Epochs per learning-rate cycle of O2U-Net's cyclic phase."),
+        ),
+        integer(
+            "n_cycles",
+            default=2,
+            low=1,
+            high=50,
+            label=_("Cycles"),
+            help_text=_("Learning-rate cycles; each sample's loss is averaged over them."),
+        ),
+        number(
+            "fraction",
+            default=0.05,
+            low=0.001,
+            high=0.5,
+            label=_("Share flagged"),
+            help_text=_("The top share of labels by mean loss sent to the leads' re-review."),
+        ),
+        integer(
+            "batch_size",
+            default=64,
+            low=2,
+            high=1024,
+            label=_("Batch size"),
+            help_text=_("Images per training step."),
+        ),
+        number(
+            "lr",
+            default=0.05,
+            low=1e-5,
+            high=1.0,
+            label=_("Learning rate"),
+            help_text=_("Pre-training learning rate and the top of each cycle."),
+        ),
+        seed_param(),
+    ),
+)
 
 
 def detect_noise_params_clean(*, project: Project, params: dict) -> dict:
-    """Parameters of a detect_noise job, validated, defaults filled in: backbone (one of
-    BACKBONES; small_cnn by default, a CPU network), input_size, pretrain_epochs, cycle_length,
-    n_cycles, fraction (top share flagged, default 0.05), batch_size, lr, seed."""
-    unknown = set(params) - KNOWN
-    if unknown:
-        raise ValidationError({"params": f"Unknown parameters: {', '.join(sorted(unknown))}."})
-    backbone = params.get("backbone", "small_cnn")
-    if backbone not in BACKBONES:
-        raise ValidationError({"backbone": f"Choose one of {', '.join(BACKBONES)}."})
-    cleaned = {"backbone": backbone}
-    for name, (default, low, high, integer) in NUMBER_PARAMS.items():
-        cleaned[name] = number_param(params, name, default, low=low, high=high, integer=integer)
-    return cleaned
+    """The detect_noise job's parameters, validated by `DETECT_NOISE`, defaults filled in."""
+    return DETECT_NOISE.clean(project=project, params=params)
 
 
 def noise_candidates(*, project: Project) -> list[tuple[int, str, str]]:

@@ -21,70 +21,76 @@ not a seed. Safe to run twice: the queue write skips images already in the queue
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db.models import Exists, OuterRef
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 from labeling.models import Image, Job, Project, Queue, QueueItem, Strategy
 from labeling.selectors.labels import labels_active
 from labeling.services.imports import Status, uploads_import
 from labeling.services.jobs import job_create, job_progress, job_run
+from labeling.services.params import JobSpec, image_ids, integer
 from labeling.services.queues import queue_get_or_create, queue_items_add
 
 MAX_SEEDS = 500
 MAX_K = 100_000
 MAX_BATCH = 512
-KNOWN = {"seed_image_ids", "k", "batch_size"}
 
 
-def _whole(params: dict, name: str, default: int, low: int, high: int) -> int:
-    value = params.get(name, default)
-    if isinstance(value, bool) or value is None or value == "":
-        raise ValidationError({name: f"{name} must be a whole number."})
-    try:
-        number = float(value)
-    except (TypeError, ValueError) as error:
-        raise ValidationError({name: f"{name} must be a whole number."}) from error
-    if not (math.isfinite(number) and number.is_integer() and low <= number <= high):
-        raise ValidationError({name: f"{name} must be a whole number from {low} to {high}."})
-    return int(number)
+def _project_image_ids(*, project: Project, value: list[int]) -> list[int]:
+    found = set(Image.objects.filter(project=project, pk__in=value).values_list("pk", flat=True))
+    missing = [pk for pk in value if pk not in found]
+    if missing:
+        raise ValidationError(
+            {
+                "seed_image_ids": gettext("No images %(ids)s in project %(project)s.")
+                % {"ids": missing[:20], "project": project.slug}
+            }
+        )
+    return value
+
+
+# The parameters of a cold_start job (labeling.services.params; docs/jobs.md). The cold-start
+# page renders the seed picker itself and every other parameter from here.
+COLD_START = JobSpec(
+    kind=Job.Kind.COLD_START,
+    params=(
+        image_ids(
+            "seed_image_ids",
+            max_items=MAX_SEEDS,
+            resolve=_project_image_ids,
+            label=_("Seed images"),
+            help_text=_("Ids of the project's images that show what to find (positives)."),
+            empty_message=_("Pick at least one seed image."),
+        ),
+        integer(
+            "k",
+            default=100,
+            low=1,
+            high=MAX_K,
+            label=_("Neighbours to queue"),
+            help_text=_("How many of the seeds' nearest pool images go to the labeling queue."),
+        ),
+        integer(
+            "batch_size",
+            default=32,
+            low=1,
+            high=MAX_BATCH,
+            label=_("Batch size"),
+            help_text=_("Images per embedding batch."),
+        ),
+    ),
+)
 
 
 def cold_start_params_clean(*, project: Project, params: dict) -> dict:
-    """seed_image_ids: 1 to MAX_SEEDS ids of this project's images; k: how many neighbours to
-    queue (default 100); batch_size: images per embedding batch (default 32)."""
-    unknown = set(params) - KNOWN
-    if unknown:
-        raise ValidationError({"params": f"Unknown parameters: {', '.join(sorted(unknown))}."})
-    raw = params.get("seed_image_ids")
-    if not isinstance(raw, list | tuple) or not raw:
-        raise ValidationError({"seed_image_ids": "Pick at least one seed image."})
-    seeds: list[int] = []
-    for value in raw:
-        if isinstance(value, bool):
-            raise ValidationError({"seed_image_ids": f"{value!r} is not an image id."})
-        try:
-            seeds.append(int(value))
-        except (TypeError, ValueError) as error:
-            raise ValidationError({"seed_image_ids": f"{value!r} is not an image id."}) from error
-    seeds = list(dict.fromkeys(seeds))
-    if len(seeds) > MAX_SEEDS:
-        raise ValidationError({"seed_image_ids": f"At most {MAX_SEEDS} seed images."})
-    found = set(Image.objects.filter(project=project, pk__in=seeds).values_list("pk", flat=True))
-    missing = [pk for pk in seeds if pk not in found]
-    if missing:
-        raise ValidationError(
-            {"seed_image_ids": f"No images {missing[:20]} in project {project.slug}."}
-        )
-    return {
-        "seed_image_ids": seeds,
-        "k": _whole(params, "k", 100, 1, MAX_K),
-        "batch_size": _whole(params, "batch_size", 32, 1, MAX_BATCH),
-    }
+    """The cold_start job's parameters, validated by `COLD_START`, defaults filled in."""
+    return COLD_START.clean(project=project, params=params)
 
 
 def cold_start_eligible(*, project: Project, exclude_ids: Iterable[int] = ()):
@@ -104,11 +110,12 @@ def cold_start_start(
     created_by: User,
     seed_image_ids: Iterable[Any] = (),
     uploads: Iterable[Any] = (),
-    k: Any = None,
+    params: Mapping[str, Any] | None = None,
 ) -> tuple[Job, list[str]]:
-    """Start a cold-start job from picked seed ids plus uploaded seed files. Uploads are
-    imported first (not queued); files the import rejects are reported back and the job runs
-    on the rest. Returns the job and the import's messages."""
+    """Start a cold-start job from picked seed ids plus uploaded seed files; `params` holds
+    the job's other parameters (`COLD_START`, e.g. {"k": 50}). Uploads are imported first (not
+    queued); files the import rejects are reported back and the job runs on the rest. Returns
+    the job and the import's messages."""
     seeds = list(seed_image_ids)
     notes: list[str] = []
     uploads = list(uploads)
@@ -122,11 +129,11 @@ def cold_start_start(
             else:
                 notes.append(f"{entry.name}: {entry.status} ({entry.reason})")
         notes.extend(report.archive_errors)
-    params: dict[str, Any] = {"seed_image_ids": seeds}
-    if k not in (None, ""):
-        params["k"] = k
     job = job_create(
-        project=project, kind=Job.Kind.COLD_START, params=params, created_by=created_by
+        project=project,
+        kind=Job.Kind.COLD_START,
+        params={**(params or {}), "seed_image_ids": seeds},
+        created_by=created_by,
     )
     return job, notes
 

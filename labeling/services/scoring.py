@@ -23,6 +23,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from labeling.models import Image, Job, JobShard, ModelVersion, Project, Score
 from labeling.selectors.labels import labels_active
@@ -35,24 +36,12 @@ from labeling.services.jobs import (
     job_run,
     task_enqueue,
 )
+from labeling.services.params import JobSpec, integer, model_version
 
 SHARD_TASK = "labeling.tasks.ml_score_shard"
 MAX_SHARD_SIZE = 10_000
 MAX_BATCH_SIZE = 1024
 MAX_RECORDED_ERRORS = 100
-
-
-def _int_param(params: dict, name: str, default: int, low: int, high: int) -> int:
-    value = params.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise ValidationError({name: f"{name} must be an integer."})
-    try:
-        number = int(value)
-    except ValueError as error:
-        raise ValidationError({name: f"{name} must be an integer."}) from error
-    if not low <= number <= high:
-        raise ValidationError({name: f"{name} must be between {low} and {high}."})
-    return number
 
 
 def model_version_for_scoring(*, project: Project, model_version_id=None) -> ModelVersion:
@@ -78,24 +67,42 @@ def model_version_for_scoring(*, project: Project, model_version_id=None) -> Mod
     return version
 
 
-def score_pool_params_clean(*, project: Project, params: dict) -> dict:
-    """Parameters of a score_pool job: model_version_id (default: the active version),
-    shard_size and batch_size (defaults from settings)."""
-    version = model_version_for_scoring(
-        project=project, model_version_id=params.get("model_version_id")
-    )
-    unknown = set(params) - {"model_version_id", "shard_size", "batch_size"}
-    if unknown:
-        raise ValidationError({"params": f"Unknown parameters: {', '.join(sorted(unknown))}."})
-    return {
-        "model_version_id": version.pk,
-        "shard_size": _int_param(
-            params, "shard_size", settings.IMAGECLEAN_SCORING_SHARD_SIZE, 1, MAX_SHARD_SIZE
+def _scoring_version_id(*, project: Project, value: int | None) -> int:
+    return model_version_for_scoring(project=project, model_version_id=value).pk
+
+
+# The parameters of a score_pool job (labeling.services.params; docs/jobs.md).
+SCORE_POOL = JobSpec(
+    kind=Job.Kind.SCORE_POOL,
+    params=(
+        model_version(
+            resolve=_scoring_version_id,
+            help_text=_(
+                "The ready model version that scores the pool; the project's active version "
+                "if empty."
+            ),
         ),
-        "batch_size": _int_param(
-            params, "batch_size", settings.IMAGECLEAN_SCORING_BATCH_SIZE, 1, MAX_BATCH_SIZE
+        integer(
+            "shard_size",
+            default=settings.IMAGECLEAN_SCORING_SHARD_SIZE,
+            low=1,
+            high=MAX_SHARD_SIZE,
+            label=_("Images per shard"),
+            help_text=_(
+                "Images per scoring task; every running ml worker takes shards, so smaller "
+                "shards spread the work wider."
+            ),
         ),
-    }
+        integer(
+            "batch_size",
+            default=settings.IMAGECLEAN_SCORING_BATCH_SIZE,
+            low=1,
+            high=MAX_BATCH_SIZE,
+            label=_("Batch size"),
+            help_text=_("Images per forward pass of the network."),
+        ),
+    ),
+)
 
 
 def pool_images_to_score(*, project: Project, model_version: ModelVersion):

@@ -28,6 +28,8 @@ from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Exists, OuterRef, QuerySet
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 from labeling.models import (
     Image,
@@ -41,53 +43,112 @@ from labeling.models import (
     Strategy,
 )
 from labeling.services.jobs import job_progress, job_run
-from labeling.services.params import number_param
+from labeling.services.params import (
+    JobSpec,
+    integer,
+    model_version,
+    not_above,
+    number,
+    seed_param,
+)
 from labeling.services.queues import queue_get_or_create, queue_items_add
 
 MAX_K = 100_000
-DEFAULTS = {"k_band": 200, "k_loss": 200, "audit_share": 0.05, "high": 0.9, "band": [0.3, 0.6]}
+
+
+def _selecting_version_id(*, project: Project, value: int | None) -> int:
+    """The named version of the project, or its active one."""
+    if value is None:
+        if project.active_model_version_id is None:
+            raise ValidationError(
+                {
+                    "model_version_id": gettext(
+                        "This project has no active model version to select with."
+                    )
+                }
+            )
+        return project.active_model_version_id
+    if not ModelVersion.objects.filter(pk=value, project=project).exists():
+        raise ValidationError(
+            {
+                "model_version_id": gettext("No model version %(id)s in this project.")
+                % {"id": value}
+            }
+        )
+    return value
+
+
+# The parameters of a select job (labeling.services.params; docs/jobs.md).
+SELECT = JobSpec(
+    kind=Job.Kind.SELECT,
+    params=(
+        model_version(
+            resolve=_selecting_version_id,
+            help_text=_(
+                "The model version whose scores choose the images; the project's active "
+                "version if empty."
+            ),
+        ),
+        integer(
+            "k_band",
+            default=200,
+            low=0,
+            high=MAX_K,
+            label=_("Band top-K"),
+            help_text=_("At most this many images from the confidence band."),
+        ),
+        integer(
+            "k_loss",
+            default=200,
+            low=0,
+            high=MAX_K,
+            label=_("Loss top-K"),
+            help_text=_("At most this many images with the largest predicted loss."),
+        ),
+        number(
+            "audit_share",
+            default=0.05,
+            low=0.0,
+            high=1.0,
+            label=_("Audit share"),
+            help_text=_(
+                "A random sample of the rest of the pool, as a share of the selection: an "
+                "unbiased measure of what the selectors miss."
+            ),
+        ),
+        number(
+            "high",
+            default=0.9,
+            low=0.0,
+            high=1.0,
+            label=_("Confident above"),
+            help_text=_("Scores at or above this are the model's confident positives."),
+        ),
+        number(
+            "band_low",
+            default=0.3,
+            low=0.0,
+            high=1.0,
+            label=_("Band from"),
+            help_text=_("Lowest score of the uncertain band, where missed positives hide."),
+        ),
+        number(
+            "band_high",
+            default=0.6,
+            low=0.0,
+            high=1.0,
+            label=_("Band to"),
+            help_text=_("Highest score of the uncertain band."),
+        ),
+        seed_param(help_text=_("Seed of the random audit sample.")),
+    ),
+    checks=(not_above("band_low", "band_high"),),
+)
 
 
 def select_params_clean(*, project: Project, params: dict) -> dict:
-    """Parameters of a select job, validated, defaults filled in."""
-    unknown = set(params) - {"model_version_id", *DEFAULTS, "seed"}
-    if unknown:
-        raise ValidationError({"params": f"Unknown parameters: {', '.join(sorted(unknown))}."})
-    version_id = params.get("model_version_id")
-    if version_id in (None, ""):
-        if project.active_model_version_id is None:
-            raise ValidationError(
-                {"model_version_id": "This project has no active model version to select with."}
-            )
-        version_id = project.active_model_version_id
-    try:
-        version = ModelVersion.objects.get(pk=int(version_id), project=project)
-    except (TypeError, ValueError, ModelVersion.DoesNotExist) as error:
-        raise ValidationError(
-            {"model_version_id": f"No model version {version_id!r} in this project."}
-        ) from error
-    band = params.get("band", DEFAULTS["band"])
-    if not isinstance(band, list | tuple) or len(band) != 2:
-        raise ValidationError({"band": "band must be a pair [low, high]."})
-    low = number_param({"low": band[0]}, "low", 0, low=0.0, high=1.0, integer=False)
-    top = number_param({"high": band[1]}, "high", 0, low=0.0, high=1.0, integer=False)
-    if low > top:
-        raise ValidationError({"band": "band must be [low, high] with low <= high."})
-    return {
-        "model_version_id": version.pk,
-        "k_band": number_param(
-            params, "k_band", DEFAULTS["k_band"], low=0, high=MAX_K, integer=True
-        ),
-        "k_loss": number_param(
-            params, "k_loss", DEFAULTS["k_loss"], low=0, high=MAX_K, integer=True
-        ),
-        "audit_share": number_param(
-            params, "audit_share", DEFAULTS["audit_share"], low=0.0, high=1.0, integer=False
-        ),
-        "high": number_param(params, "high", DEFAULTS["high"], low=0.0, high=1.0, integer=False),
-        "band": [low, top],
-        "seed": number_param(params, "seed", 0, low=0, high=2**31 - 1, integer=True),
-    }
+    """The select job's parameters, validated by `SELECT`, defaults filled in."""
+    return SELECT.clean(project=project, params=params)
 
 
 def eligible_scores(
@@ -149,11 +210,12 @@ def queue_fill_from_scores(
             "k_loss": k_loss,
             "audit_share": audit_share,
             "high": high,
-            "band": list(band),
+            "band_low": band[0],
+            "band_high": band[1],
             "seed": seed,
         },
     )
-    low, top = cleaned["band"]
+    low, top = cleaned["band_low"], cleaned["band_high"]
     high = cleaned["high"]
     with transaction.atomic():
         queue = queue_get_or_create(project=project, kind=Queue.Kind.LABELING)
@@ -251,7 +313,7 @@ def _select(job: Job) -> dict:
         k_loss=params["k_loss"],
         audit_share=params["audit_share"],
         high=params["high"],
-        band=params["band"],
+        band=(params["band_low"], params["band_high"]),
         seed=params["seed"],
         job=job,
         created_by=job.created_by,

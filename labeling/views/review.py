@@ -41,7 +41,8 @@ from labeling.selectors.review import (
 )
 from labeling.services.labels import review_resolve
 from labeling.services.noise import GradcamUnavailable, review_gradcam_png
-from labeling.services.recall import cold_start_start
+from labeling.services.recall import COLD_START, cold_start_start
+from labeling.views.job_forms import job_form, params_from_post
 
 
 def _project_for(user, slug: str) -> Project:
@@ -170,6 +171,8 @@ def project_cold_start(request, slug: str):
         "project": project,
         "search": search,
         "candidates": list(seed_candidates(project=project, search=search)),
+        # The seed picker is the page's own; the other parameters come from the job's spec.
+        "form": job_form(COLD_START),
     }
     if request.method == "POST":
         uploads = request.FILES.getlist("files")
@@ -177,9 +180,9 @@ def project_cold_start(request, slug: str):
             job, notes = cold_start_start(
                 project=project,
                 created_by=request.user,
-                seed_image_ids=request.POST.getlist("seed"),
+                seed_image_ids=request.POST.getlist("seed_image_ids"),
                 uploads=uploads,
-                k=request.POST.get("k", "").strip() or None,
+                params=params_from_post(COLD_START, request.POST),
             )
         except ValidationError as error:
             context["errors"] = error.messages

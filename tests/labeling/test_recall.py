@@ -131,7 +131,7 @@ def test_uploaded_seeds_are_imported_and_bad_seeds_refused():
             SimpleUploadedFile("bee.png", bee, content_type="image/png"),
             SimpleUploadedFile("notes.png", b"not an image", content_type="image/png"),
         ],
-        k="7",
+        params={"k": "7"},
     )
     bee_image = Image.objects.get(project=project, source="bee.png")
     assert job.params == {"seed_image_ids": [bee_image.pk], "k": 7, "batch_size": 32}

@@ -185,7 +185,7 @@ def test_cold_start_page_lists_searches_and_starts_a_job():
         refused.status_code == 400 and "Pick at least one seed image." in refused.content.decode()
     )
     assert not Job.objects.filter(project=project).exists()
-    started = client.post(url, {"seed": [str(s.pk) for s in seeds], "k": "5"})
+    started = client.post(url, {"seed_image_ids": [str(s.pk) for s in seeds], "k": "5"})
     job = Job.objects.get(project=project, kind=Job.Kind.COLD_START)
     assert started.status_code == 302 and started["Location"] == f"/jobs/{job.pk}/"
     assert job.params == {"seed_image_ids": [s.pk for s in seeds], "k": 5, "batch_size": 32}

@@ -108,7 +108,7 @@ def labeled_world(*, pool_pos=16, pool_neg=24, val_pos=6, val_neg=10, unlabeled=
 def test_params_defaults_and_errors():
     project = make_project()
     cleaned = train_cascade_params_clean(project=project, params={})
-    assert cleaned["preset"] == "cpu_small" and cleaned["input_size"] == 32
+    assert cleaned["preset"] == "cpu_transfer" and cleaned["input_size"] == 112
     assert cleaned["target_precision"] == 0.95 and cleaned["cbam"] is True
     assert cleaned["auto_promote_precision"] is None
     full = train_cascade_params_clean(project=project, params={"preset": "full", "cbam": "off"})
