@@ -74,18 +74,18 @@ TRAIN_CASCADE = JobSpec(
             "preset",
             default="cpu_transfer",
             choices=(
-                (
-                    "cpu_transfer",
-                    _("cpu_transfer: EfficientNet-Lite0 from ImageNet weights, 112 px (CPU)"),
-                ),
-                ("cpu_small", _("cpu_small: small CNNs from scratch, 32 px (CPU)")),
-                ("cpu_tiny", _("cpu_tiny: smaller CNNs from scratch, 24 px (tests)")),
-                ("full", _("full: DenseNet161 + ResNet50 from ImageNet weights, 224 px (GPU)")),
+                ("cpu_transfer", _("cpu_transfer (pretrained, CPU)")),
+                ("cpu_small", _("cpu_small (from scratch)")),
+                ("cpu_tiny", _("cpu_tiny (from scratch, tests)")),
+                ("full", _("full (pretrained, GPU)")),
             ),
             label=_("Preset"),
             help_text=_(
-                "The networks of the two stages and their training defaults. full needs "
-                "torchvision's ImageNet weight files in the weights folder."
+                "The networks of the two stages and their training defaults. cpu_transfer: "
+                "EfficientNet-Lite0 from its ImageNet weights, last stage fine-tuned, 112 px; "
+                "cpu_small, cpu_tiny: small CNNs trained from scratch at 32 and 24 px (tests "
+                "and comparison); full: DenseNet161 + ResNet50 from torchvision's ImageNet "
+                "weight files placed in the weights folder, 224 px, for a GPU."
             ),
         ),
         integer(

@@ -375,3 +375,41 @@ def test_a_bad_declaration_fails_at_import():
         checks=(not_above("size", "top"), all_or_none("p", "r")),
     )
     assert ok.clean(project=None, params={"size": "4"})["size"] == 4
+
+
+# --- In a real browser: the default of the preset picked ---------------------------------
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_the_form_shows_the_default_of_the_preset_picked(live_server):
+    import os
+
+    from playwright.sync_api import sync_playwright
+
+    from tests.labeling.test_loop_browser import ARGS, CHROMIUM, session_cookie
+
+    os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    project = make_project()
+    engineer = make_user("engineer")
+    spec = job_spec("train_cascade")
+    sizes = spec.param("input_size").default.values
+    teacher = spec.param("mean_teacher").default.values
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            context = browser.new_context()
+            context.add_cookies([session_cookie(engineer, live_server)])
+            page = context.new_page()
+            page.goto(f"{live_server.url}/projects/{project.slug}/jobs/")
+            form = page.locator("#start-train-cascade")
+            size = form.locator("input[name=input_size]")
+            blank_teacher = form.locator("select[name=mean_teacher] option").first
+            default = spec.param("preset").default
+            assert size.get_attribute("placeholder") == f"preset default: {sizes[default]}"
+            for preset in ("cpu_tiny", "full"):
+                form.locator("select[name=preset]").select_option(preset)
+                assert size.get_attribute("placeholder") == f"preset default: {sizes[preset]}"
+                assert blank_teacher.text_content() == (
+                    f"preset default: {shown_value(teacher[preset])}"
+                )
+        finally:
+            browser.close()
