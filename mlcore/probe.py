@@ -61,7 +61,8 @@ class ProbeConfig:
 class LinearProbe:
     """A fitted probe. ``C``: the regularisation used; ``cv_average_precision``: the mean
     cross-validated AP at that C (None when C was not cross-validated); ``n_positive`` /
-    ``n_negative``: the labels it was fitted on."""
+    ``n_negative``: the labels it was fitted on; ``function``: what fitted it (recorded by the
+    job and the benchmarks alike)."""
 
     model: LogisticRegression | LogisticRegressionCV
     C: float
@@ -69,6 +70,7 @@ class LinearProbe:
     n_positive: int
     n_negative: int
     normalize: bool
+    function: str = "mlcore.probe.fit_linear_probe"
 
     def predict_proba(self, embeddings: np.ndarray) -> np.ndarray:
         """(N,) positive-class probabilities of embeddings (N, D)."""
@@ -83,6 +85,7 @@ class ProbeRanking:
 
     indices: np.ndarray
     scores: np.ndarray
+    function: str = "mlcore.probe.probe_rank"
 
     def __len__(self) -> int:
         return int(self.indices.shape[0])
@@ -166,7 +169,8 @@ def probe_rank(
     highest first, never one in ``exclude``; ties keep the lower index."""
     if k < 0:
         raise ValueError(f"k must be >= 0, got {k}")
-    scores = probe.predict_proba(pool)
+    matrix = _prepare(pool, normalize=False)  # shape and finiteness; the probe normalises
+    scores = probe.predict_proba(matrix) if len(matrix) else np.empty(0, dtype=np.float64)
     eligible = np.ones(len(scores), dtype=bool)
     if exclude is not None:
         excluded = np.asarray(exclude, dtype=np.int64)

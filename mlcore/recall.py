@@ -72,14 +72,24 @@ DEFAULT_TEMPERATURE = 0.05
 class Neighbours:
     """``indices`` (k,) pool indices, most similar first; ``scores`` (k,) their aggregated
     cosine similarity to the seeds (mean, soft-max or maximum); ``nearest_seed`` (k,) which
-    seed (row of ``seeds``) is each item's most similar one, whatever the aggregation."""
+    seed (row of ``seeds``) is each item's most similar one, whatever the aggregation;
+    ``function``: the search that produced it (recorded by the job and the benchmark alike)."""
 
     indices: np.ndarray
     scores: np.ndarray
     nearest_seed: np.ndarray
+    function: str = "mlcore.recall.nearest_neighbours"
 
     def __len__(self) -> int:
         return int(self.indices.shape[0])
+
+
+ANN_FUNCTION = "mlcore.recall.AnnIndex.search"
+
+
+def _no_neighbours(function: str) -> Neighbours:
+    empty = np.empty(0, dtype=np.int64)
+    return Neighbours(empty, np.empty(0, dtype=np.float32), empty, function=function)
 
 
 def _check_aggregate(aggregate: str, temperature: float) -> None:
@@ -326,8 +336,7 @@ class AnnIndex:
         per_query = candidates_per_query or k + len(excluded)
         per_query = min(len(self), per_query)
         if per_query <= 0 or k == 0:
-            empty = np.empty(0, dtype=np.int64)
-            return Neighbours(empty, np.empty(0, dtype=np.float32), empty)
+            return _no_neighbours(ANN_FUNCTION)
         queries = seed_vectors
         if aggregate != "max":
             centroid = self._prepare("seeds", seed_vectors.mean(axis=0, keepdims=True))
@@ -339,8 +348,7 @@ class AnnIndex:
             sorted({int(i) for i in ids.ravel() if i >= 0} - excluded), dtype=np.int64
         )
         if candidates.size == 0:
-            empty = np.empty(0, dtype=np.int64)
-            return Neighbours(empty, np.empty(0, dtype=np.float32), empty)
+            return _no_neighbours(ANN_FUNCTION)
         stored = torch.from_numpy(self._index.reconstruct_batch(candidates))
         scores, nearest = _aggregate(
             stored @ torch.from_numpy(seed_vectors).T, aggregate, temperature
@@ -350,4 +358,5 @@ class AnnIndex:
             indices=candidates[order.numpy()],
             scores=scores[order].numpy().astype(np.float32),
             nearest_seed=nearest[order].numpy().astype(np.int64),
+            function=ANN_FUNCTION,
         )

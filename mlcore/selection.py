@@ -152,12 +152,13 @@ class BandThresholds:
 @dataclass(frozen=True)
 class BandRanking:
     """:func:`confidence_band`'s answer: ``indices`` (M,) by priority (high and band groups
-    interleaved), ``is_high`` (M,) True where the item is in the high group, and the
-    ``thresholds`` used."""
+    interleaved), ``is_high`` (M,) True where the item is in the high group, the
+    ``thresholds`` used, and the ``function`` that ranked (recorded by jobs and benchmarks)."""
 
     indices: np.ndarray
     is_high: np.ndarray
     thresholds: BandThresholds
+    function: str = "mlcore.selection.confidence_band"
 
     def __len__(self) -> int:
         return int(self.indices.shape[0])

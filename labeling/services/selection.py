@@ -1,9 +1,13 @@
 """Selection: fill the labeling queue from a model version's scores (METHOD.md, the loop).
 
 The union of two selectors, plus a small random audit:
-- confidence band (`CONFIDENCE_BAND`): images scored at or above `high` (the model's confident
-  positives, where its costly false positives are) and images inside the uncertain `band`
-  (where missed positives hide), interleaved;
+- confidence band (`CONFIDENCE_BAND`): the model's confident positives (where its costly false
+  positives are) and an uncertain band (where missed positives hide), interleaved. By default
+  (`band_mode` "quantile") both are quantiles of the eligible images' scores: the top
+  `high_share`, and `band_share` of them around `band_center`, grown to fill `k_band`, so the
+  band always fills its budget when enough images are eligible, however rare the positives;
+  `band_mode` "absolute" uses the fixed probabilities `high` and [`band_low`, `band_high`],
+  which may fill fewer (mlcore.selection's docstring says why quantiles);
 - loss-prediction top-K (`LOSS_RANKED`; Yoo & Kweon 2019): the images whose predicted loss is
   largest;
 - an image both chose is queued once as `BAND_AND_LOSS`;
@@ -14,10 +18,14 @@ Eligible: a pool image of the project with a Score from the version, never label
 row, a retracted one included) and in no queue of the project. Each QueueItem records its
 strategy and details (score, stages, decision, predicted loss, model version, job), and every
 Label copies the strategy, so `labeling.selectors.strategies.strategy_yield` measures each
-strategy's yield.
+strategy's yield; the details also name the rule that chose the image (`rule`: high_score,
+uncertain_band, loss_top_k or random_audit). The job's result counts the items per rule and
+gives the band's thresholds in probability terms.
 
-The database filters (indexes on (model_version, score) and (model_version, predicted_loss));
-labeling.ml.selection ranks with mlcore.selection (see there why that is exact).
+The database filters eligibility and takes the top predicted losses (index on (model_version,
+predicted_loss)); every eligible score is read once (the band's quantiles need the whole
+distribution, and the audit samples from the same ids); labeling.ml.selection ranks with
+mlcore.selection.
 """
 
 from __future__ import annotations
@@ -45,6 +53,7 @@ from labeling.models import (
 from labeling.services.jobs import job_progress, job_run
 from labeling.services.params import (
     JobSpec,
+    choice,
     integer,
     model_version,
     not_above,
@@ -116,13 +125,63 @@ SELECT = JobSpec(
                 "unbiased measure of what the selectors miss."
             ),
         ),
+        # Defaults of the band's options: mlcore.selection.BandConfig's (a test checks).
+        choice(
+            "band_mode",
+            default="quantile",
+            choices=(
+                ("quantile", _("Quantiles of the pool's scores")),
+                ("absolute", _("Fixed probabilities")),
+            ),
+            label=_("Band thresholds"),
+            help_text=_(
+                "Quantiles: the confident and uncertain groups follow the distribution of the "
+                "eligible images' scores, so the band fills its top-K however rare the "
+                "positives. Fixed: the probabilities below, which may select fewer."
+            ),
+        ),
+        number(
+            "high_share",
+            default=0.01,
+            low=0.0,
+            high=1.0,
+            label=_("Confident share"),
+            help_text=_(
+                "Quantiles: the top share of the eligible images' scores taken as the model's "
+                "confident positives (0.01: the top 1%)."
+            ),
+        ),
+        number(
+            "band_share",
+            default=0.1,
+            low=0.0,
+            high=1.0,
+            label=_("Band share"),
+            help_text=_(
+                "Quantiles: the share of the eligible images in the uncertain band; it grows "
+                "when the band top-K needs more."
+            ),
+        ),
+        number(
+            "band_center",
+            default=0.5,
+            low=0.0,
+            high=1.0,
+            label=_("Band centre"),
+            help_text=_(
+                "Quantiles: the probability the uncertain band is centred on (0.5: where a "
+                "calibrated model is least sure)."
+            ),
+        ),
         number(
             "high",
             default=0.9,
             low=0.0,
             high=1.0,
             label=_("Confident above"),
-            help_text=_("Scores at or above this are the model's confident positives."),
+            help_text=_(
+                "Fixed probabilities: scores at or above this are the model's confident positives."
+            ),
         ),
         number(
             "band_low",
@@ -130,7 +189,10 @@ SELECT = JobSpec(
             low=0.0,
             high=1.0,
             label=_("Band from"),
-            help_text=_("Lowest score of the uncertain band, where missed positives hide."),
+            help_text=_(
+                "Fixed probabilities: lowest score of the uncertain band, where missed "
+                "positives hide."
+            ),
         ),
         number(
             "band_high",
@@ -138,7 +200,7 @@ SELECT = JobSpec(
             low=0.0,
             high=1.0,
             label=_("Band to"),
-            help_text=_("Highest score of the uncertain band."),
+            help_text=_("Fixed probabilities: highest score of the uncertain band."),
         ),
         seed_param(help_text=_("Seed of the random audit sample.")),
     ),
@@ -181,6 +243,12 @@ def _interleave(ranked: list[int], audit: list[int]) -> list[int]:
     return merged
 
 
+# Band options a caller may leave out (None): the SELECT spec's defaults then apply.
+BAND_OPTIONS = ("band_mode", "high_share", "band_share", "band_center")
+# The rule behind each image of a selection, as details["rule"] and the result's by_rule.
+RULE_AUDIT = "random_audit"
+
+
 def queue_fill_from_scores(
     *,
     project: Project,
@@ -191,17 +259,32 @@ def queue_fill_from_scores(
     high: float,
     band: tuple[float, float] | list[float],
     seed: int,
+    band_mode: str | None = None,
+    high_share: float | None = None,
+    band_share: float | None = None,
+    band_center: float | None = None,
     job: Job | None = None,
     created_by: User | None = None,
 ) -> dict:
     """Queue the band ∪ loss top-K selection plus a random audit into the project's labeling
-    queue. Returns how many items each strategy added and the queue's id."""
+    queue. Band options left as None take the SELECT spec's defaults (quantile mode).
+
+    Returns the queue's id, how many items each strategy added (`added`, `total`), how many
+    the plan took from each rule (`by_rule`: high_score, uncertain_band, loss_top_k,
+    band_and_loss for images both selectors chose, random_audit), the band's thresholds in
+    probability terms (`band_thresholds`) and the function that ranked the band."""
     import numpy as np
 
-    from labeling.ml.selection import audit_sample, plan_selection
+    from labeling.ml.selection import RULE_BAND, RULE_HIGH, RULE_LOSS, audit_sample, plan_selection
 
     if model_version.project_id != project.pk:
-        raise ValidationError("The model version belongs to another project.")
+        raise ValidationError(gettext("The model version belongs to another project."))
+    given = {
+        "band_mode": band_mode,
+        "high_share": high_share,
+        "band_share": band_share,
+        "band_center": band_center,
+    }
     cleaned = select_params_clean(
         project=project,
         params={
@@ -213,22 +296,17 @@ def queue_fill_from_scores(
             "band_low": band[0],
             "band_high": band[1],
             "seed": seed,
+            **{name: value for name, value in given.items() if value is not None},
         },
     )
-    low, top = cleaned["band_low"], cleaned["band_high"]
-    high = cleaned["high"]
     with transaction.atomic():
         queue = queue_get_or_create(project=project, kind=Queue.Kind.LABELING)
         eligible = eligible_scores(project=project, model_version=model_version)
-        confident = list(
-            eligible.filter(score__gte=high)
-            .order_by("-score", "image_id")
-            .values_list("image_id", "score")[: cleaned["k_band"]]
-        )
-        in_band = list(
-            eligible.filter(score__gte=low, score__lte=top, score__lt=high)
-            .order_by("-score", "image_id")
-            .values_list("image_id", "score")[: cleaned["k_band"]]
+        # Every eligible (id, score), ids ascending: the band's quantiles and the audit's ids.
+        pairs = list(eligible.order_by("image_id").values_list("image_id", "score"))
+        eligible_ids = np.fromiter((pair[0] for pair in pairs), dtype=np.int64, count=len(pairs))
+        eligible_scores_ = np.fromiter(
+            (pair[1] for pair in pairs), dtype=np.float64, count=len(pairs)
         )
         by_loss = list(
             eligible.filter(predicted_loss__isnull=False)
@@ -236,24 +314,28 @@ def queue_fill_from_scores(
             .values_list("image_id", "predicted_loss")[: cleaned["k_loss"]]
         )
         plan = plan_selection(
-            band_candidates=confident + in_band,
+            candidate_ids=eligible_ids,
+            candidate_scores=eligible_scores_,
             loss_candidates=by_loss,
             k_band=cleaned["k_band"],
             k_loss=cleaned["k_loss"],
-            high=high,
-            band=(low, top),
+            band_mode=cleaned["band_mode"],
+            high_share=cleaned["high_share"],
+            band_share=cleaned["band_share"],
+            band_center=cleaned["band_center"],
+            high=cleaned["high"],
+            band=(cleaned["band_low"], cleaned["band_high"]),
         )
         audit_k = math.ceil(cleaned["audit_share"] * len(plan.ranked_ids))
         audit: list[int] = []
         if audit_k:
-            eligible_ids = np.fromiter(
-                eligible.order_by("image_id").values_list("image_id", flat=True), dtype=np.int64
-            )
             audit = audit_sample(
                 eligible_ids, exclude_ids=plan.ranked_ids, k=audit_k, seed=cleaned["seed"]
             )
         ordered = _interleave(plan.ranked_ids, audit)
         strategy_of: dict[int, str] = dict.fromkeys(audit, Strategy.RANDOM_AUDIT)
+        rule_of = {**plan.rule_of, **dict.fromkeys(audit, RULE_AUDIT)}
+        by_rule = dict.fromkeys((RULE_HIGH, RULE_BAND, RULE_LOSS, "band_and_loss", RULE_AUDIT), 0)
         for image_id in plan.ranked_ids:
             in_b, in_l = image_id in plan.band_ids, image_id in plan.loss_ids
             strategy_of[image_id] = (
@@ -263,6 +345,9 @@ def queue_fill_from_scores(
                 if in_b
                 else Strategy.LOSS_RANKED
             )
+            by_rule[rule_of[image_id]] += 1
+            by_rule["band_and_loss"] += int(in_b and in_l)
+        by_rule[RULE_AUDIT] = len(audit)
         scores = {
             row["image_id"]: row
             for row in Score.objects.filter(
@@ -277,6 +362,7 @@ def queue_fill_from_scores(
                 "stage2": scores[image_id]["stage2"],
                 "decision": scores[image_id]["decision"],
                 "predicted_loss": scores[image_id]["predicted_loss"],
+                "rule": rule_of[image_id],
                 "model_version_id": model_version.pk,
                 "model_version": model_version.name,
                 "job_id": job.pk if job is not None else None,
@@ -299,7 +385,14 @@ def queue_fill_from_scores(
                 details_by_image={i: details[i] for i in ids},
                 created_by=created_by,
             )
-    return {"queue_id": queue.pk, "added": added, "total": sum(added.values())}
+    return {
+        "queue_id": queue.pk,
+        "added": added,
+        "total": sum(added.values()),
+        "by_rule": by_rule,
+        "band_thresholds": plan.band_thresholds,
+        "function": plan.function,
+    }
 
 
 def _select(job: Job) -> dict:
@@ -315,16 +408,33 @@ def _select(job: Job) -> dict:
         high=params["high"],
         band=(params["band_low"], params["band_high"]),
         seed=params["seed"],
+        # Jobs queued before the quantile band existed keep the fixed thresholds they asked for.
+        band_mode=params.get("band_mode", "absolute"),
+        **{name: params[name] for name in BAND_OPTIONS[1:] if name in params},
         job=job,
         created_by=job.created_by,
     )
+    thresholds = result["band_thresholds"]
+    band_line = gettext("band thresholds (%(mode)s): high >= %(high)s, band %(band)s") % {
+        "mode": thresholds["mode"],
+        "high": _shown(thresholds["high"]),
+        "band": _shown(thresholds["band"]),
+    }
     job_progress(
         job_id=job.pk,
         stage="selecting",
         percent=100.0,
-        line=", ".join(f"{k}: {v}" for k, v in result["added"].items()),
+        line=", ".join(f"{k}: {v}" for k, v in result["by_rule"].items()) + "; " + band_line,
     )
     return result
+
+
+def _shown(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(f"{v:.4g}" for v in value) + "]"
+    return f"{value:.4g}"
 
 
 def select_run(*, job_id: int, retry: bool = False) -> None:

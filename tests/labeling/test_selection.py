@@ -1,16 +1,19 @@
-"""Selection into the labeling queue: planted scores, a real worker runs the `select` job."""
+"""Selection into the labeling queue: planted scores, a real worker runs the `select` job; the
+quantile band fills its budget on a rare pool where the fixed band would not."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from django.core.exceptions import ValidationError
 from django.test import Client
 
-from labeling.models import Job, Label, ModelVersion, Queue, QueueItem, Score, Strategy
+from labeling.models import Image, Job, Label, ModelVersion, Queue, QueueItem, Score, Strategy
 from labeling.selectors.strategies import strategy_yield
 from labeling.services.jobs import job_create
 from labeling.services.queues import queue_get_or_create, queue_items_add
-from labeling.services.selection import queue_fill_from_scores
+from labeling.services.selection import SELECT, queue_fill_from_scores, select_run
+from mlcore.selection import BAND_MODES, BandConfig
 from tests.factories import make_image, make_project, make_user
 from tests.labeling import worker as loop_worker
 from tests.labeling.worker import wait_for
@@ -73,7 +76,8 @@ def _ids(images, indexes) -> set[int]:
 def test_select_job_fills_the_queue_with_the_right_strategies(celery_worker, worker_storage):
     project, version, images, annotator, lead = _world()
     engineer = make_user("engineer")
-    params = {"k_band": 100, "k_loss": 15, "audit_share": 0.1, "seed": 7}
+    # The fixed thresholds (0.9; 0.3-0.6), so the planted groups are exactly the band.
+    params = {"k_band": 100, "k_loss": 15, "audit_share": 0.1, "seed": 7, "band_mode": "absolute"}
     job = job_create(project=project, kind=Job.Kind.SELECT, params=params, created_by=engineer)
 
     def finished() -> bool:
@@ -108,6 +112,22 @@ def test_select_job_fills_the_queue_with_the_right_strategies(celery_worker, wor
         "loss_ranked": 10,
         "random_audit": 4,
     }
+    # Per rule: 9 confident (1-9), 14 in the band (10, 12-19 and the 5 chosen by both), 10 by
+    # loss alone; the thresholds are the fixed ones.
+    assert job.result["by_rule"] == {
+        "high_score": 9,
+        "uncertain_band": 14,
+        "loss_top_k": 10,
+        "band_and_loss": 5,
+        "random_audit": 4,
+    }
+    assert job.result["band_thresholds"]["mode"] == "absolute"
+    assert job.result["band_thresholds"]["high"] == 0.9
+    assert job.result["band_thresholds"]["band"] == [0.3, 0.6]
+    assert job.result["band_thresholds"]["candidates"] == 57
+    assert items[images[9].pk].details["rule"] == "high_score"
+    assert items[images[12].pk].details["rule"] == "uncertain_band"
+    assert items[images[25].pk].details["rule"] == "loss_top_k"
     # Priorities: the union interleaves the two rankings (most confident, then highest loss).
     ranked = sorted(items.values(), key=lambda item: -item.priority)
     assert [ranked[0].image_id, ranked[1].image_id] == [images[9].pk, images[30].pk]
@@ -156,6 +176,7 @@ def test_strategy_yield_counts_labels_positives_and_flips():
         high=0.9,
         band=(0.3, 0.6),
         seed=0,
+        band_mode="absolute",
     )
     # Image 9: the model said positive, the label agrees. Image 30: the model said negative,
     # the label says positive (a flip). Image 21: negative on both sides.
@@ -190,6 +211,9 @@ def test_strategy_yield_counts_labels_positives_and_flips():
     [
         {"band": (0.7, 0.2)},
         {"high": 1.5},
+        {"band_mode": "relative"},
+        {"high_share": 1.5},
+        {"band_center": -0.1},
         {"k_band": -1},
         {"audit_share": float("nan")},
     ],
@@ -209,3 +233,92 @@ def test_bad_selection_parameters_are_refused_and_queue_nothing(bad):
     with pytest.raises(ValidationError):
         queue_fill_from_scores(project=project, model_version=version, **args)
     assert QueueItem.objects.count() == before
+
+
+def _rare_world(n: int = 400, seed: int = 0):
+    """`n` pool images scored like an early model at a rare prevalence (almost all far below
+    0.3), no predicted losses; the first 20 are labeled."""
+    annotator = make_user("annotator")
+    project = make_project(members=[annotator])
+    version = ModelVersion.objects.create(project=project, name="v1", status="ready")
+    project.active_model_version = version
+    project.save(update_fields=["active_model_version"])
+    images = Image.objects.bulk_create(
+        Image(
+            project=project,
+            content_hash=f"{seed:08d}{i:056d}",
+            file=f"rare/{i}.png",
+            width=32,
+            height=32,
+            format="PNG",
+            byte_size=100,
+            source=f"rare-{i}.png",
+            split=Image.Split.POOL,
+        )
+        for i in range(n)
+    )
+    scores = np.random.default_rng(seed).beta(0.5, 40.0, size=n)
+    Score.objects.bulk_create(
+        Score(image=image, model_version=version, stage1=p, stage2=p, score=p, decision=False)
+        for image, p in zip(images, scores.tolist(), strict=True)
+    )
+    for image in images[:20]:
+        Label.objects.create(project=project, image=image, annotator=annotator, value="normal")
+    return project, version, images, scores
+
+
+@pytest.mark.django_db
+def test_quantile_band_fills_k_band_on_a_rare_pool_where_fixed_thresholds_do_not():
+    project, version, images, scores = _rare_world()
+    eligible = scores[20:]
+    fixed = ((eligible >= 0.9) | ((eligible >= 0.3) & (eligible <= 0.6))).sum()
+    assert fixed < 5  # the fixed band would leave the round to chance
+    engineer = make_user("engineer")
+    job = job_create(
+        project=project,
+        kind=Job.Kind.SELECT,
+        params={"k_band": 50, "k_loss": 10, "audit_share": 0.1},
+        created_by=engineer,
+    )
+    assert job.params["band_mode"] == "quantile"
+    select_run(job_id=job.pk)
+    job.refresh_from_db()
+    assert job.status == Job.Status.SUCCEEDED, job.error
+    result = job.result
+    # No predicted losses (no loss-prediction module): the band alone fills k_band.
+    assert result["added"]["confidence_band"] == 50 and result["added"]["loss_ranked"] == 0
+    assert result["by_rule"] == {
+        "high_score": 4,  # ceil(1% of 380 eligible)
+        "uncertain_band": 46,
+        "loss_top_k": 0,
+        "band_and_loss": 0,
+        "random_audit": 5,  # ceil(0.1 * 50)
+    }
+    thresholds = result["band_thresholds"]
+    assert thresholds["mode"] == "quantile" and thresholds["candidates"] == 380
+    top_four = np.sort(eligible)[-4:]
+    assert thresholds["high"] == pytest.approx(top_four.min())
+    assert result["function"] == "mlcore.selection.confidence_band"
+    items = QueueItem.objects.filter(details__job_id=job.pk)
+    by_rule: dict[str, list[float]] = {}
+    for item in items:
+        by_rule.setdefault(item.details["rule"], []).append(item.details["score"])
+    assert sorted(by_rule["high_score"]) == pytest.approx(sorted(top_four.tolist()))
+    low, high = thresholds["band"]
+    assert all(low <= score <= high < thresholds["high"] for score in by_rule["uncertain_band"])
+    assert len(by_rule["random_audit"]) == 5
+    assert any("band thresholds (quantile)" in line for line in job.log)
+
+
+def test_select_spec_defaults_are_mlcores_band_defaults():
+    """The form's band defaults and mlcore's BandConfig say the same thing."""
+    defaults = BandConfig()
+    declared = {spec.name: spec.default for spec in SELECT.params}
+    assert declared["band_mode"] == defaults.mode
+    mode = next(spec for spec in SELECT.params if spec.name == "band_mode")
+    assert set(mode.choice_values) == set(BAND_MODES)
+    assert declared["high_share"] == defaults.high_share
+    assert declared["band_share"] == defaults.band_share
+    assert declared["band_center"] == defaults.band_center
+    assert declared["high"] == defaults.high
+    assert (declared["band_low"], declared["band_high"]) == defaults.band
