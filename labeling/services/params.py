@@ -397,17 +397,14 @@ def seed_param(
 Check = Callable[[dict[str, Any]], None]
 
 
-def not_above(name: str, limit: str) -> Check:
-    """`name` may not exceed `limit` (e.g. hard_b <= batch_a)."""
+def not_above(name: str, limit: str, *, message: str | Promise | None = None) -> Check:
+    """`name` may not exceed `limit` (e.g. hard_b <= batch_a); `message` says so in the
+    job's own words (default: "hard_b cannot exceed batch_a.")."""
 
     def check(cleaned: dict[str, Any]) -> None:
         if cleaned[name] > cleaned[limit]:
-            raise ValidationError(
-                {
-                    name: gettext("%(name)s cannot exceed %(limit)s.")
-                    % {"name": name, "limit": limit}
-                }
-            )
+            text = message or gettext("%(name)s cannot exceed %(limit)s.")
+            raise ValidationError({name: str(text) % {"name": name, "limit": limit}})
 
     check.__doc__ = f"{name} <= {limit}"
     return check

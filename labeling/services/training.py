@@ -196,7 +196,10 @@ TRAIN_CASCADE = JobSpec(
             help_text=_("The recall the cascade must also reach for automatic promotion."),
         ),
     ),
-    checks=(not_above("hard_b", "batch_a"), all_or_none(*AUTO_PROMOTE)),
+    checks=(
+        not_above("hard_b", "batch_a", message=_("hard_b (B) cannot exceed batch_a (A).")),
+        all_or_none(*AUTO_PROMOTE),
+    ),
 )
 
 
