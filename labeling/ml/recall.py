@@ -1,4 +1,11 @@
-"""Few-shot recall over a project's images: rows in, cached embeddings and neighbours out.
+"""Few-shot recall over a project's images: rows in, cached embeddings and rankings out.
+
+Two rankings, both mlcore functions on the same cached embeddings:
+- `recall_nearest`: similarity to the seed images, aggregated over the seeds by mean, soft-max
+  or max (mlcore.recall.nearest_neighbours);
+- `recall_by_probe`: once people have labeled positives and negatives, the logistic probe on
+  frozen features (mlcore.probe) fitted on them, the seeds as extra positives.
+The service (labeling.services.recall) decides which one runs.
 
 Embeddings: `mlcore.recall.default_embedder` (EfficientNet-Lite0, offline ImageNet weights, the
 pooled 1280-d output) at 224 px, L2-normalised, in batches.
@@ -30,7 +37,14 @@ from torch.utils.data import DataLoader
 
 from labeling.ml.datasets import ImageRow, ImageRowDataset
 from mlcore.config import resolve_device
-from mlcore.recall import default_embedder, embedder_transform, nearest_neighbours
+from mlcore.probe import fit_linear_probe, probe_rank
+from mlcore.recall import (
+    AGGREGATES,
+    DEFAULT_TEMPERATURE,
+    default_embedder,
+    embedder_transform,
+    nearest_neighbours,
+)
 
 EMBEDDER_KEY = "efficientnet_lite0-224"
 INPUT_SIZE = 224
@@ -157,32 +171,99 @@ def embed_rows(
 @dataclass(frozen=True)
 class Recalled:
     image_id: int
-    similarity: float  # cosine similarity to the nearest seed
-    seed_image_id: int
-    rank: int  # 1 = most similar
+    score: float  # aggregated cosine similarity to the seeds, or the probe's probability
+    rank: int  # 1 = first
+    seed_image_id: int | None = None  # similarity ranking: the most similar seed
+
+
+@dataclass(frozen=True)
+class RecallRanking:
+    """What a recall ranked: `mode` "similarity" or "probe", the mlcore `function` that
+    ranked (recorded in the job's result, as the benchmark records it), the ranked `items`, and
+    the ranking's settings and fit (`details`, JSON-ready)."""
+
+    mode: str
+    function: str
+    items: list[Recalled]
+    details: dict
+
+
+def _pool_exclusions(pool: Embeddings, exclude_ids: set[int]) -> np.ndarray:
+    return np.asarray(
+        [i for i, pk in enumerate(pool.image_ids) if pk in exclude_ids], dtype=np.int64
+    )
 
 
 def recall_nearest(
-    *, pool: Embeddings, seeds: Embeddings, k: int, exclude_ids: set[int]
-) -> list[Recalled]:
-    """The `k` pool images most similar to any seed (max over seeds), never one in
-    `exclude_ids`; exact cosine search (mlcore.recall.nearest_neighbours)."""
+    *,
+    pool: Embeddings,
+    seeds: Embeddings,
+    k: int,
+    exclude_ids: set[int],
+    aggregate: str,
+) -> RecallRanking:
+    """The `k` pool images most similar to the seeds (similarity aggregated over the seeds by
+    `aggregate`: "mean", "softmax" or "max"), never one in `exclude_ids`; exact cosine search
+    (mlcore.recall.nearest_neighbours)."""
+    if aggregate not in AGGREGATES:
+        raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
     if not seeds.image_ids:
         raise ValueError("none of the seed images could be read")
-    if not pool.image_ids:
-        return []
-    exclude = np.asarray(
-        [i for i, pk in enumerate(pool.image_ids) if pk in exclude_ids], dtype=np.int64
+    details = {"aggregate": aggregate, "seeds": len(seeds.image_ids)}
+    if aggregate == "softmax":
+        details["temperature"] = DEFAULT_TEMPERATURE
+    # An empty pool still goes through the search: the result names the function either way.
+    vectors = pool.vectors if pool.image_ids else np.zeros((0, seeds.vectors.shape[1]), "f4")
+    found = nearest_neighbours(
+        vectors,
+        seeds.vectors,
+        k=k,
+        exclude=_pool_exclusions(pool, exclude_ids),
+        aggregate=aggregate,
+        temperature=DEFAULT_TEMPERATURE,
     )
-    found = nearest_neighbours(pool.vectors, seeds.vectors, k=k, exclude=exclude)
-    return [
+    items = [
         Recalled(
             image_id=pool.image_ids[int(index)],
-            similarity=float(score),
-            seed_image_id=seeds.image_ids[int(seed)],
+            score=float(score),
             rank=rank,
+            seed_image_id=seeds.image_ids[int(seed)],
         )
         for rank, (index, score, seed) in enumerate(
             zip(found.indices, found.scores, found.nearest_seed, strict=True), start=1
         )
     ]
+    return RecallRanking("similarity", found.function, items, details)
+
+
+def recall_by_probe(
+    *,
+    pool: Embeddings,
+    labeled: Embeddings,
+    positive_ids: set[int],
+    k: int,
+    exclude_ids: set[int],
+    seed: int,
+) -> RecallRanking:
+    """The `k` pool images the logistic probe (mlcore.probe.fit_linear_probe) finds likeliest
+    positive. `labeled`: embeddings of the labeled images and the seeds; an image is a positive
+    when its id is in `positive_ids`, a negative otherwise. Never returns one of
+    `exclude_ids`."""
+    labels = np.asarray([int(pk in positive_ids) for pk in labeled.image_ids], dtype=np.int64)
+    probe = fit_linear_probe(labeled.vectors, labels, seed=seed)
+    details = {
+        "positives": probe.n_positive,
+        "negatives": probe.n_negative,
+        "C": probe.C,
+        "cv_average_precision": probe.cv_average_precision,
+        "fit": probe.function,
+    }
+    vectors = pool.vectors if pool.image_ids else np.zeros((0, labeled.vectors.shape[1]), "f4")
+    ranking = probe_rank(probe, vectors, k=k, exclude=_pool_exclusions(pool, exclude_ids))
+    items = [
+        Recalled(image_id=pool.image_ids[int(index)], score=float(score), rank=rank)
+        for rank, (index, score) in enumerate(
+            zip(ranking.indices, ranking.scores, strict=True), start=1
+        )
+    ]
+    return RecallRanking("probe", ranking.function, items, details)

@@ -1,4 +1,4 @@
-"""The `cold_start` job: fill the labeling queue with the seeds' nearest neighbours.
+"""The `cold_start` job: fill the labeling queue with the images likeliest to be positives.
 
 METHOD.md's cold start: a few hundred positives are "recalled from the content pool by image
 retrieval", the nearest neighbours of a handful of seed images (positives from user feedback).
@@ -10,9 +10,20 @@ queue because it runs a network):
 1. embeds the seeds and every eligible pool image with the pretrained EfficientNet-Lite0 at
    224 px, in batches, with progress; embeddings are cached per content hash in storage
    (labeling.ml.recall), so a second recall over the same pool embeds nothing;
-2. ranks the eligible pool images by their maximum cosine similarity over the seeds;
+2. ranks the eligible pool images, one of two ways:
+   - *similarity* (while the project has fewer than PROBE_MIN_PER_CLASS labeled positives or
+     negatives): cosine similarity to the seeds, aggregated over the seeds by the `aggregate`
+     parameter (mean, soft-max or max; mlcore.recall's docstring compares them);
+   - *probe* (once it has at least PROBE_MIN_PER_CLASS of each): the logistic probe on frozen
+     features (mlcore.probe) fitted on the labeled pool images' embeddings, the seeds as extra
+     positives, because what people labeled, negatives included, says more than a few seeds.
+     Labels under noise review (an open re-review item) are left out, as training does;
 3. adds the top `k` to the project's default labeling queue with strategy COLD_START, priority
-   = similarity, details = {job_id, rank, similarity, seed_image_id}.
+   = the ranking's score, details = {job_id, rank, ranking, similarity and seed_image_id, or
+   probability}.
+
+The result says which ranking ran (`ranking`: mode, the mlcore function, the aggregation or the
+probe's fit, and how many labeled positives and negatives the project had).
 
 Eligible: POOL images (the frozen validation split is labeled on its own terms, never by a
 model's choice) with no active label, not already an item of any of the project's queues, and
@@ -31,15 +42,19 @@ from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from labeling.models import Image, Job, Project, Queue, QueueItem, Strategy
-from labeling.selectors.labels import labels_active
+from labeling.selectors.labels import current_labels, labels_active
 from labeling.services.imports import Status, uploads_import
 from labeling.services.jobs import job_create, job_progress, job_run
-from labeling.services.params import JobSpec, image_ids, integer
+from labeling.services.params import JobSpec, choice, image_ids, integer
 from labeling.services.queues import queue_get_or_create, queue_items_add
 
 MAX_SEEDS = 500
 MAX_K = 100_000
 MAX_BATCH = 512
+# Labeled positives AND negatives (each) from which the probe ranks instead of the seeds.
+PROBE_MIN_PER_CLASS = 5
+# The probe's cross-validation folds are drawn with this seed: a rerun ranks the same way.
+PROBE_SEED = 0
 
 
 def _project_image_ids(*, project: Project, value: list[int]) -> list[int]:
@@ -83,6 +98,23 @@ COLD_START = JobSpec(
             high=MAX_BATCH,
             label=_("Batch size"),
             help_text=_("Images per embedding batch."),
+        ),
+        # The values are mlcore.recall.AGGREGATES, the default DEFAULT_AGGREGATE (a test checks).
+        choice(
+            "aggregate",
+            default="mean",
+            choices=(
+                ("mean", _("Mean over the seeds")),
+                ("softmax", _("Soft maximum over the seeds")),
+                ("max", _("Maximum over the seeds")),
+            ),
+            label=_("Similarity to the seeds"),
+            help_text=_(
+                "How an image's similarities to the seeds combine. Mean: close to all of them; "
+                "maximum: close to any one (one seed's look-alikes can fill the list); soft "
+                "maximum: in between. Once the project has labeled positives and negatives, a "
+                "classifier trained on them ranks instead."
+            ),
         ),
     ),
 )
@@ -147,22 +179,55 @@ def _rows(images) -> list:
     ]
 
 
+def _probe_labels(*, project: Project) -> dict[int, int]:
+    """{image id: 1 positive / 0 negative} of the project's labeled pool images, without labels
+    under noise review (training leaves them out too)."""
+    from labeling.services.training import unresolved_suspect_ids
+
+    suspects = unresolved_suspect_ids(project=project)
+    positive = project.positive_class
+    return {
+        image_id: int(value == positive)
+        for image_id, value in current_labels(project=project, split=Image.Split.POOL).items()
+        if image_id not in suspects
+    }
+
+
 def _recall(job: Job) -> dict:
-    from labeling.ml.recall import embed_rows, recall_nearest
+    from labeling.ml.recall import embed_rows, recall_by_probe, recall_nearest
 
     project = job.project
     params = job.params
     seed_ids = [int(pk) for pk in params["seed_image_ids"]]
     job_progress(job_id=job.pk, stage="finding the pool", percent=1.0)
-    seed_rows = _rows(Image.objects.filter(project=project, pk__in=seed_ids).order_by("pk"))
+    labels = _probe_labels(project=project)
+    labeled_positives = sum(labels.values())
+    labeled_negatives = len(labels) - labeled_positives
+    use_probe = min(labeled_positives, labeled_negatives) >= PROBE_MIN_PER_CLASS
+    # The seeds are positives, unless someone has labeled one otherwise since.
+    positive_ids = {i for i, y in labels.items() if y} | {
+        i for i in seed_ids if labels.get(i, 1) == 1
+    }
+    # The probe trains on the labeled images and the seeds; similarity needs the seeds only.
+    train_ids = sorted(set(seed_ids) | set(labels)) if use_probe else seed_ids
+    seed_rows = _rows(Image.objects.filter(project=project, pk__in=train_ids).order_by("pk"))
     pool_rows = _rows(cold_start_eligible(project=project, exclude_ids=seed_ids))
     job_progress(
         job_id=job.pk,
         stage="embedding seeds",
         percent=2.0,
-        line=f"{len(seed_rows)} seeds, {len(pool_rows)} eligible pool images",
+        line=gettext(
+            "%(seeds)d seeds, %(positives)d labeled positives and %(negatives)d labeled "
+            "negatives, %(pool)d eligible pool images"
+        )
+        % {
+            "seeds": len(seed_ids),
+            "positives": labeled_positives,
+            "negatives": labeled_negatives,
+            "pool": len(pool_rows),
+        },
     )
-    seeds = embed_rows(seed_rows, batch_size=params["batch_size"])
+    known = embed_rows(seed_rows, batch_size=params["batch_size"])
 
     def on_batch(done: int, total: int) -> None:
         # Raises JobCancelled when an engineer cancelled: embedding stops at this batch.
@@ -179,32 +244,66 @@ def _recall(job: Job) -> dict:
         percent=96.0,
         line=f"pool: {pool.computed} embedded, {pool.cached} from the cache",
     )
-    recalled = recall_nearest(pool=pool, seeds=seeds, k=params["k"], exclude_ids=set(seed_ids))
+    if use_probe:
+        ranking = recall_by_probe(
+            pool=pool,
+            labeled=known,
+            positive_ids=positive_ids,
+            k=params["k"],
+            exclude_ids=set(seed_ids),
+            seed=PROBE_SEED,
+        )
+    else:
+        ranking = recall_nearest(
+            pool=pool,
+            seeds=known,
+            k=params["k"],
+            exclude_ids=set(seed_ids),
+            # Jobs queued before the parameter existed ranked by the maximum.
+            aggregate=params.get("aggregate", "max"),
+        )
+    score_name = "probability" if ranking.mode == "probe" else "similarity"
+    job_progress(
+        job_id=job.pk,
+        stage="ranking",
+        percent=98.0,
+        line=gettext("ranked by %(mode)s (%(function)s)")
+        % {"mode": ranking.mode, "function": ranking.function},
+    )
     queue = queue_get_or_create(project=project, kind=Queue.Kind.LABELING)
     added = queue_items_add(
         queue=queue,
-        images=[r.image_id for r in recalled],
+        images=[r.image_id for r in ranking.items],
         strategy=Strategy.COLD_START,
-        priorities={r.image_id: r.similarity for r in recalled},
+        priorities={r.image_id: r.score for r in ranking.items},
         details_by_image={
             r.image_id: {
                 "job_id": job.pk,
                 "rank": r.rank,
-                "similarity": round(r.similarity, 6),
-                "seed_image_id": r.seed_image_id,
+                "ranking": ranking.mode,
+                score_name: round(r.score, 6),
+                **({"seed_image_id": r.seed_image_id} if r.seed_image_id is not None else {}),
             }
-            for r in recalled
+            for r in ranking.items
         },
     )
     return {
-        "seeds": len(seeds.image_ids),
+        "seeds": len(set(known.image_ids) & set(seed_ids)),  # the readable ones
         "pool": len(pool_rows),
-        "embedded": pool.computed + seeds.computed,
-        "from_cache": pool.cached + seeds.cached,
-        "unreadable": (seeds.unreadable + pool.unreadable)[:100],
-        "recalled": len(recalled),
+        "embedded": pool.computed + known.computed,
+        "from_cache": pool.cached + known.cached,
+        "unreadable": (known.unreadable + pool.unreadable)[:100],
+        "recalled": len(ranking.items),
         "queued": added,
         "queue_id": queue.pk,
+        "ranking": {
+            "mode": ranking.mode,
+            "function": ranking.function,
+            "labeled_positives": labeled_positives,
+            "labeled_negatives": labeled_negatives,
+            "probe_min_per_class": PROBE_MIN_PER_CLASS,
+            **ranking.details,
+        },
     }
 
 

@@ -1,12 +1,17 @@
 """Cold-start recall with the real pretrained EfficientNet-Lite0: insect seeds from the Tux Paint
 stamps recall more insects than chance from a mixed pool, never an image already labeled or
 queued; a second recall reads every embedding from the cache; uploaded seeds go through the
-import service; bad seeds are refused."""
+import service; bad seeds are refused. With planted embeddings in the cache: the aggregation
+over seeds reaches the ranking, and once a project has labeled positives and negatives the
+logistic probe ranks instead (the job says which, and names the function the benchmark
+runs)."""
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
 from django.core.exceptions import ValidationError
 from django.core.files.storage import default_storage
@@ -16,7 +21,13 @@ from labeling.models import Image, Job, Label, Queue, QueueItem, Strategy
 from labeling.services.imports import images_import
 from labeling.services.jobs import job_create
 from labeling.services.queues import queue_get_or_create, queue_items_add
-from labeling.services.recall import cold_start_run, cold_start_start
+from labeling.services.recall import (
+    COLD_START,
+    PROBE_MIN_PER_CLASS,
+    cold_start_run,
+    cold_start_start,
+)
+from mlcore import recall as mlcore_recall
 from tests.factories import make_project, make_user
 from tests.labeling import worker as loop_worker
 from tests.labeling.worker import wait_for
@@ -82,6 +93,14 @@ def test_insect_seeds_recall_insects_above_chance_and_cache_embeddings():
     assert job.status == Job.Status.SUCCEEDED, job.error
     assert job.result["pool"] == pool_size
     assert job.result["embedded"] == pool_size + len(seeds) and job.result["from_cache"] == 0
+    # One label in the project: too few for the probe, so the seeds rank (by the mean).
+    assert job.result["ranking"]["mode"] == "similarity"
+    assert job.result["ranking"]["aggregate"] == "mean"
+    assert job.result["ranking"]["function"] == "mlcore.recall.nearest_neighbours"
+    assert (
+        job.result["ranking"]["labeled_positives"],
+        job.result["ranking"]["labeled_negatives"],
+    ) == (0, 1)
     items = list(QueueItem.objects.filter(queue=queue, strategy=Strategy.COLD_START))
     assert len(items) == k == job.result["queued"]
     recalled = {item.image_id for item in items}
@@ -134,7 +153,12 @@ def test_uploaded_seeds_are_imported_and_bad_seeds_refused():
         params={"k": "7"},
     )
     bee_image = Image.objects.get(project=project, source="bee.png")
-    assert job.params == {"seed_image_ids": [bee_image.pk], "k": 7, "batch_size": 32}
+    assert job.params == {
+        "seed_image_ids": [bee_image.pk],
+        "k": 7,
+        "batch_size": 32,
+        "aggregate": "mean",
+    }
     assert len(notes) == 1 and notes[0].startswith("notes.png: rejected")
     assert not QueueItem.objects.filter(image=bee_image).exists()  # a seed is not queued
 
@@ -145,6 +169,7 @@ def test_uploaded_seeds_are_imported_and_bad_seeds_refused():
         ({"seed_image_ids": ["x"]}, "is not an image id"),
         ({"seed_image_ids": [bee_image.pk], "k": 0}, "from 1 to"),
         ({"seed_image_ids": [bee_image.pk], "radius": 3}, "Unknown parameters"),
+        ({"seed_image_ids": [bee_image.pk], "aggregate": "median"}, "must be one of"),
     ]:
         with pytest.raises(ValidationError) as error:
             job_create(
@@ -194,3 +219,163 @@ def test_cold_start_runs_on_a_real_worker(celery_worker, worker_storage):
     assert (
         QueueItem.objects.filter(strategy=Strategy.COLD_START, queue__project=project).count() == 3
     )
+
+
+def _planted_project(vectors: np.ndarray):
+    """A project whose pool images have the given embeddings already in the cache, so the job
+    embeds nothing (no file is ever decoded): rows only, content hashes unique to this test."""
+    from labeling.ml.recall import _write_cached, embedding_name
+
+    project = make_project(validation_fraction=0.0)
+    tag = uuid.uuid4().hex[:16]
+    images = Image.objects.bulk_create(
+        Image(
+            project=project,
+            content_hash=f"{tag}{i:048d}",
+            file=f"planted/{tag}/{i}.png",
+            width=32,
+            height=32,
+            format="PNG",
+            byte_size=100,
+            source=f"planted-{i}.png",
+            split=Image.Split.POOL,
+        )
+        for i in range(len(vectors))
+    )
+    for image, vector in zip(images, vectors, strict=True):
+        _write_cached(embedding_name(image.content_hash), vector, default_storage)
+    return project, [image.pk for image in images]
+
+
+def _unit(rows: np.ndarray) -> np.ndarray:
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _run(project, params: dict) -> Job:
+    job = job_create(
+        project=project, kind=Job.Kind.COLD_START, params=params, created_by=make_user("engineer")
+    )
+    cold_start_run(job_id=job.pk)
+    job.refresh_from_db()
+    assert job.status == Job.Status.SUCCEEDED, job.error
+    return job
+
+
+@pytest.mark.django_db
+def test_the_aggregate_parameter_reaches_the_ranking():
+    """Seeds along three axes; image 3 lies between all of them, image 4 is a near copy of
+    seed 0 alone. The mean ranks 3 first, the maximum 4."""
+    dim = 8
+    seeds = np.eye(3, dim)
+    between = np.array([1, 1, 1, 0.5, 0, 0, 0, 0])
+    copy_of_one = np.array([1, 0.05, 0.05, 0.4, 0, 0, 0, 0])
+    others = np.random.default_rng(0).normal(size=(10, dim)) * [0, 0, 0, 0, 1, 1, 1, 1]
+    project, ids = _planted_project(_unit(np.vstack([seeds, between, copy_of_one, others])))
+    orders = {}
+    for aggregate in ("mean", "max"):
+        job = _run(project, {"seed_image_ids": ids[:3], "k": 2, "aggregate": aggregate})
+        assert job.result["embedded"] == 0 and job.result["ranking"]["aggregate"] == aggregate
+        items = QueueItem.objects.filter(details__job_id=job.pk).order_by("-priority")
+        orders[aggregate] = [item.image_id for item in items]
+        assert all(item.details["ranking"] == "similarity" for item in items)
+        QueueItem.objects.filter(details__job_id=job.pk).delete()  # eligible again
+    assert orders["mean"] == [ids[3], ids[4]]
+    assert orders["max"] == [ids[4], ids[3]]
+
+
+def _separable(n: int = 240, positives: int = 40, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Planted embeddings: positives shifted along one axis, in two unlike groups (as real
+    positives are diverse); the rest is noise."""
+    rng = np.random.default_rng(seed)
+    vectors = rng.normal(size=(n, 32))
+    is_positive = np.zeros(n, dtype=bool)
+    is_positive[:positives] = True
+    vectors[:positives, 0] += 10.0
+    vectors[: positives // 2, 1] += 10.0  # one kind of positive
+    vectors[positives // 2 : positives, 2] += 10.0  # another kind
+    return _unit(vectors), is_positive
+
+
+@pytest.mark.django_db
+def test_with_labeled_positives_and_negatives_the_probe_ranks_and_finds_the_positives():
+    vectors, is_positive = _separable()
+    project, ids = _planted_project(vectors)
+    annotator = make_user("annotator")
+    positives = [i for i, p in zip(ids, is_positive, strict=True) if p]
+    negatives = [i for i, p in zip(ids, is_positive, strict=True) if not p]
+    # Seeds and labeled positives of both kinds; the rest of the positives are to be found.
+    seeds = [positives[0], positives[20]]
+    labeled_pos, labeled_neg = positives[1:5] + positives[21:25], negatives[:60]
+    for image_id in labeled_pos:
+        Label.objects.create(
+            project=project, image_id=image_id, annotator=annotator, value="disgusting"
+        )
+    for image_id in labeled_neg:
+        Label.objects.create(
+            project=project, image_id=image_id, annotator=annotator, value="normal"
+        )
+    remaining = set(positives) - set(seeds) - set(labeled_pos)
+    job = _run(project, {"seed_image_ids": seeds, "k": len(remaining)})
+    ranking = job.result["ranking"]
+    assert ranking["mode"] == "probe"
+    assert (ranking["labeled_positives"], ranking["labeled_negatives"]) == (8, 60)
+    # The probe's training set: the labeled images plus the seeds as positives.
+    assert (ranking["positives"], ranking["negatives"]) == (10, 60)
+    assert ranking["function"] == "mlcore.probe.probe_rank"
+    assert ranking["fit"] == "mlcore.probe.fit_linear_probe"
+    assert job.result["embedded"] == 0
+    items = list(QueueItem.objects.filter(details__job_id=job.pk).order_by("-priority"))
+    recalled = {item.image_id for item in items}
+    assert recalled == remaining  # every remaining positive, nothing else
+    assert not recalled & set(seeds + labeled_pos + labeled_neg)
+    for item in items:
+        assert item.details["ranking"] == "probe"
+        assert 0.0 <= item.details["probability"] <= 1.0
+        assert item.priority == pytest.approx(item.details["probability"], abs=1e-5)
+        assert "seed_image_id" not in item.details
+
+
+@pytest.mark.django_db
+def test_too_few_labels_of_one_class_keep_the_similarity_ranking():
+    vectors, is_positive = _separable(seed=1)
+    project, ids = _planted_project(vectors)
+    annotator = make_user("annotator")
+    negatives = [i for i, p in zip(ids, is_positive, strict=True) if not p]
+    # Plenty of negatives, one positive short of the probe's minimum.
+    for image_id in negatives[:50]:
+        Label.objects.create(
+            project=project, image_id=image_id, annotator=annotator, value="normal"
+        )
+    positives = [i for i, p in zip(ids, is_positive, strict=True) if p]
+    for image_id in positives[2 : 2 + PROBE_MIN_PER_CLASS - 1]:
+        Label.objects.create(
+            project=project, image_id=image_id, annotator=annotator, value="disgusting"
+        )
+    job = _run(project, {"seed_image_ids": positives[:2], "k": 5})
+    ranking = job.result["ranking"]
+    assert (
+        ranking["mode"] == "similarity"
+        and ranking["function"] == "mlcore.recall.nearest_neighbours"
+    )
+    assert (ranking["labeled_positives"], ranking["labeled_negatives"]) == (
+        PROBE_MIN_PER_CLASS - 1,
+        50,
+    )
+
+
+def test_the_job_and_the_benchmark_rank_with_the_same_functions():
+    """bench/recall.py records the functions its rankings came from; the cold-start job records
+    its own (tests above). If either stops calling the shared mlcore function, this fails."""
+    from bench import recall as bench_recall
+
+    vectors, is_positive = _separable(n=400, positives=60, seed=2)
+    _, functions = bench_recall._one_draw(vectors, is_positive.astype(np.int64), seed=0)
+    assert functions["similarity"] == "mlcore.recall.nearest_neighbours"
+    assert functions["probe"] == "mlcore.probe.probe_rank"
+    assert functions["probe_fit"] == "mlcore.probe.fit_linear_probe"
+
+
+def test_cold_start_spec_declares_mlcores_aggregations():
+    aggregate = next(spec for spec in COLD_START.params if spec.name == "aggregate")
+    assert set(aggregate.choice_values) == set(mlcore_recall.AGGREGATES)
+    assert aggregate.default == mlcore_recall.DEFAULT_AGGREGATE
