@@ -1,5 +1,8 @@
-"""Re-review API (leads of the project): the next flagged item with its history and scores, and
-resolving it (confirm or correct) through `review_resolve`; annotator quality.
+"""Re-review API (leads of the project): the next flagged item with its history, every model
+version's scores and the active version's (`active_score`), the Grad-CAM link (the noise job's
+stored heat map when `gradcam_stored`, else rendered on request; `gradcam_focused` False: a
+flat map, "no focus"), and resolving it (confirm or correct) through `review_resolve`;
+annotator quality.
 
 One view per operation: parse, call one service or selector, serialize. Annotators get 403;
 another project's items are 404.
@@ -18,7 +21,7 @@ from rest_framework.views import APIView
 from labeling.models import Label, Project, Queue, QueueItem
 from labeling.permissions import IsLead, can_review, project_visible_or_404, projects_visible_to
 from labeling.selectors.labels import annotator_quality, label_history
-from labeling.selectors.review import image_scores, review_item_for_lead
+from labeling.selectors.review import image_scores, review_gradcam_stored, review_item_for_lead
 from labeling.services.labels import review_resolve
 
 
@@ -50,8 +53,11 @@ class ReviewItemOutput(serializers.Serializer):
     image_id = serializers.IntegerField()
     image_url = serializers.CharField()
     gradcam_url = serializers.CharField(allow_null=True)
+    gradcam_stored = serializers.BooleanField()
+    gradcam_focused = serializers.BooleanField(allow_null=True)
     history = ReviewLabelOutput(many=True)
     scores = ReviewScoreOutput(many=True)
+    active_score = ReviewScoreOutput(allow_null=True)
 
 
 def _item_payload(item: QueueItem, project: Project) -> dict:
@@ -59,6 +65,8 @@ def _item_payload(item: QueueItem, project: Project) -> dict:
     gradcam = None
     if project.active_model_version_id:
         gradcam = reverse("project-review-gradcam", kwargs={"slug": project.slug, "pk": image.pk})
+    stored = review_gradcam_stored(item=item, model_version_id=project.active_model_version_id)
+    scores = list(image_scores(image=image))
     return {
         "id": item.pk,
         "status": item.status,
@@ -67,8 +75,13 @@ def _item_payload(item: QueueItem, project: Project) -> dict:
         "image_id": image.pk,
         "image_url": reverse("image-file", kwargs={"pk": image.pk}),
         "gradcam_url": gradcam,
+        "gradcam_stored": stored is not None,
+        "gradcam_focused": stored["focused"] if stored is not None else None,
         "history": list(label_history(image=image)),
-        "scores": list(image_scores(image=image)),
+        "scores": scores,
+        "active_score": next(
+            (s for s in scores if s.model_version_id == project.active_model_version_id), None
+        ),
     }
 
 

@@ -26,6 +26,27 @@ def review_item_for_lead(*, project: Project, lead, item_id: int | None = None) 
     return items.filter(status=QueueItem.Status.OPEN).order_by("-priority", "id").first()
 
 
+def review_item_of_image(*, project: Project, image: Image) -> QueueItem | None:
+    """The image's item in the project's REVIEW queue, or None (queue_items_add puts an image
+    in a queue once)."""
+    return (
+        QueueItem.objects.filter(queue__project=project, queue__kind=Queue.Kind.REVIEW, image=image)
+        .order_by("-id")
+        .first()
+    )
+
+
+def review_gradcam_stored(*, item: QueueItem | None, model_version_id: int | None) -> dict | None:
+    """The heat map the noise job stored on `item` (details["gradcam"]: model_version_id,
+    model_version, file, focused) when it was made by `model_version_id`; else None."""
+    if item is None or model_version_id is None:
+        return None
+    record = (item.details or {}).get("gradcam")
+    if isinstance(record, dict) and record.get("model_version_id") == model_version_id:
+        return record
+    return None
+
+
 def review_counts(*, project: Project) -> dict[str, int]:
     """Open and resolved items of the project's review queues."""
     return QueueItem.objects.filter(

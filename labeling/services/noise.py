@@ -11,9 +11,20 @@ What is written: the top `fraction` (METHOD.md: 5%) become items of the project'
 resolved) is not added again (queue_items_add skips it), so re-running the job never duplicates
 items; the result counts those as `already_queued`.
 
+How it ranks: `mlcore.o2u.find_label_noise` (through labeling.ml.noise), the same function
+bench/noise.py measures; `method` "o2u" (O2U-Net's cyclic phase) or "loss" (the plain loss after
+pre-training). The result records which (`method`, `pipeline_function`).
+
+Heat maps (`explain`, on by default): when the project has an active READY model version, the
+Grad-CAM overlay (positive class, stage 1; labeling.ml.explain) of every flagged image is stored
+at `gradcam/v<version id>/<image id>.png` in Django storage and recorded on its REVIEW item as
+`details["gradcam"]` = {model_version_id, model_version, file, focused}; the result counts them
+(`heatmaps`, `heatmaps_existing`, `heatmaps_no_focus`, errors). `review_gradcam` serves the
+stored one to the review page and renders on request only when it is missing (another version
+became active, or the job ran with none).
+
 Leads answer with `review_resolve` (labeling.services.labels): confirm keeps the label (a
-CONFIRMATION), a flip writes a superseding CORRECTION. `review_gradcam_png` renders the Grad-CAM
-overlay of the active model version's stage 1 for the review page.
+CONFIRMATION), a flip writes a superseding CORRECTION.
 
 Safe to run twice: job_run's status guard stops a duplicate delivery, and the queue write is
 idempotent (unique (queue, image)); a re-delivered job after a crash recomputes the ranking
@@ -22,15 +33,21 @@ idempotent (unique (queue, image)); a re-delivered job after a crash recomputes 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from django.conf import settings
 from django.core.exceptions import PermissionDenied
+from django.core.files.base import ContentFile
+from django.core.files.storage import Storage, default_storage
 from django.db import transaction
 from django.utils.translation import gettext_lazy as _
 
-from labeling.models import Image, Job, Project, Queue, Strategy
+from labeling.models import Image, Job, ModelVersion, Project, Queue, QueueItem, Strategy
 from labeling.permissions import can_review
 from labeling.selectors.labels import current_labels
+from labeling.selectors.review import review_gradcam_stored, review_item_of_image
 from labeling.services.jobs import job_progress, job_run
-from labeling.services.params import JobSpec, choice, integer, number, seed_param
+from labeling.services.params import JobSpec, boolean, choice, integer, number, seed_param
 from labeling.services.queues import queue_get_or_create, queue_items_add
 
 MIN_SAMPLES = 10
@@ -49,6 +66,20 @@ DETECT_NOISE = JobSpec(
             ),
             label=_("Backbone"),
             help_text=_("The network trained from scratch on the current labels to rank them."),
+        ),
+        choice(
+            "method",
+            default="o2u",
+            choices=(
+                ("o2u", _("O2U-Net (cyclic learning rate)")),
+                ("loss", _("Plain loss after pre-training (faster)")),
+            ),
+            label=_("Ranking"),
+            help_text=_(
+                "O2U-Net ranks by the mean loss over the cyclic phase; the plain ranking skips "
+                "that phase and ranks by the loss after pre-training (docs/benchmarks.md "
+                "compares them)."
+            ),
         ),
         integer(
             "input_size",
@@ -107,6 +138,15 @@ DETECT_NOISE = JobSpec(
             help_text=_("Pre-training learning rate and the top of each cycle."),
         ),
         seed_param(),
+        boolean(
+            "explain",
+            default=True,
+            label=_("Grad-CAM of the flagged"),
+            help_text=_(
+                "After ranking, store the active model version's Grad-CAM heat map of every "
+                "flagged image for the review page."
+            ),
+        ),
     ),
 )
 
@@ -157,6 +197,7 @@ def _detect(job: Job) -> dict:
         batch_size=params["batch_size"],
         lr=params["lr"],
         seed=params["seed"],
+        method=params.get("method", "o2u"),  # jobs from before the parameter: O2U
     )
     job_progress(
         job_id=job.pk,
@@ -170,7 +211,7 @@ def _detect(job: Job) -> dict:
         job_progress(
             job_id=job.pk,
             stage=f"{stage} (epoch {done}/{total})",
-            percent=2.0 + 95.0 * done / total,
+            percent=2.0 + 88.0 * done / total,  # 90-100: the heat maps
             line=f"epoch {done}/{total}: {stage}",
         )
 
@@ -184,11 +225,30 @@ def _detect(job: Job) -> dict:
         values=value_of,
         samples=outcome.samples,
     )
+    heatmaps = {"heatmaps": 0}
+    if params.get("explain", True):  # jobs created before the parameter existed: explain
+
+        def on_batch(done: int, total: int) -> None:
+            job_progress(
+                job_id=job.pk,
+                stage=f"heat maps ({done}/{total})",
+                percent=90.0 + 9.0 * done / max(1, total),
+            )
+
+        heatmaps = noise_suspects_explain(
+            project=project,
+            image_ids=[s.image_id for s in outcome.suspects],
+            on_batch=on_batch,
+        )
+        job_progress(job_id=job.pk, stage="heat maps", percent=99.0, line=heatmaps["summary"])
     return {
         "samples": outcome.samples,
+        "method": outcome.method,
+        "pipeline_function": outcome.function,
         "suspects": len(outcome.suspects),
         "queued": queued,
         "already_queued": already,
+        **heatmaps,
         "unreadable": outcome.unreadable[:100],
         "unreadable_count": len(outcome.unreadable),
         "top": [
@@ -235,25 +295,148 @@ def detect_noise_run(*, job_id: int, retry: bool = False) -> None:
     job_run(job_id=job_id, body=_detect, retry=retry)
 
 
+# --- Grad-CAM heat maps of the flagged images -------------------------------------------------
+GRADCAM_DIR = "gradcam"
+MAX_RECORDED_ERRORS = 100
+
+
+def gradcam_storage_name(*, model_version_id: int, image_id: int) -> str:
+    """Where the heat map of `image_id` by `model_version_id` is stored (Django storage)."""
+    return f"{GRADCAM_DIR}/v{model_version_id}/{image_id}.png"
+
+
+def noise_suspects_explain(
+    *, project: Project, image_ids: list[int], on_batch=None, storage: Storage | None = None
+) -> dict:
+    """Render and store the Grad-CAM overlay (positive class, stage 1 of the project's active
+    model version) of each flagged image, and record it on the image's REVIEW QueueItem as
+    `details["gradcam"]` = {model_version_id, model_version, file, focused}. An item that
+    already holds one from that version is left alone, so a re-run renders nothing twice.
+    Returns counts for the job's result: heatmaps (made now), heatmaps_existing, errors, and a
+    one-line summary. Without an active READY version nothing is rendered."""
+    from labeling.ml.cascade import CheckpointError
+    from labeling.ml.explain import gradcam_overlays
+
+    storage = storage or default_storage
+    version = project.active_model_version
+    if version is None or version.status != ModelVersion.Status.READY or not version.checkpoint:
+        return {
+            "heatmaps": 0,
+            "summary": "no heat maps: the project has no active model version",
+        }
+    items = list(
+        QueueItem.objects.filter(
+            queue__project=project, queue__kind=Queue.Kind.REVIEW, image_id__in=image_ids
+        ).select_related("image")
+    )
+    todo = [
+        item
+        for item in items
+        if not (
+            (record := review_gradcam_stored(item=item, model_version_id=version.pk)) is not None
+            and storage.exists(record.get("file", ""))
+        )
+    ]
+    try:
+        outcome = gradcam_overlays(
+            model_version=version,
+            images=[item.image for item in todo],
+            device=settings.IMAGECLEAN_ML_DEVICE,
+            storage=storage,
+            on_batch=on_batch,
+        )
+    except CheckpointError as error:
+        return {
+            "heatmaps": 0,
+            "heatmap_error_count": len(todo),
+            "summary": f"no heat maps: {version.name} cannot be loaded ({error})",
+        }
+    made = 0
+    for item in todo:
+        picture = outcome.pictures.get(item.image_id)
+        if picture is None:
+            continue
+        name = gradcam_storage_name(model_version_id=version.pk, image_id=item.image_id)
+        if storage.exists(name):  # a half-finished earlier run: same version, same picture
+            storage.delete(name)
+        stored = storage.save(name, ContentFile(picture.png))
+        record = {
+            "model_version_id": version.pk,
+            "model_version": version.name,
+            "file": stored,
+            "focused": picture.focused,
+        }
+        with transaction.atomic():
+            # Locked and re-read: a lead may be resolving this item right now.
+            locked = QueueItem.objects.select_for_update().get(pk=item.pk)
+            locked.details = {**(locked.details or {}), "gradcam": record}
+            locked.save(update_fields=["details"])
+        made += 1
+    unfocused = sum(1 for p in outcome.pictures.values() if not p.focused)
+    summary = f"{made} heat maps from {version.name}"
+    if unfocused:
+        summary += f" ({unfocused} with no focus)"
+    if outcome.errors:
+        summary += f", {len(outcome.errors)} images unreadable"
+    return {
+        "heatmaps": made,
+        "heatmaps_existing": len(items) - len(todo),
+        "heatmaps_no_focus": unfocused,
+        "heatmaps_model_version_id": version.pk,
+        "heatmap_errors": [
+            {"image_id": pk, "error": text[:300]}
+            for pk, text in outcome.errors[:MAX_RECORDED_ERRORS]
+        ],
+        "heatmap_error_count": len(outcome.errors),
+        "summary": summary,
+    }
+
+
 # --- The lead's review ----------------------------------------------------------------------
 class GradcamUnavailable(Exception):
     """No Grad-CAM for this image: no active model version, or its checkpoint or the image
     file cannot be read. The message says which."""
 
 
-def review_gradcam_png(*, image: Image, user) -> bytes:
-    """PNG of the Grad-CAM of the positive class, from the active model version's stage 1,
-    blended over the image (leads of the project only)."""
-    from labeling.ml.cascade import CheckpointError
-    from labeling.ml.explain import gradcam_overlay_png
+@dataclass(frozen=True)
+class ReviewGradcam:
+    """The overlay PNG for the review page; `focused` False: a flat map ("no focus");
+    `stored` True: made by the noise job, False: rendered for this request."""
 
+    png: bytes
+    focused: bool
+    stored: bool
+
+
+def review_gradcam(*, image: Image, user, storage: Storage | None = None) -> ReviewGradcam:
+    """Grad-CAM of the positive class from the active model version's stage 1 blended over the
+    image (leads of the project only): the one the noise job stored when there is one (instant),
+    else rendered now."""
+    from labeling.ml.cascade import CheckpointError
+    from labeling.ml.explain import gradcam_overlay
+
+    storage = storage or default_storage
     project = image.project
     if not can_review(user, project):
         raise PermissionDenied("Grad-CAM is for leads of this project.")
     version = project.active_model_version
     if version is None:
         raise GradcamUnavailable("This project has no active model version.")
+    item = review_item_of_image(project=project, image=image)
+    record = review_gradcam_stored(item=item, model_version_id=version.pk)
+    if record is not None:
+        try:
+            with storage.open(record["file"], "rb") as handle:
+                return ReviewGradcam(png=handle.read(), focused=record["focused"], stored=True)
+        except (OSError, KeyError):
+            pass  # deleted or never finished: render it instead
     try:
-        return gradcam_overlay_png(model_version=version, image=image)
+        picture = gradcam_overlay(model_version=version, image=image)
     except (CheckpointError, OSError, ValueError) as error:
         raise GradcamUnavailable(str(error)) from error
+    return ReviewGradcam(png=picture.png, focused=picture.focused, stored=False)
+
+
+def review_gradcam_png(*, image: Image, user) -> bytes:
+    """PNG bytes of :func:`review_gradcam`."""
+    return review_gradcam(image=image, user=user).png

@@ -2,11 +2,16 @@
 
 - `review` lists the lead's projects with their open re-review items.
 - `project-review` shows ONE flagged item at a time: the image, its label history (who, when,
-  kind), the model versions' scores for it, the O2U rank and score that flagged it, and a
-  Grad-CAM overlay from the active version. Keys (static/labeling/review.js): C confirms, F
+  kind), the active version's scores for it (stage 1, stage 2, decision) and every version's
+  below, the O2U rank and score that flagged it, and a Grad-CAM overlay from the active version
+  (the one the noise job stored, or rendered on request when there is none; a flat map is
+  said to have "no focus"). Keys (static/labeling/review.js): C confirms, F
   flips (two-class schemas), a class hotkey chooses that class. Both answers go through
   `review_resolve` (CONFIRMATION or a superseding CORRECTION).
-- `project-review-gradcam` renders the Grad-CAM PNG (leads only, private cache).
+- `project-review-gradcam` serves the Grad-CAM PNG (leads only, private cache): the stored one
+  when the noise job made it with the active version, else rendered now. Headers say which
+  (`X-Gradcam-Source: stored | rendered`) and whether the map had a focus
+  (`X-Gradcam-Focus: region | none`).
 - `project-quality`: labels given, flagged, overturned per annotator (leads and engineers).
 - `project-cold-start` (engineers): pick seed images from thumbnails or search by source name,
   or upload a few, then start the `cold_start` job.
@@ -36,11 +41,12 @@ from labeling.selectors.labels import annotator_quality, image_current_label, la
 from labeling.selectors.review import (
     image_scores,
     review_counts,
+    review_gradcam_stored,
     review_item_for_lead,
     seed_candidates,
 )
 from labeling.services.labels import review_resolve
-from labeling.services.noise import GradcamUnavailable, review_gradcam_png
+from labeling.services.noise import GradcamUnavailable, review_gradcam
 from labeling.services.recall import COLD_START, cold_start_start
 from labeling.views.job_forms import job_form, params_from_post
 
@@ -87,11 +93,16 @@ def project_review(request, slug: str):
         current = image_current_label(image=item.image)
         current_value = current.value if current else None
         active = project.active_model_version
+        scores = list(image_scores(image=item.image))
         context.update(
             image=item.image,
             history=list(label_history(image=item.image)),
-            scores=list(image_scores(image=item.image)),
+            scores=scores,
             active_version=active,
+            active_score=next(
+                (s for s in scores if active and s.model_version_id == active.pk), None
+            ),
+            gradcam=review_gradcam_stored(item=item, model_version_id=active and active.pk),
             current=current,
             flip_value=_flip_value(project, current_value),
             classes=project.label_schema["classes"],
@@ -139,10 +150,12 @@ def project_review_gradcam(request, slug: str, pk: int):
     project = _project_for(request.user, slug)
     image = get_object_or_404(Image.objects.select_related("project"), pk=pk, project=project)
     try:
-        png = review_gradcam_png(image=image, user=request.user)
+        picture = review_gradcam(image=image, user=request.user)
     except GradcamUnavailable as error:
         raise Http404(str(error)) from error
-    response = HttpResponse(png, content_type="image/png")
+    response = HttpResponse(picture.png, content_type="image/png")
+    response["X-Gradcam-Source"] = "stored" if picture.stored else "rendered"
+    response["X-Gradcam-Focus"] = "region" if picture.focused else "none"
     response["X-Content-Type-Options"] = "nosniff"
     response["Content-Security-Policy"] = "default-src 'none'"
     # Private: model internals of a private image. Keyed to the version in the page's URL query.

@@ -1,6 +1,8 @@
 """Noise detection (O2U) over a project's labels: planted mislabels reach the lead's re-review
-queue with rank and score, re-running adds nothing twice, bad parameters are refused, progress
-is per epoch, and cancel stops a running job on a real worker."""
+queue with rank and score and a stored Grad-CAM heat map, re-running adds nothing twice, the
+plain loss ranking is an option, the job runs the same detector as the benchmark, bad
+parameters are refused, progress is per epoch, and cancel stops a running job on a real
+worker."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import numpy as np
 import pytest
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from PIL import Image as PILImage
 
 from labeling.models import Image, Job, Label, Queue, QueueItem, Strategy
@@ -18,7 +21,7 @@ from labeling.services.jobs import job_cancel, job_create
 from labeling.services.noise import detect_noise_params_clean, detect_noise_run
 from tests.factories import make_project, make_user
 from tests.labeling import worker as loop_worker
-from tests.labeling.worker import wait_for
+from tests.labeling.worker import make_cascade_version, wait_for
 
 celery_worker = loop_worker.celery_worker
 worker_storage = loop_worker.worker_storage
@@ -78,13 +81,20 @@ FAST = {"pretrain_epochs": 6, "cycle_length": 3, "n_cycles": 2, "batch_size": 16
 @pytest.mark.django_db
 def test_planted_mislabels_go_to_the_review_queue_with_rank_and_score():
     project, planted, _ = labeled_pool()
+    version = make_cascade_version(project)  # active: the job also makes heat maps
     engineer = make_user("engineer")
     job = job_create(project=project, kind=Job.Kind.DETECT_NOISE, params=FAST, created_by=engineer)
     assert job.params["fraction"] == 0.05 and job.params["backbone"] == "small_cnn"
+    assert job.params["method"] == "o2u" and job.params["explain"] is True
     detect_noise_run(job_id=job.pk)
     job.refresh_from_db()
     assert job.status == Job.Status.SUCCEEDED, job.error
     assert job.result["samples"] == 60 and job.result["suspects"] == 3  # 5% of 60
+    assert job.result["method"] == "o2u"
+    assert job.result["pipeline_function"] == "mlcore.o2u.find_label_noise"
+    # One Grad-CAM heat map per flagged image, from the active version, stored and recorded.
+    assert job.result["heatmaps"] == 3 and job.result["heatmap_error_count"] == 0, job.result
+    assert any(f"3 heat maps from {version.name}" in line for line in job.log), job.log
     # Progress was reported per epoch: 6 pre-training + 6 cyclic epochs.
     epoch_lines = [line for line in job.log if " epoch " in line]
     assert len(epoch_lines) == 12, job.log
@@ -105,6 +115,10 @@ def test_planted_mislabels_go_to_the_review_queue_with_rank_and_score():
     for item in items:
         if item.image_id in planted:
             assert item.details["label"] == "normal"
+        record = item.details["gradcam"]
+        assert record["model_version_id"] == version.pk
+        with default_storage.open(record["file"], "rb") as handle:
+            assert PILImage.open(handle).format == "PNG"
 
     # Re-running flags the same images and adds nothing twice.
     again = job_create(
@@ -115,6 +129,61 @@ def test_planted_mislabels_go_to_the_review_queue_with_rank_and_score():
     assert again.status == Job.Status.SUCCEEDED, again.error
     assert again.result["queued"] + again.result["already_queued"] == 3
     assert QueueItem.objects.filter(queue__project=project).count() == 3
+    assert again.result["heatmaps"] == 0 and again.result["heatmaps_existing"] == 3
+
+
+@pytest.mark.django_db
+def test_plain_loss_ranking_skips_the_cyclic_phase_and_heat_maps_can_be_off():
+    project, planted, _ = labeled_pool()
+    make_cascade_version(project)
+    engineer = make_user("engineer")
+    job = job_create(
+        project=project,
+        kind=Job.Kind.DETECT_NOISE,
+        params={**FAST, "method": "loss", "explain": False},
+        created_by=engineer,
+    )
+    detect_noise_run(job_id=job.pk)
+    job.refresh_from_db()
+    assert job.status == Job.Status.SUCCEEDED, job.error
+    assert job.result["method"] == "loss" and job.result["suspects"] == 3
+    assert len([line for line in job.log if " epoch " in line]) == 6  # pre-training only
+    items = QueueItem.objects.filter(queue__project=project, queue__kind=Queue.Kind.REVIEW)
+    assert len({item.image_id for item in items} & set(planted)) >= 2
+    assert job.result["heatmaps"] == 0 and not any("gradcam" in i.details for i in items)
+
+
+@pytest.mark.django_db
+def test_the_job_and_the_benchmark_run_the_same_detector():
+    """bench/noise.py must measure the function the job runs, not a copy of it."""
+    from bench import noise as bench_noise
+
+    project, _planted, _ = labeled_pool(n=20, flipped=1)
+    job = job_create(
+        project=project,
+        kind=Job.Kind.DETECT_NOISE,
+        params={**FAST, "pretrain_epochs": 1, "n_cycles": 1, "explain": False},
+        created_by=make_user("engineer"),
+    )
+    detect_noise_run(job_id=job.pk)
+    job.refresh_from_db()
+    assert job.status == Job.Status.SUCCEEDED, job.error
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, size=(16, 28, 28), dtype=np.uint8)
+    budget = bench_noise.QUICK
+    measured = {
+        bench_noise._find(
+            images,
+            np.arange(16) % 10,
+            num_classes=10,
+            method=method,
+            pretrain_epochs=1,
+            budget=budget,
+            seed=0,
+        ).function
+        for method in ("o2u", "loss")
+    }
+    assert measured == {job.result["pipeline_function"]}
 
 
 @pytest.mark.django_db

@@ -1,17 +1,24 @@
-"""The lead's re-review page and API, the Grad-CAM image, annotator quality and the cold-start
-page, against the real database with a real (small) cascade checkpoint."""
+"""The lead's re-review page and API, the Grad-CAM image (stored by the noise job or rendered on
+request), annotator quality and the cold-start page, against the real database with a real
+(small) cascade checkpoint."""
 
 from __future__ import annotations
 
 import io
 
+import numpy as np
 import pytest
+from django.core.files.storage import default_storage
 from django.test import Client
 from django.urls import reverse
 from PIL import Image as PILImage
 
 from labeling.models import Image, Job, Label, ModelVersion, Queue, QueueItem, Score, Strategy
-from labeling.services.noise import noise_suspects_queue
+from labeling.services.noise import (
+    gradcam_storage_name,
+    noise_suspects_explain,
+    noise_suspects_queue,
+)
 from tests.factories import make_image, make_project, make_user
 from tests.labeling.worker import make_cascade_version
 
@@ -57,12 +64,24 @@ def test_review_page_shows_history_scores_rank_and_gradcam_link():
     assert "O2U rank <b>1</b> of 40" in html and "2.750" in html
     assert "v7" in html and "0.910" in html  # the version's Score row
     assert 'id="review-flip"' in html and 'value="disgusting"' in html
-    # No active version: no Grad-CAM image on the page.
+    # No active version: no Grad-CAM image and no active scores on the page.
     assert "review-gradcam" not in html and "No active model version" in html
+    assert "review-active-score" not in html
     project.active_model_version = version
     project.save(update_fields=["active_model_version"])
     html = client_for(lead).get(f"/projects/{project.slug}/review/").content.decode()
     assert f"/projects/{project.slug}/review/images/{image.pk}/gradcam.png?v={version.pk}" in html
+    assert 'data-source="on-request"' in html and "rendered on request" in html
+    # The active version's scores sit beside the label: stage 1, stage 2 and the decision.
+    line = html[html.index('id="review-active-score"') :].split("</p>")[0]
+    assert "<b>v7</b>" in line and "<b>0.910</b>" in line and "<b>0.400</b>" in line
+    assert '<b id="review-decision">not disgusting</b>' in line
+    # A version that has not scored the image says so instead.
+    v8 = ModelVersion.objects.create(project=project, name="v8", status="ready")
+    project.active_model_version = v8
+    project.save(update_fields=["active_model_version"])
+    html = client_for(lead).get(f"/projects/{project.slug}/review/").content.decode()
+    assert "The active model v8 has not scored this image yet" in html
 
 
 def test_gradcam_endpoint_renders_a_png_for_leads_only():
@@ -77,9 +96,104 @@ def test_gradcam_endpoint_renders_a_png_for_leads_only():
     assert response["Cache-Control"].startswith("private")
     png = PILImage.open(io.BytesIO(response.content))
     assert png.format == "PNG" and png.size == (32, 32)  # the image's own size (under 384)
+    assert response["X-Gradcam-Source"] == "rendered"  # the noise job stored none
     assert client_for(annotator).get(url).status_code == 403
     outsider = make_user("lead")  # a lead of no project
     assert client_for(outsider).get(url).status_code == 404
+
+
+def _flat_cascade_version(project, *, name: str):
+    """A cascade whose stage 1 ignores its input (last layer's weights zero): every Grad-CAM
+    map is flat, so the overlay must say "no focus"."""
+    import torch
+
+    from labeling.ml.cascade import save_cascade
+    from mlcore.backbones import build_backbone
+    from mlcore.config import BackboneConfig
+
+    torch.manual_seed(1)
+    stage1 = build_backbone(
+        BackboneConfig(name="small_cnn", cbam=False, input_size=32, width_mult=0.25)
+    )
+    torch.nn.init.zeros_(stage1.fc.weight)
+    stage2 = build_backbone(BackboneConfig(name="small_cnn", cbam=False, input_size=32))
+    version = save_cascade(
+        project=project,
+        name=name,
+        stage1=stage1,
+        stage2=stage2,
+        loss_prediction=None,
+        loss_prediction_options=None,
+        thresholds=(0.5, 0.5),
+        positive_index=project.class_keys.index(project.positive_class),
+    )
+    project.active_model_version = version
+    project.save(update_fields=["active_model_version"])
+    return version
+
+
+def test_noise_job_heat_maps_are_stored_served_instantly_and_not_made_twice():
+    project, annotator, lead, image, _label, item = flagged_world()
+    url = reverse("project-review-gradcam", kwargs={"slug": project.slug, "pk": image.pk})
+    # No active version: nothing is rendered, and the result says why.
+    none = noise_suspects_explain(project=project, image_ids=[image.pk])
+    assert none["heatmaps"] == 0 and "no active model version" in none["summary"]
+
+    version = make_cascade_version(project)
+    made = noise_suspects_explain(project=project, image_ids=[image.pk])
+    assert made["heatmaps"] == 1 and made["heatmap_error_count"] == 0, made
+    item.refresh_from_db()
+    record = item.details["gradcam"]
+    assert record["model_version_id"] == version.pk and record["model_version"] == version.name
+    assert record["file"] == gradcam_storage_name(model_version_id=version.pk, image_id=image.pk)
+    assert item.details["rank"] == 1  # the O2U details are kept beside it
+    with default_storage.open(record["file"], "rb") as handle:
+        stored_png = handle.read()
+    picture = PILImage.open(io.BytesIO(stored_png))
+    assert picture.format == "PNG" and picture.size == (32, 32) and picture.mode == "RGB"
+
+    # The page and the endpoint serve the stored picture.
+    lead_client = client_for(lead)
+    page = lead_client.get(reverse("project-review", kwargs={"slug": project.slug}))
+    assert 'data-source="stored"' in page.content.decode()
+    assert "made by the noise job" in page.content.decode()
+    served = lead_client.get(url)
+    assert served.status_code == 200 and served["X-Gradcam-Source"] == "stored"
+    assert served.content == stored_png
+    assert served["X-Gradcam-Focus"] == ("region" if record["focused"] else "none")
+    api = lead_client.get(f"/api/v1/projects/{project.slug}/review/next/").json()["item"]
+    assert api["gradcam_stored"] is True and api["gradcam_focused"] == record["focused"]
+
+    # Re-running makes nothing twice.
+    again = noise_suspects_explain(project=project, image_ids=[image.pk])
+    assert again["heatmaps"] == 0 and again["heatmaps_existing"] == 1
+
+    # The stored file is gone: the endpoint renders on request, the same picture.
+    default_storage.delete(record["file"])
+    rendered = lead_client.get(url)
+    assert rendered.status_code == 200 and rendered["X-Gradcam-Source"] == "rendered"
+    assert rendered.content == stored_png
+    # ... and the next run makes it again.
+    assert noise_suspects_explain(project=project, image_ids=[image.pk])["heatmaps"] == 1
+    assert client_for(annotator).get(url).status_code == 403
+
+
+def test_a_flat_heat_map_is_shown_as_no_focus_not_a_tint():
+    project, _annotator, lead, image, _label, item = flagged_world()
+    _flat_cascade_version(project, name="flat")
+    result = noise_suspects_explain(project=project, image_ids=[image.pk])
+    assert result["heatmaps"] == 1 and result["heatmaps_no_focus"] == 1
+    item.refresh_from_db()
+    assert item.details["gradcam"]["focused"] is False
+    html = client_for(lead).get(f"/projects/{project.slug}/review/").content.decode()
+    assert 'id="review-gradcam-no-focus"' in html and "No focus" in html
+    served = client_for(lead).get(
+        reverse("project-review-gradcam", kwargs={"slug": project.slug, "pk": image.pk})
+    )
+    assert served["X-Gradcam-Focus"] == "none"
+    pixels = np.asarray(PILImage.open(io.BytesIO(served.content)).convert("RGB")).astype(int)
+    # Grey, untinted: the three channels are equal everywhere.
+    assert (pixels[..., 0] == pixels[..., 1]).all() and (pixels[..., 1] == pixels[..., 2]).all()
 
 
 def test_confirm_keeps_the_label_and_flip_writes_a_superseding_correction():

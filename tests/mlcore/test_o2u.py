@@ -180,3 +180,24 @@ def test_find_label_noise_refuses_unknown_methods_and_unlabeled_samples():
         )
     with pytest.raises(ValueError, match="pretrain_epochs"):
         o2u.O2UConfig(pretrain_epochs=-1)
+
+
+def test_training_pass_losses_use_batch_statistics_without_dropout_and_leave_the_model_alone():
+    dataset = _Blobs(seed=4, n=64, flip_fraction=0.0)
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.5), nn.Linear(16, 2)
+    )
+    model.eval()
+    running_mean = model[1].running_mean.clone()
+    config = o2u.O2UConfig(batch_size=16, device="cpu", seed=3)
+    first = o2u.training_pass_losses(model, dataset, config=config)
+    again = o2u.training_pass_losses(model, dataset, config=config)
+    assert first.shape == (64,) and np.isfinite(first).all()
+    assert np.array_equal(first, again)  # dropout off: the same batches give the same losses
+    assert torch.equal(model[1].running_mean, running_mean) and not model.training
+    with torch.no_grad():  # evaluation mode (running statistics) gives other losses
+        eval_losses = nn.functional.cross_entropy(
+            model(dataset.x), torch.as_tensor(dataset.labels), reduction="none"
+        ).numpy()
+    assert not np.allclose(first, eval_losses, atol=1e-3)
