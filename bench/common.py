@@ -171,9 +171,11 @@ class RareTask:
         return float(self.y.mean())
 
 
-def to_binary(classes: np.ndarray) -> np.ndarray:
-    """1 for Sandal and Bag, 0 for the other eight classes; shape preserved, int64."""
-    return np.isin(np.asarray(classes), RARE_POSITIVE_CLASSES).astype(np.int64)
+def to_binary(
+    classes: np.ndarray, positives: tuple[int, ...] = RARE_POSITIVE_CLASSES
+) -> np.ndarray:
+    """1 for the ``positives`` classes (DATA.md: Sandal and Bag), 0 for the others; int64."""
+    return np.isin(np.asarray(classes), positives).astype(np.int64)
 
 
 def rare_pool(
@@ -183,13 +185,14 @@ def rare_pool(
     n_negatives: int | None,
     prevalence: float = RARE_PREVALENCE,
     seed: int,
+    positives: tuple[int, ...] = RARE_POSITIVE_CLASSES,
 ) -> RareTask:
     """The rare task's training pool: ``n_negatives`` negatives (all of them when None) drawn
     with ``seed`` plus ``round(prevalence / (1 - prevalence) * n_negatives)`` positives, so
     positives are ``prevalence`` of the pool; rows are shuffled together."""
     if not 0.0 < prevalence < 1.0:
         raise ValueError(f"prevalence must be in (0, 1), got {prevalence}")
-    y_all = to_binary(classes)
+    y_all = to_binary(classes, positives)
     rng = np.random.default_rng(seed)
     negatives = np.flatnonzero(y_all == 0)
     positives = np.flatnonzero(y_all == 1)
@@ -210,11 +213,13 @@ def rare_pool(
     )
 
 
-def rare_test(images: np.ndarray, classes: np.ndarray) -> RareTask:
+def rare_test(
+    images: np.ndarray, classes: np.ndarray, positives: tuple[int, ...] = RARE_POSITIVE_CLASSES
+) -> RareTask:
     """The whole t10k split as the rare task (20% positives; metrics reweight it to 1%)."""
     return RareTask(
         images=images,
-        y=to_binary(classes),
+        y=to_binary(classes, positives),
         classes=np.asarray(classes, dtype=np.int64),
         source_index=np.arange(len(classes), dtype=np.int64),
     )

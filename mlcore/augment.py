@@ -27,6 +27,7 @@ __all__ = [
     "eval_transform",
     "normalization_stats",
     "strong_transform",
+    "view_transform",
     "weak_transform",
 ]
 
@@ -107,6 +108,25 @@ def strong_transform(
         # Erasing after normalisation fills with 0 = the mean colour, as in Zhong et al. 2020.
         steps.append(v2.RandomErasing(p=erasing_p, scale=(0.02, 0.2), value=0))
     return v2.Compose(steps)
+
+
+def view_transform(size: int, *, grayscale_to_rgb: bool = True) -> v2.Compose:
+    """An augmented view whose frozen-trunk output is cached (``mlcore.pipeline``).
+
+    The METHOD.md augmentations that act before the trunk: RandomResizedCrop (scale 0.6-1, milder
+    than the student's since the view is reused every epoch), horizontal flip and the colour
+    "random distort". No random erasing: a fixed erased patch would be cached with the view.
+    """
+    jitter = v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.05)
+    return v2.Compose(
+        [
+            *_to_image(grayscale_to_rgb),
+            v2.RandomResizedCrop((size, size), scale=(0.6, 1.0), antialias=True),
+            v2.RandomHorizontalFlip(p=0.5),
+            v2.RandomApply([jitter], p=0.8),
+            *_to_normalised_float(grayscale_to_rgb),
+        ]
+    )
 
 
 def eval_transform(size: int, *, grayscale_to_rgb: bool = True) -> v2.Compose:

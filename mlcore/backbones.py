@@ -18,6 +18,13 @@ who tap the four ResNet stages); the last stage's output is pooled into the embe
 the linear classifier. ``gradcam_layer`` is the last convolutional block, the layer Grad-CAM
 (Selvaraju et al. 2017) reads.
 
+Frozen trunk (``cfg.frozen_stages = k``): the first ``k`` stages are a pretrained feature
+extractor that never trains (no gradients, BatchNorm statistics frozen by staying in eval mode);
+the remaining stages and the classifier are the trainable head. ``forward_trunk`` and the
+``forward_head*`` methods split the forward pass there, so the trunk's output can be computed
+once and cached while the head trains (``mlcore.pipeline``); :class:`HeadOnly` presents the head
+as a module over those cached outputs.
+
 Departure from the torchvision models: when ``input_size < 96`` the stem is made stride 1 (and
 ResNet/DenseNet lose their stem max-pool, MobileNetV2 its second stride) so a 32 px image still
 has a 4x4 map at the last stage instead of 1x1, as the CIFAR variants of these networks do;
@@ -40,6 +47,7 @@ __all__ = [
     "BACKBONES",
     "IMAGENET_WEIGHTS",
     "Classifier",
+    "HeadOnly",
     "build_backbone",
     "efficientnet_lite0_weights_path",
     "load_state_dict_file",
@@ -96,10 +104,60 @@ class Classifier(nn.Module):
         )
         if self._gradcam_path is None:
             raise ValueError("gradcam_layer must be a submodule of the stages")
-        self.feature_channels: list[int] = self._probe_channels()
-        self.embedding_dim: int = self.feature_channels[-1]
+        # Channels of every stage's output; the loss-prediction taps (``feature_channels``) are
+        # all of them, or with a frozen trunk the trunk's output and the head stages' (below).
+        self.stage_channels: list[int] = self._probe_channels()
+        self.feature_channels: list[int] = list(self.stage_channels)
+        self.embedding_dim: int = self.stage_channels[-1]
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(self.embedding_dim, config.num_classes)
+        self.frozen_stages = config.frozen_stages
+        if self.frozen_stages >= len(self.stages):
+            raise ValueError(
+                f"frozen_stages={self.frozen_stages} leaves nothing to train: the network has "
+                f"{len(self.stages)} stages"
+            )
+        for stage in self.stages[: self.frozen_stages]:
+            stage.requires_grad_(False)
+            stage.eval()
+        if self.frozen_stages:
+            self.feature_channels = self.stage_channels[self.frozen_stages - 1 :]
+
+    def train(self, mode: bool = True) -> Classifier:
+        super().train(mode)
+        # The frozen trunk stays in eval mode: its BatchNorm keeps the pretrained statistics.
+        for stage in self.stages[: getattr(self, "frozen_stages", 0)]:
+            stage.eval()
+        return self
+
+    @property
+    def trunk_channels(self) -> int:
+        """Channels of what ``forward_trunk`` returns (the input channels without a trunk)."""
+        if self.frozen_stages == 0:
+            return self.config.in_channels
+        return self.stage_channels[self.frozen_stages - 1]
+
+    def forward_trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """The frozen stages' output (N, trunk_channels, h, w); ``x`` itself without a trunk."""
+        with torch.no_grad():
+            for stage in self.stages[: self.frozen_stages]:
+                x = stage(x)
+        return x
+
+    def forward_head_with_features(
+        self, trunk: torch.Tensor
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(logits, [trunk, head stage outputs...]) from a trunk output."""
+        features = [trunk]
+        x = trunk
+        for stage in self.stages[self.frozen_stages :]:
+            x = stage(x)
+            features.append(x)
+        logits = self.fc(self.dropout(self._pool(x)))
+        return logits, features
+
+    def forward_head(self, trunk: torch.Tensor) -> torch.Tensor:
+        return self.forward_head_with_features(trunk)[0]
 
     @property
     def gradcam_layer(self) -> nn.Module:
@@ -125,6 +183,10 @@ class Classifier(nn.Module):
         return channels
 
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """One map per entry of ``feature_channels``: every stage's output, or with a frozen
+        trunk the trunk's output followed by the head stages' outputs."""
+        if self.frozen_stages:
+            return self.forward_head_with_features(self.forward_trunk(x))[1]
         features = []
         for stage in self.stages:
             x = stage(x)
@@ -144,6 +206,34 @@ class Classifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_with_features(x)[0]
+
+
+class HeadOnly(nn.Module):
+    """A :class:`Classifier`'s trainable head as a module over cached trunk outputs.
+
+    forward(t): t (N, trunk_channels, h, w) -> logits (N, num_classes).
+    forward_with_features(t): (logits, [t, head stage outputs]) - the taps for a loss-prediction
+    module, and the pooled last map is the embedding (``embedding_dim``), as for a Classifier.
+    The parameters are the classifier's own (the trunk's have ``requires_grad=False``), so
+    training this module trains the classifier, and an EMA copy of it (Mean Teacher) is a copy
+    of the whole classifier.
+    """
+
+    def __init__(self, classifier: Classifier) -> None:
+        super().__init__()
+        self.classifier = classifier
+        self.embedding_dim = classifier.embedding_dim
+        self.feature_channels = classifier.feature_channels
+        self.config = classifier.config
+
+    def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        return self.classifier.forward_head_with_features(x)
+
+    def forward_embedding(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier._pool(self.forward_with_features(x)[1][-1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier.forward_head(x)
 
 
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:

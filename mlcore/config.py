@@ -70,6 +70,10 @@ class BackboneConfig:
     ``cbam`` toggles the CBAM blocks, so the attention ablation is one config change.
     ``pretrained_path`` is a local weights file (safetensors or a weights-only torch state dict);
     nothing is ever downloaded.
+    ``frozen_stages``: how many leading stages form a frozen pretrained trunk (kept in eval mode,
+    no gradients); the rest, the "head", is fine-tuned. Training can then run the trunk once per
+    image and view and train the head on its cached outputs (``mlcore.pipeline``,
+    docs/transfer.md). 0 trains the whole network.
     """
 
     name: str = "mobilenet_v2"
@@ -79,8 +83,11 @@ class BackboneConfig:
     input_size: int = 32
     width_mult: float = 1.0
     pretrained_path: str | None = None
+    frozen_stages: int = 0
 
     def __post_init__(self) -> None:
+        if self.frozen_stages < 0:
+            raise ValueError(f"frozen_stages must be >= 0, got {self.frozen_stages}")
         if self.num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
         if self.in_channels < 1:

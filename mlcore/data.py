@@ -70,25 +70,30 @@ class ImageDecodeError(ValueError):
 class ImageRecord:
     """One image of a pool: a path or raw encoded bytes, an optional class index and a weight."""
 
-    source: str | Path | bytes
+    source: str | Path | bytes | Callable[[], bytes]
     label: int | None = None
     weight: float = 1.0
 
 
-def _describe(source: str | Path | bytes) -> str:
+def _describe(source: str | Path | bytes | Callable[[], bytes]) -> str:
+    if callable(source):
+        return getattr(source, "description", repr(source))
     if isinstance(source, bytes):
         return f"<{len(source)} bytes>"
     return str(source)
 
 
-def decode_image(source: str | Path | bytes) -> Image.Image:
-    """Decode a path or encoded bytes to an RGB Pillow image.
+def decode_image(source: str | Path | bytes | Callable[[], bytes]) -> Image.Image:
+    """Decode a path, encoded bytes or a reader (a callable returning the bytes: how the web
+    app hands over files in its storage) to an RGB Pillow image.
 
     Raises :class:`ImageDecodeError` naming the source for a missing, truncated or non-image
     file (Pillow's own errors do not say which file failed inside a batch).
     """
     name = _describe(source)
     try:
+        if callable(source):
+            source = source()
         stream: Any = io.BytesIO(source) if isinstance(source, bytes) else Path(source)
         with Image.open(stream) as image:
             # load() forces a full decode here so truncated files fail now, not inside a transform.

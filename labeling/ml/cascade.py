@@ -15,6 +15,7 @@ A cascade checkpoint is one safetensors file written by `mlcore.checkpoints.save
         "loss_prediction": {"hidden": 128} | None, # LP module options; taps stage 1's features
         "input_size": 32,                          # pixels, square; both stages see the same view
         "thresholds": [t1, t2],                    # positive when p1 >= t1 AND p2 >= t2
+        "temperatures": [T1, T2],                  # p = softmax(logits / T) (calibration)
         "positive_index": 1,                       # column of the positive class in the logits
     }
     class_keys = ["normal", "disgusting"]          # the project's class keys, in logit order
@@ -66,6 +67,7 @@ class LoadedCascade:
     class_keys: list[str]
     device: torch.device
     model_version_id: int | None = None
+    temperatures: tuple[float, float] = (1.0, 1.0)
 
 
 def _build_loss_prediction(stage1: Classifier, options: Mapping[str, Any]) -> nn.Module:
@@ -81,6 +83,7 @@ def cascade_config(
     thresholds: Sequence[float],
     positive_index: int,
     loss_prediction: Mapping[str, Any] | None = None,
+    temperatures: Sequence[float] = (1.0, 1.0),
 ) -> dict:
     """The `config` part of a cascade checkpoint (see the module docstring)."""
     if len(thresholds) != 2 or not all(0.0 <= float(t) <= 1.0 for t in thresholds):
@@ -94,6 +97,7 @@ def cascade_config(
         "loss_prediction": dict(loss_prediction) if loss_prediction is not None else None,
         "input_size": int(stage1.input_size),
         "thresholds": [float(t) for t in thresholds],
+        "temperatures": [float(t) for t in temperatures],
         "positive_index": int(positive_index),
     }
 
@@ -106,6 +110,7 @@ def save_cascade(
     stage2: Classifier,
     thresholds: Sequence[float],
     positive_index: int,
+    temperatures: Sequence[float] = (1.0, 1.0),
     loss_prediction: nn.Module | None = None,
     loss_prediction_options: Mapping[str, Any] | None = None,
     metadata: Mapping[str, Any] | None = None,
@@ -122,6 +127,7 @@ def save_cascade(
         thresholds=thresholds,
         positive_index=positive_index,
         loss_prediction=loss_prediction_options if loss_prediction is not None else None,
+        temperatures=temperatures,
     )
     state_dicts = {"stage1": stage1.state_dict(), "stage2": stage2.state_dict()}
     if loss_prediction is not None:
@@ -204,6 +210,8 @@ def load_cascade(model_version: ModelVersion, *, device: str = "auto") -> Loaded
         loss_prediction.load_state_dict(state_dicts["loss_prediction"])
         loss_prediction.to(resolved).eval()
     t1, t2 = (float(t) for t in config["thresholds"])
+    # Versions saved before calibration existed carry no temperatures: 1.0 leaves them as they were.
+    temp1, temp2 = (float(t) for t in config.get("temperatures") or (1.0, 1.0))
     return LoadedCascade(
         stage1=stage1.to(resolved).eval(),
         stage2=stage2.to(resolved).eval(),
@@ -214,6 +222,7 @@ def load_cascade(model_version: ModelVersion, *, device: str = "auto") -> Loaded
         class_keys=class_keys or list(model_version.class_keys),
         device=resolved,
         model_version_id=model_version.pk,
+        temperatures=(temp1, temp2),
     )
 
 

@@ -21,6 +21,7 @@ import torch
 from labeling.ml.cascade import LoadedCascade
 from labeling.ml.datasets import ImageRow, scoring_loader
 from mlcore.cascade import cascade_decision
+from mlcore.pipeline import cascade_batch_scores
 
 
 @dataclass(frozen=True)
@@ -39,20 +40,20 @@ class ScoringOutcome:
     errors: list[tuple[int, str]] = field(default_factory=list)  # (image id, error text)
 
 
-@torch.inference_mode()
 def cascade_scores(
     cascade: LoadedCascade, batch: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """batch: (N, 3, S, S) normalised, on the cascade's device -> p1 (N,), p2 (N,) and the
-    predicted loss (N,) (None without an LP module)."""
-    index = cascade.positive_index
-    logits1, features = cascade.stage1.forward_with_features(batch)
-    p1 = torch.softmax(logits1.float(), dim=1)[:, index]
-    p2 = torch.softmax(cascade.stage2(batch).float(), dim=1)[:, index]
-    predicted_loss = None
-    if cascade.loss_prediction is not None:
-        predicted_loss = cascade.loss_prediction(features).float().reshape(-1)
-    return p1, p2, predicted_loss
+    """batch: (N, 3, S, S) normalised, on the cascade's device -> calibrated p1 (N,), p2 (N,)
+    and the predicted loss (N,) (None without an LP module), by the pipeline's own function
+    (`mlcore.pipeline.cascade_batch_scores`: a shared frozen trunk runs once)."""
+    return cascade_batch_scores(
+        cascade.stage1,
+        cascade.stage2,
+        batch,
+        temperatures=cascade.temperatures,
+        positive_index=cascade.positive_index,
+        loss_prediction=cascade.loss_prediction,
+    )
 
 
 def score_rows(

@@ -3,8 +3,9 @@
 What trains (METHOD.md, the loop):
 - labeled: the current label (labeling.selectors.labels.current_labels, the one rule every
   reader shares) of every POOL image, as "positive class of the schema" (1) vs any other (0),
-  minus the unresolved suspects: images with an OPEN item in the project's REVIEW queue (the
-  noise detector flagged them and no lead has answered yet, so their label is in doubt);
+  where the unresolved suspects (images with an OPEN item in the project's REVIEW queue: the
+  noise detector flagged them and no lead has answered yet, so their label is in doubt) train
+  stage 1 but are never passed to stage 2 as hard examples;
 - unlabeled: pool images with no current label (up to `unlabeled_max`, a seeded sample), for
   stage 1's Mean Teacher consistency;
 - validation: the labeled images of the frozen VALIDATION split, never trained on; thresholds
@@ -30,6 +31,8 @@ from django.core.files.base import ContentFile
 from django.db import transaction
 from django.utils.translation import gettext_lazy as _
 
+from labeling.ml.presets import DEFAULT_PRESET, preset_defaults
+from labeling.ml.presets import PRESETS as ML_PRESETS
 from labeling.models import Image, Job, ModelVersion, Project, Queue, QueueItem
 from labeling.selectors.labels import current_labels
 from labeling.services.jobs import job_progress, job_run
@@ -49,14 +52,11 @@ from labeling.services.params import (
 
 # The ML bridge (torch) is imported inside the functions that train, as labeling.services.scoring
 # does, so web processes that only validate parameters never load torch.
-PRESETS = ("cpu_transfer", "cpu_small", "cpu_tiny", "full")
-# Defaults that depend on the preset: name -> {preset: default}.
+PRESETS = tuple(ML_PRESETS)
+# Defaults that depend on the preset, from their one declaration (mlcore.presets): name ->
+# {preset: default}.
 PRESET_DEFAULTS: dict[str, dict[str, Any]] = {
-    "input_size": {"cpu_transfer": 112, "cpu_small": 32, "cpu_tiny": 24, "full": 224},
-    "epochs": {"cpu_transfer": 6, "cpu_small": 3, "cpu_tiny": 3, "full": 10},
-    "lr": {"cpu_transfer": 0.01, "cpu_small": 0.05, "cpu_tiny": 0.05, "full": 0.05},
-    # Off where the semi-supervised benchmark showed no gain on the pretrained preset.
-    "mean_teacher": {"cpu_transfer": False, "cpu_small": True, "cpu_tiny": True, "full": True},
+    name: preset_defaults(name) for name in ("input_size", "epochs", "lr", "mean_teacher")
 }
 DEFAULT_INPUT_SIZE = PRESET_DEFAULTS["input_size"]
 AUTO_PROMOTE = ("auto_promote_precision", "auto_promote_recall")
@@ -72,7 +72,7 @@ TRAIN_CASCADE = JobSpec(
     params=(
         choice(
             "preset",
-            default="cpu_transfer",
+            default=DEFAULT_PRESET,
             choices=(
                 ("cpu_transfer", _("cpu_transfer (pretrained, CPU)")),
                 ("cpu_small", _("cpu_small (from scratch)")),
@@ -252,16 +252,18 @@ def training_data(*, project: Project, params: dict) -> dict:
     positive = project.positive_class
     suspects = unresolved_suspect_ids(project=project)
     pool_labels = current_labels(project=project, split=Image.Split.POOL)
+    # Labels under noise review still train stage 1 (a flagged rare positive is often a true
+    # one) but never reach stage 2 as hard examples, where wrong labels concentrate (issue 7).
     excluded = suspects & set(pool_labels)
-    train_labels = {i: int(v == positive) for i, v in pool_labels.items() if i not in suspects}
+    train_labels = {i: int(v == positive) for i, v in pool_labels.items()}
     n_pos = sum(train_labels.values())
     n_neg = len(train_labels) - n_pos
     need = params["min_per_class"]
     if n_pos < need or n_neg < need:
         raise TrainingDataError(
             f"need at least {need} positive and {need} negative labels in the pool split; "
-            f"have {n_pos} positive and {n_neg} negative ({len(excluded)} unresolved suspects "
-            f"excluded). Label more images (or lower min_per_class)."
+            f"have {n_pos} positive and {n_neg} negative. Label more images (or lower "
+            f"min_per_class)."
         )
     validation = {
         i: int(v == positive)
@@ -294,6 +296,7 @@ def training_data(*, project: Project, params: dict) -> dict:
         "train": [LabeledRow(i, names[i], y) for i, y in sorted(train_labels.items())],
         "validation": [LabeledRow(i, names[i], y) for i, y in sorted(validation.items())],
         "unlabeled": [ImageRow(i, names[i]) for i in unlabeled_ids],
+        "doubtful": excluded,
         "snapshot": {
             "labeled_positive": n_pos,
             "labeled_negative": n_neg,
@@ -358,8 +361,8 @@ def _train(job: Job) -> dict:
         line=(
             f"training on {snapshot['labeled_positive']} positive and "
             f"{snapshot['labeled_negative']} negative labels, {snapshot['unlabeled']} unlabeled "
-            f"({snapshot['excluded_suspects']} unresolved suspects excluded); validating on "
-            f"{snapshot['validation_size']}"
+            f"({snapshot['excluded_suspects']} unresolved suspects kept from stage 2); "
+            f"validating on {snapshot['validation_size']}"
         ),
     )
     epochs = params["epochs"]
@@ -376,12 +379,18 @@ def _train(job: Job) -> dict:
             ),
         )
 
+    def on_stage(name: str, done: int, total: int) -> None:
+        # Encoding images through the frozen trunk comes before the first epoch.
+        job_progress(job_id=job.pk, stage=name, percent=2.0 * done / max(1, total))
+
     outcome = train_cascade_on_rows(
         train_rows=data["train"],
         unlabeled_rows=data["unlabeled"],
         validation_rows=data["validation"],
         spec=_spec(params),
+        doubtful_ids=data["doubtful"],
         on_epoch=on_epoch,
+        on_stage=on_stage,
         title=f"{project.slug}: validation PR",
     )
     job_progress(job_id=job.pk, stage="saving", percent=95.0)
@@ -393,6 +402,7 @@ def _train(job: Job) -> dict:
         stage1=outcome.stage1,
         stage2=outcome.stage2,
         thresholds=outcome.thresholds,
+        temperatures=outcome.temperatures,
         positive_index=POSITIVE_INDEX,
         loss_prediction=outcome.loss_prediction,
         loss_prediction_options={"hidden": LP_HIDDEN},

@@ -143,10 +143,11 @@ def test_too_few_labels_fails_the_job_with_a_clear_error():
 
 @pytest.mark.django_db
 @pytest.mark.slow
-def test_training_stores_a_comparable_version_without_suspects_or_validation():
+def test_training_stores_a_comparable_version_suspects_kept_from_stage2_validation_unseen():
     engineer = make_user("engineer")
     project, annotator, images = labeled_world()
-    # Two pool images flagged for re-review and not yet resolved: they must not train.
+    # Two pool images flagged for re-review and not yet resolved: they train stage 1 but never
+    # reach stage 2 as hard examples.
     review = Queue.objects.create(project=project, name="Re-review", kind=Queue.Kind.REVIEW)
     suspects = images["pool"][:1] + images["pool"][-1:]
     for image in suspects:
@@ -161,8 +162,8 @@ def test_training_stores_a_comparable_version_without_suspects_or_validation():
     version = ModelVersion.objects.get(project=project)
     assert job.model_version_id == version.pk
     assert version.status == ModelVersion.Status.READY and version.checkpoint
-    assert version.data_snapshot["labeled_positive"] == 15  # 16 minus one suspect
-    assert version.data_snapshot["labeled_negative"] == 23  # 24 minus one suspect
+    assert version.data_snapshot["labeled_positive"] == 16
+    assert version.data_snapshot["labeled_negative"] == 24
     assert version.data_snapshot["excluded_suspects"] == 2
     assert version.data_snapshot["validation_size"] == 16
     assert version.data_snapshot["validation_positive"] == 6
@@ -184,6 +185,8 @@ def test_training_stores_a_comparable_version_without_suspects_or_validation():
     assert metrics["cascade"]["precision"] >= 0.95
     assert len(metrics["history"]) == 2
     assert metrics["mean_teacher"] is True
+    # Each epoch kept the two suspects (if labeled and in a batch) away from stage 2.
+    assert all(epoch["stage2_excluded"] == 2 for epoch in metrics["history"])
 
     # The stored thresholds and metrics are the checkpoint's: recompute the cascade's decision
     # on validation from the loaded networks.
@@ -309,7 +312,7 @@ def test_the_jobs_page_starts_a_training_job_with_its_form_fields():
     job = Job.objects.get(project=project, kind=Job.Kind.TRAIN_CASCADE)
     assert job.params["preset"] == "full" and job.params["input_size"] == 224
     assert job.params["cbam"] is False and job.params["epochs"] == 7
-    assert job.params["lr"] == 0.05  # empty field: the default
+    assert job.params["lr"] == 0.01  # empty field: the full preset's default (mlcore.presets)
     response = client.post(
         reverse("project-job-start", kwargs={"slug": project.slug}),
         {"kind": "train_cascade", "hard_b": "64", "batch_a": "8"},

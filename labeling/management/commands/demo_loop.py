@@ -64,8 +64,12 @@ class Command(BaseCommand):
         parser.add_argument("--cold-start-k", type=int, default=100)
         parser.add_argument("--select-k", type=int, default=60, help="k_band and k_loss.")
         parser.add_argument("--noise", type=float, default=0.05, help="Simulated label noise.")
-        parser.add_argument("--epochs", type=int, default=4)
-        parser.add_argument("--preset", default="cpu_tiny", help="cpu_tiny, cpu_small or full.")
+        parser.add_argument("--epochs", type=int, default=None, help="Default: the preset's.")
+        parser.add_argument(
+            "--preset",
+            default=None,
+            help="cpu_transfer (the default: pretrained), cpu_small, cpu_tiny or full.",
+        )
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--worker", action="store_true", help="Wait for a real worker.")
         parser.add_argument("--job-timeout", type=int, default=1800)
@@ -189,7 +193,9 @@ class Command(BaseCommand):
         self.label_round("round 1", open_items)
 
         # 3. Train v1 and promote it.
-        train_params = {"preset": preset, "epochs": epochs, "min_per_class": 5, "seed": seed}
+        # Only what the command line sets; the job's own defaults (the preset's) do the rest.
+        train_params = {"min_per_class": 5, "seed": seed}
+        train_params.update({k: v for k, v in (("preset", preset), ("epochs", epochs)) if v})
         v1 = self.train(train_params)
         model_version_promote(version=v1, by=self.engineer)
         self.project.refresh_from_db()  # the jobs below read the project's active version
@@ -266,15 +272,29 @@ class Command(BaseCommand):
         data, cascade = version.data_snapshot, version.metrics["cascade"]
         thresholds = version.metrics["thresholds"]
         rule = "target precision reached" if thresholds["reached"] else "fallback thresholds"
+        origin = version.metrics.get("started_from") or {}
+        baseline = version.metrics.get("baseline") or {}
+        self.say(
+            f"{version.name}: preset {version.metrics.get('preset')}, stage 1 from "
+            f"{origin.get('stage1')}"
+            + (f" (fallback: {origin['fallback']})" if origin.get("fallback") else "")
+        )
         self.say(
             f"trained {version.name} (job {job.pk}, {version.training_seconds:.1f} s) on "
             f"{data['labeled_positive']} positive / {data['labeled_negative']} negative labels, "
-            f"{data['unlabeled']} unlabeled, {data['excluded_suspects']} suspects excluded; "
+            f"{data['unlabeled']} unlabeled, {data['excluded_suspects']} suspects kept from "
+            f"stage 2; "
             f"validation {data['validation_size']} ({data['validation_positive']} positive): "
             f"cascade precision {cascade['precision']}, recall {cascade['recall']}, "
             f"AP {cascade['ap']}; thresholds t1={thresholds['stage1']}, "
             f"t2={thresholds['stage2']} ({rule})"
         )
+        if baseline.get("ap") is not None:
+            self.say(
+                f"{version.name}: validation AP stage 1 {version.metrics['stage1']['ap']}, "
+                f"cascade {cascade['ap']}; the logistic probe on frozen pretrained features, "
+                f"same labels and validation images: AP {baseline['ap']}"
+            )
         self.last_comparison = job.result.get("comparison", {}).get("delta")
         return version
 
