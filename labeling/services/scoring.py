@@ -1,10 +1,18 @@
-"""Pool scoring: the active model version scores every unlabeled pool image, in shards.
+"""Scoring: the job's model version scores every image of the project, in shards.
 
-`score_pool_run` (task `labeling.tasks.ml_score_pool`) plans the job: the pool images with no
-active label and no Score from the job's model version, by ascending id, cut into JobShards of
-at most `shard_size` ids; then one task `labeling.tasks.ml_score_shard(job_id, index)` per
-pending shard, so every running `ml` worker takes a share. Re-running the job kind later skips
-what that version already scored.
+Every image: pool and validation, labeled or not. Selection needs the unlabeled pool's scores,
+but people need the others: the lead re-reviewing a flagged (hence labeled) image sees what the
+active model says about it, and an engineer can compare a version's scores with the labels.
+Selection reads only what it may queue (labeling.services.selection.eligible_scores: pool
+images never labeled and in no queue), so scoring labeled images never sends them back to
+annotators.
+
+`score_pool_run` (task `labeling.tasks.ml_score_pool`; the job kind keeps its historical name)
+plans the job: the project's images with no Score from the job's model version, by ascending
+id, cut into JobShards of at most `shard_size` ids; then one task
+`labeling.tasks.ml_score_shard(job_id, index)` per pending shard, so every running `ml` worker
+takes a share. Re-running the job kind later skips what that version already scored; an image
+imported or labeled later is scored by the next run (a label does not change a Score).
 
 `score_shard_run` scores one shard and, in ONE transaction under a row lock on the Job, upserts
 the Score rows (keyed by (image, model version)), marks the shard done and counts the shards
@@ -26,7 +34,6 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from labeling.models import Image, Job, JobShard, ModelVersion, Project, Score
-from labeling.selectors.labels import labels_active
 from labeling.services.jobs import (
     TRANSIENT_ERRORS,
     JobCancelled,
@@ -105,11 +112,16 @@ SCORE_POOL = JobSpec(
 )
 
 
-def pool_images_to_score(*, project: Project, model_version: ModelVersion):
-    """Pool images with no active label and no Score from `model_version`, by id."""
+def score_pool_params_clean(*, project: Project, params: dict) -> dict:
+    """The score_pool job's parameters, validated by `SCORE_POOL`, defaults filled in."""
+    return SCORE_POOL.clean(project=project, params=params)
+
+
+def images_to_score(*, project: Project, model_version: ModelVersion):
+    """Every image of the project (any split, labeled or not) with no Score from
+    `model_version`, by id."""
     return (
-        Image.objects.filter(project=project, split=Image.Split.POOL)
-        .exclude(Exists(labels_active(project=project).filter(image=OuterRef("pk"))))
+        Image.objects.filter(project=project)
         .exclude(Exists(Score.objects.filter(image=OuterRef("pk"), model_version=model_version)))
         .order_by("pk")
     )
@@ -123,7 +135,7 @@ def _plan(job: Job) -> dict | None:
     with transaction.atomic():
         if not job.shards.exists():
             ids = list(
-                pool_images_to_score(project=job.project, model_version=version).values_list(
+                images_to_score(project=job.project, model_version=version).values_list(
                     "pk", flat=True
                 )
             )

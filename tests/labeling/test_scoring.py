@@ -10,7 +10,7 @@ from django.core.files.storage import default_storage
 from labeling.ml.cascade import load_cascade
 from labeling.ml.datasets import ImageRow
 from labeling.ml.scoring import score_rows
-from labeling.models import Image, Job, JobShard, Label, Score
+from labeling.models import Image, Job, JobShard, Label, QueueItem, Score
 from labeling.services.jobs import job_create
 from tests.factories import make_image, make_project, make_user
 from tests.labeling import worker as loop_worker
@@ -33,7 +33,9 @@ def _pool(project, n: int, *, seed0: int) -> list[Image]:
     return [make_image(project, seed=seed0 + i) for i in range(n)]
 
 
-def test_score_pool_scores_every_unlabeled_pool_image_exactly_once(celery_worker, worker_storage):
+def test_scoring_scores_every_image_of_the_project_exactly_once(celery_worker, worker_storage):
+    """Pool and validation, labeled or not: the lead's review page needs the scores of labeled
+    images (tests/labeling/test_selection.py checks selection still never queues them)."""
     engineer = make_user("engineer")
     annotator = make_user("annotator")
     project = make_project(members=[annotator])
@@ -57,7 +59,8 @@ def test_score_pool_scores_every_unlabeled_pool_image_exactly_once(celery_worker
     wait_for(lambda: _finished(job), timeout=60, worker=celery_worker, what="scoring")
 
     assert job.status == Job.Status.SUCCEEDED, (job.error, celery_worker.log())
-    to_score = {image.pk for image in pool[6:]}  # unlabeled pool images, corrupt ones included
+    # Every image of the project, labeled and validation ones included, corrupt ones too.
+    to_score = {image.pk for image in pool + validation}
     assert job.result["images"] == len(to_score)
     assert job.shards.count() == math.ceil(len(to_score) / 64)
     assert not job.shards.filter(status=JobShard.Status.PENDING).exists()
@@ -68,7 +71,9 @@ def test_score_pool_scores_every_unlabeled_pool_image_exactly_once(celery_worker
     # The corrupt files are reported per image, and did not stop the job.
     assert job.result["error_count"] == 2
     assert {e["image_id"] for e in job.result["errors"]} == {image.pk for image in corrupt}
-    assert not Score.objects.filter(image__in=validation + labeled).exists()
+    assert Score.objects.filter(model_version=version, image__in=validation + labeled).count() == (
+        len(validation) + len(labeled)
+    )
     assert job.percent == 100.0
 
     # The stored values are the cascade's: recompute a few in this process.
@@ -100,3 +105,19 @@ def test_score_pool_scores_every_unlabeled_pool_image_exactly_once(celery_worker
     assert again.result["scored"] == 0
     after = dict(Score.objects.filter(model_version=version).values_list("image_id", "id"))
     assert after == before
+
+    # Labeled and validation images have Scores now, yet selection never queues them: asked for
+    # far more than exists, it queues exactly the unlabeled pool images that have a Score.
+    select = job_create(
+        project=project,
+        kind=Job.Kind.SELECT,
+        params={"k_band": 1000, "k_loss": 1000, "audit_share": 1.0},
+        created_by=engineer,
+    )
+    wait_for(lambda: _finished(select), timeout=60, worker=celery_worker, what="selection")
+    assert select.status == Job.Status.SUCCEEDED, select.error
+    queued = set(
+        QueueItem.objects.filter(queue__project=project).values_list("image_id", flat=True)
+    )
+    unlabeled_scored = {image.pk for image in pool[6:]} - {image.pk for image in corrupt}
+    assert queued == unlabeled_scored
