@@ -5,6 +5,11 @@ labeled pool, then cycle the learning rate and record every sample's loss in eve
 samples whose normalised mean loss is highest are the suspects a lead re-reviews (METHOD.md:
 the top 5%, about 71% of which were truly mislabeled).
 
+The ranking itself is `mlcore.o2u.find_label_noise`, the function bench/noise.py measures;
+this module only decodes the images and builds the network. `NoiseSpec.method` "loss" ranks by
+the plain loss after pre-training instead (no cyclic phase): on Fashion-MNIST the two were
+close (docs/benchmarks.md, section 1).
+
 Departures, and why:
 - All classes of the schema are learned (a multi-class network over the project's class keys),
   not "positive vs rest": a label confused between two negative classes is as much a labeling
