@@ -5,13 +5,15 @@ from the Fashion-MNIST train images (``semisup.make_split``: never trained on, n
 set; this module does not load t10k at all). Candidates, each trained on the same split, seed,
 budget and batches as the benchmark's arms:
 
-- the two-head Mean Teacher over consistency weight x EMA decay after the ramp-up;
+- the two-head Mean Teacher over the student's view (weak or strong augmentation; the teacher
+  always gets the weak one) x consistency weight x EMA decay after the ramp-up;
 - the supervised arm with the weak or the strong view (the issue saw strong lose).
 
 The result is the validation error of each candidate (the teacher's and the student's for Mean
 Teacher) and the choice: the candidate with the lowest validation error per arm. Options:
 ``--seeds`` (default: ``--seed`` alone), ``--epochs``, ``--labeled``, ``--validation``,
-``--rampup-epochs``, ``--consistency-weights``, ``--ema-decays-after-rampup`` (0 = none).
+``--rampup-epochs``, ``--consistency-weights``, ``--ema-decays-after-rampup`` (0 = none),
+``--student-views``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from bench import common, semisup
 CONSISTENCY_WEIGHTS = (3.0, 10.0, 30.0)
 EMA_DECAYS_AFTER_RAMPUP: tuple[float | None, ...] = (None, 0.999)
 SUPERVISED_VIEWS = ("weak", "strong")
+STUDENT_VIEWS = ("weak", "strong")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,6 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--ema-decays-after-rampup", type=float, nargs="+", help="0 keeps the ramp-up decay"
     )
+    parser.add_argument("--student-views", nargs="+", choices=sorted(semisup.VIEWS))
 
 
 def _validation_errors(
@@ -62,6 +66,7 @@ def run(
     seeds: list[int] | None = None,
     consistency_weights: list[float] | None = None,
     ema_decays_after_rampup: list[float] | None = None,
+    student_views: list[str] | None = None,
     **overrides: float | int | None,
 ) -> dict:
     threads = common.limit_threads()
@@ -74,22 +79,27 @@ def run(
         else list(EMA_DECAYS_AFTER_RAMPUP)
     )
     candidates = []
-    for weight in weights:
-        for decay in decays:
-            settings = dataclasses.replace(
-                base, consistency_weight=weight, ema_decay_after_rampup=decay
-            )
-            errors = _validation_errors(
-                "mt_two_heads", budget=budget, settings=settings, seeds=seeds
-            )
-            candidates.append(
-                {
-                    "arm": "mt_two_heads",
-                    "consistency_weight": weight,
-                    "ema_decay_after_rampup": decay,
-                    "validation_error": errors,
-                }
-            )
+    for student_view in student_views or STUDENT_VIEWS:
+        for weight in weights:
+            for decay in decays:
+                settings = dataclasses.replace(
+                    base,
+                    consistency_weight=weight,
+                    ema_decay_after_rampup=decay,
+                    student_view=student_view,
+                )
+                errors = _validation_errors(
+                    "mt_two_heads", budget=budget, settings=settings, seeds=seeds
+                )
+                candidates.append(
+                    {
+                        "arm": "mt_two_heads",
+                        "student_view": student_view,
+                        "consistency_weight": weight,
+                        "ema_decay_after_rampup": decay,
+                        "validation_error": errors,
+                    }
+                )
     for view in SUPERVISED_VIEWS:
         settings = dataclasses.replace(base, supervised_view=view)
         errors = _validation_errors("supervised", budget=budget, settings=settings, seeds=seeds)
