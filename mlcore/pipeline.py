@@ -22,6 +22,7 @@ seeded by (seed, view, image index), so a cache can be shared by several fits of
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
@@ -69,6 +70,7 @@ __all__ = [
     "evaluate_cascade",
     "fit_cascade",
     "fit_loss_prediction",
+    "initialise_from_probe",
     "predict_cascade",
     "pretrained_embeddings",
     "probe_baseline",
@@ -80,6 +82,23 @@ FALLBACK_THRESHOLDS = (0.5, 0.5)
 # Lite0 at 112 px: stem + blocks up to stride 16 frozen, the stride-32 stage (with CBAM after
 # the head convolution) fine-tuned. docs/transfer.md has the measurements behind the choice.
 TRANSFER_FROZEN_STAGES = 3
+
+
+def _records_function(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Stamp the result with the dotted name of the function that really ran (``function``,
+    and ``metrics["pipeline"]`` when the result has metrics): jobs store it, benchmarks write
+    it into their results, and a test checks that both name the same function."""
+    name = f"{function.__module__}.{function.__qualname__}"
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        result = function(*args, **kwargs)
+        result.function = name
+        if isinstance(getattr(result, "metrics", None), dict):
+            result.metrics["pipeline"] = name
+        return result
+
+    return wrapper
 
 
 # --------------------------------------------------------------------------------------------
@@ -459,15 +478,31 @@ def _positive_probability(logits: np.ndarray, temperature: float) -> np.ndarray:
 @dataclass
 class CascadeScores:
     """Calibrated positive probabilities ``stage1``, ``stage2`` (N,), the AND ``decision`` (N,),
-    ``unreadable`` (N,) bool (their scores are NaN) and the function that produced them."""
+    ``unreadable`` (N,) bool (their scores are NaN), the loss-prediction module's output
+    ``predicted_loss`` (N,) when one was given, and the function that produced them."""
 
     stage1: np.ndarray
     stage2: np.ndarray
     decision: np.ndarray
     unreadable: np.ndarray
-    function: str = "mlcore.pipeline.predict_cascade"
+    predicted_loss: np.ndarray | None = None
+    function: str = ""
 
 
+@torch.inference_mode()
+def _predicted_losses(model: nn.Module, module: nn.Module, loader, device) -> np.ndarray:
+    model.eval()
+    module.to(device).eval()
+    chunks, order = [], []
+    for inputs, _, indices in loader:
+        _, features = model.forward_with_features(inputs.to(device))
+        chunks.append(module(features).float().cpu())
+        order.append(torch.as_tensor(indices))
+    values = torch.cat(chunks).numpy()
+    return values[np.argsort(torch.cat(order).numpy(), kind="stable")]
+
+
+@_records_function
 def predict_cascade(
     stage1: Classifier,
     stage2: Classifier,
@@ -477,8 +512,10 @@ def predict_cascade(
     temperatures: Sequence[float] = (1.0, 1.0),
     device: str | torch.device = "auto",
     batch_size: int = 128,
+    loss_prediction: nn.Module | None = None,
 ) -> CascadeScores:
-    """Score a raw dataset (or cached trunk outputs of the stages' shared trunk)."""
+    """Score a raw dataset (or cached trunk outputs of the stages' shared trunk); with a
+    ``loss_prediction`` module, also each item's predicted loss (for selection)."""
     device = resolve_device(str(device)) if isinstance(device, str) else device
     stage1.to(device).eval()
     stage2.to(device).eval()
@@ -486,10 +523,12 @@ def predict_cascade(
         loader = make_loader(
             _EncodedFirstView(images), batch_size=batch_size, shuffle=False, seed=0
         )
-        logits1 = _logits(HeadOnly(stage1), loader, device)
+        first: nn.Module = HeadOnly(stage1)
+        logits1 = _logits(first, loader, device)
         logits2 = _logits(HeadOnly(stage2), loader, device)
         unreadable = images.unreadable
     else:
+        first = stage1
         viewed = _Viewed(
             images, eval_transform(stage1.config.input_size), size=stage1.config.input_size
         )
@@ -503,7 +542,11 @@ def predict_cascade(
     s1[unreadable] = np.nan
     s2[unreadable] = np.nan
     decision = cascade_decision(np.nan_to_num(s1), np.nan_to_num(s2), thresholds=thresholds)
-    return CascadeScores(s1, s2, decision & ~unreadable, unreadable)
+    predicted = None
+    if loss_prediction is not None:
+        predicted = _predicted_losses(first, loss_prediction, loader, device)
+        predicted[unreadable] = np.nan
+    return CascadeScores(s1, s2, decision & ~unreadable, unreadable, predicted)
 
 
 # --------------------------------------------------------------------------------------------
@@ -690,6 +733,45 @@ def probe_baseline(
 # --------------------------------------------------------------------------------------------
 
 
+@torch.inference_mode()
+def _head_embeddings(head: HeadOnly, encoded: EncodedImages, device: torch.device) -> np.ndarray:
+    head.eval()
+    loader = make_loader(_EncodedFirstView(encoded), batch_size=256, shuffle=False, seed=0)
+    return torch.cat(
+        [head.forward_embedding(inputs.to(device)).float().cpu() for inputs, _, _ in loader]
+    ).numpy()
+
+
+def initialise_from_probe(
+    head: HeadOnly, encoded: EncodedImages, *, seed: int, device: torch.device
+) -> None:
+    """Set the head's linear classifier to a logistic probe fitted on its own starting features.
+
+    Linear probing then fine-tuning (LP-FT; Kumar et al., "Fine-Tuning can Distort Pretrained
+    Features and Underperform Out-of-Distribution", ICLR 2022): fine-tuning from a random
+    classifier first pushes large, random gradients into the pretrained layers; starting from
+    the probe's solution, fine-tuning begins where the strong baseline ends and only improves
+    the features. The probe (``mlcore.probe.fit_linear_probe``, class-balanced, C by
+    cross-validation) sees the head's pooled features of view 0, un-normalised, exactly what
+    the classifier sees; a 2-class softmax with logits (-z/2, z/2) equals the logistic z.
+    """
+    from mlcore.probe import ProbeConfig, fit_linear_probe
+
+    keep = (encoded.labels >= 0) & ~encoded.unreadable
+    features = _head_embeddings(head, encoded, device)[keep]
+    probe = fit_linear_probe(
+        features, encoded.labels[keep], seed=seed, config=ProbeConfig(normalize=False)
+    )
+    weight = torch.as_tensor(probe.model.coef_.reshape(-1), dtype=torch.float32)
+    bias = float(np.asarray(probe.model.intercept_).reshape(-1)[0])
+    fc = head.classifier.fc
+    if fc.out_features != 2:
+        raise ValueError("probe initialisation is for the binary task (2 outputs)")
+    with torch.no_grad():
+        fc.weight.copy_(torch.stack([-weight / 2, weight / 2]).to(fc.weight.device))
+        fc.bias.copy_(torch.tensor([-bias / 2, bias / 2], device=fc.bias.device))
+
+
 @dataclass
 class CascadeFit:
     """What :func:`fit_cascade` produced: both stages (full Classifiers, on the CPU, eval mode),
@@ -711,13 +793,14 @@ class CascadeFit:
     seconds: float = 0.0
     spec: CascadeSpec | None = None
     started_from: dict[str, Any] = field(default_factory=dict)
-    function: str = "mlcore.pipeline.fit_cascade"
+    function: str = ""
 
 
 def _encoded_or_none(value: Any) -> EncodedImages | None:
     return value if isinstance(value, EncodedImages) else None
 
 
+@_records_function
 def fit_cascade(
     train: Dataset | EncodedImages,
     validation: Dataset | EncodedImages,
@@ -774,6 +857,10 @@ def fit_cascade(
         )  # type: ignore[arg-type]
         train_labels = train_encoded.labels
         student1, student2 = HeadOnly(stage1), HeadOnly(stage2)
+        stage1.to(device)
+        stage2.to(device)
+        for student in (student1, student2):
+            initialise_from_probe(student, train_encoded, seed=spec.seed, device=device)
         train_set: Dataset = _EncodedViews(train_encoded, two_views=use_teacher)
         unlabeled_set = (
             _EncodedViews(unlabeled_encoded, two_views=True)
@@ -909,7 +996,6 @@ def fit_cascade(
     metrics["started_from"] = origin
     metrics["preset"] = spec.preset
     metrics["mean_teacher"] = use_teacher
-    metrics["pipeline"] = "mlcore.pipeline.fit_cascade"
     metrics["history"] = [{k: _finite(v) for k, v in epoch.items()} for epoch in history]
     if cached:
         unreadable_validation = np.flatnonzero(validation_encoded.unreadable).tolist()

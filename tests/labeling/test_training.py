@@ -381,3 +381,46 @@ def test_simulate_annotators_labels_from_true_classes_with_seeded_noise():
         for label in Label.objects.filter(project=project2).select_related("image").order_by("id")
     ]
     assert first == second
+
+
+@pytest.mark.django_db
+@pytest.mark.slow
+def test_the_job_and_the_transfer_benchmark_run_the_same_pipeline_function():
+    """The train_cascade job (default preset, pretrained) and `python -m bench transfer` must
+    both train through mlcore.pipeline.fit_cascade: each records the function that really ran
+    (a decorator stamps the result), so a copy of the training code in either place fails."""
+    from bench import transfer
+
+    engineer = make_user("engineer")
+    project, _annotator, _images = labeled_world()
+    params = {"epochs": 1, "batch_a": 8, "hard_b": 4, "min_per_class": 6, "lp_epochs": 1}
+    job = job_create(
+        project=project, kind=Job.Kind.TRAIN_CASCADE, params=params, created_by=engineer
+    )
+    train_cascade_run(job_id=job.pk)
+    job.refresh_from_db()
+    assert job.status == Job.Status.SUCCEEDED, job.error
+    version = ModelVersion.objects.get(project=project)
+    assert job.params["preset"] == "cpu_transfer"
+    assert version.metrics["preset"] == "cpu_transfer"
+    assert "ImageNet" in version.metrics["started_from"]["stage1"]
+    assert version.metrics["baseline"]["function"] == "mlcore.probe.fit_linear_probe"
+    assert version.config["temperatures"][0] > 0
+
+    figures = transfer.run(
+        quick=True,
+        seed=0,
+        pool=400,
+        validation=200,
+        test=200,
+        seeds=1,
+        views=1,
+        epochs=1,
+        scratch_preset="cpu_tiny",
+        scratch_epochs=1,
+    )
+    (task,) = figures["tasks"].values()
+    (record,) = task["runs"]
+    assert record["cpu_transfer"]["function"] == version.metrics["pipeline"]
+    assert record["cpu_tiny"]["function"] == version.metrics["pipeline"]
+    assert version.metrics["pipeline"] == "mlcore.pipeline.fit_cascade"
