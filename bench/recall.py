@@ -7,8 +7,8 @@ ImageNet weights (``mlcore.recall.default_embedder``, L2-normalised, 112 px inst
 
 - picks 5 random positives as seed images and ranks the pool with
   ``mlcore.recall.nearest_neighbours`` under each aggregation over the seeds: ``max`` (the old
-  rule), ``mean`` (the new default) and ``softmax`` (temperature
-  ``mlcore.recall.DEFAULT_TEMPERATURE``);
+  rule), ``mean`` and ``softmax`` (the default; temperature
+  ``mlcore.recall.DEFAULT_TEMPERATURE`` unless ``--temperature``);
 - labels 20 other positives and 200 negatives at random and ranks the pool with the logistic
   probe the job switches to once labels exist (``mlcore.probe.fit_linear_probe`` on the labeled
   images with the seeds as extra positives, ``mlcore.probe.probe_rank``).
@@ -62,6 +62,7 @@ class Budget:
     draws: int
     positive_classes: tuple[int, ...] = POSITIVE_CLASSES
     prevalence: float = PREVALENCE
+    embed_size: int = EMBED_SIZE
 
 
 FULL = Budget(pool_size=12_000, draws=10)
@@ -74,6 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prevalence", type=float, default=None)
     parser.add_argument("--pool-size", type=int, default=None)
     parser.add_argument("--draws", type=int, default=None)
+    parser.add_argument("--embed-size", type=int, default=None, help="pixels (the app: 224)")
     parser.add_argument(
         "--temperature", type=float, default=None, help="soft-max temperature (default: mlcore's)"
     )
@@ -96,7 +98,7 @@ def _pool(budget: Budget, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return chosen, positive[chosen].astype(np.int64)
 
 
-def _embed(indices: np.ndarray) -> tuple[np.ndarray, int]:
+def _embed(indices: np.ndarray, size: int) -> tuple[np.ndarray, int]:
     """Lite0 embeddings (N, 1280) of train images ``indices``, and how many were computed.
 
     An embedding depends only on the image and the frozen network, so vectors are kept in a
@@ -104,8 +106,8 @@ def _embed(indices: np.ndarray) -> tuple[np.ndarray, int]:
     (another positive class, another pool size) embeds only the images it has not seen."""
     images, _ = common.fashion_mnist("train")
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    vectors_path = CACHE_DIR / f"fashion-train-lite0-{EMBED_SIZE}.f32"
-    done_path = CACHE_DIR / f"fashion-train-lite0-{EMBED_SIZE}.done.npy"
+    vectors_path = CACHE_DIR / f"fashion-train-lite0-{size}.f32"
+    done_path = CACHE_DIR / f"fashion-train-lite0-{size}.done.npy"
     shape = (len(images), EMBEDDING_DIM)
     vectors = np.memmap(
         vectors_path, dtype=np.float32, mode="r+" if vectors_path.exists() else "w+", shape=shape
@@ -113,7 +115,7 @@ def _embed(indices: np.ndarray) -> tuple[np.ndarray, int]:
     done = np.load(done_path) if done_path.exists() else np.zeros(len(images), dtype=bool)
     missing = indices[~done[indices]]
     if len(missing):
-        dataset = ArrayImageDataset(images[missing], transform=embedder_transform(EMBED_SIZE))
+        dataset = ArrayImageDataset(images[missing], transform=embedder_transform(size))
         loader = make_loader(dataset, batch_size=64, shuffle=False, seed=0)
         vectors[missing] = embed_images(default_embedder(device="cpu"), loader, device="cpu")
         vectors.flush()
@@ -208,6 +210,7 @@ def run(
     pool_size: int | None = None,
     draws: int | None = None,
     temperature: float | None = None,
+    embed_size: int | None = None,
 ) -> dict:
     threads = common.limit_threads()
     temperature = temperature or DEFAULT_TEMPERATURE
@@ -217,13 +220,14 @@ def run(
         "prevalence": prevalence,
         "pool_size": pool_size,
         "draws": draws,
+        "embed_size": embed_size,
     }
     budget = replace(budget, **{name: value for name, value in given.items() if value})
     if budget.draws < 2:
         raise ValueError("draws must be >= 2 (the summary reports a standard deviation)")
     started = time.perf_counter()
     indices, y = _pool(budget, seed)
-    embeddings, embedded = _embed(indices)
+    embeddings, embedded = _embed(indices, budget.embed_size)
     embed_seconds = time.perf_counter() - started
     outcomes = [
         _one_draw(embeddings, y, seed=seed * 1000 + draw, temperature=temperature)
@@ -239,7 +243,7 @@ def run(
         "seed_images": N_SEEDS,
         "labeled_for_probe": {"positives": LABELED_POSITIVES, "negatives": LABELED_NEGATIVES},
         "draws": budget.draws,
-        "embed_size_px": EMBED_SIZE,
+        "embed_size_px": budget.embed_size,
         "softmax_temperature": temperature,
         "torch_threads": threads,
         "embed_seconds": round(embed_seconds, 1),

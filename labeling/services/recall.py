@@ -102,18 +102,19 @@ COLD_START = JobSpec(
         # The values are mlcore.recall.AGGREGATES, the default DEFAULT_AGGREGATE (a test checks).
         choice(
             "aggregate",
-            default="mean",
+            default="softmax",
             choices=(
-                ("mean", _("Mean over the seeds")),
                 ("softmax", _("Soft maximum over the seeds")),
+                ("mean", _("Mean over the seeds")),
                 ("max", _("Maximum over the seeds")),
             ),
             label=_("Similarity to the seeds"),
             help_text=_(
-                "How an image's similarities to the seeds combine. Mean: close to all of them; "
-                "maximum: close to any one (one seed's look-alikes can fill the list); soft "
-                "maximum: in between. Once the project has labeled positives and negatives, a "
-                "classifier trained on them ranks instead."
+                "How an image's similarities to the seeds combine. Soft maximum: close to the "
+                "seeds of its own kind, several agreeing seeds weighing more than one (best "
+                "in the benchmark); maximum: close to any one seed; mean: close to all of "
+                "them. Once the project has labeled positives and negatives, a classifier "
+                "trained on them ranks instead."
             ),
         ),
     ),

@@ -93,9 +93,10 @@ def test_insect_seeds_recall_insects_above_chance_and_cache_embeddings():
     assert job.status == Job.Status.SUCCEEDED, job.error
     assert job.result["pool"] == pool_size
     assert job.result["embedded"] == pool_size + len(seeds) and job.result["from_cache"] == 0
-    # One label in the project: too few for the probe, so the seeds rank (by the mean).
+    # One label in the project: too few for the probe, so the seeds rank (by the soft-max).
     assert job.result["ranking"]["mode"] == "similarity"
-    assert job.result["ranking"]["aggregate"] == "mean"
+    assert job.result["ranking"]["aggregate"] == "softmax"
+    assert job.result["ranking"]["temperature"] == mlcore_recall.DEFAULT_TEMPERATURE
     assert job.result["ranking"]["function"] == "mlcore.recall.nearest_neighbours"
     assert (
         job.result["ranking"]["labeled_positives"],
@@ -157,7 +158,7 @@ def test_uploaded_seeds_are_imported_and_bad_seeds_refused():
         "seed_image_ids": [bee_image.pk],
         "k": 7,
         "batch_size": 32,
-        "aggregate": "mean",
+        "aggregate": "softmax",
     }
     assert len(notes) == 1 and notes[0].startswith("notes.png: rejected")
     assert not QueueItem.objects.filter(image=bee_image).exists()  # a seed is not queued
