@@ -302,7 +302,12 @@ def test_cold_start_page_lists_searches_and_starts_a_job():
     started = client.post(url, {"seed_image_ids": [str(s.pk) for s in seeds], "k": "5"})
     job = Job.objects.get(project=project, kind=Job.Kind.COLD_START)
     assert started.status_code == 302 and started["Location"] == f"/jobs/{job.pk}/"
-    assert job.params == {"seed_image_ids": [s.pk for s in seeds], "k": 5, "batch_size": 32}
+    assert job.params == {
+        "seed_image_ids": [s.pk for s in seeds],
+        "k": 5,
+        "batch_size": 32,
+        "aggregate": "softmax",
+    }
     lead = make_user("lead")
     project.members.add(lead)
     assert client_for(lead).get(url).status_code == 403
