@@ -7,8 +7,9 @@ the top 5%, about 71% of which were truly mislabeled).
 
 The ranking itself is `mlcore.o2u.find_label_noise`, the function bench/noise.py measures;
 this module only decodes the images and builds the network. `NoiseSpec.method` "loss" ranks by
-the plain loss after pre-training instead (no cyclic phase): on Fashion-MNIST the two were
-close (docs/benchmarks.md, section 1).
+the plain loss after pre-training instead (no cyclic phase): on Fashion-MNIST, given O2U's
+whole training budget as ordinary pre-training, it ranked as well as O2U (docs/benchmarks.md,
+section 1).
 
 Departures, and why:
 - All classes of the schema are learned (a multi-class network over the project's class keys),
