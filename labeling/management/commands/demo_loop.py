@@ -63,7 +63,24 @@ class Command(BaseCommand):
         parser.add_argument("--first-batch", type=int, default=300, help="Random pool items.")
         parser.add_argument("--cold-start-k", type=int, default=100)
         parser.add_argument("--select-k", type=int, default=60, help="k_band and k_loss.")
-        parser.add_argument("--noise", type=float, default=0.05, help="Simulated label noise.")
+        parser.add_argument(
+            "--noise", type=float, default=0.0, help="Simulated symmetric label noise."
+        )
+        parser.add_argument(
+            "--miss-rate", type=float, default=0.10, help="Simulated: positives answered negative."
+        )
+        parser.add_argument(
+            "--false-alarm-rate",
+            type=float,
+            default=0.005,
+            help="Simulated: negatives answered positive.",
+        )
+        parser.add_argument(
+            "--validation-fraction",
+            type=float,
+            default=0.3,
+            help="Validation share when building: the demo has only 25 disturbing images.",
+        )
         parser.add_argument("--epochs", type=int, default=None, help="Default: the preset's.")
         parser.add_argument(
             "--preset",
@@ -117,6 +134,8 @@ class Command(BaseCommand):
             annotator=self.annotator,
             labels=items,
             noise=self.noise,
+            miss_rate=self.miss_rate,
+            false_alarm_rate=self.false_alarm_rate,
             seed=self.seed + len(self.noisy),
         )
         self.noisy.update(report.noisy_image_ids)
@@ -135,6 +154,9 @@ class Command(BaseCommand):
         cold_start_k,
         select_k,
         noise,
+        miss_rate,
+        false_alarm_rate,
+        validation_fraction,
         epochs,
         preset,
         seed,
@@ -145,6 +167,8 @@ class Command(BaseCommand):
         self.started = time.monotonic()
         self.use_worker, self.job_timeout = worker, job_timeout
         self.noise, self.seed, self.noisy = noise, seed, set()
+        self.miss_rate, self.false_alarm_rate = miss_rate, false_alarm_rate
+        self.validation_fraction = validation_fraction
         self.stdout.write(BANNER)
         self.say(f"mode: {'a real worker (--worker)' if worker else 'inline, in this process'}")
         self.project = self.build_project(slug, pool)
@@ -253,6 +277,9 @@ class Command(BaseCommand):
             slug=slug,
             label_schema=demo_command.DEMO_SCHEMA,
             description="Built by demo_loop from the demo data; labels are SIMULATED.",
+            # 25 disturbing images in all: at the default 10% the validation split would hold
+            # two or three of them, too few to measure a model with.
+            validation_fraction=self.validation_fraction,
         )
         created = demo_command._ensure_users(project, reset=False, password=None)
         report = images_import(

@@ -42,13 +42,26 @@ def simulate_labeling(
     annotator: User,
     labels: int,
     noise: float = 0.0,
+    miss_rate: float = 0.0,
+    false_alarm_rate: float = 0.0,
     seed: int = 0,
     queue: Queue | None = None,
 ) -> SimulationReport:
     """Label up to `labels` items of the project's labeling queue as `annotator` (see the
-    module docstring). Returns what was done."""
-    if not 0.0 <= noise < 1.0:
-        raise ValueError("noise must be in [0, 1)")
+    module docstring). Returns what was done.
+
+    `noise`: share of answers flipped to a random other class, whatever the truth.
+    `miss_rate` / `false_alarm_rate`: the mistakes people make on a rare class (DATA.md's rare
+    task uses 0.10 and 0.005): a positive answered as another class, a negative answered as
+    the positive class. Symmetric noise on a class rarer than the noise rate would give more
+    wrong positives than right ones, which no real annotator does."""
+    for name, rate in (
+        ("noise", noise),
+        ("miss_rate", miss_rate),
+        ("false_alarm_rate", false_alarm_rate),
+    ):
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"{name} must be in [0, 1)")
     queue = queue or (
         Queue.objects.filter(project=project, kind=Queue.Kind.LABELING, is_active=True)
         .order_by("id")
@@ -77,8 +90,13 @@ def simulate_labeling(
                 report.skipped_without_truth += 1
                 continue
             value = truth
-            if noise and rng.random() < noise:
+            draw = rng.random()
+            positive = project.positive_class
+            if draw < noise or (truth == positive and draw < noise + miss_rate):
                 value = rng.choice([key for key in classes if key != truth])
+            elif truth != positive and draw < noise + false_alarm_rate:
+                value = positive
+            if value != truth:
                 report.noisy_image_ids.append(lease.item.image_id)
             lease_submit(lease=lease, annotator=annotator, value=value)
             report.labeled += 1
