@@ -384,6 +384,29 @@ def test_simulate_annotators_labels_from_true_classes_with_seeded_noise():
 
 
 @pytest.mark.django_db
+def test_simulated_rare_class_mistakes_miss_positives_and_rarely_raise_false_alarms():
+    from labeling.management.commands.simulate_annotators import simulate_labeling
+    from labeling.services.projects import project_default_queues_ensure
+    from labeling.services.queues import queue_items_add
+
+    annotator = make_user("annotator")
+    project = make_project(members=[annotator])
+    queue, _review = project_default_queues_ensure(project=project)
+    images = [class_image(project, positive=i % 5 == 0, seed=40_000 + i) for i in range(40)]
+    queue_items_add(queue=queue, images=images, strategy="manual")
+    report = simulate_labeling(
+        project=project, annotator=annotator, labels=40, miss_rate=0.9, false_alarm_rate=0.0
+    )
+    labels = Label.objects.filter(project=project).select_related("image")
+    truth = {label.image_id: label.image.metadata["true_label"] for label in labels}
+    positive = project.positive_class
+    missed = [x for x in labels if truth[x.image_id] == positive and x.value != positive]
+    false_alarms = [x for x in labels if truth[x.image_id] != positive and x.value == positive]
+    assert len(missed) >= 4 and not false_alarms  # 8 positives, 90% missed; no negative flipped
+    assert sorted(report.noisy_image_ids) == sorted(x.image_id for x in missed)
+
+
+@pytest.mark.django_db
 @pytest.mark.slow
 def test_the_job_and_the_transfer_benchmark_run_the_same_pipeline_function():
     """The train_cascade job (default preset, pretrained) and `python -m bench transfer` must
