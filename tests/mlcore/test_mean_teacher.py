@@ -311,3 +311,38 @@ def test_mean_teacher_trains_on_a_toy_problem_and_the_teacher_lags_the_student(
         (t - s).norm() for t, s in zip(teacher.parameters(), initial.parameters())
     )
     assert distance_to_student < distance_to_start
+
+
+def test_two_heads_on_a_head_only_student_over_cached_trunk_outputs():
+    # The pipeline's frozen-trunk presets train backbones.HeadOnly on cached trunk outputs:
+    # the consistency head sits on its pooled last map and the trunk never moves.
+    from mlcore.backbones import HeadOnly
+
+    torch.manual_seed(0)
+    classifier = build_backbone(
+        BackboneConfig(name="small_cnn", input_size=16, width_mult=0.25, frozen_stages=1)
+    )
+    student = HeadOnly(classifier)
+    teacher = make_teacher(student)
+    head = make_consistency_head(student)
+    assert head.in_features == student.embedding_dim and head.out_features == 2
+    trunk_before = {k: v.clone() for k, v in classifier.stages[0].state_dict().items()}
+    trunk = classifier.forward_trunk(torch.randn(16, 3, 16, 16))
+    labeled = ((trunk[:8], trunk[:8] + 0.1), torch.tensor([0, 1] * 4), torch.arange(8))
+    unlabeled = ((trunk[8:], trunk[8:] - 0.1), torch.full((8,), -1), torch.arange(8, 16))
+    trained = [p for p in [*student.parameters(), *head.parameters()] if p.requires_grad]
+    step = mean_teacher_step(
+        student,
+        teacher,
+        torch.optim.SGD(trained, lr=0.1),
+        labeled,
+        unlabeled,
+        consistency_weight=1.0,
+        ema_decay=0.5,
+        device="cpu",
+        consistency_head=head,
+        logit_distance_cost=0.01,
+    )
+    assert step.logit_distance > 0 and math.isfinite(step.loss)
+    after = classifier.stages[0].state_dict()
+    assert all(torch.equal(after[k], v) for k, v in trunk_before.items())
