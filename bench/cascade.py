@@ -1,45 +1,47 @@
-"""OHEM cascade with the AND decision vs the single stage-1 network, rare Sandal+Bag task.
+"""cascade: OHEM cascade (AND) vs the single stage-1 network, through the app's pipeline, rare task
 
-Protocol 5 of shared/DATA.md. Training pool: Fashion-MNIST train with Sandal and Bag as the
-positives at 1% of the pool, labels carrying the task's asymmetric noise (10% of positives
-labeled negative, 0.5% of negatives labeled positive). Test: the whole t10k split, never trained
-on, its negatives reweighted so positives are 1% (mlcore.metrics.prevalence_weights).
+Protocol 5 of shared/DATA.md, run through the functions the train and score jobs call:
+``mlcore.pipeline.fit_cascade`` on the app's default preset ``cpu_transfer`` (EfficientNet-Lite0
+from ImageNet, frozen trunk cached once per image and view, last stage + CBAM fine-tuned at
+112 px in both stages; stage 1 on batches of A = 32, stage 2 on the B = 8 of each batch with the
+largest stage-1 loss), temperatures and the AND thresholds chosen on the frozen validation split
+at the target precision 0.95, then ``mlcore.pipeline.predict_cascade`` on the test split.
 
-Arms, same network (bench.common.backbone) for every stage, same epochs and batches:
-- single: stage 1 alone (mlcore.train.fit);
-- cascade: mlcore.cascade.train_cascade, stage 1 on whole batches of A = 128, stage 2 on the
-  B = 32 of each batch with the largest stage-1 loss (OHEM); an item is positive only when both
-  stages say so.
+The task (bench/_rare.py): positives = ``--positives`` (default Sandal + Bag) at 1% of a pool of
+``--pool`` training images with the task's asymmetric label noise; a clean validation split at
+the same 1%; the t10k split as the test set, never trained on, its negatives reweighted to 1%
+prevalence. Each seed draws the pool's positives, the noise and the training.
 
-The t10k split is halved (seeded): thresholds for 95% precision are chosen on one half (the
-single network's with mlcore.metrics.threshold_for_precision, the cascade's pair with
-mlcore.cascade.choose_thresholds) and precision and recall are measured on the other half. The
-best recall at 95% precision on the test half itself is reported too, but it flatters the cascade:
-a search over threshold pairs has more freedom to fit the test set's few hard negatives than a
-search over one threshold. Also: average precision (the cascade scored by min(p1, p2), which is
-the AND decision with t1 = t2), and precision and recall at the default thresholds (0.5, and
-(0.5, 0.5) for the cascade). Departure from
-METHOD.md: the production cascade has two different networks (DenseNet161 then ResNet50); on
-two CPU cores both stages are the same small CNN.
+Arms, from one fit per seed:
+- **single**: stage 1 alone, at the threshold the pipeline chose for it on validation
+  (``evaluate_cascade``'s ``stage1_alone_at_target``). Stage 1's training in ``train_cascade``
+  never reads stage 2 (its step comes first and uses only its own loss), so it *is* the single
+  network trained with the same recipe and batches; only the random streams (view and dropout
+  draws) interleave with stage 2's.
+- **cascade**: the AND decision at the pipeline's validation-chosen pair (t1, t2).
+
+Reported per arm, on the test split at 1% prevalence: AP (the cascade scored by min(p1, p2), the
+AND decision with t1 = t2, and the app's Score.score), the best recall at 95% precision the test
+scores allow (single threshold on s1, resp. on min(p1, p2); and for the cascade also the best
+(t1, t2) pair, which flatters it: a two-threshold search has more freedom to fit the test set's
+few hard negatives), and precision and recall at the validation-chosen thresholds. Mean ± sd
+over seeds.
 """
 
 from __future__ import annotations
 
+import argparse
+import functools
+import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 import numpy as np
-from torch import nn
 
-from bench import common
-from mlcore.cascade import (
-    CascadeConfig,
-    CascadeScores,
-    cascade_decision,
-    cascade_predict,
-    choose_thresholds,
-    train_cascade,
-)
+from bench import _rare, common
+from mlcore.cascade import cascade_decision, choose_thresholds
+from mlcore.config import resolve_device
 from mlcore.metrics import (
     average_precision,
     plot_pr_curves,
@@ -47,208 +49,282 @@ from mlcore.metrics import (
     precision_recall_at,
     prevalence_weights,
     recall_at_precision,
-    threshold_for_precision,
 )
-from mlcore.train import fit
-
-HARD_B = 32
+from mlcore.pipeline import fit_cascade, predict_cascade
 
 
 @dataclass(frozen=True)
 class Budget:
-    pool_size: int
-    epochs: int
-    test_size: int | None
+    """Sizes of a run. ``epochs`` None: the preset's default; ``test`` None: all of t10k."""
+
+    pool: int
+    validation: int
+    test: int | None
+    seeds: int
+    epochs: int | None
+    views: int
 
 
-FULL = Budget(pool_size=20000, epochs=6, test_size=None)
-QUICK = Budget(pool_size=3000, epochs=4, test_size=3000)
+# Sized for about 30 minutes on two idle cores with two workers: one fit of the preset's
+# 6 epochs over the pool per seed.
+FULL = Budget(pool=8000, validation=2000, test=None, seeds=3, epochs=None, views=2)
+QUICK = Budget(pool=1000, validation=300, test=1000, seeds=1, epochs=1, views=1)
+FULL_WORKERS = 2
 
 
-@dataclass(frozen=True)
-class RareData:
-    pool: common.RareTask
-    noisy_labels: np.ndarray
-    validation: common.RareTask
-    test: common.RareTask
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    _rare.add_task_arguments(parser, pool=FULL.pool, validation=FULL.validation, test="all 10,000")
+    add_workers_argument(parser)
 
 
-def rare_data(budget: Budget, *, seed: int) -> RareData:
-    """The task-2 pool (with its label noise) and test split used by cascade and attention."""
-    train_images, train_classes = common.fashion_mnist("train")
-    test_images, test_classes = common.fashion_mnist("test")
-    if budget.test_size is not None:
-        rows = common.fixed_subset(len(test_classes), budget.test_size, seed=seed + 7)
-        test_images, test_classes = test_images[rows], test_classes[rows]
-    n_negatives = int(round(budget.pool_size * (1 - common.RARE_PREVALENCE)))
-    pool = common.rare_pool(train_images, train_classes, n_negatives=n_negatives, seed=seed)
-    noisy = common.asymmetric_binary_noise(pool.y, seed=seed + 1)
-    # Half of the test split picks the operating thresholds, the other half measures them.
-    halves = np.random.default_rng(seed + 8).permutation(len(test_classes))
-    validation_rows, test_rows = np.sort(halves[::2]), np.sort(halves[1::2])
-    return RareData(
-        pool=pool,
-        noisy_labels=noisy.labels,
-        validation=common.rare_test(test_images[validation_rows], test_classes[validation_rows]),
-        test=common.rare_test(test_images[test_rows], test_classes[test_rows]),
+def add_workers_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help=f"processes for the seeds' fits (full: {FULL_WORKERS}, quick: 1)",
     )
 
 
-def _at(y: np.ndarray, decision: np.ndarray, weights: np.ndarray) -> dict[str, float]:
-    """Weighted precision and recall of a boolean decision (nan precision: nothing called)."""
+def budget_for(quick: bool, base_full: Budget, base_quick: Budget, **given: Any) -> Budget:
+    """The mode's budget with the options the command line gave."""
+    base = base_quick if quick else base_full
+    return replace(base, **{key: value for key, value in given.items() if value is not None})
+
+
+def _weighted(y: np.ndarray, decision: np.ndarray, weights: np.ndarray) -> dict[str, Any]:
+    """Precision and recall at 1% prevalence of a boolean decision (precision None: nothing
+    called positive)."""
     result = precision_recall_at(
         y, decision.astype(np.float64), threshold=0.5, sample_weight=weights
     )
-    return {"precision": result.precision, "recall": result.recall}
+    precision = None if math.isnan(result.precision) else result.precision
+    return {"precision": precision, "recall": result.recall}
 
 
-def _and(scores: CascadeScores, pair: tuple[float, float]) -> np.ndarray:
-    # (inf, inf) means no pair reached the target: nothing is called positive.
-    return cascade_decision(scores.stage1, scores.stage2, thresholds=pair)
+def _finite_or_none(value: Any) -> float | None:
+    return None if value is None or not math.isfinite(float(value)) else float(value)
 
 
-def _cascade_scores(stage1: nn.Module, stage2: nn.Module, split: common.RareTask) -> CascadeScores:
-    loader = common.TensorBatches(split.images, None, batch_size=512, shuffle=False, seed=0)
-    return cascade_predict(stage1, stage2, loader, device="cpu")
-
-
-def run_arms(data: RareData, *, epochs: int, seed: int, cbam: bool) -> dict:
-    """Train the single network and the cascade on ``data``; score both on its test split.
-
-    Returns ``{"figures": per-arm figures, "curves": PR curves on the test half}``.
-    """
-    pool, test = data.pool, data.test
-    y_test = test.y
-    weights = prevalence_weights(y_test, prevalence=common.RARE_PREVALENCE)
-    train = common.train_config(epochs=epochs, seed=seed)
-
-    started = time.perf_counter()
-    single = common.new_network(2, seed=seed + 1, cbam=cbam)
-    fit(
-        single,
-        common.TensorBatches(
-            pool.images,
-            data.noisy_labels,
-            batch_size=common.BATCH_SIZE,
-            shuffle=True,
-            seed=seed + 2,
-        ),
-        train=train,
+def run_seed(
+    splits: _rare.RareSplits, *, seed: int, epochs: int | None, views: int, cbam: bool, device: Any
+) -> dict[str, Any]:
+    """One fit of the cascade on the seed's pool; both arms measured on the test split."""
+    pool = _rare.draw_pool(splits, seed=seed)
+    train = splits.encoded_candidates.subset(pool.members, pool.noisy)
+    spec = _rare.trunk_spec(views=views, epochs=epochs, cbam=cbam, seed=seed)
+    fit = fit_cascade(train, splits.encoded_validation, spec=spec)
+    scores = predict_cascade(
+        fit.stage1,
+        fit.stage2,
+        splits.encoded_test,
+        thresholds=fit.thresholds,
+        temperatures=fit.temperatures,
+        device=device,
     )
-    single_seconds = time.perf_counter() - started
-    p_single = common.predict(single, test.images)[:, 1]
-    p_single_validation = common.predict(single, data.validation.images)[:, 1]
+    y = splits.y_test
+    weights = prevalence_weights(y, prevalence=_rare.PREVALENCE)
+    s1, s2 = scores.stage1, scores.stage2
+    and_score = np.minimum(s1, s2)
+    single_threshold = _finite_or_none(fit.metrics["stage1_alone_at_target"]["threshold"])
+    single_decision = (
+        s1 >= single_threshold if single_threshold is not None else np.zeros(len(y), bool)
+    )
+    reached = bool(fit.metrics["thresholds"]["reached"])
+    cascade_at_validation = (
+        cascade_decision(s1, s2, thresholds=fit.thresholds) if reached else np.zeros(len(y), bool)
+    )
+    best_pair = choose_thresholds(
+        s1, s2, y, target_precision=common.TARGET_PRECISION, sample_weight=weights
+    )
+    best_pair_recall = (
+        _weighted(y, cascade_decision(s1, s2, thresholds=best_pair), weights)["recall"]
+        if math.isfinite(best_pair[0])
+        else 0.0
+    )
 
-    started = time.perf_counter()
-    stage1 = common.new_network(2, seed=seed + 1, cbam=cbam)
-    stage2 = common.new_network(2, seed=seed + 3, cbam=cbam)
-    train_cascade(
-        stage1,
-        stage2,
-        common.TensorBatches(
-            pool.images,
-            data.noisy_labels,
-            batch_size=common.BATCH_SIZE,
-            shuffle=True,
-            seed=seed + 2,
-        ),
-        config=CascadeConfig(batch_a=common.BATCH_SIZE, hard_b=HARD_B),
-        train=train,
-    )
-    cascade_seconds = time.perf_counter() - started
-    scores = _cascade_scores(stage1, stage2, test)
-    validation_scores = _cascade_scores(stage1, stage2, data.validation)
-    validation_weights = prevalence_weights(data.validation.y, prevalence=common.RARE_PREVALENCE)
+    def best_recall(score: np.ndarray) -> float:
+        return recall_at_precision(
+            y, score, precision=common.TARGET_PRECISION, prevalence=_rare.PREVALENCE
+        )
 
-    single_threshold = threshold_for_precision(
-        data.validation.y,
-        p_single_validation,
-        target_precision=common.TARGET_PRECISION,
-        sample_weight=validation_weights,
-    )
-    validation_pair = choose_thresholds(
-        validation_scores.stage1,
-        validation_scores.stage2,
-        data.validation.y,
-        target_precision=common.TARGET_PRECISION,
-        sample_weight=validation_weights,
-    )
-    oracle_pair = choose_thresholds(
-        scores.stage1,
-        scores.stage2,
-        y_test,
-        target_precision=common.TARGET_PRECISION,
-        sample_weight=weights,
-    )
-    # min(p1, p2) >= t is the AND decision with t1 = t2 = t: a one-number score for AP and curves.
-    and_score = np.minimum(scores.stage1, scores.stage2)
-    figures = {
-        "single": {
-            "average_precision": average_precision(y_test, p_single, sample_weight=weights),
-            "at_validation_threshold": {
-                "threshold": single_threshold,
-                **_at(y_test, p_single >= single_threshold, weights),
+    validation = fit.metrics
+    record = {
+        "seed": seed,
+        "pool_positives": int(pool.clean.sum()),
+        "label_noise_flips": int((pool.clean != pool.noisy).sum()),
+        "train_seconds": fit.seconds,
+        "function": fit.function,
+        "score_function": scores.function,
+        "validation": {
+            "thresholds_reached": reached,
+            "single_threshold": single_threshold,
+            "cascade_thresholds": list(fit.thresholds) if reached else None,
+            "single": validation["stage1_alone_at_target"],
+            "cascade": {
+                k: validation["cascade"][k]
+                for k in ("ap", "precision", "recall")
+                if k in validation["cascade"]
             },
-            "best_recall_at_95_precision_on_test": recall_at_precision(
-                y_test,
-                p_single,
-                precision=common.TARGET_PRECISION,
-                prevalence=common.RARE_PREVALENCE,
-            ),
-            "at_default_threshold": _at(y_test, p_single >= 0.5, weights),
-            "train_seconds": single_seconds,
+            "probe_ap": validation.get("baseline", {}).get("ap"),
+        },
+        "single": {
+            "ap": average_precision(y, s1, sample_weight=weights),
+            "best_recall_at_95_precision": best_recall(s1),
+            "at_validation_threshold": _weighted(y, single_decision, weights),
         },
         "cascade": {
-            "average_precision_min_score": average_precision(
-                y_test, and_score, sample_weight=weights
-            ),
-            "at_validation_thresholds": {
-                "thresholds": list(validation_pair),
-                **_at(y_test, _and(scores, validation_pair), weights),
-            },
-            "best_recall_at_95_precision_on_test": _at(y_test, _and(scores, oracle_pair), weights)[
-                "recall"
-            ],
-            "at_default_thresholds": _at(y_test, scores.decision, weights),
-            "stage1_alone_average_precision": average_precision(
-                y_test, scores.stage1, sample_weight=weights
-            ),
-            "stage2_alone_average_precision": average_precision(
-                y_test, scores.stage2, sample_weight=weights
-            ),
-            "train_seconds": cascade_seconds,
+            "ap": average_precision(y, and_score, sample_weight=weights),
+            "stage2_ap": average_precision(y, s2, sample_weight=weights),
+            "best_recall_at_95_precision": best_recall(and_score),
+            "best_pair_recall_at_95_precision": best_pair_recall,
+            "at_validation_thresholds": _weighted(y, cascade_at_validation, weights),
         },
     }
-    curves = {
-        "single stage 1": pr_curve(y_test, p_single, sample_weight=weights),
-        "cascade, AND (t1 = t2)": pr_curve(y_test, and_score, sample_weight=weights),
-    }
-    return {"figures": figures, "curves": curves}
-
-
-def run(*, quick: bool, seed: int) -> dict:
-    threads = common.limit_threads()
-    budget = QUICK if quick else FULL
-    data = rare_data(budget, seed=seed)
-    outcome = run_arms(data, epochs=budget.epochs, seed=seed, cbam=False)
-    path = common.image_name("cascade", quick)
-    plot_pr_curves(
-        outcome["curves"],
-        path,
-        title="Sandal+Bag at 1% prevalence (t10k, reweighted)",
+    print(
+        f"[seed {seed} cbam {cbam}] single AP {record['single']['ap']:.3f} R@95P "
+        f"{record['single']['best_recall_at_95_precision']:.3f}; cascade AP "
+        f"{record['cascade']['ap']:.3f} R@95P "
+        f"{record['cascade']['best_recall_at_95_precision']:.3f} ({fit.seconds:.0f} s)",
+        flush=True,
     )
+    record["curves"] = {
+        "single stage 1": pr_curve(y, s1, sample_weight=weights),
+        "cascade, AND (t1 = t2)": pr_curve(y, and_score, sample_weight=weights),
+    }
+    return record
+
+
+ARM_FIGURES = {
+    "single": (
+        "ap",
+        "best_recall_at_95_precision",
+        "at_validation_threshold.precision",
+        "at_validation_threshold.recall",
+    ),
+    "cascade": (
+        "ap",
+        "stage2_ap",
+        "best_recall_at_95_precision",
+        "best_pair_recall_at_95_precision",
+        "at_validation_thresholds.precision",
+        "at_validation_thresholds.recall",
+    ),
+}
+
+
+def _lookup(record: dict, dotted: str) -> Any:
+    value: Any = record
+    for part in dotted.split("."):
+        value = value[part]
+    return value
+
+
+def summarise(runs: list[dict]) -> dict[str, Any]:
+    """mean ± sd over seeds of each arm's figures; how many seeds the cascade won."""
+    summary: dict[str, Any] = {}
+    for arm, names in ARM_FIGURES.items():
+        summary[arm] = {
+            name: _rare.mean_sd([_lookup(r[arm], name) for r in runs]) for name in names
+        }
+    summary["train_seconds"] = _rare.mean_sd([r["train_seconds"] for r in runs])
+    summary["validation_thresholds_reached"] = sum(
+        r["validation"]["thresholds_reached"] for r in runs
+    )
+    summary["cascade_higher_best_recall_at_95_precision"] = sum(
+        r["cascade"]["best_recall_at_95_precision"] > r["single"]["best_recall_at_95_precision"]
+        for r in runs
+    )
+    summary["cascade_higher_recall_at_validation_thresholds"] = sum(
+        (r["cascade"]["at_validation_thresholds"]["recall"] or 0.0)
+        > (r["single"]["at_validation_threshold"]["recall"] or 0.0)
+        for r in runs
+    )
+    return summary
+
+
+def strip_curves(runs: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "curves"} for r in runs]
+
+
+def run(
+    *,
+    quick: bool,
+    seed: int,
+    positives: str = "5,8",
+    seeds: int | None = None,
+    pool: int | None = None,
+    validation: int | None = None,
+    test: int | None = None,
+    views: int | None = None,
+    epochs: int | None = None,
+    workers: int | None = None,
+    plot: bool = True,
+) -> dict[str, Any]:
+    threads = common.limit_threads()
+    device = resolve_device("auto")
+    budget = budget_for(
+        quick,
+        FULL,
+        QUICK,
+        seeds=seeds,
+        pool=pool,
+        validation=validation,
+        test=test,
+        views=views,
+        epochs=epochs,
+    )
+    classes = _rare.parse_classes(positives)
+    started, cpu = time.perf_counter(), time.process_time()
+    splits = _rare.build_splits(
+        positives=classes,
+        pool=budget.pool,
+        validation=budget.validation,
+        test=budget.test,
+        views=budget.views,
+        seed=seed,
+    )
+    runs = _rare.run_parallel(
+        [
+            functools.partial(
+                run_seed,
+                splits,
+                seed=seed + offset,
+                epochs=budget.epochs,
+                views=budget.views,
+                cbam=True,
+                device=device,
+            )
+            for offset in range(budget.seeds)
+        ],
+        workers=workers if workers is not None else (1 if quick else FULL_WORKERS),
+    )
+    path = common.image_name("cascade", quick)
+    if plot:  # tests run tiny sizes and leave the documented figures alone
+        plot_pr_curves(
+            runs[0]["curves"],
+            path,
+            title=f"classes {','.join(map(str, classes))} at 1% (t10k reweighted), seed {seed}",
+        )
+    spec = _rare.trunk_spec(views=budget.views, epochs=budget.epochs).resolved()
     return common.rounded(
         {
-            "network": common.backbone(2).__dict__,
-            "torch_threads": threads,
-            "pool_size": len(data.pool),
-            "pool_positives": int(data.pool.y.sum()),
-            "label_noise_flips": int((data.noisy_labels != data.pool.y).sum()),
-            "validation_size": len(data.validation),
-            "test_size": len(data.test),
-            "epochs": budget.epochs,
-            "cascade_batch_a_hard_b": [common.BATCH_SIZE, HARD_B],
-            **outcome["figures"],
+            "protocol": {
+                **splits.describe(),
+                "budget": asdict(budget),
+                "spec": {k: v for k, v in asdict(spec).items() if k != "weights_dir"},
+                "target_precision": common.TARGET_PRECISION,
+                "threads": threads,
+                "functions": {
+                    **_rare.FUNCTIONS,
+                    "thresholds": "mlcore.pipeline.evaluate_cascade (inside fit_cascade)",
+                    "train_recorded": sorted({r["function"] for r in runs}),
+                },
+            },
+            "summary": summarise(runs),
+            "runs": strip_curves(runs),
+            "seconds": time.perf_counter() - started,
+            "cpu_seconds": time.process_time() - cpu,
             "plot": str(path.relative_to(common.REPO_ROOT)),
         }
     )

@@ -1,12 +1,16 @@
 """The benchmark protocols themselves: exact noise rates, the pair-flip map, the rare task's
-prevalence and class mapping, and seeded determinism (bench/common.py)."""
+prevalence and class mapping, and seeded determinism (bench/common.py); the rare task on the
+app's pipeline (bench/_rare.py) and the active-learning and cascade benchmarks that run through
+it (bench/active.py, bench/cascade.py)."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
 
-from bench import common
+from bench import _rare, common
 
 
 def _labels(n: int = 5000, seed: int = 0) -> np.ndarray:
@@ -160,17 +164,6 @@ def test_tensor_batches_cover_every_row_once_per_pass_and_apply_views():
     assert sum(second_pass, []) != indices  # a new shuffle each pass, still seeded
 
 
-def test_active_learning_repeats_positives_to_about_a_quarter():
-    from bench.active import _balanced_rows
-
-    labels = np.r_[np.ones(2, dtype=np.int64), np.zeros(198, dtype=np.int64)]
-    rows = _balanced_rows(labels)
-    assert set(rows.tolist()) == set(range(200))
-    share = labels[rows].mean()
-    assert 0.2 < share < 0.3
-    assert np.array_equal(_balanced_rows(np.zeros(5, dtype=np.int64)), np.arange(5))
-
-
 def test_semisup_views_keep_shape_and_range_and_differ_from_input():
     import torch
 
@@ -184,3 +177,204 @@ def test_semisup_views_keep_shape_and_range_and_differ_from_input():
         assert out.shape == x.shape
         assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
         assert not torch.equal(out, x)
+
+
+# --------------------------------------------------------------------------------------------
+# The rare task on the app's pipeline (bench/_rare.py, bench/active.py, bench/cascade.py)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [("5,8", (5, 8)), ("8, 5", (5, 8)), ("6", (6,)), ((8, 5, 5), (5, 8))]
+)
+def test_positive_classes_parse_sorted_and_unique(text, expected):
+    assert _rare.parse_classes(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "10", "-1", "0,1,2,3,4,5,6,7,8,9"])
+def test_positive_classes_outside_fashion_mnist_or_all_of_them_are_refused(text):
+    with pytest.raises(ValueError):
+        _rare.parse_classes(text)
+
+
+def _fake_splits(n_negative: int, n_positive: int) -> _rare.RareSplits:
+    reservoir = _rare.RESERVOIR_FACTOR * n_positive
+    y = np.r_[np.zeros(n_negative, dtype=np.int64), np.ones(reservoir, dtype=np.int64)]
+    return _rare.RareSplits(
+        positives=(5, 8),
+        pool_size=n_negative + n_positive,
+        n_negative=n_negative,
+        n_positive=n_positive,
+        candidates=np.arange(len(y)),
+        candidate_y=y,
+        validation_rows=np.arange(0),
+        test_rows=np.arange(0),
+        y_test=np.arange(0),
+        encoded_candidates=None,  # type: ignore[arg-type]
+        encoded_validation=None,  # type: ignore[arg-type]
+        encoded_test=None,  # type: ignore[arg-type]
+        encode_seconds=0.0,
+        encoded_images=0,
+    )
+
+
+def test_each_seed_draws_a_one_percent_pool_with_the_tasks_noise_from_the_candidates():
+    splits = _fake_splits(n_negative=9900, n_positive=100)
+    first = _rare.draw_pool(splits, seed=0)
+    assert len(first.members) == 10_000 and len(np.unique(first.members)) == 10_000
+    assert first.clean.sum() == 100
+    # Every candidate negative is in every pool; the positives come from the reservoir.
+    assert set(range(9900)) <= set(first.members.tolist())
+    assert ((first.clean == 1) & (first.noisy == 0)).sum() == 10  # 10% of positives
+    assert ((first.clean == 0) & (first.noisy == 1)).sum() == round(0.005 * 9900)
+    again, other = _rare.draw_pool(splits, seed=0), _rare.draw_pool(splits, seed=1)
+    assert np.array_equal(first.members, again.members)
+    assert np.array_equal(first.noisy, again.noisy)
+    assert set(first.members[first.clean == 1]) != set(other.members[other.clean == 1])
+
+
+def test_mean_sd_over_seeds_skips_missing_values():
+    assert _rare.mean_sd([1.0, 3.0, None]) == {"mean": 2.0, "sd": math.sqrt(2.0), "n": 2}
+    assert _rare.mean_sd([None]) == {"mean": None, "sd": None, "n": 0}
+    assert _rare.mean_sd([0.5]) == {"mean": 0.5, "sd": 0.0, "n": 1}
+
+
+def _seeded_draw(seed: int) -> list[float]:
+    import torch
+
+    torch.manual_seed(seed)
+    return torch.randn(3).tolist()
+
+
+def test_parallel_workers_give_the_same_results_in_the_same_order():
+    import functools
+
+    calls = [functools.partial(_seeded_draw, seed) for seed in range(4)]
+    assert _rare.run_parallel(calls, workers=2) == _rare.run_parallel(calls, workers=1)
+    assert _rare.run_parallel(calls, workers=2)[3] == _seeded_draw(3)
+
+
+@pytest.mark.parametrize("share", [0.0, 0.05, 0.2, 0.5])
+def test_band_union_loss_leaves_exactly_room_for_the_jobs_audit(share):
+    from bench.active import ranked_budget
+
+    for k in range(0, 401):
+        ranked = ranked_budget(k, share)
+        # The job adds ceil(share * ranked) audit items: the round must not overspend...
+        assert ranked + math.ceil(share * ranked - 1e-9) <= k
+        # ... and must take as many ranked items as fit.
+        assert ranked == k or ranked + 1 + math.ceil(share * (ranked + 1) - 1e-9) > k
+    assert ranked_budget(200, 0.05) == 190
+
+
+def test_active_benchmark_uses_the_select_jobs_audit_share_and_band_defaults():
+    from bench.active import AUDIT_SHARE
+    from labeling.services.selection import SELECT
+    from mlcore.selection import BandConfig
+
+    declared = {spec.name: spec.default for spec in SELECT.params}
+    assert declared["audit_share"] == AUDIT_SHARE
+    band = BandConfig()  # what bench.active passes to select
+    assert declared["band_mode"] == band.mode
+    assert declared["high_share"] == band.high_share
+    assert declared["band_share"] == band.band_share
+    assert declared["band_center"] == band.band_center
+
+
+def test_without_a_model_every_strategy_draws_unlabeled_items_at_random():
+    from bench.active import RULE_NO_MODEL, STRATEGIES, choose
+
+    labeled = np.zeros(50, dtype=bool)
+    labeled[:20] = True
+    for strategy in STRATEGIES:
+        picked, rules = choose(
+            strategy, None, None, labeled, k=10, audit_share=0.05, seed=3, device="cpu"
+        )
+        assert len(picked) == 10 and len(set(picked.tolist())) == 10
+        assert not labeled[picked].any()
+        assert set(rules) == {"random" if strategy == "random" else RULE_NO_MODEL}
+
+
+def test_labels_to_reach_takes_the_first_round_at_or_above_the_target():
+    from bench.active import labels_to_reach
+
+    labels = [200, 400, 600, 800]
+    assert labels_to_reach(labels, [0.1, None, 0.5, 0.4], 0.45) == 600
+    assert labels_to_reach(labels, [0.1, 0.2, 0.3, 0.4], 0.45) is None
+    assert labels_to_reach(labels, [0.5, 0.2, 0.3, 0.4], 0.5) == 200
+
+
+@pytest.mark.slow
+def test_active_benchmark_runs_every_strategy_through_the_apps_pipeline():
+    """A tiny run: every strategy trains through mlcore.pipeline.fit_cascade (the function the
+    train job records), spends exactly the round's labels, starts from the same first model,
+    and band ∪ LP queues the band, the LP ranking and the job's random audit."""
+    from bench import active
+
+    figures = active.run(
+        quick=True,
+        seed=0,
+        pool=600,
+        validation=200,
+        test=300,
+        initial=200,
+        per_round=60,
+        rounds=1,
+        epochs=1,
+        views=1,
+        workers=1,
+        plot=False,
+    )
+    assert figures["protocol"]["functions"]["train_recorded"] == ["mlcore.pipeline.fit_cascade"]
+    assert figures["protocol"]["functions"]["score"] == "mlcore.pipeline.predict_cascade"
+    (run_,) = figures["runs"]
+    strategies = run_["strategies"]
+    assert set(strategies) == set(active.STRATEGIES)
+    firsts = {
+        name: history[0]["test"]["cascade"]["average_precision"]
+        for name, history in strategies.items()
+    }
+    assert len(set(firsts.values())) == 1
+    for name, history in strategies.items():
+        assert [step["labels"] for step in history] == [200, 260], name
+        assert sum(history[1]["chosen_by"].values()) == 60
+        ap = history[1]["test"]["cascade"]["average_precision"]
+        assert 0.0 <= ap <= 1.0
+    union_rules = strategies["band_union_loss"][1]["chosen_by"]
+    assert union_rules["random_audit"] == 60 - active.ranked_budget(60, active.AUDIT_SHARE)
+    assert union_rules.get("loss_top_k", 0) > 0
+    assert union_rules.get("high_score", 0) + union_rules.get("uncertain_band", 0) > 0
+    assert set(strategies["confidence_band"][1]["chosen_by"]) <= {"high_score", "uncertain_band"}
+    assert set(strategies["loss"][1]["chosen_by"]) == {"loss_top_k"}
+    summary = figures["summary"]["strategies"]["band_union_loss"]
+    assert summary["ap"][0]["n"] == 1 and summary["ap_labels_to_reach"]["random_final"]
+
+
+@pytest.mark.slow
+def test_cascade_benchmark_measures_both_arms_of_one_pipeline_fit():
+    """The single arm is the cascade fit's stage 1 at the threshold the pipeline chose on
+    validation; both arms are measured on the test split from one fit_cascade."""
+    from bench import cascade
+
+    figures = cascade.run(
+        quick=True,
+        seed=0,
+        pool=600,
+        validation=200,
+        test=400,
+        epochs=1,
+        views=1,
+        workers=1,
+        plot=False,
+    )
+    (record,) = figures["runs"]
+    assert record["function"] == "mlcore.pipeline.fit_cascade"
+    assert record["score_function"] == "mlcore.pipeline.predict_cascade"
+    assert record["validation"]["single_threshold"] == record["validation"]["single"]["threshold"]
+    for arm in ("single", "cascade"):
+        assert 0.0 <= record[arm]["ap"] <= 1.0
+        assert 0.0 <= record[arm]["best_recall_at_95_precision"] <= 1.0
+    # The best pair can only do at least as well as the best equal pair (t1 = t2).
+    best = record["cascade"]
+    assert best["best_pair_recall_at_95_precision"] >= best["best_recall_at_95_precision"] - 1e-9
+    assert figures["summary"]["single"]["ap"]["n"] == 1
