@@ -751,16 +751,21 @@ def initialise_from_probe(
     Features and Underperform Out-of-Distribution", ICLR 2022): fine-tuning from a random
     classifier first pushes large, random gradients into the pretrained layers; starting from
     the probe's solution, fine-tuning begins where the strong baseline ends and only improves
-    the features. The probe (``mlcore.probe.fit_linear_probe``, class-balanced, C by
-    cross-validation) sees the head's pooled features of view 0, un-normalised, exactly what
-    the classifier sees; a 2-class softmax with logits (-z/2, z/2) equals the logistic z.
+    the features. The probe (``mlcore.probe.fit_linear_probe``, class-balanced, C = 1) sees
+    the head's pooled features of view 0, un-normalised, exactly what the classifier sees; a
+    2-class softmax with logits (-z/2, z/2) equals the logistic z.
     """
     from mlcore.probe import ProbeConfig, fit_linear_probe
 
     keep = (encoded.labels >= 0) & ~encoded.unreadable
     features = _head_embeddings(head, encoded, device)[keep]
+    # One fit at C = 1 rather than a cross-validated grid: fine-tuning moves the classifier
+    # anyway, and the grid costs minutes on a large labeled pool.
     probe = fit_linear_probe(
-        features, encoded.labels[keep], seed=seed, config=ProbeConfig(normalize=False)
+        features,
+        encoded.labels[keep],
+        seed=seed,
+        config=ProbeConfig(normalize=False, cross_validate=False),
     )
     weight = torch.as_tensor(probe.model.coef_.reshape(-1), dtype=torch.float32)
     bias = float(np.asarray(probe.model.intercept_).reshape(-1)[0])

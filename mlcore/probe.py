@@ -40,7 +40,9 @@ class ProbeConfig:
     default). C_grid: the values cross-validation chooses among. cv_min_per_class: both classes
     need at least this many labels for cross-validation; cv_folds: at most this many folds
     (never more than the smaller class's count). max_iter: lbfgs iterations. normalize:
-    L2-normalise the embeddings first (fit and predict alike).
+    L2-normalise the embeddings first (fit and predict alike). cross_validate: False keeps ``C``
+    whatever the label counts (one fit instead of folds x grid, for a starting point that
+    fine-tuning moves anyway).
     """
 
     C: float = 1.0
@@ -49,6 +51,7 @@ class ProbeConfig:
     cv_folds: int = 5
     max_iter: int = 2000
     normalize: bool = True
+    cross_validate: bool = True
 
     def __post_init__(self) -> None:
         if self.C <= 0 or not self.C_grid or min(self.C_grid) <= 0:
@@ -128,7 +131,7 @@ def fit_linear_probe(
             f"the probe needs positives and negatives; got {n_positive} and {n_negative}"
         )
     smaller = min(n_positive, n_negative)
-    if smaller >= config.cv_min_per_class:
+    if config.cross_validate and smaller >= config.cv_min_per_class:
         folds = StratifiedKFold(
             n_splits=min(config.cv_folds, smaller), shuffle=True, random_state=seed
         )
