@@ -137,6 +137,9 @@ class Command(BaseCommand):
             miss_rate=self.miss_rate,
             false_alarm_rate=self.false_alarm_rate,
             seed=self.seed + len(self.noisy),
+            # The validation split is the project's gold standard (labeled with overlap or
+            # reviewed); with 25 positives in all, two false alarms there would swamp its AP.
+            clean_validation=True,
         )
         self.noisy.update(report.noisy_image_ids)
         self.say(

@@ -19,7 +19,7 @@ from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from labeling.models import Project, Queue
+from labeling.models import Image, Project, Queue
 from labeling.services.labels import lease_submit
 from labeling.services.queues import lease_skip, queue_claim_next
 
@@ -46,6 +46,7 @@ def simulate_labeling(
     false_alarm_rate: float = 0.0,
     seed: int = 0,
     queue: Queue | None = None,
+    clean_validation: bool = False,
 ) -> SimulationReport:
     """Label up to `labels` items of the project's labeling queue as `annotator` (see the
     module docstring). Returns what was done.
@@ -54,7 +55,9 @@ def simulate_labeling(
     `miss_rate` / `false_alarm_rate`: the mistakes people make on a rare class (DATA.md's rare
     task uses 0.10 and 0.005): a positive answered as another class, a negative answered as
     the positive class. Symmetric noise on a class rarer than the noise rate would give more
-    wrong positives than right ones, which no real annotator does."""
+    wrong positives than right ones, which no real annotator does.
+    `clean_validation`: no mistakes on images of the frozen validation split, which a real
+    project labels as its gold standard (several annotators, a lead's review)."""
     for name, rate in (
         ("noise", noise),
         ("miss_rate", miss_rate),
@@ -91,6 +94,8 @@ def simulate_labeling(
                 continue
             value = truth
             draw = rng.random()
+            if clean_validation and lease.item.image.split == Image.Split.VALIDATION:
+                draw = 1.0  # no mistake
             positive = project.positive_class
             if draw < noise or (truth == positive and draw < noise + miss_rate):
                 value = rng.choice([key for key in classes if key != truth])
