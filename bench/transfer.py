@@ -136,11 +136,11 @@ def run(
     task_keys = tasks or (["5,8"] if quick else list(TASKS))
     n_seeds = seeds or (1 if quick else 3)
     n_pool = pool or (1500 if quick else 20_000)
-    n_validation = validation or (600 if quick else 3000)
+    n_validation = validation or (400 if quick else 3000)
     x_train, c_train = common.fashion_mnist("train")
     x_test, c_test = common.fashion_mnist("test")
     if test or quick:
-        keep = np.random.default_rng(seed).choice(len(c_test), size=test or 2000, replace=False)
+        keep = np.random.default_rng(seed).choice(len(c_test), size=test or 1000, replace=False)
         x_test, c_test = x_test[np.sort(keep)], c_test[np.sort(keep)]
     transfer_spec = CascadeSpec(preset="cpu_transfer", views=views, epochs=epochs)
     if quick:
