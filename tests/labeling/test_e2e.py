@@ -242,19 +242,16 @@ def test_the_active_learning_loop_end_to_end(celery_worker, worker_storage):  # 
     assert v2.pk != v1.pk and v2.name == "v2"
     assert v2.metrics["cascade"]["ap"] is not None and v2.pr_curve
     assert v2.data_snapshot["validation_size"] == v1.data_snapshot["validation_size"]
-    # The unresolved suspects (in the pool) sit out; the flipped image trains with its new label.
+    # The unresolved suspects (in the pool) train stage 1 but are kept from stage 2; the flipped
+    # image trains with its new label.
     open_pool_suspects = review_items.filter(
         status=QueueItem.Status.OPEN, image__split=Image.Split.POOL
     ).count()
     assert v2.data_snapshot["excluded_suspects"] == open_pool_suspects
     pool_labels = current_labels(project=project, split=Image.Split.POOL)
-    open_ids = set(
-        review_items.filter(status=QueueItem.Status.OPEN).values_list("image_id", flat=True)
-    )
-    expected_pos = sum(
-        1 for pk, value in pool_labels.items() if pk not in open_ids and value == "disgusting"
-    )
+    expected_pos = sum(1 for value in pool_labels.values() if value == "disgusting")
     assert v2.data_snapshot["labeled_positive"] == expected_pos
+    assert all(epoch["stage2_excluded"] <= open_pool_suspects for epoch in v2.metrics["history"])
     assert job.result["comparison"]["old"]["name"] == v1.name
     project.refresh_from_db()
     assert project.active_model_version_id == v1.pk  # promotion stays an engineer's decision
