@@ -174,6 +174,9 @@ def _one_seed(
             "train_seconds": seconds,
             "consistency_weight": last.get("consistency_weight"),
             "epochs": len(fit.history),
+            # The pipeline deploys the epoch with the best validation AP (0 = the probe start,
+            # the same for both arms): which one it picked says whether training mattered.
+            "epoch_selection": fit.metrics.get("epoch_selection"),
         }
         print(
             f"[seed {seed}] {arm}: stage-1 test AP "
