@@ -89,8 +89,8 @@ class Budget:
 # and the test split, 1 + 5 x rounds fits per seed.
 FULL = Budget(
     pool=3000,
-    validation=400,
-    test=1000,
+    validation=1000,
+    test=1500,
     initial=200,
     per_round=200,
     rounds=4,
@@ -224,6 +224,13 @@ def _fit(
     return fit_cascade(pool.subset(rows, labels), validation, spec=spec)
 
 
+def _selected_epoch(fit: CascadeFit | None) -> int | None:
+    """The epoch fit_cascade deployed (0: the probe-initialised start), chosen on validation."""
+    if fit is None:
+        return None
+    return fit.metrics.get("epoch_selection", {}).get("selected_epoch")
+
+
 def _test_metrics(fit: CascadeFit | None, splits: _rare.RareSplits, device: Any) -> dict:
     if fit is None:
         return {"cascade": None, "stage1": None}
@@ -270,6 +277,7 @@ def start_seed(splits: _rare.RareSplits, budget: Budget, *, seed: int, device: A
         "positive_answers": int(pool.noisy[initial].sum()),
         "test": _test_metrics(fit0, splits, device),
         "validation_ap": fit0.metrics["stage1"]["ap"] if fit0 else None,
+        "selected_epoch": _selected_epoch(fit0),
         "function": fit0.function if fit0 else None,
         "seconds": time.perf_counter() - began,
         "cpu_seconds": time.process_time() - cpu,
@@ -316,6 +324,7 @@ def strategy_rounds(
                 "chosen_by": dict(Counter(rules)),
                 "test": test,
                 "validation_ap": fit.metrics["stage1"]["ap"] if fit else None,
+                "selected_epoch": _selected_epoch(fit),
                 "function": fit.function if fit else None,
                 "seconds": time.perf_counter() - began,
                 "cpu_seconds": time.process_time() - cpu,

@@ -167,6 +167,9 @@ def run_seed(
                 if k in validation["cascade"]
             },
             "probe_ap": validation.get("baseline", {}).get("ap"),
+            # The epoch fit_cascade deployed (0: the probe-initialised start) and stage 1's
+            # validation AP after each epoch, which chose it.
+            "epoch_selection": validation.get("epoch_selection"),
         },
         "single": {
             "ap": average_precision(y, s1, sample_weight=weights),
