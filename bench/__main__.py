@@ -11,6 +11,7 @@ import json
 import os
 import pkgutil
 import platform
+import re
 import sys
 import time
 from datetime import UTC, datetime
@@ -58,8 +59,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="name the benchmarks")
     parser.add_argument("--quick", action="store_true", help="CI-sized run (under two minutes)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--tag",
+        default="",
+        help="suffix of the results file (NAME-TAG.json), to keep runs of other settings apart",
+    )
     args, rest = parser.parse_known_args(argv)
 
+    if not re.fullmatch(r"[A-Za-z0-9_-]*", args.tag):
+        parser.error("--tag takes letters, digits, '-' and '_' only (it names a file)")
     names = available()
     if args.list or not args.name:
         for name, doc in sorted(names.items()):
@@ -91,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         "figures": figures,
     }
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    out = RESULTS_DIR / f"{args.name}{'-quick' if args.quick else ''}.json"
+    tag = f"-{args.tag}" if args.tag else ""
+    out = RESULTS_DIR / f"{args.name}{tag}{'-quick' if args.quick else ''}.json"
     out.write_text(json.dumps(record, indent=2, default=float) + "\n")
     print(json.dumps(record["figures"], indent=2, default=float))
     print(f"wrote {out} ({wall:.1f} s)")

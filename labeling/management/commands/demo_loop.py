@@ -30,6 +30,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from labeling.management.commands import demo as demo_command
@@ -168,6 +169,8 @@ class Command(BaseCommand):
         **options,
     ):
         self.started = time.monotonic()
+        # A new user may run this before scripts/run-app ever migrated the embedded database.
+        call_command("migrate", interactive=False, verbosity=0)
         self.use_worker, self.job_timeout = worker, job_timeout
         self.noise, self.seed, self.noisy = noise, seed, set()
         self.miss_rate, self.false_alarm_rate = miss_rate, false_alarm_rate
