@@ -18,6 +18,8 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 User = settings.AUTH_USER_MODEL
 
@@ -33,38 +35,69 @@ def validate_label_schema(schema: dict) -> None:
       "subcategories": [{"key": "animal", "name": "Animal", "hotkey": "a"}, ...]   # optional,
                                           # refine the positive class only
     }
+
+    Any class or sub-category may also carry "names": {"zh-hans": "恶心", ...}, its display name
+    per language code (the labeling pages show the reader's language, else "name").
     """
     if not isinstance(schema, dict):
-        raise ValidationError("The label schema must be a JSON object.")
+        raise ValidationError(_("The label schema must be a JSON object."))
     classes = schema.get("classes")
     if not isinstance(classes, list) or len(classes) < 2:
-        raise ValidationError("The label schema needs at least two classes.")
+        raise ValidationError(_("The label schema needs at least two classes."))
     keys: list[str] = []
     hotkeys: list[str] = []
     for entry in classes + list(schema.get("subcategories") or []):
         if not isinstance(entry, dict) or not isinstance(entry.get("key"), str):
-            raise ValidationError("Each class and sub-category needs a string 'key'.")
+            raise ValidationError(_("Each class and sub-category needs a string 'key'."))
         key = entry["key"]
         if not key or len(key) > 64 or not key.replace("_", "").replace("-", "").isalnum():
-            raise ValidationError(f"Invalid key {key!r}: use letters, digits, '-' or '_'.")
+            raise ValidationError(
+                _("Invalid key %(key)r: use letters, digits, '-' or '_'.") % {"key": key}
+            )
         keys.append(key)
         hotkey = entry.get("hotkey")
         if hotkey is not None:
             if not isinstance(hotkey, str) or len(hotkey) != 1:
-                raise ValidationError(f"Hotkey of {key!r} must be a single character.")
+                raise ValidationError(
+                    _("Hotkey of %(key)r must be a single character.") % {"key": key}
+                )
             hotkeys.append(hotkey.lower())
+        names = entry.get("names")
+        if names is not None and not (
+            isinstance(names, dict)
+            and all(isinstance(k, str) and isinstance(v, str) and v for k, v in names.items())
+        ):
+            raise ValidationError(
+                _("'names' of %(key)r must map language codes to non-empty display names.")
+                % {"key": key}
+            )
     if len(set(keys)) != len(keys):
-        raise ValidationError("Class and sub-category keys must be unique.")
+        raise ValidationError(_("Class and sub-category keys must be unique."))
     if len(set(hotkeys)) != len(hotkeys):
-        raise ValidationError("Hotkeys must be unique.")
+        raise ValidationError(_("Hotkeys must be unique."))
     reserved = {" ", "s", "z", "u", "?"} & set(hotkeys)
     if reserved:
-        raise ValidationError(f"Hotkeys {sorted(reserved)} are reserved (skip, undo, help).")
+        raise ValidationError(
+            _("Hotkeys %(keys)s are reserved (skip, undo, help).") % {"keys": sorted(reserved)}
+        )
     class_keys = [c["key"] for c in classes]
     if schema.get("positive") not in class_keys:
-        raise ValidationError("'positive' must name one of the classes.")
+        raise ValidationError(_("'positive' must name one of the classes."))
     if schema.get("default", class_keys[0]) not in class_keys:
-        raise ValidationError("'default' must name one of the classes.")
+        raise ValidationError(_("'default' must name one of the classes."))
+
+
+def schema_entry_name(entry: dict, language: str | None) -> str:
+    """The display name of a schema class or sub-category for a language code ("zh-hans"):
+    its "names" for that language (or the language's generic code, "zh"), else "name", else
+    its key. Names are the project's data, written by its engineers, not UI strings."""
+    names = entry.get("names") or {}
+    if language:
+        language = language.lower()
+        for code in (language, language.split("-")[0]):
+            if names.get(code):
+                return names[code]
+    return entry.get("name") or entry["key"]
 
 
 def default_label_schema() -> dict:
@@ -155,8 +188,8 @@ def thumbnail_upload_path(instance: Image, filename: str) -> str:
 
 class Image(models.Model):
     class Split(models.TextChoices):
-        POOL = "pool", "Pool"
-        VALIDATION = "validation", "Validation (frozen)"
+        POOL = "pool", _("Pool")
+        VALIDATION = "validation", _("Validation (frozen)")
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="images")
     content_hash = models.CharField(max_length=64, help_text="SHA-256 of the file's bytes.")
@@ -183,8 +216,8 @@ class Image(models.Model):
 
 class Queue(models.Model):
     class Kind(models.TextChoices):
-        LABELING = "labeling", "Labeling (annotators)"
-        REVIEW = "review", "Re-review (leads only)"
+        LABELING = "labeling", _("Labeling (annotators)")
+        REVIEW = "review", _("Re-review (leads only)")
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="queues")
     name = models.CharField(max_length=120)
@@ -218,20 +251,20 @@ class Queue(models.Model):
 class Strategy(models.TextChoices):
     """Why an item was queued; every Label copies it so each strategy's yield is measurable."""
 
-    MANUAL = "manual", "Manual / imported"
-    COLD_START = "cold_start", "Cold-start recall"
-    CONFIDENCE_BAND = "confidence_band", "Confidence band"
-    LOSS_RANKED = "loss_ranked", "Loss-prediction top-K"
-    BAND_AND_LOSS = "band_and_loss", "Confidence band and loss top-K"
-    RANDOM_AUDIT = "random_audit", "Random audit"
-    NOISE_REVIEW = "noise_review", "Noise re-review (O2U)"
+    MANUAL = "manual", _("Manual / imported")
+    COLD_START = "cold_start", _("Cold-start recall")
+    CONFIDENCE_BAND = "confidence_band", _("Confidence band")
+    LOSS_RANKED = "loss_ranked", _("Loss-prediction top-K")
+    BAND_AND_LOSS = "band_and_loss", _("Confidence band and loss top-K")
+    RANDOM_AUDIT = "random_audit", _("Random audit")
+    NOISE_REVIEW = "noise_review", _("Noise re-review (O2U)")
 
 
 class QueueItem(models.Model):
     class Status(models.TextChoices):
-        OPEN = "open", "Open"
-        DONE = "done", "Done"
-        REMOVED = "removed", "Removed"
+        OPEN = "open", _("Open")
+        DONE = "done", _("Done")
+        REMOVED = "removed", _("Removed")
 
     queue = models.ForeignKey(Queue, on_delete=models.CASCADE, related_name="items")
     image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="queue_items")
@@ -269,10 +302,10 @@ class Lease(models.Model):
     """One person's hold on one slot of a queue item, until it expires or is labeled."""
 
     class State(models.TextChoices):
-        ACTIVE = "active", "Active"
-        COMPLETED = "completed", "Completed (labeled)"
-        EXPIRED = "expired", "Expired"
-        RELEASED = "released", "Released (skipped or undone)"
+        ACTIVE = "active", _("Active")
+        COMPLETED = "completed", _("Completed (labeled)")
+        EXPIRED = "expired", _("Expired")
+        RELEASED = "released", _("Released (skipped or undone)")
 
     item = models.ForeignKey(QueueItem, on_delete=models.CASCADE, related_name="leases")
     annotator = models.ForeignKey(User, on_delete=models.CASCADE, related_name="leases")
@@ -309,11 +342,11 @@ class Lease(models.Model):
 
 class Label(models.Model):
     class Kind(models.TextChoices):
-        ANNOTATION = "annotation", "Annotation"
-        CORRECTION = "correction", "Lead correction (flip)"
-        CONFIRMATION = "confirmation", "Lead confirmation"
-        RETRACTION = "retraction", "Retraction (undo)"
-        IMPORTED = "imported", "Imported"
+        ANNOTATION = "annotation", _("Annotation")
+        CORRECTION = "correction", _("Lead correction (flip)")
+        CONFIRMATION = "confirmation", _("Lead confirmation")
+        RETRACTION = "retraction", _("Retraction (undo)")
+        IMPORTED = "imported", _("Imported")
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="labels")
     image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="labels")
@@ -378,9 +411,9 @@ class ModelVersion(models.Model):
     """A trained classifier (a cascade) and its metrics on the project's frozen validation split."""
 
     class Status(models.TextChoices):
-        TRAINING = "training", "Training"
-        READY = "ready", "Ready"
-        FAILED = "failed", "Failed"
+        TRAINING = "training", _("Training")
+        READY = "ready", _("Ready")
+        FAILED = "failed", _("Failed")
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="model_versions")
     name = models.CharField(max_length=120)
@@ -437,19 +470,19 @@ class Job(models.Model):
     """A background job (Celery) with progress the browser can poll, and a cancel switch."""
 
     class Kind(models.TextChoices):
-        COLD_START = "cold_start", "Cold-start recall"
-        SCORE_POOL = "score_pool", "Score the pool"
-        SELECT = "select", "Fill the labeling queue"
-        DETECT_NOISE = "detect_noise", "Noise detection (O2U)"
-        TRAIN_CASCADE = "train_cascade", "Train the cascade"
-        IMPORT = "import", "Import images"
+        COLD_START = "cold_start", _("Cold-start recall")
+        SCORE_POOL = "score_pool", _("Score the pool")
+        SELECT = "select", _("Fill the labeling queue")
+        DETECT_NOISE = "detect_noise", _("Noise detection (O2U)")
+        TRAIN_CASCADE = "train_cascade", _("Train the cascade")
+        IMPORT = "import", _("Import images")
 
     class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        SUCCEEDED = "succeeded", "Succeeded"
-        FAILED = "failed", "Failed"
-        CANCELLED = "cancelled", "Cancelled"
+        QUEUED = "queued", pgettext_lazy("job status", "Queued")
+        RUNNING = "running", pgettext_lazy("job status", "Running")
+        SUCCEEDED = "succeeded", pgettext_lazy("job status", "Succeeded")
+        FAILED = "failed", pgettext_lazy("job status", "Failed")
+        CANCELLED = "cancelled", pgettext_lazy("job status", "Cancelled")
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="jobs")
     kind = models.CharField(max_length=16, choices=Kind.choices)
@@ -489,8 +522,8 @@ class JobShard(models.Model):
     """One bounded chunk of a sharded job (pool scoring): an upsert key and a status guard."""
 
     class Status(models.TextChoices):
-        PENDING = "pending", "Pending"
-        DONE = "done", "Done"
+        PENDING = "pending", _("Pending")
+        DONE = "done", _("Done")
 
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="shards")
     index = models.PositiveIntegerField()

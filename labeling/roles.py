@@ -6,6 +6,8 @@ access is separate: annotators and leads see only the projects they are members 
 
 from enum import StrEnum
 
+from django.utils.translation import gettext_lazy as _
+
 
 class Role(StrEnum):
     ANNOTATOR = "annotator"
@@ -14,6 +16,12 @@ class Role(StrEnum):
 
 
 ROLE_ORDER = [Role.ANNOTATOR, Role.LEAD, Role.ENGINEER]
+# What people read; the group names (Role values) stay English identifiers.
+ROLE_NAMES = {
+    Role.ANNOTATOR: _("annotator"),
+    Role.LEAD: _("lead"),
+    Role.ENGINEER: _("engineer"),
+}
 
 
 def user_role(user) -> Role | None:

@@ -12,8 +12,10 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
+from django.utils.translation import get_language
+from django.utils.translation import gettext as _
 
-from labeling.models import Project, Queue
+from labeling.models import Project, Queue, schema_entry_name
 from labeling.permissions import can_label, can_review, project_visible_or_404, projects_visible_to
 from labeling.selectors.labels import annotator_stats
 from labeling.selectors.queues import queue_progress, queues_for_user
@@ -42,9 +44,9 @@ def _labeling_queue(user, slug: str, pk: int) -> Queue:
     project = project_visible_or_404(user, slug)
     queue = get_object_or_404(Queue.objects.select_related("project"), project=project, pk=pk)
     if not can_label(user, project):
-        raise PermissionDenied("Your role does not allow labeling.")
+        raise PermissionDenied(_("Your role does not allow labeling."))
     if queue.is_review and not can_review(user, project):
-        raise PermissionDenied("Re-review queues are for leads.")
+        raise PermissionDenied(_("Re-review queues are for leads."))
     return queue
 
 
@@ -62,14 +64,27 @@ def project_detail(request, slug: str):
         "project": project,
         "queues": _queues_for(request.user, project),
         "stats": annotator_stats(project=project, annotator=request.user),
-        "schema": project.label_schema,
+        **_localized_schema(project),
     }
     return render(request, "labeling/project.html", context)
 
 
+def _localized_schema(project: Project) -> dict:
+    """The schema's classes and sub-categories with "name" in the request's language."""
+    language = get_language()
+    schema = project.label_schema
+    return {
+        group: [
+            {**entry, "name": schema_entry_name(entry, language)}
+            for entry in schema.get(group) or []
+        ]
+        for group in ("classes", "subcategories")
+    }
+
+
 def _page_config(request, queue: Queue, **extra) -> dict:
     project = queue.project
-    schema = project.label_schema
+    schema = _localized_schema(project)
     return {
         "queueId": queue.pk,
         "queueName": queue.name,
@@ -79,7 +94,7 @@ def _page_config(request, queue: Queue, **extra) -> dict:
             "classes": schema["classes"],
             "positive": project.positive_class,
             "default": project.default_class,
-            "subcategories": schema.get("subcategories") or [],
+            "subcategories": schema["subcategories"],
         },
         "blurDefault": project.blur_images,
         "urls": {
@@ -98,30 +113,30 @@ def _page_config(request, queue: Queue, **extra) -> dict:
 def _class_name(project: Project, key: str) -> str:
     for cls in project.label_schema["classes"]:
         if cls["key"] == key:
-            return cls.get("name") or key
+            return schema_entry_name(cls, get_language())
     return key
 
 
 def _keys(project: Project) -> list[dict]:
     """The key legend: one entry per class and per sub-category that has a hotkey."""
-    schema = project.label_schema
+    schema = _localized_schema(project)
     keys = []
     for cls in schema["classes"]:
         if cls.get("hotkey"):
             keys.append(
                 {
                     "key": cls["hotkey"].lower(),
-                    "name": cls.get("name") or cls["key"],
+                    "name": cls["name"],
                     "positive": cls["key"] == project.positive_class,
                 }
             )
     positive_name = _class_name(project, project.positive_class)
-    for sub in schema.get("subcategories") or []:
+    for sub in schema["subcategories"]:
         if sub.get("hotkey"):
             keys.append(
                 {
                     "key": sub["hotkey"].lower(),
-                    "name": f"{positive_name} · {sub.get('name') or sub['key']}",
+                    "name": f"{positive_name} · {sub['name']}",
                     "positive": True,
                     "subcategory": True,
                 }

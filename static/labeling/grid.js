@@ -43,7 +43,10 @@ const outbox = new Outbox({
     if (!nextPage) prefetchNextPage();
   },
   onRejected(entry, status, data) {
-    flashStatus(`A page was NOT saved (${status}): ${errorText(data, status)}`, true);
+    flashStatus(
+      interpolate(gettext("A page was NOT saved (%(status)s): %(error)s"), { status, error: errorText(data, status) }, true),
+      true,
+    );
   },
   onChange(box) {
     renderSaveState(saveState, box);
@@ -93,7 +96,7 @@ async function prefetchNextPage() {
 
 function showNextPage() {
   if (!nextPage) {
-    renderEmpty("Loading…", "Fetching the next page.");
+    renderEmpty(gettext("Loading…"), gettext("Fetching the next page."));
     prefetchNextPage();
     return;
   }
@@ -102,8 +105,8 @@ function showNextPage() {
   if (!leases.length) {
     page = [];
     renderEmpty(
-      "This queue is empty",
-      "Nothing is left for you to label here. This page checks again every 15 seconds.",
+      gettext("This queue is empty"),
+      gettext("Nothing is left for you to label here. This page checks again every 15 seconds."),
     );
     setTimeout(() => {
       if (!page.length) prefetchNextPage();
@@ -151,7 +154,15 @@ function renderPage() {
   }
   $("page-size").textContent = page.length;
   focusTile(0);
-  statusEl.textContent = `${page.length} images, all "${nameOf(schema, DEFAULT)}" until you change them.`;
+  statusEl.textContent = interpolate(
+    ngettext(
+      "%(count)s image, “%(name)s” until you change it.",
+      "%(count)s images, all “%(name)s” until you change them.",
+      page.length,
+    ),
+    { count: page.length, name: nameOf(schema, DEFAULT) },
+    true,
+  );
 }
 
 function updateTile(tile) {
@@ -159,7 +170,14 @@ function updateTile(tile) {
   tile.el.dataset.positive = String(positive);
   tile.el.dataset.changed = String(tile.value !== DEFAULT);
   tile.el.setAttribute("aria-checked", String(positive));
-  tile.el.setAttribute("aria-label", `Image ${tile.index + 1} of ${page.length}: ${tileLabel(tile)}`);
+  tile.el.setAttribute(
+    "aria-label",
+    interpolate(
+      gettext("Image %(n)s of %(count)s: %(label)s"),
+      { n: tile.index + 1, count: page.length, label: tileLabel(tile) },
+      true,
+    ),
+  );
   tile.el.querySelector(".badge").textContent = tileLabel(tile);
   $("positives").textContent = page.filter((t) => t.value === POSITIVE).length;
 }
@@ -216,7 +234,13 @@ function submitPage() {
   }));
   outbox.push({ type: "batch", body: { entries } });
   const flipped = entries.filter((e) => e.value !== DEFAULT).length;
-  flashStatus(`Page sent: ${entries.length} labels, ${flipped} changed.`);
+  flashStatus(
+    interpolate(
+      gettext("Page sent: %(count)s labels, %(flipped)s changed."),
+      { count: entries.length, flipped },
+      true,
+    ),
+  );
   page = [];
   showNextPage();
 }

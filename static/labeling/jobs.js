@@ -4,8 +4,13 @@
 const root = document.getElementById("job");
 const $ = (id) => document.getElementById(id);
 const POLL_MS = 1000;
+// The same words as Job.Status's labels (labeling/models.py), in the page's language.
 const STATUS_NAMES = {
-  queued: "Queued", running: "Running", succeeded: "Succeeded", failed: "Failed", cancelled: "Cancelled",
+  queued: pgettext("job status", "Queued"),
+  running: pgettext("job status", "Running"),
+  succeeded: pgettext("job status", "Succeeded"),
+  failed: pgettext("job status", "Failed"),
+  cancelled: pgettext("job status", "Cancelled"),
 };
 
 function csrfToken() {
@@ -28,19 +33,23 @@ function render(job) {
   error.hidden = !job.error;
   error.textContent = job.error;
   $("job-cancel").hidden = job.is_finished;
-  if (job.cancel_requested && !job.is_finished) $("job-message").textContent = "Cancel requested…";
+  if (job.cancel_requested && !job.is_finished) $("job-message").textContent = gettext("Cancel requested…");
 }
 
 async function poll() {
   try {
     const response = await fetch(root.dataset.apiUrl, { headers: { Accept: "application/json" } });
-    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    if (!response.ok) throw new Error(interpolate(gettext("HTTP error %(status)s"), { status: response.status }, true));
     const job = await response.json();
     render(job);
     if (!job.is_finished) setTimeout(poll, POLL_MS);
     else $("job-message").textContent = "";
   } catch (error) {
-    $("job-message").textContent = `Could not refresh (${error.message}); retrying…`;
+    $("job-message").textContent = interpolate(
+      gettext("Could not refresh (%(error)s); retrying…"),
+      { error: error.message },
+      true,
+    );
     setTimeout(poll, POLL_MS * 3);
   }
 }
@@ -54,7 +63,8 @@ $("job-cancel").addEventListener("click", async () => {
   if (response.ok) render(await response.json());
   else {
     const body = await response.json().catch(() => ({}));
-    $("job-message").textContent = `Cancel refused: ${JSON.stringify(body)}`;
+    const why = body.detail ? String(body.detail) : JSON.stringify(body);
+    $("job-message").textContent = interpolate(gettext("Cancel refused: %(why)s"), { why }, true);
   }
   $("job-cancel").disabled = false;
 });
