@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from django.contrib.auth.models import Group, User
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
+from django.utils.translation import gettext as _
 
 from labeling.models import Project
 from labeling.roles import ROLE_ORDER, Role, has_role
@@ -20,7 +21,7 @@ from labeling.roles import ROLE_ORDER, Role, has_role
 def _require_engineer(by: User) -> None:
     # Views check this too; the service refuses on its own so a new caller cannot skip it.
     if not has_role(by, Role.ENGINEER):
-        raise PermissionDenied("Only engineers manage users' roles and project membership.")
+        raise PermissionDenied(_("Only engineers manage users' roles and project membership."))
 
 
 def _parse_role(role: Role | str | None) -> Role | None:
@@ -30,7 +31,10 @@ def _parse_role(role: Role | str | None) -> Role | None:
         return Role(role)
     except ValueError as exc:
         allowed = ", ".join(r.value for r in ROLE_ORDER)
-        raise ValidationError(f"Unknown role {role!r}; use one of: {allowed}, or none.") from exc
+        raise ValidationError(
+            _("Unknown role %(role)r; use one of: %(allowed)s, or none.")
+            % {"role": role, "allowed": allowed}
+        ) from exc
 
 
 @transaction.atomic
@@ -39,10 +43,10 @@ def user_role_set(*, user: User, role: Role | str | None, by: User) -> User:
     _require_engineer(by)
     new_role = _parse_role(role)
     if user.is_superuser and new_role != Role.ENGINEER:
-        raise ValidationError("A superuser is always an engineer; change that in the admin.")
+        raise ValidationError(_("A superuser is always an engineer; change that in the admin."))
     if user.pk == by.pk and new_role != Role.ENGINEER:
         # Otherwise the last engineer could lock everyone out of the users' page.
-        raise ValidationError("You cannot remove your own engineer role.")
+        raise ValidationError(_("You cannot remove your own engineer role."))
     role_groups = Group.objects.filter(name__in=[r.value for r in ROLE_ORDER])
     user.groups.remove(*role_groups)
     if new_role is not None:

@@ -11,11 +11,12 @@ from django.contrib import messages
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
 from labeling.models import Project
 from labeling.permissions import role_required
-from labeling.roles import ROLE_ORDER, Role, user_role
+from labeling.roles import ROLE_NAMES, ROLE_ORDER, Role, user_role
 from labeling.services.users import user_create, user_projects_set, user_role_set
 
 
@@ -41,7 +42,11 @@ def users_page(request):
     return render(
         request,
         "labeling/users.html",
-        {"people": people, "roles": [r.value for r in ROLE_ORDER], "projects": projects},
+        {
+            "people": people,
+            "role_choices": [(r.value, ROLE_NAMES[r]) for r in ROLE_ORDER],
+            "projects": projects,
+        },
     )
 
 
@@ -54,8 +59,15 @@ def user_role_update(request, pk: int):
         user_role_set(user=person, role=role or None, by=request.user)
     except ValidationError as exc:
         messages.error(request, f"{person.username}: {_error_text(exc)}")
+        return redirect("users")
+    if role:
+        text = _("%(user)s is now %(role)s.") % {
+            "user": person.username,
+            "role": ROLE_NAMES[Role(role)],
+        }
     else:
-        messages.success(request, f"{person.username} is now {role or 'without a role'}.")
+        text = _("%(user)s is now without a role.") % {"user": person.username}
+    messages.success(request, text)
     return redirect("users")
 
 
@@ -66,11 +78,22 @@ def user_projects_update(request, pk: int):
     wanted = request.POST.getlist("projects")
     chosen = list(Project.objects.filter(pk__in=[p for p in wanted if p.isdigit()]))
     if len(chosen) != len(set(wanted)):
-        messages.error(request, f"{person.username}: unknown project in the form; nothing changed.")
+        messages.error(
+            request,
+            _("%(user)s: unknown project in the form; nothing changed.")
+            % {"user": person.username},
+        )
         return redirect("users")
     user_projects_set(user=person, projects=chosen, by=request.user)
-    names = ", ".join(p.name for p in chosen) or "no project"
-    messages.success(request, f"{person.username} is a member of {names}.")
+    if chosen:
+        names = ", ".join(p.name for p in chosen)
+        text = _("%(user)s is a member of %(projects)s.") % {
+            "user": person.username,
+            "projects": names,
+        }
+    else:
+        text = _("%(user)s is a member of no project.") % {"user": person.username}
+    messages.success(request, text)
     return redirect("users")
 
 
@@ -90,7 +113,14 @@ def user_add(request):
             by=request.user,
         )
     except ValidationError as exc:
-        messages.error(request, f"Could not create {username or 'the user'}: {_error_text(exc)}")
+        if username:
+            text = _("Could not create %(user)s: %(why)s") % {
+                "user": username,
+                "why": _error_text(exc),
+            }
+        else:
+            text = _("Could not create the user: %(why)s") % {"why": _error_text(exc)}
+        messages.error(request, text)
     else:
-        messages.success(request, f"Created {username}.")
+        messages.success(request, _("Created %(user)s.") % {"user": username})
     return redirect("users")
