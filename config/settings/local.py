@@ -1,11 +1,11 @@
 """The embedded default: one machine, no servers to install (SQLite, filesystem broker)."""
 
-import os
-
 from .base import *  # noqa: F403
-from .base import SECRET_KEY, VAR_DIR
+from .base import SECRET_KEY, VAR_DIR, env_bool
 
-DEBUG = os.environ.get("DJANGO_DEBUG", "1").lower() in {"1", "true", "yes", "on"}
+# Off unless DJANGO_DEBUG=1: `scripts/run-app` is what small teams expose to their annotators,
+# and DEBUG pages list every URL pattern and show tracebacks with settings (docs/security.md).
+DEBUG = env_bool("DJANGO_DEBUG", False)
 
 if not SECRET_KEY:
     # A per-checkout key kept under var/ (git-ignored), so sessions survive restarts and no

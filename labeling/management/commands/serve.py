@@ -22,7 +22,16 @@ class Command(BaseCommand):
     help = "Run migrations, then serve the web app (gunicorn) and a Celery worker together."
 
     def add_arguments(self, parser):
-        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument(
+            "--host",
+            default="127.0.0.1",
+            help=(
+                "Address to listen on. 127.0.0.1 (the default) serves this machine only; "
+                "0.0.0.0 serves every network the machine is on, so anyone who can reach it "
+                "sees the login page: add the name they use to DJANGO_ALLOWED_HOSTS, keep "
+                "DJANGO_DEBUG unset, and put HTTPS in front (docs/security.md)."
+            ),
+        )
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument("--workers", type=int, default=2, help="gunicorn processes")
         parser.add_argument("--threads", type=int, default=8, help="threads per process")
