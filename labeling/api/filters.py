@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+from django.utils.translation import gettext as _
 from rest_framework import serializers
 
 # Parameters the pagination class reads; every list endpoint accepts them.
@@ -56,7 +57,7 @@ class ImageFilterInput(serializers.Serializer):
     def validate(self, attrs):
         low, high = attrs.get("min_score"), attrs.get("max_score")
         if low is not None and high is not None and low > high:
-            raise serializers.ValidationError({"min_score": "min_score is above max_score."})
+            raise serializers.ValidationError({"min_score": _("min_score is above max_score.")})
         return attrs
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
+from django.utils.translation import gettext as _
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.exceptions import PermissionDenied
@@ -33,7 +34,7 @@ from .serializers import ModelVersionOutput
 def _version_for(user, slug: str, pk: int) -> ModelVersion:
     project = project_visible_or_404(user, slug)
     if not can_see_scores(user, project):
-        raise PermissionDenied("Model versions are for leads and engineers.")
+        raise PermissionDenied(_("Model versions are for leads and engineers."))
     return get_object_or_404(
         ModelVersion.objects.select_related("project", "created_by"), project=project, pk=pk
     )

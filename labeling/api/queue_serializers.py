@@ -9,6 +9,7 @@ else's labels: a person who sees what the model thinks labels what the model thi
 from __future__ import annotations
 
 from django.urls import reverse
+from django.utils.translation import gettext as _
 from rest_framework import serializers
 
 MAX_CLAIM = 50
@@ -75,7 +76,7 @@ class BatchInput(serializers.Serializer):
     def validate_entries(self, entries):
         lease_ids = [entry["lease"] for entry in entries]
         if len(set(lease_ids)) != len(lease_ids):
-            raise serializers.ValidationError("Each lease may appear once in a batch.")
+            raise serializers.ValidationError(_("Each lease may appear once in a batch."))
         return entries
 
 

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404
+from django.utils.translation import gettext as _
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.authentication import SessionAuthentication
@@ -43,9 +44,9 @@ from .authentication import TokenWithRolesAuthentication
 
 def _check_queue_roles(user, queue: Queue) -> None:
     if not can_label(user, queue.project):
-        raise PermissionDenied("Your role does not allow labeling in this project.")
+        raise PermissionDenied(_("Your role does not allow labeling in this project."))
     if queue.is_review and not can_review(user, queue.project):
-        raise PermissionDenied("Re-review queues are for leads.")
+        raise PermissionDenied(_("Re-review queues are for leads."))
 
 
 @contextmanager

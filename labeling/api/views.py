@@ -12,6 +12,7 @@ from __future__ import annotations
 from django.contrib.auth.models import User
 from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
+from django.utils.translation import gettext as _
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, serializers, status
@@ -107,14 +108,16 @@ class ImageListApi(generics.ListAPIView):
         self.reviewer = can_see_scores(self.request.user, project)
         asked = [name for name in f.ImageFilterInput.REVIEWER_ONLY if name in params]
         if asked and not self.reviewer:
-            raise PermissionDenied(f"Filters {asked} are for leads and engineers.")
+            raise PermissionDenied(
+                _("Filters %(filters)s are for leads and engineers.") % {"filters": asked}
+            )
         queue = None
         if "queue" in params:
             queue = Queue.objects.filter(pk=params["queue"], project=project).first()
             if queue is None:
-                raise serializers.ValidationError({"queue": "No such queue in this project."})
+                raise serializers.ValidationError({"queue": _("No such queue in this project.")})
             if queue.is_review and not can_review(self.request.user, project):
-                raise PermissionDenied("Re-review queues are for leads.")
+                raise PermissionDenied(_("Re-review queues are for leads."))
         model_version = None
         if self.reviewer:
             model_version = call_service(

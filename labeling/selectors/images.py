@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from django.core.exceptions import ValidationError
 from django.db.models import Exists, OuterRef, QuerySet, Subquery
+from django.utils.translation import gettext as _
 
 from labeling.models import Image, ModelVersion, Project, Queue, QueueItem, Score
 from labeling.selectors.labels import current_labels
@@ -45,11 +46,11 @@ def images_list(
     qs = Image.objects.filter(project=project).order_by("id")
     if split is not None:
         if split not in Image.Split.values:
-            raise ValidationError({"split": f"Unknown split {split!r}."})
+            raise ValidationError({"split": _("Unknown split %(split)r.") % {"split": split}})
         qs = qs.filter(split=split)
     if queue is not None:
         if queue.project_id != project.pk:
-            raise ValidationError({"queue": "That queue belongs to another project."})
+            raise ValidationError({"queue": _("That queue belongs to another project.")})
         qs = qs.filter(Exists(QueueItem.objects.filter(queue=queue, image=OuterRef("pk"))))
     if label is not None or labeled is not None:
         if label is not None and label not in project.class_keys:
@@ -71,7 +72,7 @@ def images_list(
         )
     if model_version is not None:
         if model_version.project_id != project.pk:
-            raise ValidationError({"model_version": "That model version is another project's."})
+            raise ValidationError({"model_version": _("That model version is another project's.")})
         scores = Score.objects.filter(model_version=model_version, image=OuterRef("pk"))
         qs = qs.annotate(score=Subquery(scores.values("score")[:1]))
         if min_score is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q, QuerySet
+from django.utils.translation import gettext as _
 
 from labeling.models import Image, Project, Queue, QueueItem, Score
 from labeling.permissions import can_review
@@ -17,7 +18,7 @@ def review_item_for_lead(*, project: Project, lead, item_id: int | None = None) 
     """The review item to show: `item_id` when given (any status, so a resolved one can be
     looked at again), else the next OPEN one (highest priority, i.e. most suspicious, first)."""
     if not can_review(lead, project):
-        raise PermissionDenied("Re-review is for leads of this project.")
+        raise PermissionDenied(_("Re-review is for leads of this project."))
     items = QueueItem.objects.select_related("image", "queue").filter(
         queue__project=project, queue__kind=Queue.Kind.REVIEW
     )

@@ -37,6 +37,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import InterfaceError, OperationalError, transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
+from django.utils.translation import gettext as _
 
 from labeling.models import Job, Project
 from labeling.permissions import can_manage
@@ -121,12 +122,17 @@ def job_create(
 ) -> Job:
     """Validate the parameters of a `kind` job, store it QUEUED and enqueue its task."""
     if created_by is not None and not can_manage(created_by, project):
-        raise PermissionDenied("Only engineers start jobs.")
+        raise PermissionDenied(_("Only engineers start jobs."))
     if kind not in JOB_KINDS:
         known = ", ".join(sorted(JOB_KINDS))
-        raise ValidationError({"kind": f"Unknown job kind {kind!r}; known: {known}."})
+        raise ValidationError(
+            {
+                "kind": _("Unknown job kind %(kind)r; known: %(known)s.")
+                % {"kind": kind, "known": known}
+            }
+        )
     if params is not None and not isinstance(params, dict):
-        raise ValidationError({"params": "Parameters must be a JSON object."})
+        raise ValidationError({"params": _("Parameters must be a JSON object.")})
     cleaned = job_spec(kind).clean(project=project, params=dict(params or {}))
     with transaction.atomic():
         job = Job.objects.create(
@@ -144,11 +150,14 @@ def job_create(
 def job_cancel(*, job: Job, by: User | None = None) -> Job:
     """Cancel a job: at once when it has not started, else at its next progress report."""
     if by is not None and not can_manage(by, job.project):
-        raise PermissionDenied("Only engineers cancel jobs.")
+        raise PermissionDenied(_("Only engineers cancel jobs."))
     with transaction.atomic():
         locked = Job.objects.select_for_update().get(pk=job.pk)
         if locked.is_finished:
-            raise ValidationError(f"Job {locked.pk} already finished ({locked.status}).")
+            raise ValidationError(
+                _("Job %(id)s already finished (%(status)s).")
+                % {"id": locked.pk, "status": locked.get_status_display()}
+            )
         who = by.get_username() if by else "system"
         locked.cancel_requested = True
         if locked.status == Job.Status.QUEUED:

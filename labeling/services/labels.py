@@ -25,6 +25,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from labeling.models import Image, Label, Lease, Project, Queue, QueueItem
 from labeling.permissions import can_label, can_review
@@ -67,10 +68,13 @@ def _validate_extras(*, duration_ms: int | None, client_id: str) -> None:
         or not 0 <= duration_ms <= MAX_DURATION_MS
     ):
         raise ValidationError(
-            {"duration_ms": f"Must be a whole number of milliseconds, 0 to {MAX_DURATION_MS}."}
+            {
+                "duration_ms": _("Must be a whole number of milliseconds, 0 to %(max)d.")
+                % {"max": MAX_DURATION_MS}
+            }
         )
     if not isinstance(client_id, str) or len(client_id) > 64:
-        raise ValidationError({"client_id": "At most 64 characters."})
+        raise ValidationError({"client_id": _("At most 64 characters.")})
 
 
 # --- Submit -----------------------------------------------------------------------------------
@@ -163,14 +167,14 @@ def _submit_locked(*, entry: _Entry, annotator: User, item: QueueItem, now: date
             duration_ms=entry.duration_ms,
         )
     if lease.state == Lease.State.COMPLETED:
-        raise ValidationError("This item is already labeled; use undo to change your label.")
+        raise ValidationError(_("This item is already labeled; use undo to change your label."))
     if any(
         label.queue_item_id == item.pk
         and label.kind == Label.Kind.ANNOTATION
         and not label.superseded
         for label in seen
     ):
-        raise ValidationError("You already labeled this item; use undo to change your label.")
+        raise ValidationError(_("You already labeled this item; use undo to change your label."))
 
     counted = False
     if item.status != QueueItem.Status.OPEN:
@@ -220,12 +224,12 @@ def _submit_locked(*, entry: _Entry, annotator: User, item: QueueItem, now: date
 
 def _entry(*, lease, annotator, value, subcategory, duration_ms, client_id) -> _Entry:
     if not isinstance(lease, Lease):
-        raise ValidationError({"lease": "Not a lease."})
+        raise ValidationError({"lease": _("Not a lease.")})
     if lease.annotator_id != annotator.pk:
-        raise PermissionDenied("That lease is not yours.")
+        raise PermissionDenied(_("That lease is not yours."))
     project = lease.item.queue.project
     if not can_label(annotator, project):
-        raise PermissionDenied("You are not a labeling member of this project.")
+        raise PermissionDenied(_("You are not a labeling member of this project."))
     subcategory = subcategory or ""
     label_value_validate(project=project, value=value, subcategory=subcategory)
     _validate_extras(duration_ms=duration_ms, client_id=client_id or "")
@@ -267,17 +271,22 @@ def labels_submit_batch(*, annotator: User, entries: list[dict]) -> list[Label]:
     Returns the labels in the order of `entries`.
     """
     if not isinstance(entries, list) or not entries:
-        raise ValidationError({"entries": "Send at least one entry."})
+        raise ValidationError({"entries": _("Send at least one entry.")})
     if len(entries) > MAX_BATCH:
-        raise ValidationError({"entries": f"At most {MAX_BATCH} entries per batch."})
+        raise ValidationError(
+            {"entries": _("At most %(count)d entries per batch.") % {"count": MAX_BATCH}}
+        )
     parsed: list[_Entry] = []
     errors: list[str] = []
     for index, raw in enumerate(entries):
         lease = raw.get("lease") if isinstance(raw, dict) else None
-        where = f"entry {index} (lease {getattr(lease, 'pk', lease)})"
+        where = _("entry %(index)s (lease %(lease)s)") % {
+            "index": index,
+            "lease": getattr(lease, "pk", lease),
+        }
         try:
             if not isinstance(raw, dict):
-                raise ValidationError("Each entry must be an object.")
+                raise ValidationError(_("Each entry must be an object."))
             parsed.append(
                 _entry(
                     lease=lease,
@@ -294,7 +303,7 @@ def labels_submit_batch(*, annotator: User, entries: list[dict]) -> list[Label]:
         raise ValidationError({"entries": errors})
     lease_ids = [entry.lease.pk for entry in parsed]
     if len(set(lease_ids)) != len(lease_ids):
-        raise ValidationError({"entries": "Each lease may appear once in a batch."})
+        raise ValidationError({"entries": _("Each lease may appear once in a batch.")})
 
     now = timezone.now()
     labels: dict[int, Label] = {}
@@ -307,7 +316,10 @@ def labels_submit_batch(*, annotator: User, entries: list[dict]) -> list[Label]:
                 item = _lock_item(entry.lease.item_id)
                 labels[index] = _submit_locked(entry=entry, annotator=annotator, item=item, now=now)
             except ValidationError as exc:
-                where = f"entry {index} (lease {entry.lease.pk})"
+                where = _("entry %(index)s (lease %(lease)s)") % {
+                    "index": index,
+                    "lease": entry.lease.pk,
+                }
                 # Raising inside the atomic block rolls back every entry already written.
                 raise ValidationError({"entries": [f"{where}: {' '.join(exc.messages)}"]}) from exc
     return [labels[i] for i in range(len(parsed))]
@@ -323,9 +335,11 @@ def label_undo_last(*, annotator: User, queue: Queue, count: int = 1) -> list[Le
     with no free slot left, after a late uncounted label, gets no lease).
     """
     if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_UNDO:
-        raise ValidationError({"count": f"Undo between 1 and {MAX_UNDO} labels."})
+        raise ValidationError(
+            {"count": _("Undo between 1 and %(count)d labels.") % {"count": MAX_UNDO}}
+        )
     if not can_label(annotator, queue.project):
-        raise PermissionDenied("You are not a labeling member of this project.")
+        raise PermissionDenied(_("You are not a labeling member of this project."))
     now = timezone.now()
     with transaction.atomic():
         picked = list(
@@ -340,7 +354,7 @@ def label_undo_last(*, annotator: User, queue: Queue, count: int = 1) -> list[Le
             .values_list("pk", "queue_item_id")[:count]
         )
         if not picked:
-            raise ValidationError("There is nothing of yours to undo in this queue.")
+            raise ValidationError(_("There is nothing of yours to undo in this queue."))
         items = {
             item.pk: item
             for item in QueueItem.objects.select_for_update()
@@ -416,14 +430,14 @@ def _review_resolve_locked(
     when it equals the current label's value)."""
     project = item.queue.project
     if item.status != QueueItem.Status.OPEN:
-        raise ValidationError("This review item is already resolved.")
+        raise ValidationError(_("This review item is already resolved."))
     Image.objects.select_for_update().filter(pk=item.image_id).first()
     current = image_current_label(image=item.image)
     if confirm is None:
         confirm = current is not None and value == current.value
     if confirm:
         if current is None:
-            raise ValidationError("The image has no label to confirm; give a value instead.")
+            raise ValidationError(_("The image has no label to confirm; give a value instead."))
         if value not in (None, "", current.value):
             raise ValidationError(
                 {"value": "A confirmation keeps the current value; use confirm=False to flip."}
@@ -433,7 +447,7 @@ def _review_resolve_locked(
         kind = Label.Kind.CONFIRMATION
     else:
         if not value:
-            raise ValidationError({"value": "A correction needs the new value."})
+            raise ValidationError({"value": _("A correction needs the new value.")})
         kind = Label.Kind.CORRECTION
     label_value_validate(project=project, value=value, subcategory=subcategory)
     label = Label.objects.create(
@@ -479,11 +493,11 @@ def review_resolve(
     """A lead answers a re-review item: CONFIRMATION (keep the current value) or CORRECTION
     (new `value`), superseding the image's current label; the item is done."""
     if not item.queue.is_review:
-        raise ValidationError("Only re-review items are resolved by a lead's review.")
+        raise ValidationError(_("Only re-review items are resolved by a lead's review."))
     if not can_review(lead, item.queue.project):
-        raise PermissionDenied("Re-review is for leads of this project.")
+        raise PermissionDenied(_("Re-review is for leads of this project."))
     if not isinstance(confirm, bool):
-        raise ValidationError({"confirm": "Must be true or false."})
+        raise ValidationError({"confirm": _("Must be true or false.")})
     with transaction.atomic():
         locked = _lock_item(item.pk)
         label = _review_resolve_locked(

@@ -15,6 +15,7 @@ from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from labeling.models import ModelVersion, Project
 from labeling.permissions import can_manage
@@ -30,14 +31,18 @@ def model_version_promote(*, version: ModelVersion, by: User | None) -> ModelVer
     """Make `version` the project's active model (by an engineer, or by the system when `by` is
     None: automatic promotion after training met its targets)."""
     if by is not None and not can_manage(by, version.project):
-        raise PermissionDenied("Only engineers promote model versions.")
+        raise PermissionDenied(_("Only engineers promote model versions."))
     with transaction.atomic():
         project = _lock_project(version.project)
         locked = ModelVersion.objects.select_for_update().get(pk=version.pk)
         if locked.status != ModelVersion.Status.READY or not locked.checkpoint:
-            raise ValidationError(f"Model version {locked.name!r} is not ready to be promoted.")
+            raise ValidationError(
+                _("Model version %(name)r is not ready to be promoted.") % {"name": locked.name}
+            )
         if project.active_model_version_id == locked.pk:
-            raise ValidationError(f"Model version {locked.name!r} is already the active one.")
+            raise ValidationError(
+                _("Model version %(name)r is already the active one.") % {"name": locked.name}
+            )
         locked.promoted_at = timezone.now()
         locked.save(update_fields=["promoted_at"])
         project.active_model_version = locked
@@ -50,12 +55,12 @@ def model_version_promote(*, version: ModelVersion, by: User | None) -> ModelVer
 def model_version_rollback(*, project: Project, by: User | None) -> ModelVersion:
     """Back to the version promoted before the active one; returns the version now active."""
     if by is not None and not can_manage(by, project):
-        raise PermissionDenied("Only engineers roll back model versions.")
+        raise PermissionDenied(_("Only engineers roll back model versions."))
     with transaction.atomic():
         locked_project = _lock_project(project)
         active = locked_project.active_model_version
         if active is None:
-            raise ValidationError("This project has no active model version to roll back.")
+            raise ValidationError(_("This project has no active model version to roll back."))
         previous = (
             ModelVersion.objects.filter(
                 project=project, status=ModelVersion.Status.READY, promoted_at__isnull=False
@@ -113,12 +118,12 @@ def model_predict(*, project: Project, upload, by: User | None):
     from labeling.services.imports import RejectedFile, _read_bounded, decode_image
 
     if by is not None and not can_manage(by, project):
-        raise PermissionDenied("Only engineers and engineer service accounts call predict.")
+        raise PermissionDenied(_("Only engineers and engineer service accounts call predict."))
     version = project.active_model_version
     if version is None or version.status != ModelVersion.Status.READY or not version.checkpoint:
-        raise ValidationError("This project has no active model version to predict with.")
+        raise ValidationError(_("This project has no active model version to predict with."))
     if upload is None:
-        raise ValidationError({"file": "Send the image as the multipart field 'file'."})
+        raise ValidationError({"file": _("Send the image as the multipart field 'file'.")})
     try:
         content = _read_bounded(upload, settings.IMAGECLEAN_MAX_IMAGE_BYTES)
         if not content:

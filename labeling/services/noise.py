@@ -418,7 +418,7 @@ def review_gradcam(*, image: Image, user, storage: Storage | None = None) -> Rev
     storage = storage or default_storage
     project = image.project
     if not can_review(user, project):
-        raise PermissionDenied("Grad-CAM is for leads of this project.")
+        raise PermissionDenied(_("Grad-CAM is for leads of this project."))
     version = project.active_model_version
     if version is None:
         raise GradcamUnavailable("This project has no active model version.")

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.utils.translation import gettext as _
 
 from labeling.models import Label, Project, Queue
 
@@ -26,6 +27,7 @@ EDITABLE_FIELDS = (
 )
 DEFAULT_LABELING_QUEUE = "Labeling"
 DEFAULT_REVIEW_QUEUE = "Re-review"
+DEFAULT_VALIDATION_QUEUE = "Validation"
 
 
 @transaction.atomic
@@ -47,7 +49,9 @@ def project_create(
         raise TypeError(f"project_create() got unknown fields {sorted(unknown)}")
     if slug in RESERVED_SLUGS:
         # /api/v1/projects/create/ would shadow the project's own address.
-        raise ValidationError({"slug": f"{slug!r} is reserved; choose another slug."})
+        raise ValidationError(
+            {"slug": _("%(slug)r is reserved; choose another slug.") % {"slug": slug}}
+        )
     project = Project(name=name, slug=slug, created_by=created_by, **fields)
     project.full_clean()  # schema, fraction, overlap k, slug uniqueness
     project.save()
@@ -73,6 +77,19 @@ def project_default_queues_ensure(*, project: Project) -> tuple[Queue, Queue]:
             project=project, name=DEFAULT_REVIEW_QUEUE, kind=Queue.Kind.REVIEW
         )
     return labeling, review
+
+
+def project_validation_queue_ensure(*, project: Project) -> Queue:
+    """The project's validation-split queue, created if missing (idempotent). Imports fill it
+    with the images of the frozen validation split; annotators see it first in their list."""
+    queue = Queue.objects.filter(project=project, kind=Queue.Kind.VALIDATION).order_by("id").first()
+    if queue is None:
+        queue, _created = Queue.objects.get_or_create(
+            project=project,
+            name=DEFAULT_VALIDATION_QUEUE,
+            defaults={"kind": Queue.Kind.VALIDATION},
+        )
+    return queue
 
 
 @transaction.atomic

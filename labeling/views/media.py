@@ -13,6 +13,7 @@ from __future__ import annotations
 from django.contrib.auth.views import redirect_to_login
 from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_safe
 
 from labeling.models import Image
@@ -30,7 +31,7 @@ CONTENT_TYPES = {
 def _visible_image(request, pk: int) -> Image:
     image = get_object_or_404(Image.objects.select_related("project"), pk=pk)
     if not can_view_project(request.user, image.project):
-        raise Http404("No such image.")
+        raise Http404(_("No such image."))
     return image
 
 
@@ -38,7 +39,7 @@ def _serve(field_file, content_type: str) -> FileResponse:
     try:
         handle = field_file.open("rb")
     except (FileNotFoundError, ValueError):
-        raise Http404("The image file is missing from storage.") from None
+        raise Http404(_("The image file is missing from storage.")) from None
     response = FileResponse(handle, content_type=content_type)
     response["Content-Disposition"] = "inline"
     response["X-Content-Type-Options"] = "nosniff"

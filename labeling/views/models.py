@@ -13,6 +13,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
 from labeling.models import ModelVersion, Project
@@ -79,7 +80,7 @@ def model_pr_curve(request, slug: str, pk: int):
     project = _project_for(request.user, slug)
     version = get_object_or_404(ModelVersion, project=project, pk=pk)
     if not version.pr_curve:
-        raise Http404("This version has no PR curve.")
+        raise Http404(_("This version has no PR curve."))
     return FileResponse(version.pr_curve.open("rb"), content_type="image/png")
 
 
@@ -91,9 +92,11 @@ def model_promote(request, slug: str, pk: int):
     try:
         model_version_promote(version=version, by=request.user)
     except ValidationError as exc:
-        messages.error(request, "Not promoted: " + " ".join(exc.messages))
+        messages.error(request, _("Not promoted: ") + " ".join(exc.messages))
     else:
-        messages.success(request, f"{version.name} is now the active model.")
+        messages.success(
+            request, _("%(version)s is now the active model.") % {"version": version.name}
+        )
     return redirect(reverse("project-models", kwargs={"slug": project.slug}))
 
 
@@ -104,7 +107,10 @@ def model_rollback(request, slug: str):
     try:
         active = model_version_rollback(project=project, by=request.user)
     except ValidationError as exc:
-        messages.error(request, "Not rolled back: " + " ".join(exc.messages))
+        messages.error(request, _("Not rolled back: ") + " ".join(exc.messages))
     else:
-        messages.success(request, f"Rolled back: {active.name} is the active model again.")
+        messages.success(
+            request,
+            _("Rolled back: %(version)s is the active model again.") % {"version": active.name},
+        )
     return redirect(reverse("project-models", kwargs={"slug": project.slug}))

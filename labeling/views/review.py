@@ -27,6 +27,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from labeling.models import Image, Project, Queue, QueueItem
@@ -87,7 +88,7 @@ def project_review(request, slug: str):
         return HttpResponseBadRequest("item must be a number")
     item = review_item_for_lead(project=project, lead=request.user, item_id=item_id)
     if item_id is not None and item is None:
-        raise Http404("No such review item in this project.")
+        raise Http404(_("No such review item in this project."))
     context = {"project": project, "item": item, "counts": review_counts(project=project)}
     if item is not None:
         current = image_current_label(image=item.image)
@@ -135,7 +136,7 @@ def project_review_resolve(request, slug: str, pk: int):
             subcategory=request.POST.get("subcategory", ""),
         )
     except ValidationError as error:
-        messages.error(request, "Not saved: " + " ".join(error.messages))
+        messages.error(request, _("Not saved: ") + " ".join(error.messages))
         return redirect(reverse("project-review", kwargs={"slug": project.slug}))
     verb = "Confirmed" if label.kind == label.Kind.CONFIRMATION else "Corrected to"
     messages.success(
@@ -201,7 +202,7 @@ def project_cold_start(request, slug: str):
             context["errors"] = error.messages
             return render(request, "labeling/cold_start.html", context, status=400)
         for note in notes:
-            messages.warning(request, f"Seed upload: {note}")
-        messages.success(request, f"Started cold-start recall (job {job.pk}).")
+            messages.warning(request, _("Seed upload: %(note)s") % {"note": note})
+        messages.success(request, _("Started cold-start recall (job %(id)s).") % {"id": job.pk})
         return redirect(reverse("job-detail", kwargs={"pk": job.pk}))
     return render(request, "labeling/cold_start.html", context)
