@@ -12,6 +12,7 @@ COPY mlcore ./mlcore
 COPY bench ./bench
 COPY templates ./templates
 COPY static ./static
+COPY locale ./locale
 COPY manage.py ./
 RUN pip install -e . && useradd --create-home app && mkdir -p /app/var && chown app /app/var
 USER app

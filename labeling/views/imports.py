@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404, render
+from django.utils.translation import gettext as _
 
 from labeling.models import Project
 from labeling.permissions import can_manage, projects_visible_to, role_required
@@ -33,7 +34,7 @@ def project_import(request, slug: str):
     if request.method == "POST":
         uploads = request.FILES.getlist("files")
         if not uploads:
-            context["error"] = "Choose at least one image or zip archive."
+            context["error"] = _("Choose at least one image or zip archive.")
             return render(request, "labeling/import.html", context, status=400)
         report = uploads_import(
             project=project,

@@ -52,7 +52,7 @@ const outbox = new Outbox({
     history = history.filter((h) => h.entryId !== entry.id);
     if (entry.type === "skip") return; // a skip the server no longer needs (lease gone) is harmless
     if (entry.type === "undo" && entry.item == null) {
-      showFlash("Nothing of yours to undo in this queue.", "", 2500);
+      showFlash(gettext("Nothing of yours to undo in this queue."), "", 2500);
       return;
     }
     if (entry.type === "undo" || entry.lease == null) {
@@ -61,7 +61,12 @@ const outbox = new Outbox({
       show();
       refill();
     }
-    showFlash(`Not saved (${status || "no lease"}): ${errorText(data, status)}`, "error", 6000);
+    const why = status || gettext("no lease");
+    showFlash(
+      interpolate(gettext("Not saved (%(why)s): %(error)s"), { why, error: errorText(data, status) }, true),
+      "error",
+      6000,
+    );
   },
   onChange(box) {
     renderSaveState(saveState, box);
@@ -75,7 +80,7 @@ renderSaveState(saveState, outbox);
 function makeCard(payload) {
   const img = new Image();
   img.decoding = "async";
-  img.alt = `Image ${payload.image.id} to label`;
+  img.alt = interpolate(gettext("Image %(id)s to label"), { id: payload.image.id }, true);
   img.draggable = false;
   const card = { lease: payload.lease, item: payload.item, image: payload.image, img, failed: false };
   img.addEventListener("error", () => {
@@ -101,8 +106,9 @@ async function refill() {
   try {
     const { ok, status, data } = await api(config.urls.next, { body: { count } });
     if (!ok) {
-      // 400 (a paused queue), 403, 404: asking again will not help; 5xx and 429 may pass.
-      if ([400, 403, 404].includes(status)) fatal = errorText(data, status);
+      // 400 (a paused queue), 401 (signed out), 403, 404: asking again will not help; 5xx
+      // and 429 may pass.
+      if ([400, 401, 403, 404].includes(status)) fatal = errorText(data, status);
       else retryRefill(3000);
       return;
     }
@@ -150,7 +156,7 @@ function adoptUndoneLeases(entry, data) {
   if (!leases.some((l) => l.item === entry.item)) {
     // The server undid something else (or nothing): do not keep a card it gave no lease for.
     cards = cards.filter((c) => !(c.item === entry.item && c.lease == null));
-    showFlash("Undo: the server had no label of yours to take back here.", "error", 4000);
+    showFlash(gettext("Undo: the server had no label of yours to take back here."), "error", 4000);
     show();
   }
 }
@@ -161,22 +167,24 @@ function show() {
   const card = cards[0];
   let content;
   if (fatal) {
-    content = placeholder("Labeling stopped", fatal);
+    content = placeholder(gettext("Labeling stopped"), fatal);
   } else if (!card) {
     content = fetching || !exhausted
-      ? placeholder("Loading…", "Fetching the next images.")
+      ? placeholder(gettext("Loading…"), gettext("Fetching the next images."))
       : placeholder(
-          "This queue is empty",
-          "Nothing is left for you to label here. New items appear when the model selects them; this page checks again every 15 seconds.",
+          gettext("This queue is empty"),
+          gettext("Nothing is left for you to label here. New items appear when the model selects them; this page checks again every 15 seconds."),
         );
   } else if (card.failed) {
-    content = placeholder("This image could not be loaded", "Press Space to skip it.");
+    content = placeholder(gettext("This image could not be loaded"), gettext("Press Space to skip it."));
   } else {
     content = card.img;
   }
   stage.replaceChildren(content, flash);
   stage.setAttribute("aria-busy", card ? "false" : "true");
-  $("current-label").textContent = card ? `Image ${card.image.id}` : "";
+  // data-image: the id for scripts and tests, whatever the language of the text.
+  $("current-label").textContent = card ? interpolate(gettext("Image %(id)s"), { id: card.image.id }, true) : "";
+  $("current-label").dataset.image = card ? String(card.image.id) : "";
   shownAt = performance.now();
 }
 
@@ -251,7 +259,7 @@ function skip() {
   outbox.push({ type: "skip", lease: card.lease, item: card.item });
   cards.shift();
   show();
-  showFlash("Skipped");
+  showFlash(gettext("Skipped"));
   refill();
 }
 
@@ -261,7 +269,7 @@ function undo() {
     // Nothing labeled on this page yet (or it was reloaded): ask the server to take back the
     // last label it holds from this person in this queue.
     outbox.push({ type: "undo", count: 1, item: null });
-    showFlash("Undoing your last saved label…", "", 1000);
+    showFlash(gettext("Undoing your last saved label…"), "", 1000);
     return;
   }
   if (outbox.remove(last.entryId)) {
@@ -272,7 +280,7 @@ function undo() {
     cards.unshift({ ...last.card, lease: null, failed: false });
   }
   show();
-  showFlash("Undone: label it again");
+  showFlash(gettext("Undone: label it again"));
 }
 
 // --- View toggles ---------------------------------------------------------------------------------

@@ -6,6 +6,9 @@
 // server restart only delays it: it is retried with exponential backoff and jitter; a page
 // reload sends what was left. Every label carries a client_id, so a retry whose first attempt
 // did land is stored once (the server is idempotent on it).
+//
+// Text the person reads goes through gettext() / interpolate(), globals defined by Django's
+// JavaScript catalog (/jsi18n/, loaded by base.html before the page's modules run).
 
 export function csrfToken() {
   const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
@@ -50,7 +53,7 @@ export function newClientId() {
 
 // Turn a DRF error body into one readable line.
 export function errorText(data, status) {
-  if (!data) return `HTTP ${status}`;
+  if (!data) return interpolate(gettext("HTTP error %(status)s"), { status }, true);
   if (typeof data === "string") return data;
   if (data.detail) return Array.isArray(data.detail) ? data.detail.join(" ") : String(data.detail);
   return Object.entries(data)
@@ -178,7 +181,7 @@ export class Outbox {
     if (!request) {
       this.entries.shift();
       this._persist();
-      this.onRejected?.(entry, 0, { detail: "This item can no longer be sent." });
+      this.onRejected?.(entry, 0, { detail: gettext("This item can no longer be sent.") });
       this._changed();
       return this._next();
     }
@@ -190,7 +193,7 @@ export class Outbox {
       result = await api(request.url, { body: request.body });
     } catch (err) {
       this.inFlight = null;
-      return this._retryLater("offline", "Offline: labels are kept and will be sent.");
+      return this._retryLater("offline", gettext("Offline: labels are kept and will be sent."));
     }
     this.inFlight = null;
     if (result.ok) {
@@ -202,8 +205,8 @@ export class Outbox {
       this.onDone?.(entry, result.data);
     } else if (RETRY_STATUSES.has(result.status)) {
       const why = result.status === 403 || result.status === 401
-        ? "Not signed in or not allowed: sign in again in another tab; labels are kept."
-        : `Server busy (${result.status}); retrying.`;
+        ? gettext("Not signed in or not allowed: sign in again in another tab; labels are kept.")
+        : interpolate(gettext("Server busy (%(status)s); retrying."), { status: result.status }, true);
       return this._retryLater("error", `${why} ${errorText(result.data, result.status)}`);
     } else {
       // 400 / 404 / 409: the server will never accept this entry (an expired lease, an item
@@ -231,11 +234,12 @@ export class Outbox {
 
 // The small "saving…/saved/offline" pill.
 export function renderSaveState(element, outbox) {
+  const count = { count: outbox.pending };
   const labels = {
-    saved: "Saved",
-    saving: `Saving… (${outbox.pending})`,
-    offline: `Offline: ${outbox.pending} waiting`,
-    error: `Not saved yet: ${outbox.pending} waiting`,
+    saved: gettext("Saved"),
+    saving: interpolate(gettext("Saving… (%(count)s)"), count, true),
+    offline: interpolate(gettext("Offline: %(count)s waiting"), count, true),
+    error: interpolate(gettext("Not saved yet: %(count)s waiting"), count, true),
   };
   element.dataset.state = outbox.state;
   element.textContent = labels[outbox.state] ?? outbox.state;

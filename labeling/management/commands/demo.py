@@ -40,15 +40,15 @@ DEMO_SLUG = "demo"
 DEMO_NAME = "Disgusting product images (demo)"
 DEMO_SCHEMA = {
     "classes": [
-        {"key": "normal", "name": "Normal", "hotkey": "1"},
-        {"key": "disgusting", "name": "Disgusting", "hotkey": "2"},
+        {"key": "normal", "name": "Normal", "names": {"zh-hans": "正常"}, "hotkey": "1"},
+        {"key": "disgusting", "name": "Disgusting", "names": {"zh-hans": "恶心"}, "hotkey": "2"},
     ],
     "positive": "disgusting",
     "default": "normal",
     "subcategories": [
-        {"key": "animal", "name": "Animal", "hotkey": "a"},
-        {"key": "human", "name": "Human", "hotkey": "h"},
-        {"key": "object", "name": "Object", "hotkey": "o"},
+        {"key": "animal", "name": "Animal", "names": {"zh-hans": "动物"}, "hotkey": "a"},
+        {"key": "human", "name": "Human", "names": {"zh-hans": "人体"}, "hotkey": "h"},
+        {"key": "object", "name": "Object", "names": {"zh-hans": "物品"}, "hotkey": "o"},
     ],
 }
 FASHION_MNIST_DIR = FASHION_MNIST_DEFAULT_ROOT

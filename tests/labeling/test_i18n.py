@@ -1,0 +1,202 @@
+"""Every user-facing string has a Simplified Chinese translation, and no template text escapes
+the translate tags.
+
+- The catalogs: `makemessages` runs over the project's sources (as a translator would) into a
+  temporary locale folder seeded with the committed `locale/zh_Hans` catalogs, so it merges what
+  the code says today into what has been translated. Any msgid without a non-empty, non-fuzzy
+  msgstr fails, naming the string and where it is. A new `gettext()` / `{% translate %}` added
+  anywhere therefore fails here until its translation is added.
+- The compiled catalogs: the committed `.mo` files are what `msgfmt` makes of the `.po` files
+  (the app reads the `.mo`; a forgotten `compilemessages` would ship stale translations).
+- The templates: a scan of text nodes and user-facing attributes (title, alt, placeholder,
+  aria-label) outside translate tags; any English word there fails. Text inside <kbd> (key
+  caps, printed on the keyboard) and <code> (commands) is literal, and a few names are the same
+  in every language (ALLOWED).
+
+Needs GNU gettext (xgettext, msgmerge, msgattrib, msgfmt), as `makemessages` does; scripts/test
+and .ci/run install Debian's `gettext` when it is missing.
+"""
+
+from __future__ import annotations
+
+import gettext as gnu_gettext
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from django.template.base import Lexer, TokenType
+
+REPO = Path(__file__).resolve().parents[2]
+LOCALE = REPO / "locale"
+LANGUAGE = "zh_Hans"
+DOMAINS = ("django", "djangojs")
+# What makemessages reads: the project's own code, templates and page scripts.
+SOURCES = ("config", "labeling", "templates", "static")
+
+# Names that read the same in every language of the UI: the product, and method names that stay
+# in Latin letters in Chinese technical writing too.
+ALLOWED = {"imageclean", "AP", "CBAM", "Grad-CAM", "O2U"}
+USER_FACING_ATTRIBUTES = ("title", "alt", "placeholder", "aria-label")
+
+pytestmark = pytest.mark.skipif(
+    not all(shutil.which(tool) for tool in ("xgettext", "msgmerge", "msgattrib", "msgfmt")),
+    reason="GNU gettext is not installed (Debian package gettext)",
+)
+
+
+@pytest.fixture(scope="module")
+def merged_catalogs(tmp_path_factory) -> dict[str, Path]:
+    """The committed catalogs merged with the strings the sources hold now."""
+    root = tmp_path_factory.mktemp("messages")
+    for name in (*SOURCES, "manage.py"):
+        (root / name).symlink_to(REPO / name)
+    target = root / "locale" / LANGUAGE / "LC_MESSAGES"
+    target.mkdir(parents=True)
+    for domain in DOMAINS:
+        shutil.copy(LOCALE / LANGUAGE / "LC_MESSAGES" / f"{domain}.po", target)
+    from django.conf import settings
+
+    old_paths, old_cwd = settings.LOCALE_PATHS, Path.cwd()
+    settings.LOCALE_PATHS = [root / "locale"]
+    try:
+        os.chdir(root)
+        for domain in DOMAINS:
+            call_command(
+                "makemessages",
+                locale=[LANGUAGE],
+                domain=domain,
+                symlinks=True,  # the sources are symlinked into the temporary folder
+                no_obsolete=True,
+                verbosity=0,
+            )
+    finally:
+        os.chdir(old_cwd)
+        settings.LOCALE_PATHS = old_paths
+    return {domain: target / f"{domain}.po" for domain in DOMAINS}
+
+
+def _msgattrib(path: Path, *flags: str) -> str:
+    out = subprocess.run(
+        ["msgattrib", "--no-obsolete", "--no-wrap", *flags, str(path)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    # The header entry (msgid "") is not a message.
+    return re.sub(r'(?s)\Amsgid ""\nmsgstr ""\n(".*?"\n)*\n?', "", out).strip()
+
+
+@pytest.mark.parametrize("domain", DOMAINS)
+def test_every_message_has_a_chinese_translation(merged_catalogs, domain):
+    path = merged_catalogs[domain]
+    assert "msgid" in path.read_text(encoding="utf-8")
+    untranslated = _msgattrib(path, "--untranslated")
+    assert not untranslated, (
+        f"strings with no zh-Hans translation: add them to locale/{LANGUAGE}/LC_MESSAGES/"
+        f"{domain}.po (see docs/i18n.md)\n{untranslated}"
+    )
+    fuzzy = _msgattrib(path, "--only-fuzzy")
+    assert not fuzzy, f"fuzzy (unchecked) translations in {domain}.po:\n{fuzzy}"
+
+
+@pytest.mark.parametrize("domain", DOMAINS)
+def test_compiled_catalogs_match_the_po_files(tmp_path, domain):
+    folder = LOCALE / LANGUAGE / "LC_MESSAGES"
+    fresh = tmp_path / f"{domain}.mo"
+    subprocess.run(
+        ["msgfmt", "--check", "-o", str(fresh), str(folder / f"{domain}.po")], check=True
+    )
+    with (folder / f"{domain}.mo").open("rb") as committed, fresh.open("rb") as made:
+        committed_catalog = gnu_gettext.GNUTranslations(committed)._catalog
+        fresh_catalog = gnu_gettext.GNUTranslations(made)._catalog
+    assert committed_catalog == fresh_catalog, (
+        f"locale/{LANGUAGE}/LC_MESSAGES/{domain}.mo is stale: run "
+        "`manage.py compilemessages -i .venv -i var` and commit the .mo files"
+    )
+
+
+# --- Bare text in templates ---------------------------------------------------------------------
+_OPENING = re.compile(r"^(blocktrans|blocktranslate)\b")
+_CLOSING = re.compile(r"^(endblocktrans|endblocktranslate)\b")
+_LITERAL_ELEMENTS = re.compile(r"(?is)<(script|style|kbd|code)\b[^>]*>.*?</\1\s*>")
+_PLACEHOLDER = "\x00"
+
+
+def _skeleton(source: str) -> str:
+    """The template's HTML with every template tag, variable and comment replaced by a
+    placeholder, and blocktranslate bodies (already translatable) dropped."""
+    parts: list[str] = []
+    depth = 0
+    in_comment = False
+    in_class_block = False  # {% block body_class %}labeling{% endblock %}: a CSS class name
+    for token in Lexer(source).tokenize():
+        if token.token_type == TokenType.BLOCK:
+            content = token.contents.strip()
+            if content.startswith("comment"):
+                in_comment = True
+            elif content.startswith("endcomment"):
+                in_comment = False
+            elif re.match(r"block \w+_class$", content):
+                in_class_block = True
+            elif content.startswith("endblock"):
+                in_class_block = False
+            elif _OPENING.match(content):
+                depth += 1
+            elif _CLOSING.match(content):
+                depth -= 1
+            parts.append(_PLACEHOLDER)
+        elif token.token_type == TokenType.TEXT and not (depth or in_comment or in_class_block):
+            parts.append(token.contents)
+        else:
+            parts.append(_PLACEHOLDER)
+    return "".join(parts)
+
+
+def _bare_texts(source: str) -> list[str]:
+    html = _LITERAL_ELEMENTS.sub(_PLACEHOLDER, _skeleton(source))
+    html = re.sub(r"(?s)<!--.*?-->", _PLACEHOLDER, html)
+    found: list[str] = []
+    for attribute in USER_FACING_ATTRIBUTES:
+        for match in re.finditer(rf'(?i)\s{attribute}\s*=\s*"([^"]*)"', html):
+            found.append(match.group(1))
+    found.extend(re.split(r"<[^>]*>", html))
+    bare = []
+    for text in found:
+        text = re.sub(r"&[a-zA-Z]+;|&#\d+;", " ", text).replace(_PLACEHOLDER, " ")
+        words = [w for w in re.findall(r"[A-Za-z][A-Za-z'-]*[A-Za-z]", text) if w not in ALLOWED]
+        if words:
+            bare.append(" ".join(text.split()))
+    return bare
+
+
+def _templates() -> list[Path]:
+    return sorted(
+        p
+        for folder in (REPO / "templates", REPO / "labeling" / "templates")
+        if folder.is_dir()
+        for p in folder.rglob("*.html")
+    )
+
+
+def test_the_scan_finds_bare_text():
+    assert _bare_texts("<p>Hello {{ name }}</p>") == ["Hello"]
+    assert _bare_texts('<img alt="A cat" src="{{ url }}">') == ["A cat"]
+    assert _bare_texts("{% load i18n %}<p>{% translate 'Hello' %}</p>") == []
+    assert _bare_texts("<p>{% blocktranslate %}Hi {{ x }}{% endblocktranslate %}</p>") == []
+    assert _bare_texts("<kbd>Ctrl</kbd> <code>manage.py</code> imageclean") == []
+    assert _bare_texts("{# a comment #}{% comment %}Notes{% endcomment %}") == []
+    assert _bare_texts("<style>.a { color: red }</style>") == []
+    assert _bare_texts("{% block body_class %}labeling{% endblock %}") == []
+
+
+@pytest.mark.parametrize("template", _templates(), ids=lambda p: str(p.relative_to(REPO)))
+def test_templates_have_no_text_outside_translate_tags(template):
+    bare = _bare_texts(template.read_text(encoding="utf-8"))
+    assert not bare, (
+        f"{template.relative_to(REPO)}: text outside {{% translate %}} / "
+        f"{{% blocktranslate %}}: {bare}"
+    )
