@@ -32,8 +32,10 @@ from django.template.base import Lexer, TokenType
 
 REPO = Path(__file__).resolve().parents[2]
 LOCALE = REPO / "locale"
-LANGUAGE = "zh_Hans"
+# Every catalog under locale/ is checked (zh_Hans today); English is the source language.
+LANGUAGES = sorted(p.name for p in LOCALE.iterdir() if (p / "LC_MESSAGES").is_dir())
 DOMAINS = ("django", "djangojs")
+CATALOGS = [(language, domain) for language in LANGUAGES for domain in DOMAINS]
 # What makemessages reads: the project's own code, templates and page scripts.
 SOURCES = ("config", "labeling", "templates", "static")
 
@@ -49,15 +51,16 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def merged_catalogs(tmp_path_factory) -> dict[str, Path]:
+def merged_catalogs(tmp_path_factory) -> dict[tuple[str, str], Path]:
     """The committed catalogs merged with the strings the sources hold now."""
     root = tmp_path_factory.mktemp("messages")
     for name in (*SOURCES, "manage.py"):
         (root / name).symlink_to(REPO / name)
-    target = root / "locale" / LANGUAGE / "LC_MESSAGES"
-    target.mkdir(parents=True)
-    for domain in DOMAINS:
-        shutil.copy(LOCALE / LANGUAGE / "LC_MESSAGES" / f"{domain}.po", target)
+    for language in LANGUAGES:
+        target = root / "locale" / language / "LC_MESSAGES"
+        target.mkdir(parents=True)
+        for domain in DOMAINS:
+            shutil.copy(LOCALE / language / "LC_MESSAGES" / f"{domain}.po", target)
     from django.conf import settings
 
     old_paths, old_cwd = settings.LOCALE_PATHS, Path.cwd()
@@ -67,7 +70,7 @@ def merged_catalogs(tmp_path_factory) -> dict[str, Path]:
         for domain in DOMAINS:
             call_command(
                 "makemessages",
-                locale=[LANGUAGE],
+                locale=LANGUAGES,
                 domain=domain,
                 symlinks=True,  # the sources are symlinked into the temporary folder
                 no_obsolete=True,
@@ -76,7 +79,10 @@ def merged_catalogs(tmp_path_factory) -> dict[str, Path]:
     finally:
         os.chdir(old_cwd)
         settings.LOCALE_PATHS = old_paths
-    return {domain: target / f"{domain}.po" for domain in DOMAINS}
+    return {
+        (language, domain): root / "locale" / language / "LC_MESSAGES" / f"{domain}.po"
+        for language, domain in CATALOGS
+    }
 
 
 def _msgattrib(path: Path, *flags: str) -> str:
@@ -90,22 +96,31 @@ def _msgattrib(path: Path, *flags: str) -> str:
     return re.sub(r'(?s)\Amsgid ""\nmsgstr ""\n(".*?"\n)*\n?', "", out).strip()
 
 
-@pytest.mark.parametrize("domain", DOMAINS)
-def test_every_message_has_a_chinese_translation(merged_catalogs, domain):
-    path = merged_catalogs[domain]
+def test_every_language_of_the_switcher_has_catalogs():
+    from django.conf import settings
+    from django.utils.translation import to_locale
+
+    wanted = {to_locale(code) for code, _name in settings.LANGUAGES if code != "en"}
+    assert wanted == set(LANGUAGES)
+    assert "zh_Hans" in LANGUAGES
+
+
+@pytest.mark.parametrize(("language", "domain"), CATALOGS)
+def test_every_message_is_translated(merged_catalogs, language, domain):
+    path = merged_catalogs[(language, domain)]
     assert "msgid" in path.read_text(encoding="utf-8")
     untranslated = _msgattrib(path, "--untranslated")
     assert not untranslated, (
-        f"strings with no zh-Hans translation: add them to locale/{LANGUAGE}/LC_MESSAGES/"
+        f"strings with no {language} translation: add them to locale/{language}/LC_MESSAGES/"
         f"{domain}.po (see docs/i18n.md)\n{untranslated}"
     )
     fuzzy = _msgattrib(path, "--only-fuzzy")
     assert not fuzzy, f"fuzzy (unchecked) translations in {domain}.po:\n{fuzzy}"
 
 
-@pytest.mark.parametrize("domain", DOMAINS)
-def test_compiled_catalogs_match_the_po_files(tmp_path, domain):
-    folder = LOCALE / LANGUAGE / "LC_MESSAGES"
+@pytest.mark.parametrize(("language", "domain"), CATALOGS)
+def test_compiled_catalogs_match_the_po_files(tmp_path, language, domain):
+    folder = LOCALE / language / "LC_MESSAGES"
     fresh = tmp_path / f"{domain}.mo"
     subprocess.run(
         ["msgfmt", "--check", "-o", str(fresh), str(folder / f"{domain}.po")], check=True
@@ -114,7 +129,7 @@ def test_compiled_catalogs_match_the_po_files(tmp_path, domain):
         committed_catalog = gnu_gettext.GNUTranslations(committed)._catalog
         fresh_catalog = gnu_gettext.GNUTranslations(made)._catalog
     assert committed_catalog == fresh_catalog, (
-        f"locale/{LANGUAGE}/LC_MESSAGES/{domain}.mo is stale: run "
+        f"locale/{language}/LC_MESSAGES/{domain}.mo is stale: run "
         "`manage.py compilemessages -i .venv -i var` and commit the .mo files"
     )
 
