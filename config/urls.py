@@ -1,8 +1,13 @@
 from django.contrib import admin
 from django.urls import include, path
+from django.views.i18n import JavaScriptCatalog
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    # set_language (POST): the language switcher in base.html; remembered in a cookie.
+    path("i18n/", include("django.conf.urls.i18n")),
+    # The page scripts' gettext(): the djangojs catalog of the request's language.
+    path("jsi18n/", JavaScriptCatalog.as_view(), name="javascript-catalog"),
     path("", include("labeling.urls")),
 ]
 
