@@ -93,7 +93,7 @@ def _msgattrib(path: Path, *flags: str) -> str:
         text=True,
     ).stdout
     # The header entry (msgid "") is not a message.
-    return re.sub(r'(?s)\Amsgid ""\nmsgstr ""\n(".*?"\n)*\n?', "", out).strip()
+    return re.sub(r'(?s)\A(#[^\n]*\n)*msgid ""\nmsgstr ""\n("[^\n]*"\n)*', "", out).strip()
 
 
 def test_every_language_of_the_switcher_has_catalogs():
