@@ -1,0 +1,212 @@
+"""Invariants of mlcore.estimates: strata follow the scores and the thresholds, Neyman allocation
+is proportional to N_h S_h within its bounds, the Horvitz-Thompson estimates are exact on a
+census and unbiased over repeated audits, the intervals cover a known truth in simulation, and
+the forecasts move the right way."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mlcore import estimates
+
+
+def _pool(n: int = 6000, prevalence: float = 0.02, seed: int = 0):
+    """Scores (N,) from a model that separates positives imperfectly, truth (N,) 0/1."""
+    rng = np.random.default_rng(seed)
+    truth = np.zeros(n, dtype=np.int64)
+    truth[rng.choice(n, size=int(round(n * prevalence)), replace=False)] = 1
+    logits = np.where(truth == 1, rng.normal(2.0, 1.5, n), rng.normal(-3.0, 1.5, n))
+    return 1.0 / (1.0 + np.exp(-logits)), truth
+
+
+def _audit(strata, truth, decision, *, labels, seed, batches=3):
+    sample = np.empty(0, dtype=np.int64)
+    for step in range(1, batches + 1):
+        wanted = estimates.audit_allocation(
+            strata, sample, truth[sample], total=labels * step // batches, decision=decision
+        )
+        sample = np.concatenate(
+            [sample, estimates.audit_draw(strata, wanted, already=sample, seed=seed * 10 + step)]
+        )
+    return sample
+
+
+def test_strata_respect_cut_points_and_minimum_size():
+    scores, _ = _pool()
+    strata = estimates.score_strata(scores, n_strata=6, cut_points=[0.7], min_size=50)
+    assert 0.7 in strata.edges
+    assert strata.sizes.sum() == len(scores)
+    assert (strata.sizes >= 50).all()
+    # Every stratum lies on one side of the threshold.
+    for h in range(strata.count):
+        inside = scores[strata.index == h]
+        assert (inside >= 0.7).all() or (inside < 0.7).all()
+    # Strata are ordered by score.
+    assert np.all(np.diff(strata.mean_scores) > 0)
+    single = estimates.score_strata(scores, n_strata=1)
+    assert single.count == 1 and single.sizes[0] == len(scores)
+
+
+def test_neyman_allocation_is_proportional_within_bounds():
+    sizes = np.array([1000, 1000, 100])
+    spreads = np.array([0.1, 0.2, 0.4])
+    n = estimates.neyman_allocation(sizes, spreads, 140, minimum=0)
+    assert n.sum() == 140
+    # N_h S_h = 100, 200, 40 -> 40, 80, 16 of 136... scaled to 140: 41.2, 82.4, 16.5
+    assert list(n) == [41, 82, 17]
+    # A floor is kept, the cap (the stratum's size) is never exceeded, the total is kept.
+    capped = estimates.neyman_allocation(sizes, np.array([0.0, 0.0, 1.0]), 300, minimum=5)
+    assert capped[2] == 100 and capped.sum() == 300 and (capped[:2] >= 5).all()
+    floored = estimates.neyman_allocation(sizes, spreads, 140, floor=[90, 0, 0])
+    assert floored[0] >= 90 and floored.sum() == 140
+    assert estimates.neyman_allocation(sizes, spreads, 10_000).tolist() == sizes.tolist()
+
+
+def test_hand_computed_stratified_estimate():
+    # Stratum 0: 100 items, 10 sampled, 1 positive; stratum 1: 10 items, 5 sampled, 4 positive.
+    scores = np.concatenate([np.linspace(0.0, 0.4, 100), np.linspace(0.6, 1.0, 10)])
+    strata = estimates.score_strata(scores, n_strata=1, cut_points=[0.5], min_size=1)
+    assert strata.sizes.tolist() == [100, 10]
+    sample = np.array([*range(0, 100, 10), 100, 101, 102, 103, 104])
+    labels = np.array([1] + [0] * 9 + [1, 1, 1, 1, 0])
+    decision = scores >= 0.5
+    result = estimates.estimate_pool(strata, sample, labels, decisions={"model": decision})
+    assert result.positives.estimate == pytest.approx(100 * 1 / 10 + 10 * 4 / 5)
+    assert result.prevalence.estimate == pytest.approx(18 / 110)
+    model = result.decisions["model"]
+    assert model.predicted_positive == 10
+    assert model.true_positives.estimate == pytest.approx(8.0)
+    assert model.precision.estimate == pytest.approx(0.8)
+    assert model.recall.estimate == pytest.approx(8 / 18)
+    for interval in (result.prevalence, model.precision, model.recall):
+        assert interval.low <= interval.estimate <= interval.high
+    # Positives seen bound the count from below.
+    assert result.positives.low >= labels.sum()
+
+
+def test_census_is_exact():
+    scores, truth = _pool(n=800)
+    decision = scores >= 0.5
+    strata = estimates.score_strata(scores, n_strata=4, cut_points=[0.5])
+    result = estimates.estimate_pool(
+        strata, np.arange(len(truth)), truth, decisions={"model": decision}, known_positives=3
+    )
+    tp = int((truth.astype(bool) & decision).sum())
+    assert result.prevalence.estimate == pytest.approx(truth.mean())
+    assert result.prevalence.width == 0
+    assert result.decisions["model"].precision.estimate == pytest.approx(tp / decision.sum())
+    assert result.decisions["model"].recall.estimate == pytest.approx(tp / truth.sum())
+    assert result.decisions["model"].recall.width == 0
+    assert result.unlabeled_positives.estimate == pytest.approx(truth.sum() - 3)
+
+
+def test_estimates_are_unbiased_and_intervals_cover():
+    scores, truth = _pool(n=5000, prevalence=0.02, seed=3)
+    decision = scores >= 0.6
+    strata = estimates.score_strata(scores, n_strata=6, cut_points=[0.6])
+    tp = int((truth.astype(bool) & decision).sum())
+    truth_values = {
+        "prevalence": truth.mean(),
+        "precision": tp / decision.sum(),
+        "recall": tp / truth.sum(),
+    }
+    points, covered = {k: [] for k in truth_values}, dict.fromkeys(truth_values, 0)
+    runs = 150
+    for seed in range(runs):
+        sample = _audit(strata, truth, decision, labels=300, seed=seed)
+        result = estimates.estimate_pool(
+            strata, sample, truth[sample], decisions={"model": decision}, draws=1000, seed=seed
+        )
+        found = {
+            "prevalence": result.prevalence,
+            "precision": result.decisions["model"].precision,
+            "recall": result.decisions["model"].recall,
+        }
+        for name, interval in found.items():
+            points[name].append(interval.estimate)
+            covered[name] += interval.contains(truth_values[name])
+    # Prevalence is a Horvitz-Thompson total: unbiased; its mean over the runs is within
+    # 3 standard errors of the truth.
+    values = np.array(points["prevalence"])
+    assert abs(values.mean() - truth_values["prevalence"]) < 3 * values.std() / np.sqrt(runs)
+    for name in truth_values:
+        assert covered[name] / runs >= 0.9, (name, covered[name] / runs)
+
+
+def test_allocation_favours_uncertain_strata_and_is_updated_by_labels():
+    scores, truth = _pool(n=6000, seed=1)
+    decision = scores >= 0.5
+    strata = estimates.score_strata(scores, n_strata=5, cut_points=[0.5])
+    first = estimates.audit_allocation(strata, [], [], total=200, decision=decision)
+    assert first.sum() == 200 and (first >= 2).all()
+    # Per item, the strata with middling scores get more labels than the lowest one.
+    rate = first / strata.sizes
+    assert rate[1:].max() > rate[0]
+    sample = estimates.audit_draw(strata, first, seed=0)
+    assert len(np.unique(sample)) == 200
+    assert (np.bincount(strata.index[sample], minlength=strata.count) == first).all()
+    # All negatives in the lowest stratum: later labels move away from it, never below the
+    # labels it already holds.
+    labels = truth[sample].copy()
+    labels[strata.index[sample] == 0] = 0
+    second = estimates.audit_allocation(strata, sample, labels, total=400, decision=decision)
+    assert second.sum() == 400 and (second >= first).all()
+    more = estimates.audit_draw(strata, second, already=sample, seed=1)
+    assert not set(more.tolist()) & set(sample.tolist())
+    assert len(more) == 200
+
+
+def test_forecast_needs_more_labels_for_narrower_intervals():
+    scores, truth = _pool(n=6000, seed=2)
+    decision = scores >= 0.5
+    strata = estimates.score_strata(scores, n_strata=6, cut_points=[0.5])
+    sample = _audit(strata, truth, decision, labels=200, seed=0)
+    result = estimates.estimate_pool(strata, sample, truth[sample], decisions={"m": decision})
+    now = result.decisions["m"].recall.width
+    wide = estimates.labels_for_width(
+        strata, sample, truth[sample], width=now * 0.8, decision=decision, current_width=now
+    )
+    narrow = estimates.labels_for_width(
+        strata, sample, truth[sample], width=now * 0.4, decision=decision, current_width=now
+    )
+    assert 0 < wide < narrow <= strata.pool_size - len(sample)
+    assert (
+        estimates.labels_for_width(
+            strata, sample, truth[sample], width=now * 2, decision=decision, current_width=now
+        )
+        == 0
+    )
+    prevalence = estimates.labels_for_width(
+        strata, sample, truth[sample], width=result.prevalence.width / 2, metric="prevalence"
+    )
+    assert prevalence > 0
+
+
+def test_labels_to_find_follows_the_yield_and_the_pool():
+    forecast = estimates.labels_to_find(10, 100, wanted=5)
+    assert forecast.yield_rate == pytest.approx(0.1)
+    assert forecast.low < forecast.expected < forecast.high
+    assert forecast.expected == pytest.approx(5 / (10.5 / 101))
+    capped = estimates.labels_to_find(10, 100, wanted=50, remaining=4.0)
+    assert capped.capped and capped.wanted == 4.0
+    none_found = estimates.labels_to_find(0, 100, wanted=1)
+    assert none_found.expected > 100
+
+
+def test_bad_input_is_refused():
+    scores, truth = _pool(n=500)
+    strata = estimates.score_strata(scores, n_strata=3)
+    with pytest.raises(ValueError, match="twice"):
+        estimates.estimate_pool(strata, [1, 1], [0, 0])
+    with pytest.raises(ValueError, match="0 .negative. or 1"):
+        estimates.estimate_pool(strata, [1, 2], [0, 2])
+    with pytest.raises(ValueError, match="outside"):
+        estimates.estimate_pool(strata, [10_000], [0])
+    with pytest.raises(ValueError, match="shape"):
+        estimates.estimate_pool(strata, [1], [0], decisions={"m": np.ones(3, dtype=bool)})
+    with pytest.raises(ValueError, match="NaN"):
+        estimates.score_strata(np.array([0.1, np.nan]))
+    # A stratum without audit labels leaves the point estimates undefined, not wrong.
+    partial = estimates.estimate_pool(strata, [int(np.argmax(scores))], [1])
+    assert np.isnan(partial.prevalence.estimate)
