@@ -27,10 +27,11 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.translation import get_language
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from labeling.models import Image, Project, Queue, QueueItem
+from labeling.models import Image, Project, Queue, QueueItem, schema_entry_name
 from labeling.permissions import (
     can_review,
     project_visible_or_404,
@@ -106,7 +107,10 @@ def project_review(request, slug: str):
             gradcam=review_gradcam_stored(item=item, model_version_id=active and active.pk),
             current=current,
             flip_value=_flip_value(project, current_value),
-            classes=project.label_schema["classes"],
+            classes=[
+                {**c, "name": schema_entry_name(c, get_language())}
+                for c in project.label_schema["classes"]
+            ],
             details=item.details or {},
         )
     return render(request, "labeling/review.html", context)

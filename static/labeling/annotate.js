@@ -182,6 +182,12 @@ function show() {
   }
   stage.replaceChildren(content, flash);
   stage.setAttribute("aria-busy", card ? "false" : "true");
+  // Nothing on screen (an empty or stopped queue): the label buttons cannot label anything.
+  // Undo stays: it brings an image back. A broken image can still be skipped.
+  for (const button of document.querySelectorAll(".keybar [data-hotkey]")) {
+    const key = button.dataset.hotkey;
+    if (key !== "undo") button.disabled = !card || (card.failed && key !== "skip");
+  }
   // data-image: the id for scripts and tests, whatever the language of the text.
   $("current-label").textContent = card ? interpolate(gettext("Image %(id)s"), { id: card.image.id }, true) : "";
   $("current-label").dataset.image = card ? String(card.image.id) : "";
@@ -201,8 +207,17 @@ function placeholder(title, text) {
 }
 
 let flashTimer = null;
-function showFlash(text, kind = "", ms = 700) {
-  flash.textContent = text;
+// `imageSrc`: the image the message is about, shown small beside it; a label's confirmation
+// appears over the next image, so it carries a thumbnail of the image it confirms.
+function showFlash(text, kind = "", ms = 700, imageSrc = "") {
+  flash.replaceChildren();
+  if (imageSrc) {
+    const thumb = new Image();
+    thumb.alt = "";
+    thumb.src = imageSrc;
+    flash.append(thumb);
+  }
+  flash.append(text);
   flash.className = `flash show ${kind}`;
   clearTimeout(flashTimer);
   flashTimer = setTimeout(() => flash.classList.remove("show"), ms);
@@ -249,7 +264,7 @@ function label(action) {
   if (history.length > 200) history = history.slice(-200);
   cards.shift();
   show();
-  showFlash(action.name, action.value === schema.positive ? "positive" : "");
+  showFlash(action.name, action.value === schema.positive ? "positive" : "", 900, card.img.src);
   refill();
 }
 

@@ -83,6 +83,12 @@ export class Outbox {
     this.timer = null;
     this.entries = this._load();
     window.addEventListener("online", () => this.kick(true));
+    // The browser knows it lost the network before any request fails: say so at once.
+    window.addEventListener("offline", () => {
+      if (!this.entries.length) return;
+      this.state = "offline";
+      this.onChange?.(this);
+    });
     // What a previous visit left unsent goes first.
     if (this.entries.length) {
       this.state = "saving";
@@ -186,7 +192,10 @@ export class Outbox {
       return this._next();
     }
     this.inFlight = entry;
-    this.state = "saving";
+    // A retry after a failure keeps saying why it waits ("offline", "not saved yet") until it
+    // succeeds, instead of flickering to "saving" on every attempt (issue 9, item 6).
+    if (navigator.onLine === false) this.state = "offline";
+    else if (this.state !== "offline" && this.state !== "error") this.state = "saving";
     this.onChange?.(this);
     let result;
     try {

@@ -2,6 +2,12 @@
 // corrects to that class. The buttons are ordinary submit buttons, so the page works without
 // this script too; keys just click them. A form submits once: repeated keys are ignored.
 const form = document.getElementById("review-form");
+
+// Blurred images show on hover; touch screens have none, so a tap (or click) reveals the
+// image and a second one blurs it again.
+for (const figure of document.querySelectorAll(".review figure.blur-on")) {
+  figure.addEventListener("click", () => figure.classList.toggle("revealed"));
+}
 let sent = false;
 
 function press(button) {

@@ -139,7 +139,7 @@ def wait_for_image(page, image_id: int) -> None:
 
 def wait_until_saved(page):
     page.wait_for_function(
-        "window.imageclean && window.imageclean.pending() === 0 "
+        "() => window.imageclean && window.imageclean.pending() === 0 "
         "&& window.imageclean.state() === 'saved'",
         timeout=15_000,
     )
@@ -229,7 +229,7 @@ def test_annotator_labels_by_keyboard_in_real_chromium(live_server, session_worl
             # --- Grid mode: one page, two tiles flipped, keyboard only --------------------
             read_api_payloads()
             page.goto(f"{base}/projects/{slug}/queues/{w['grid'].pk}/grid/")
-            page.wait_for_function("document.querySelectorAll('.tile').length === 24")
+            page.wait_for_function("() => document.querySelectorAll('.tile').length === 24")
             page.keyboard.press("ArrowRight")
             page.keyboard.press("Enter")  # tile 2 -> positive
             page.keyboard.press("ArrowDown")
@@ -241,7 +241,7 @@ def test_annotator_labels_by_keyboard_in_real_chromium(live_server, session_worl
             assert page.locator(".tile:focus").count() == 1  # the focus ring is on a tile
             # Every thumbnail arrives (through the authenticated image view).
             page.wait_for_function(
-                "[...document.querySelectorAll('.tile img')]"
+                "() => [...document.querySelectorAll('.tile img')]"
                 ".every(i => i.complete && i.naturalWidth > 0)",
                 timeout=10_000,
             )
@@ -249,7 +249,8 @@ def test_annotator_labels_by_keyboard_in_real_chromium(live_server, session_worl
                 page.screenshot(path=str(REPO / "docs" / "img" / "grid-page.png"))
             page.keyboard.press("Control+Enter")
             page.wait_for_function(
-                "document.querySelector('#tiles .placeholder h2')?.textContent.includes('empty')",
+                "() => document.querySelector('#tiles .placeholder h2')"
+                "?.textContent.includes('empty')",
                 timeout=15_000,
             )
             wait_until_saved(page)
@@ -332,8 +333,21 @@ def test_labels_made_offline_survive_a_closed_tab(live_server, client):
                 typed.append(shown)
                 page.keyboard.press(key)
                 shown = wait_for_other_image(page, shown)
-            page.wait_for_function("window.imageclean.state() === 'offline'", timeout=10_000)
+            page.wait_for_function("() => window.imageclean.state() === 'offline'", timeout=10_000)
             assert page.locator("#save-state").inner_text().startswith("Offline: 2 waiting")
+            # While it waits and retries, the pill keeps saying "offline" (issue 9, item 6):
+            # every state it shows over the next retries is recorded.
+            page.evaluate(
+                """() => {
+                    const pill = document.getElementById('save-state');
+                    window.pillStates = [];
+                    new MutationObserver(() => window.pillStates.push(pill.dataset.state))
+                        .observe(pill, { attributes: true, childList: true });
+                }"""
+            )
+            page.wait_for_timeout(2500)  # backoff 0.4 s, 0.8 s, 1.6 s: several retries
+            states = page.evaluate("window.pillStates")
+            assert set(states) <= {"offline"}, states
             assert page.evaluate("window.imageclean.pending()") == 2
             assert Label.objects.count() == 2
             page.close()

@@ -324,6 +324,21 @@ def test_annotator_stats_count_own_recent_work(world):
     assert annotator_stats(project=project, annotator=bob)["total"] == 0
 
 
+def test_annotator_rate_counts_the_time_spent_labeling(world):
+    """Issue 9, item 6: 40 labels in 10 s is 240 labels/min, not 40 per 10-minute window."""
+    project, _queue, images, (alice, *_), _lead = world
+    for i in range(40):
+        label = _label(project, images[i % len(images)], alice, "normal")
+        Label.objects.filter(pk=label.pk).update(duration_ms=250)
+    stats = annotator_stats(project=project, annotator=alice, window_minutes=10)
+    assert stats["last_window"] == 40
+    assert stats["per_minute"] == pytest.approx(240.0)
+    # An image left on screen for an hour is a pause: it counts one minute, not sixty.
+    Label.objects.filter(pk=label.pk).update(duration_ms=3_600_000)
+    slow = annotator_stats(project=project, annotator=alice)["per_minute"]
+    assert slow == pytest.approx(40 / ((39 * 250 + 60_000) / 60_000), abs=0.01)
+
+
 def test_annotator_quality_flags_and_overturns(world):
     project, queue, images, (alice, bob, _), lead = world
     _overlap(project, queue, 2)
