@@ -5,3 +5,8 @@ class LabelingConfig(AppConfig):
     name = "labeling"
     verbose_name = "Labeling"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from labeling import signals
+
+        signals.connect()

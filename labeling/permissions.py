@@ -18,9 +18,10 @@ from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
+from django.utils.translation import gettext_lazy as _
 from rest_framework.permissions import BasePermission
 
-from .models import Project
+from .models import Project, Queue
 from .roles import Role, has_role, user_role
 
 
@@ -72,9 +73,30 @@ def can_see_scores(user, project: Project) -> bool:
     return can_review(user, project)
 
 
+def queue_kinds_closed_to(user, project: Project) -> list[str]:
+    """Kinds of queue in `project` this user may not open: re-review queues are for leads.
+    The one statement of that rule; lists filter with it, single queues go through
+    `queue_access_check`."""
+    return [] if can_review(user, project) else [Queue.Kind.REVIEW]
+
+
+def queue_access_check(user, queue: Queue) -> None:
+    """PermissionDenied unless `user` may take items of `queue`: a labeling member of its
+    project, and a lead for a re-review queue."""
+    if not can_label(user, queue.project):
+        raise PermissionDenied(_("Your role does not allow labeling in this project."))
+    if queue.kind in queue_kinds_closed_to(user, queue.project):
+        raise PermissionDenied(_("Re-review queues are for leads."))
+
+
 def can_manage(user, project: Project | None = None) -> bool:
     """Import, configure, jobs, model versions, export, users' roles."""
     return has_role(user, Role.ENGINEER)
+
+
+def can_manage_token_of(user, owner) -> bool:
+    """See and revoke `owner`'s API token: the owner themselves, or an engineer."""
+    return user.is_authenticated and (user.pk == owner.pk or has_role(user, Role.ENGINEER))
 
 
 # --- Page decorators --------------------------------------------------------------------------

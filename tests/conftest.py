@@ -1,4 +1,5 @@
 import pytest
+from django.core.cache import cache
 
 
 @pytest.fixture(autouse=True)
@@ -31,3 +32,12 @@ def _role_groups(request):
 
     for role in ROLE_ORDER:
         Group.objects.get_or_create(name=role.value)
+
+
+@pytest.fixture(autouse=True)
+def _empty_cache():
+    """Each test starts with an empty cache: throttle counters (failed sign-ins from 127.0.0.1,
+    labeling/throttles.py) must not carry over from one test to the next."""
+    cache.clear()
+    yield
+    cache.clear()

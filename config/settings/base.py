@@ -169,11 +169,18 @@ CSRF_FAILURE_VIEW = "labeling.views.errors.csrf_failure"
 
 # --- REST API -------------------------------------------------------------------------------
 REST_FRAMEWORK = {
+    # The token scheme first: DRF answers an unauthenticated request with the first class's
+    # challenge, so it is a 401 with `WWW-Authenticate: Token` (session auth has none: 403).
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
         # DRF's token scheme, reading the roles in the same query as the token.
         "labeling.api.authentication.TokenWithRolesAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
     ],
+    # Services' ValidationError / PermissionDenied become 400 / 403 with a body, in one place.
+    "EXCEPTION_HANDLER": "labeling.api.exceptions.exception_handler",
+    # Proxies in front of the app: the client address is REMOTE_ADDR (0) or its entry in
+    # X-Forwarded-For (1 behind one proxy). Never trust a client-sent X-Forwarded-For by default.
+    "NUM_PROXIES": int(os.environ.get("IMAGECLEAN_NUM_PROXIES", 0)),
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
@@ -185,8 +192,13 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {
         "anon": os.environ.get("IMAGECLEAN_THROTTLE_ANON", "60/min"),
         "user": os.environ.get("IMAGECLEAN_THROTTLE_USER", "6000/min"),
+        # Failed sign-ins per account and per address, on /login/ and the token endpoint
+        # (labeling/throttles.py): "10/15m" refuses the 11th within 15 minutes with 429.
+        "login_failures": os.environ.get("IMAGECLEAN_LOGIN_FAILURES", "10/15m"),
     },
 }
+# API tokens expire this long after they are issued (0: never); labeling/services/tokens.py.
+IMAGECLEAN_TOKEN_TTL_SECONDS = int(os.environ.get("IMAGECLEAN_TOKEN_TTL_SECONDS", 30 * 86400))
 SPECTACULAR_SETTINGS = {
     "TITLE": "imageclean API",
     "DESCRIPTION": "Label, review and model an image pool with people and models together.",

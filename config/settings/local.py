@@ -1,5 +1,7 @@
 """The embedded default: one machine, no servers to install (SQLite, filesystem broker)."""
 
+import os
+
 from .base import *  # noqa: F403
 from .base import SECRET_KEY, VAR_DIR, env_bool
 
@@ -18,6 +20,17 @@ if not SECRET_KEY:
         _key_file.write_text(secrets.token_urlsafe(50))
         _key_file.chmod(0o600)
     SECRET_KEY = _key_file.read_text().strip()
+
+# A cache every process of `manage.py serve` shares (gunicorn workers, the Celery worker), so
+# the failed sign-in counters (labeling/throttles.py) and DRF's rate throttles are per machine,
+# not per process. REDIS_CACHE_URL (base.py) still wins when set.
+if not os.environ.get("REDIS_CACHE_URL"):
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(VAR_DIR / "cache"),
+        }
+    }
 
 # Serve static files straight from static/ (no collectstatic step on the embedded default).
 WHITENOISE_USE_FINDERS = True

@@ -12,22 +12,29 @@ names come from the models' metadata, so a renamed table cannot silently diverge
 
 Nothing is cached across requests: a revoked token, a deactivated user or a changed role is
 seen by the very next request, as with DRF's class (tests/labeling/test_hot_path_queries.py).
+A token older than IMAGECLEAN_TOKEN_TTL_SECONDS is refused (labeling.services.tokens); its
+issue time is read in the same statement.
 """
 
 from __future__ import annotations
 
+from datetime import UTC
 from functools import cache
 
 from django.contrib.auth.models import Group, User
 from django.db import connection
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext_lazy as _
 from rest_framework import exceptions
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.authtoken.models import Token
 
 from labeling.roles import remember_role_names
+from labeling.services.tokens import token_is_expired
 
 ROLE_COLUMN = "role_group_name"
+CREATED_COLUMN = "token_created_at"
 
 
 @cache
@@ -41,7 +48,8 @@ def _statement(vendor: str) -> str:
     name_column = qn(Group._meta.get_field("name").column)
     # Only identifiers from model metadata go into the text; the token key is a parameter.
     parts = [
-        f"SELECT {user_fields}, g.{name_column} AS {ROLE_COLUMN}",
+        f"SELECT {user_fields}, g.{name_column} AS {ROLE_COLUMN},",
+        f"t.{qn(Token._meta.get_field('created').column)} AS {CREATED_COLUMN}",
         f"FROM {qn(Token._meta.db_table)} t",
         f"JOIN {qn(User._meta.db_table)} u",
         f"ON u.{qn(User._meta.pk.column)} = t.{qn(Token._meta.get_field('user').column)}",
@@ -62,6 +70,8 @@ class TokenWithRolesAuthentication(TokenAuthentication):
         if not rows:
             raise exceptions.AuthenticationFailed(_("Invalid token."))
         user = rows[0]
+        if token_is_expired(_aware(getattr(user, CREATED_COLUMN))):
+            raise exceptions.AuthenticationFailed(_("Token has expired; ask for a new one."))
         if not user.is_active:
             raise exceptions.AuthenticationFailed(_("User inactive or deleted."))
         remember_role_names(
@@ -70,3 +80,12 @@ class TokenWithRolesAuthentication(TokenAuthentication):
         token = Token(key=key, user=user)
         token._state.adding = False  # the stored token, read above; never saved from here
         return (user, token)
+
+
+def _aware(value):
+    """The raw column: a datetime on PostgreSQL, text on SQLite (no converter on raw extras)."""
+    if isinstance(value, str):
+        value = parse_datetime(value)
+    if value is not None and timezone.is_naive(value):
+        value = timezone.make_aware(value, UTC)
+    return value

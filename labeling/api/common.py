@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-from django.core.exceptions import ValidationError as DjangoValidationError
-from rest_framework import serializers
-
 
 def call_service(service, **kwargs):
-    """Run a service; its Django ValidationError becomes a 400 with the same messages (the
-    service wrote nothing: it validates before it writes, inside its transaction)."""
-    try:
-        return service(**kwargs)
-    except DjangoValidationError as exc:
-        if hasattr(exc, "error_dict"):
-            raise serializers.ValidationError(exc.message_dict) from exc
-        raise serializers.ValidationError({"detail": exc.messages}) from exc
+    """Run a service. Kept for callers written before the exception handler: a service's
+    Django ValidationError / PermissionDenied now becomes a 400 / 403 with a body in one place,
+    labeling.api.exceptions (settings REST_FRAMEWORK["EXCEPTION_HANDLER"]); call the service
+    directly in new code."""
+    return service(**kwargs)

@@ -8,12 +8,13 @@ parse, call one service or selector, serialize. The job page polls `api-job-deta
 from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
+from django.utils.translation import gettext_lazy as _
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, serializers, status
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from labeling.api.common import call_service
 from labeling.api.job_serializers import job_create_request
 from labeling.models import Job
 from labeling.permissions import (
@@ -105,8 +106,7 @@ class ProjectJobCreateApi(APIView):
         project = project_visible_or_404(request.user, slug)
         data = JobCreateEnvelope(data=request.data)
         data.is_valid(raise_exception=True)
-        job = call_service(
-            job_create,
+        job = job_create(
             project=project,
             kind=data.validated_data["kind"],
             params=data.validated_data["params"],
@@ -136,7 +136,7 @@ class JobCancelApi(APIView):
 
     @extend_schema(request=None, responses=JobOutput)
     def post(self, request, pk: int):
-        job = call_service(job_cancel, job=_job_for(request.user, pk), by=request.user)
+        job = job_cancel(job=_job_for(request.user, pk), by=request.user)
         return Response(JobOutput(job).data)
 
 
@@ -160,5 +160,5 @@ class StrategyYieldApi(APIView):
     def get(self, request, slug: str):
         project = project_visible_or_404(request.user, slug)
         if not can_see_scores(request.user, project):
-            return Response(status=status.HTTP_403_FORBIDDEN)
+            raise PermissionDenied(_("Selection yields are for the project's leads."))
         return Response(StrategyYieldOutput(strategy_yield(project=project), many=True).data)

@@ -18,7 +18,6 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from labeling.api.common import call_service
 from labeling.models import ModelVersion
 from labeling.permissions import (
     IsEngineer,
@@ -81,7 +80,7 @@ class ModelVersionPromoteApi(APIView):
     @extend_schema(request=None, responses=ModelVersionDetailOutput)
     def post(self, request, slug: str, pk: int):
         version = _version_for(request.user, slug, pk)
-        promoted = call_service(model_version_promote, version=version, by=request.user)
+        promoted = model_version_promote(version=version, by=request.user)
         promoted.project.refresh_from_db()
         return Response(ModelVersionDetailOutput(promoted).data)
 
@@ -94,7 +93,7 @@ class ModelVersionRollbackApi(APIView):
     @extend_schema(request=None, responses=ModelVersionDetailOutput)
     def post(self, request, slug: str):
         project = project_visible_or_404(request.user, slug)
-        active = call_service(model_version_rollback, project=project, by=request.user)
+        active = model_version_rollback(project=project, by=request.user)
         active.project.refresh_from_db()
         return Response(ModelVersionDetailOutput(active).data)
 
@@ -123,8 +122,8 @@ class PredictApi(APIView):
     @extend_schema(request={"multipart/form-data": PredictInput}, responses=PredictOutput)
     def post(self, request, slug: str):
         project = project_visible_or_404(request.user, slug)
-        prediction = call_service(
-            model_predict, project=project, upload=request.FILES.get("file"), by=request.user
+        prediction = model_predict(
+            project=project, upload=request.FILES.get("file"), by=request.user
         )
         return Response(
             PredictOutput(

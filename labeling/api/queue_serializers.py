@@ -12,8 +12,15 @@ from django.urls import reverse
 from django.utils.translation import gettext as _
 from rest_framework import serializers
 
-MAX_CLAIM = 50
-MAX_BATCH = 200
+from labeling.services.label_limits import (
+    MAX_BATCH,
+    MAX_CLAIM,
+    MAX_CLIENT_ID_LENGTH,
+    MAX_DURATION_MS,
+    MAX_KEY_LENGTH,
+    MAX_UNDO,
+)
+from labeling.services.labels import label_value_validate
 
 
 # --- Inputs -----------------------------------------------------------------------------------
@@ -25,40 +32,31 @@ class ClaimInput(serializers.Serializer):
 
 
 class UndoInput(serializers.Serializer):
-    count = serializers.IntegerField(min_value=1, max_value=MAX_CLAIM, default=1)
+    count = serializers.IntegerField(min_value=1, max_value=MAX_UNDO, default=1)
 
 
 class _LabelFields(serializers.Serializer):
-    """value/subcategory are checked against the project's label schema (context['project'])."""
+    """value/subcategory are checked against the project's label schema (context['project'])
+    by the service's own rule (labeling.services.labels.label_value_validate), so the API and
+    the service cannot disagree; DRF turns its ValidationError into this field's errors."""
 
-    value = serializers.CharField(max_length=64)
-    subcategory = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
-    duration_ms = serializers.IntegerField(
-        min_value=0, max_value=24 * 3600 * 1000, required=False, allow_null=True, default=None
+    value = serializers.CharField(max_length=MAX_KEY_LENGTH)
+    subcategory = serializers.CharField(
+        max_length=MAX_KEY_LENGTH, required=False, allow_blank=True, default=""
     )
-    client_id = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
+    duration_ms = serializers.IntegerField(
+        min_value=0, max_value=MAX_DURATION_MS, required=False, allow_null=True, default=None
+    )
+    client_id = serializers.CharField(
+        max_length=MAX_CLIENT_ID_LENGTH, required=False, allow_blank=True, default=""
+    )
 
     def validate(self, attrs):
-        project = self.context["project"]
-        errors = {}
-        if attrs["value"] not in project.class_keys:
-            errors["value"] = [
-                f"Unknown class {attrs['value']!r}; this project's classes are "
-                f"{', '.join(project.class_keys)}."
-            ]
-        subcategory = attrs.get("subcategory") or ""
-        if subcategory:
-            if subcategory not in project.subcategory_keys:
-                errors["subcategory"] = [
-                    f"Unknown sub-category {subcategory!r}; this project's sub-categories are "
-                    f"{', '.join(project.subcategory_keys) or '(none)'}."
-                ]
-            elif attrs["value"] != project.positive_class:
-                errors["subcategory"] = [
-                    f"A sub-category refines the positive class {project.positive_class!r} only."
-                ]
-        if errors:
-            raise serializers.ValidationError(errors)
+        label_value_validate(
+            project=self.context["project"],
+            value=attrs["value"],
+            subcategory=attrs.get("subcategory") or "",
+        )
         return attrs
 
 

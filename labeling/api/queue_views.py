@@ -15,23 +15,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from django.core.cache import cache
-from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404
-from django.utils.translation import gettext as _
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
-from rest_framework.authentication import SessionAuthentication
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from labeling.api.common import call_service
 from labeling.models import Lease, Queue
 from labeling.permissions import (
     IsAnnotator,
-    can_label,
-    can_review,
     project_access_known,
     projects_visible_to,
+    queue_access_check,
 )
 from labeling.selectors.labels import annotator_stats
 from labeling.selectors.queues import queue_progress
@@ -39,14 +34,10 @@ from labeling.services.labels import label_undo_last, labels_submit_batch, lease
 from labeling.services.queues import lease_skip, queue_claim_next
 
 from . import queue_serializers as s
-from .authentication import TokenWithRolesAuthentication
 
 
 def _check_queue_roles(user, queue: Queue) -> None:
-    if not can_label(user, queue.project):
-        raise PermissionDenied(_("Your role does not allow labeling in this project."))
-    if queue.is_review and not can_review(user, queue.project):
-        raise PermissionDenied(_("Re-review queues are for leads."))
+    queue_access_check(user, queue)  # the one statement of who may open a queue
 
 
 @contextmanager
@@ -114,9 +105,8 @@ def _leases_payload(leases, queue: Queue, *, progress: bool = True, recent: bool
 
 class _LabelingApi(APIView):
     """The labeling endpoints: annotators and up; a token request reads its roles in the same
-    query as the token (labeling.api.authentication)."""
+    query as the token (labeling.api.authentication, the first of the default classes)."""
 
-    authentication_classes = [SessionAuthentication, TokenWithRolesAuthentication]
     permission_classes = [IsAnnotator]
 
 
@@ -130,8 +120,7 @@ class QueueNextApi(_LabelingApi):
         with _queue_for(request.user, pk) as queue:
             data = s.ClaimInput(data=request.data)
             data.is_valid(raise_exception=True)
-            leases = call_service(
-                queue_claim_next,
+            leases = queue_claim_next(
                 queue=queue,
                 annotator=request.user,
                 count=data.validated_data["count"],
@@ -151,9 +140,7 @@ class LeaseSubmitApi(_LabelingApi):
         with _own_lease(request.user, pk) as lease:
             data = s.SubmitInput(data=request.data, context={"project": lease.item.queue.project})
             data.is_valid(raise_exception=True)
-            label = call_service(
-                lease_submit, lease=lease, annotator=request.user, **data.validated_data
-            )
+            label = lease_submit(lease=lease, annotator=request.user, **data.validated_data)
             return Response({"label": s.LabelOutput(label).data})
 
 
@@ -163,7 +150,7 @@ class LeaseSkipApi(_LabelingApi):
 
     def post(self, request, pk: int):
         with _own_lease(request.user, pk) as lease:
-            call_service(lease_skip, lease=lease, annotator=request.user)
+            lease_skip(lease=lease, annotator=request.user)
             return Response({"lease": lease.pk, "skipped": True})
 
 
@@ -176,8 +163,7 @@ class QueueUndoApi(_LabelingApi):
         with _queue_for(request.user, pk) as queue:
             data = s.UndoInput(data=request.data)
             data.is_valid(raise_exception=True)
-            leases = call_service(
-                label_undo_last,
+            leases = label_undo_last(
                 annotator=request.user,
                 queue=queue,
                 count=data.validated_data["count"],
@@ -207,8 +193,7 @@ class QueueSubmitBatchApi(_LabelingApi):
                 raise serializers.ValidationError(
                     {"entries": [f"Leases {missing} are not yours in this queue."]}
                 )
-            labels = call_service(
-                labels_submit_batch,
+            labels = labels_submit_batch(
                 annotator=request.user,
                 entries=[{**e, "lease": leases[e["lease"]]} for e in entries],
             )

@@ -10,11 +10,12 @@ another project's items are 404.
 
 from __future__ import annotations
 
-from django.core.exceptions import ValidationError as DjangoValidationError
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
+from django.utils.translation import gettext_lazy as _
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -94,7 +95,7 @@ class ReviewNextApi(APIView):
     def get(self, request, slug: str):
         project = project_visible_or_404(request.user, slug)
         if not can_review(request.user, project):
-            return Response(status=status.HTTP_403_FORBIDDEN)
+            raise PermissionDenied(_("Reviewing is for the project's leads."))
         item = review_item_for_lead(project=project, lead=request.user)
         if item is None:
             return Response({"item": None})
@@ -123,17 +124,13 @@ class ReviewResolveApi(APIView):
         )
         data = ResolveInput(data=request.data)
         data.is_valid(raise_exception=True)
-        try:
-            label = review_resolve(
-                item=item,
-                lead=request.user,
-                confirm=data.validated_data["confirm"],
-                value=data.validated_data.get("value") or None,
-                subcategory=data.validated_data.get("subcategory", ""),
-            )
-        except DjangoValidationError as exc:
-            detail = exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages}
-            raise serializers.ValidationError(detail) from exc
+        label = review_resolve(
+            item=item,
+            lead=request.user,
+            confirm=data.validated_data["confirm"],
+            value=data.validated_data.get("value") or None,
+            subcategory=data.validated_data.get("subcategory", ""),
+        )
         return Response(ReviewLabelOutput(label).data, status=status.HTTP_201_CREATED)
 
 
@@ -154,5 +151,5 @@ class QualityApi(APIView):
     def get(self, request, slug: str):
         project = project_visible_or_404(request.user, slug)
         if not can_review(request.user, project):
-            return Response(status=status.HTTP_403_FORBIDDEN)
+            raise PermissionDenied(_("Reviewing is for the project's leads."))
         return Response(AnnotatorQualityOutput(annotator_quality(project=project), many=True).data)

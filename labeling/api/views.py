@@ -22,7 +22,6 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from labeling.api.common import call_service
 from labeling.models import ModelVersion, Queue
 from labeling.permissions import (
     IsAnnotator,
@@ -32,6 +31,7 @@ from labeling.permissions import (
     can_see_scores,
     project_visible_or_404,
     projects_visible_to,
+    queue_access_check,
 )
 from labeling.selectors.images import image_get_visible, image_score_version, images_list
 from labeling.selectors.labels import current_labels, image_current_label, label_history
@@ -70,9 +70,7 @@ class ProjectCreateApi(APIView):
     def post(self, request):
         data = s.ProjectCreateInput(data=request.data)
         data.is_valid(raise_exception=True)
-        project = call_service(
-            projects.project_create, created_by=request.user, **data.validated_data
-        )
+        project = projects.project_create(created_by=request.user, **data.validated_data)
         return Response(s.ProjectOutput(project).data, status=status.HTTP_201_CREATED)
 
 
@@ -84,16 +82,17 @@ class ProjectUpdateApi(APIView):
         project = project_visible_or_404(request.user, slug)
         data = s.ProjectUpdateInput(data=request.data, partial=True)
         data.is_valid(raise_exception=True)
-        project = call_service(projects.project_update, project=project, **data.validated_data)
+        project = projects.project_update(project=project, **data.validated_data)
         return Response(s.ProjectOutput(project).data)
 
 
 # --- Images -----------------------------------------------------------------------------------
 @extend_schema(parameters=[f.ImageFilterInput])
 class ImageListApi(generics.ListAPIView):
-    """Images of a project. Annotators may filter by split and labeling queue only and see no
-    labels or scores; leads and engineers may also filter by current label and score range of
-    a model version (the active one unless `model_version` is given)."""
+    """Images of a project. Annotators see what labeling needs (no source, split, hash, labels
+    or scores; serializers.ImageOutput) and may filter by labeling queue only; leads and
+    engineers also see where each image came from and may filter by split, current label and
+    score range of a model version (the active one unless `model_version` is given)."""
 
     permission_classes = [IsAnnotator]
 
@@ -116,16 +115,14 @@ class ImageListApi(generics.ListAPIView):
             queue = Queue.objects.filter(pk=params["queue"], project=project).first()
             if queue is None:
                 raise serializers.ValidationError({"queue": _("No such queue in this project.")})
-            if queue.is_review and not can_review(self.request.user, project):
-                raise PermissionDenied(_("Re-review queues are for leads."))
+            queue_access_check(self.request.user, queue)
         model_version = None
         if self.reviewer:
-            model_version = call_service(
-                image_score_version, project=project, model_version_id=params.get("model_version")
+            model_version = image_score_version(
+                project=project, model_version_id=params.get("model_version")
             )
         self.project = project
-        return call_service(
-            images_list,
+        return images_list(
             project=project,
             split=params.get("split"),
             queue=queue,
@@ -256,8 +253,7 @@ class LabelsImportApi(APIView):
             raise serializers.ValidationError(
                 {"as": "Say `as=csv` or `as=jsonl` (the file name has no known extension)."}
             )
-        report = call_service(
-            exports.labels_import,
+        report = exports.labels_import(
             project=project,
             stream=upload,
             fmt=fmt,
@@ -285,7 +281,7 @@ class UserCreateApi(APIView):
     def post(self, request):
         data = s.UserCreateInput(data=request.data)
         data.is_valid(raise_exception=True)
-        user = call_service(users.user_create, by=request.user, **data.validated_data)
+        user = users.user_create(by=request.user, **data.validated_data)
         return Response(s.UserOutput(user).data, status=status.HTTP_201_CREATED)
 
 
@@ -297,9 +293,7 @@ class UserRoleSetApi(APIView):
         user = get_object_or_404(User, pk=pk)
         data = s.UserRoleInput(data=request.data)
         data.is_valid(raise_exception=True)
-        user = call_service(
-            users.user_role_set, user=user, role=data.validated_data["role"], by=request.user
-        )
+        user = users.user_role_set(user=user, role=data.validated_data["role"], by=request.user)
         return Response(s.UserOutput(user).data)
 
 
@@ -313,8 +307,7 @@ class UserProjectsSetApi(APIView):
         user = get_object_or_404(User, pk=pk)
         data = s.UserProjectsInput(data=request.data)
         data.is_valid(raise_exception=True)
-        user = call_service(
-            users.user_projects_set,
+        user = users.user_projects_set(
             user=user,
             projects=data.validated_data["projects"],
             by=request.user,

@@ -9,7 +9,7 @@ from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
 from labeling.models import Lease, Project, Queue, QueueItem
-from labeling.permissions import can_label, can_review
+from labeling.permissions import can_label, queue_kinds_closed_to
 
 
 def queue_progress(*, queue: Queue, now: datetime | None = None) -> dict:
@@ -46,8 +46,7 @@ def queues_for_user(*, project: Project, user: User) -> QuerySet[Queue]:
     if not can_label(user, project):
         return Queue.objects.none()
     qs = Queue.objects.filter(project=project, is_active=True)
-    if not can_review(user, project):
-        qs = qs.filter(kind=Queue.Kind.LABELING)
+    qs = qs.exclude(kind__in=queue_kinds_closed_to(user, project))
     return qs.order_by("kind", "name")
 
 

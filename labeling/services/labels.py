@@ -30,11 +30,13 @@ from django.utils.translation import gettext as _
 from labeling.models import Image, Label, Lease, Project, Queue, QueueItem
 from labeling.permissions import can_label, can_review
 from labeling.selectors.labels import image_current_label
+from labeling.services.label_limits import (
+    MAX_BATCH,
+    MAX_CLIENT_ID_LENGTH,
+    MAX_DURATION_MS,
+    MAX_UNDO,
+)
 from labeling.services.queues import lease_create_locked
-
-MAX_BATCH = 500
-MAX_DURATION_MS = 24 * 3600 * 1000
-MAX_UNDO = 200
 
 
 # --- Validation -------------------------------------------------------------------------------
@@ -73,8 +75,10 @@ def _validate_extras(*, duration_ms: int | None, client_id: str) -> None:
                 % {"max": MAX_DURATION_MS}
             }
         )
-    if not isinstance(client_id, str) or len(client_id) > 64:
-        raise ValidationError({"client_id": _("At most 64 characters.")})
+    if not isinstance(client_id, str) or len(client_id) > MAX_CLIENT_ID_LENGTH:
+        raise ValidationError(
+            {"client_id": _("At most %(max)d characters.") % {"max": MAX_CLIENT_ID_LENGTH}}
+        )
 
 
 # --- Submit -----------------------------------------------------------------------------------

@@ -32,9 +32,9 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from labeling.models import Image, Label, Lease, Project, Queue, QueueItem, Strategy
-from labeling.permissions import can_label, can_review
+from labeling.permissions import queue_access_check
+from labeling.services.label_limits import MAX_CLAIM
 
-MAX_CLAIM = 200
 DEFAULT_QUEUE_NAMES = {Queue.Kind.LABELING: "Labeling", Queue.Kind.REVIEW: "Re-review"}
 
 
@@ -145,11 +145,7 @@ def queue_items_add(
 
 # --- Leases -----------------------------------------------------------------------------------
 def _check_may_claim(*, queue: Queue, annotator: User) -> None:
-    project = queue.project
-    if not can_label(annotator, project):
-        raise PermissionDenied("You are not a labeling member of this project.")
-    if queue.is_review and not can_review(annotator, project):
-        raise PermissionDenied("Re-review queues are for leads.")
+    queue_access_check(annotator, queue)
 
 
 def skip_cooldown(project: Project) -> timedelta:

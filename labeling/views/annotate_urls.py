@@ -1,17 +1,16 @@
-# Log in / out, home (project list), labeling pages (single, grid), users' roles page.
+# Log in / out, password change, home (project list), labeling pages, users' roles page.
 from django.contrib.auth import views as auth_views
 from django.urls import path, reverse_lazy
 from django.utils.text import format_lazy
 
-from . import pages
+from . import auth, pages
 
 urlpatterns = [
     path("", pages.home, name="home"),
-    path(
-        "login/",
-        auth_views.LoginView.as_view(redirect_authenticated_user=True),
-        name="login",
-    ),
+    # Failed sign-ins are throttled per account and per address (labeling/throttles.py).
+    path("login/", auth.LoginView.as_view(), name="login"),
+    path("password/", auth.PasswordChangeView.as_view(), name="password-change"),
+    path("password/done/", auth.PasswordChangeDoneView.as_view(), name="password-change-done"),
     # POST only (Django 5); the login page then says the person is signed out.
     path(
         "logout/",

@@ -9,14 +9,12 @@ queue is a 403 for anyone below lead.
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils.translation import get_language
-from django.utils.translation import gettext as _
 
 from labeling.models import Project, Queue, schema_entry_name
-from labeling.permissions import can_label, can_review, project_visible_or_404, projects_visible_to
+from labeling.permissions import project_visible_or_404, projects_visible_to, queue_access_check
 from labeling.selectors.labels import annotator_stats
 from labeling.selectors.queues import queue_progress, queues_for_user
 
@@ -43,10 +41,7 @@ def _queues_for(user, project: Project) -> list[dict]:
 def _labeling_queue(user, slug: str, pk: int) -> Queue:
     project = project_visible_or_404(user, slug)
     queue = get_object_or_404(Queue.objects.select_related("project"), project=project, pk=pk)
-    if not can_label(user, project):
-        raise PermissionDenied(_("Your role does not allow labeling."))
-    if queue.is_review and not can_review(user, project):
-        raise PermissionDenied(_("Re-review queues are for leads."))
+    queue_access_check(user, queue)
     return queue
 
 

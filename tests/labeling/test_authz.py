@@ -73,8 +73,16 @@ MATRIX: dict[str, Route] = {
     "user-create": Route(PAGE_ENGINEER, method="POST"),
     "user-role-update": Route(PAGE_ENGINEER, PAGE_ENGINEER, method="POST", obj="user"),
     "user-projects-update": Route(PAGE_ENGINEER, PAGE_ENGINEER, method="POST", obj="user"),
+    "password-change": Route(PAGE_ALL),  # one's own password, whatever the role
+    "password-change-done": Route(PAGE_ALL),
     # --- Core API ------------------------------------------------------------------------------
     "api-auth-token": Route(EVERYONE, method="POST"),  # empty form: 400 for everyone
+    "api-auth-token-list": Route(API_ALL),  # one's own token; engineers see all
+    # Another person's token: only engineers may revoke it (204 also when there is none).
+    "api-auth-token-revoke": Route(
+        row(DENIED, NOT_FOUND, NOT_FOUND, OK, OK), method="DELETE", obj="user"
+    ),
+    "api-auth-password": Route(API_ALL, method="POST"),  # empty body: 400 for the signed-in
     "api-schema": Route(API_ALL),
     "api-docs": Route(API_ALL),
     "api-project-list": Route(API_ALL),
