@@ -46,6 +46,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # A request over IMAGECLEAN_MAX_REQUEST_BYTES is refused (413) before its body is read.
+    "labeling.middleware.RequestSizeLimitMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     # The language: the person's choice (set_language's cookie), else the browser's
@@ -149,10 +151,24 @@ STORAGES = {
 # Upload limits: the request as a whole, and each image after decoding.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
-DATA_UPLOAD_MAX_NUMBER_FILES = 1000
+# More files than this in one request is a 400 (Django's TooManyFilesSent), whatever their size.
+DATA_UPLOAD_MAX_NUMBER_FILES = int(os.environ.get("IMAGECLEAN_MAX_REQUEST_FILES", 1000))
+# One request's whole body (every file of an import together); bigger batches go through
+# `manage.py import_images` (docs/security.md).
+IMAGECLEAN_MAX_REQUEST_BYTES = int(
+    os.environ.get("IMAGECLEAN_MAX_REQUEST_BYTES", 256 * 1024 * 1024)
+)
 IMAGECLEAN_MAX_UPLOAD_BYTES = int(os.environ.get("IMAGECLEAN_MAX_UPLOAD_BYTES", 50 * 1024 * 1024))
 IMAGECLEAN_MAX_IMAGE_BYTES = int(os.environ.get("IMAGECLEAN_MAX_IMAGE_BYTES", 20 * 1024 * 1024))
 IMAGECLEAN_MAX_IMAGE_PIXELS = int(os.environ.get("IMAGECLEAN_MAX_IMAGE_PIXELS", 40_000_000))
+# Pixels x bands x bytes per band of the decoded raster (a palette image counts 4 bands: it is
+# converted to RGBA): 64 MiB is 4096 x 4096 RGBA or 22 megapixels RGB. A small file can declare
+# a huge raster; this caps what decoding one image may cost (labeling/services/imports.py).
+IMAGECLEAN_MAX_DECODED_BYTES = int(os.environ.get("IMAGECLEAN_MAX_DECODED_BYTES", 64 * 1024 * 1024))
+# Rows of one label import file (labeling/services/exports.py); split bigger files.
+IMAGECLEAN_MAX_LABEL_IMPORT_ROWS = int(
+    os.environ.get("IMAGECLEAN_MAX_LABEL_IMPORT_ROWS", 1_000_000)
+)
 IMAGECLEAN_MAX_ZIP_MEMBERS = int(os.environ.get("IMAGECLEAN_MAX_ZIP_MEMBERS", 100_000))
 IMAGECLEAN_MAX_ZIP_UNCOMPRESSED_BYTES = int(
     os.environ.get("IMAGECLEAN_MAX_ZIP_UNCOMPRESSED_BYTES", 2 * 1024 * 1024 * 1024)

@@ -3,7 +3,11 @@
 Export: one row per image that has at least one label: image_id, content_hash, source, split,
 current_label, subcategory, n_labels (every label row in the image's history, all kinds), and
 with `include_history` the history itself (a JSON list; in CSV a JSON string in one column).
-Rows stream from the database in chunks, so a big project never sits in memory as text.
+Rows stream from the database in chunks, so a big project never sits in memory as text. In
+CSV, a text cell that a spreadsheet would run as a formula (it begins with =, +, -, @, a tab or a
+carriage return; OWASP's CSV injection) is written with a leading apostrophe: a file name such as
+`=HYPERLINK(...)` shows as text in Excel or LibreOffice instead of acting. JSON Lines is left as
+is (no spreadsheet opens it); import strips the apostrophe again, so an export imports back.
 
 Import: rows matched by `image_id` or `content_hash` (both given: they must name the same
 image), a `label` (or `current_label`, so an export file imports back as is) that is one of the
@@ -17,11 +21,15 @@ Two modes, chosen by the caller:
 - atomic (default): every row is validated first; one bad row and nothing is written.
 - per_row: valid rows are written (in one transaction), bad rows are reported and skipped.
 Either way the report names each bad row (1-based data row number) and why.
+
+The file is read as a stream and its images are looked up a chunk of rows at a time (a bounded
+number of query parameters: SQLite allows 999 or 32,766, PostgreSQL 65,535), so a file of
+hundreds of thousands of unknown ids is a report, not a crash. Memory holds one small tuple per
+valid row; rows past IMAGECLEAN_MAX_LABEL_IMPORT_ROWS stop the import with a clear error.
 """
 
 from __future__ import annotations
 
-import codecs
 import csv
 import io
 import json
@@ -34,6 +42,7 @@ from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Count
+from django.utils.translation import gettext as _
 
 from labeling.models import Image, Label, Project
 from labeling.selectors.labels import current_labels, labels_active
@@ -48,9 +57,26 @@ EXPORT_COLUMNS = [
     "n_labels",
 ]
 HISTORY_FIELDS = ["id", "kind", "value", "subcategory", "annotator", "supersedes", "created_at"]
-MAX_IMPORT_ROWS = 1_000_000
 MAX_REPORTED_ERRORS = 1000
 _HASH_RE = re.compile(r"^[0-9a-f]{64}$")
+# A cell beginning with one of these is a formula to a spreadsheet (OWASP: CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# Rows looked up per query, under every database's parameter limit (SQLite: 999 by default).
+LOOKUP_CHUNK = 900
+
+
+def csv_cell(value):
+    """A CSV cell a spreadsheet shows as text: a leading apostrophe before a formula start."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def _csv_cell_read(value):
+    """The inverse of `csv_cell` for a cell read back from one of our exports."""
+    if isinstance(value, str) and value.startswith("'") and value[1:].startswith(FORMULA_STARTS):
+        return value[1:]
+    return value
 
 
 def format_from_name(name: str) -> str | None:
@@ -154,7 +180,7 @@ def labels_export(*, project: Project, fmt: str, include_history: bool = False) 
             row["history"] = json.dumps(row["history"], ensure_ascii=False)
         if row["current_label"] is None:
             row["current_label"] = ""
-        writer.writerow(row)
+        writer.writerow({key: csv_cell(value) for key, value in row.items()})
         if buffer.tell() > 64 * 1024:
             yield buffer.getvalue()
             buffer.seek(0)
@@ -179,26 +205,56 @@ class LabelsImportReport:
             self.errors_truncated = True
 
 
-def _read_text(stream) -> str:
+class _BoundedBytes(io.RawIOBase):
+    """The upload's bytes, refused past `limit` (a stream whose size we could not see)."""
+
+    def __init__(self, stream, limit: int):
+        self.stream, self.limit, self.seen = stream, limit, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self.stream.read(len(buffer))
+        if isinstance(data, str):
+            data = data.encode()
+        self.seen += len(data)
+        if self.seen > self.limit:
+            raise ValidationError(
+                _("The file is larger than %(limit)d bytes.") % {"limit": self.limit}
+            )
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def _text_lines(stream) -> io.TextIOWrapper:
+    """The upload as text, decoded while it is read (UTF-8, a BOM allowed), never whole."""
     limit = settings.IMAGECLEAN_MAX_UPLOAD_BYTES
-    data = stream.read(limit + 1)
-    if isinstance(data, str):
-        data = data.encode()
-    if len(data) > limit:
-        raise ValidationError(f"The file is larger than {limit} bytes.")
+    size = getattr(stream, "size", None)
+    if size is not None and size > limit:
+        raise ValidationError(_("The file is larger than %(limit)d bytes.") % {"limit": limit})
+    binary = io.BufferedReader(_BoundedBytes(stream, limit), buffer_size=256 * 1024)
+    return io.TextIOWrapper(binary, encoding="utf-8-sig", newline="")
+
+
+def _parse_rows(text: io.TextIOWrapper, fmt: str) -> Iterator[tuple[int, dict | str]]:
+    """(row number, dict) per data row, or (row number, error message) for an unreadable one."""
     try:
-        return codecs.decode(data, "utf-8-sig")
+        yield from _parse_rows_of(text, fmt)
     except UnicodeDecodeError as exc:
         raise ValidationError(
-            f"The file is not UTF-8 text (byte {exc.start} cannot be decoded)."
+            _("The file is not UTF-8 text (a byte cannot be decoded: %(reason)s).")
+            % {"reason": exc.reason}
         ) from exc
 
 
-def _parse_rows(text: str, fmt: str) -> Iterator[tuple[int, dict | str]]:
-    """(row number, dict) per data row, or (row number, error message) for an unreadable one."""
+def _parse_rows_of(text, fmt: str) -> Iterator[tuple[int, dict | str]]:
     if fmt == "csv":
-        reader = csv.DictReader(io.StringIO(text, newline=""))
-        header = reader.fieldnames or []
+        reader = csv.DictReader(text)
+        try:
+            header = reader.fieldnames or []
+        except csv.Error as exc:
+            raise ValidationError(f"The CSV cannot be read: {exc}") from exc
         if not {"image_id", "content_hash"} & set(header):
             raise ValidationError("The CSV header needs an image_id or a content_hash column.")
         if not {"label", "current_label"} & set(header):
@@ -208,14 +264,14 @@ def _parse_rows(text: str, fmt: str) -> Iterator[tuple[int, dict | str]]:
                 if None in row:
                     yield number, "More fields than the header has."
                 else:
-                    yield number, row
+                    yield number, {key: _csv_cell_read(value) for key, value in row.items()}
         except csv.Error as exc:
             raise ValidationError(f"The CSV cannot be read: {exc}") from exc
         return
     if fmt != "jsonl":
         raise ValidationError(f"Unknown import format {fmt!r}; use csv or jsonl.")
     number = 0
-    for line in text.splitlines():
+    for line in text:
         if not line.strip():
             continue
         number += 1
@@ -238,27 +294,19 @@ def _text(value) -> str:
     return str(value).strip()
 
 
-class _Resolver:
-    """Finds the project's images by id or content hash, a chunk of rows at a time."""
-
-    def __init__(self, project: Project, rows: list[dict]):
-        ids, hashes = set(), set()
-        for row in rows:
-            if row.get("image_id"):
-                ids.add(row["image_id"])
-            if row.get("content_hash"):
-                hashes.add(row["content_hash"])
-        found = (
-            Image.objects.filter(project=project)
-            .filter(pk__in=ids)
-            .values_list("pk", "content_hash")
-        )
-        self.by_id = dict(found)
-        self.by_hash = dict(
-            Image.objects.filter(project=project, content_hash__in=hashes).values_list(
-                "content_hash", "pk"
-            )
-        )
+def _resolve(project: Project, rows: list[tuple[int, dict]]) -> tuple[dict, dict]:
+    """({image id: content hash}, {content hash: image id}) of the project's images named by
+    these rows; at most LOOKUP_CHUNK rows, so each query stays under the parameter limit."""
+    ids = {row["image_id"] for _, row in rows if row["image_id"] is not None}
+    hashes = {row["content_hash"] for _, row in rows if row["content_hash"]}
+    images = Image.objects.filter(project=project)
+    by_id = dict(images.filter(pk__in=ids).values_list("pk", "content_hash")) if ids else {}
+    by_hash = (
+        dict(images.filter(content_hash__in=hashes).values_list("content_hash", "pk"))
+        if hashes
+        else {}
+    )
+    return by_id, by_hash
 
 
 def _validate_row(project: Project, raw: dict) -> dict:
@@ -309,64 +357,87 @@ def labels_import(
 ) -> LabelsImportReport:
     """Read, validate and store imported labels; see the module docstring for the modes."""
     report = LabelsImportReport(mode="atomic" if atomic else "per_row")
-    text = _read_text(stream)
-    parsed: list[tuple[int, dict]] = []
-    for number, row in _parse_rows(text, fmt):
+    max_rows = settings.IMAGECLEAN_MAX_LABEL_IMPORT_ROWS
+    seen: set[int] = set()
+    accepted: list[tuple[int, str, str]] = []  # (image id, value, subcategory) per valid row
+    chunk: list[tuple[int, dict]] = []
+
+    def flush() -> None:
+        by_id, by_hash = _resolve(project, chunk)
+        for number, row in chunk:
+            image_id = _image_of(row, by_id, by_hash, number, report)
+            if image_id is None:
+                continue
+            if image_id in seen:
+                # Two imported labels for one image in one file is almost surely a mistake, and
+                # the order between them would decide the result silently.
+                report.add_error(number, f"Image {image_id} appears more than once in the file.")
+                continue
+            seen.add(image_id)
+            accepted.append((image_id, row["value"], row["subcategory"]))
+        chunk.clear()
+
+    for number, row in _parse_rows(_text_lines(stream), fmt):
+        if number > max_rows:
+            raise ValidationError(
+                _("The file has more than %(max)d rows; split it into smaller files.")
+                % {"max": max_rows}
+            )
         report.rows = number
-        if number > MAX_IMPORT_ROWS:
-            raise ValidationError(f"More than {MAX_IMPORT_ROWS} rows; split the file.")
         if isinstance(row, str):
             report.add_error(number, row)
             continue
         try:
-            parsed.append((number, _validate_row(project, row)))
+            chunk.append((number, _validate_row(project, row)))
         except ValueError as exc:
             report.add_error(number, str(exc))
+            continue
+        if len(chunk) >= LOOKUP_CHUNK:
+            flush()
+    flush()
     if report.rows == 0:
         raise ValidationError("The file has no data rows.")
 
-    resolver = _Resolver(project, [row for _, row in parsed])
-    seen: set[int] = set()
-    to_create: list[Label] = []
-    for number, row in parsed:
-        image_id = row["image_id"]
-        if image_id is not None:
-            if image_id not in resolver.by_id:
-                report.add_error(number, f"No image {image_id} in this project.")
-                continue
-            if row["content_hash"] and resolver.by_id[image_id] != row["content_hash"]:
-                report.add_error(number, "image_id and content_hash name different images.")
-                continue
-        else:
-            image_id = resolver.by_hash.get(row["content_hash"])
-            if image_id is None:
-                report.add_error(number, "No image with that content_hash in this project.")
-                continue
-        if image_id in seen:
-            # Two imported labels for one image in one file is almost surely a mistake, and
-            # the order between them would decide the result silently.
-            report.add_error(number, f"Image {image_id} appears more than once in the file.")
-            continue
-        seen.add(image_id)
-        to_create.append(
-            Label(
-                project=project,
-                image_id=image_id,
-                annotator=by,
-                kind=Label.Kind.IMPORTED,
-                value=row["value"],
-                subcategory=row["subcategory"],
-            )
-        )
     report.errors.sort(key=lambda e: e["row"])
     if atomic and (report.errors or report.errors_truncated):
         return report  # written=False: nothing stored
     with transaction.atomic():
-        # bulk_create inserts only (Label.save's append-only guard is about updates).
-        Label.objects.bulk_create(to_create, batch_size=2000)
-    report.created = len(to_create)
+        # bulk_create inserts only (Label.save's append-only guard is about updates); Label
+        # objects are built a batch at a time.
+        for start in range(0, len(accepted), 2000):
+            Label.objects.bulk_create(
+                [
+                    Label(
+                        project=project,
+                        image_id=image_id,
+                        annotator=by,
+                        kind=Label.Kind.IMPORTED,
+                        value=value,
+                        subcategory=subcategory,
+                    )
+                    for image_id, value, subcategory in accepted[start : start + 2000]
+                ]
+            )
+    report.created = len(accepted)
     report.written = True
     return report
+
+
+def _image_of(row: dict, by_id: dict, by_hash: dict, number: int, report) -> int | None:
+    """The image a valid row names, or None after reporting why it names none."""
+    image_id = row["image_id"]
+    if image_id is not None:
+        if image_id not in by_id:
+            report.add_error(number, f"No image {image_id} in this project.")
+            return None
+        if row["content_hash"] and by_id[image_id] != row["content_hash"]:
+            report.add_error(number, "image_id and content_hash name different images.")
+            return None
+        return image_id
+    image_id = by_hash.get(row["content_hash"])
+    if image_id is None:
+        report.add_error(number, "No image with that content_hash in this project.")
+    return image_id
 
 
 def labels_import_rows(*, project: Project, rows: Iterable[dict], by: User, atomic: bool = True):

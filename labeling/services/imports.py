@@ -13,7 +13,9 @@ and BMP. TIFF is refused on purpose: browsers do not display it, and Pillow's TI
 uploads. Convert TIFF to PNG before import.
 
 Limits (config/settings/base.py): IMAGECLEAN_MAX_IMAGE_BYTES per file, IMAGECLEAN_MAX_IMAGE_PIXELS
-per image (Pillow's decompression-bomb guard, turned from a warning into a rejection), and for zip
+per image (Pillow's decompression-bomb guard, turned from a warning into a rejection),
+IMAGECLEAN_MAX_DECODED_BYTES for the decoded raster (pixels x bands x bytes per band, read from the
+header before decoding: a 170 KB PNG can declare 6320 x 6320 RGBA, 160 MB), and for zip
 archives IMAGECLEAN_MAX_ZIP_MEMBERS and IMAGECLEAN_MAX_ZIP_UNCOMPRESSED_BYTES plus a per-member
 compression-ratio cap. Members are read through a bounded reader, so an archive whose headers lie
 about sizes still cannot make us hold more than one image's cap in memory.
@@ -372,6 +374,7 @@ def decode_image(content: bytes) -> tuple[str, int, int, bytes]:
                         f"{pillow_format} images are not accepted; use JPEG, PNG, WEBP, GIF or BMP."
                     )
                 _check_pixels(probe.size, max_pixels)
+                _check_decoded_bytes(probe)
                 probe.verify()  # structure and checksums, without decoding pixels
             # verify() leaves the image unusable, and does not notice truncated pixel data:
             # decode it fully from a fresh handle.
@@ -404,6 +407,25 @@ def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
         raise RejectedFile(
             f"decompression bomb: {width}x{height} = {width * height:,} pixels, over the limit "
             f"of {max_pixels:,}."
+        )
+
+
+# Bytes per band of Pillow's modes wider than 8 bits; bands per pixel of the modes that are
+# converted to RGBA for the thumbnail (a palette image decodes to 1 byte, then becomes 4).
+_BAND_BYTES = {"I": 4, "F": 4, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
+_CONVERTED_BANDS = {"P": 4, "PA": 4}
+
+
+def _check_decoded_bytes(img: PILImage.Image) -> None:
+    """Refuse an image whose decoded raster would be over IMAGECLEAN_MAX_DECODED_BYTES."""
+    width, height = img.size
+    bands = _CONVERTED_BANDS.get(img.mode, len(img.getbands()))
+    decoded = width * height * bands * _BAND_BYTES.get(img.mode, 1)
+    limit = settings.IMAGECLEAN_MAX_DECODED_BYTES
+    if decoded > limit:
+        raise RejectedFile(
+            f"too large to decode: {width}x{height} {img.mode} is {_mb(decoded)} in memory, "
+            f"over the limit of {_mb(limit)}."
         )
 
 

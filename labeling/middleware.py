@@ -1,0 +1,33 @@
+"""Request-level guards that must run before a view reads the body (issue 8, item 6)."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.utils.translation import gettext_lazy as _
+
+from labeling.views.errors import error_response
+
+
+class RequestSizeLimitMiddleware:
+    """Refuse a request whose declared body is over IMAGECLEAN_MAX_REQUEST_BYTES with 413, before
+    any of it is read (an import of many files is capped as a whole, not only file by file).
+    A body without Content-Length is read by Django as empty, so it cannot slip past."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        limit = settings.IMAGECLEAN_MAX_REQUEST_BYTES
+        if length > limit:
+            message = _(
+                "The request is %(size)d MB, over this server's limit of %(limit)d MB. Send "
+                "fewer files at once, or import a folder with manage.py import_images."
+            ) % {"size": length // (1024 * 1024), "limit": limit // (1024 * 1024)}
+            response = error_response(request, 413, message=message, use_context=False)
+            response["Connection"] = "close"  # the unread body must not be taken for a request
+            return response
+        return self.get_response(request)
