@@ -46,6 +46,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # The Content-Security-Policy below on every response that has none of its own.
+    "csp.middleware.CSPMiddleware",
     # A request over IMAGECLEAN_MAX_REQUEST_BYTES is refused (413) before its body is read.
     "labeling.middleware.RequestSizeLimitMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -178,6 +180,24 @@ IMAGECLEAN_THUMBNAIL_SIZE = 256
 # --- Security headers -----------------------------------------------------------------------
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+# Every page: scripts and styles from this site only, no inline script (the pages keep their
+# code in static/ and their data in json_script blocks), no plugins, no framing. Inline style
+# attributes stay allowed (a few templates and Swagger UI use them; they cannot run code).
+# Image responses set their own stricter policy (labeling/views/media.py).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:", "blob:"],
+        "connect-src": ["'self'"],
+        "font-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False  # the labeling page's fetch() reads the token from the cookie
 # A failed CSRF check gets the app's 403 page (labeling/views/errors.py), not Django's.

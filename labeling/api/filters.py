@@ -42,7 +42,8 @@ class FiniteFloatField(serializers.FloatField):
 
 
 class ImageFilterInput(serializers.Serializer):
-    """Filters of the image list. label/labeled/scores are for leads and engineers only."""
+    """Filters of the image list. split/label/labeled/scores are for leads and engineers only
+    (an annotator must not learn which images are in the hidden validation split)."""
 
     split = serializers.ChoiceField(choices=["pool", "validation"], required=False)
     queue = serializers.IntegerField(min_value=1, required=False)
@@ -52,7 +53,7 @@ class ImageFilterInput(serializers.Serializer):
     min_score = FiniteFloatField(required=False)
     max_score = FiniteFloatField(required=False)
 
-    REVIEWER_ONLY = ("label", "labeled", "model_version", "min_score", "max_score")
+    REVIEWER_ONLY = ("split", "label", "labeled", "model_version", "min_score", "max_score")
 
     def validate(self, attrs):
         low, high = attrs.get("min_score"), attrs.get("max_score")

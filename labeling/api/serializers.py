@@ -55,27 +55,17 @@ def _url(name: str, image: Image) -> str:
 
 
 class ImageOutput(serializers.ModelSerializer):
-    """What anyone in the project may see: no labels, no scores."""
+    """What an annotator's labeling needs, and no more: the image to show and its size. Never
+    the source path or file name (a folder such as `insects/` names the class), the split (the
+    hidden validation split stays hidden), the content hash, labels or scores (issue 8, item 7).
+    """
 
     file_url = serializers.SerializerMethodField()
     thumbnail_url = serializers.SerializerMethodField()
 
     class Meta:
         model = Image
-        fields = [
-            "id",
-            "project",
-            "content_hash",
-            "source",
-            "split",
-            "width",
-            "height",
-            "format",
-            "byte_size",
-            "file_url",
-            "thumbnail_url",
-            "created_at",
-        ]
+        fields = ["id", "project", "width", "height", "format", "file_url", "thumbnail_url"]
         read_only_fields = fields
 
     def get_file_url(self, image: Image) -> str:
@@ -85,14 +75,19 @@ class ImageOutput(serializers.ModelSerializer):
         return _url("image-thumb", image)
 
 
+# What leads and engineers also see of an image (where it came from, its split, its size).
+IMAGE_REVIEW_FIELDS = ["content_hash", "source", "split", "byte_size", "created_at"]
+
+
 class ImageReviewOutput(ImageOutput):
-    """Leads and engineers also see the current label and, with a model version, the score."""
+    """Leads and engineers also see the image's origin and split, its current label and, with a
+    model version, its score."""
 
     current_label = serializers.SerializerMethodField()
     score = serializers.SerializerMethodField()
 
     class Meta(ImageOutput.Meta):
-        fields = [*ImageOutput.Meta.fields, "current_label", "score"]
+        fields = [*ImageOutput.Meta.fields, *IMAGE_REVIEW_FIELDS, "current_label", "score"]
         read_only_fields = fields
 
     def get_current_label(self, image: Image) -> str | None:
@@ -148,6 +143,7 @@ class ImageDetailOutput(ImageOutput):
     class Meta(ImageOutput.Meta):
         fields = [
             *ImageOutput.Meta.fields,
+            *IMAGE_REVIEW_FIELDS,
             "metadata",
             "current_label",
             "current_subcategory",

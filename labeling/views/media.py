@@ -6,16 +6,21 @@ not reveal which images exist. The Content-Type comes from the format Pillow ide
 (Image.format), never from the file name; `nosniff` and a `default-src 'none'` CSP make sure a
 browser treats the response as an image and nothing else. Files never change once imported (the
 name is the content hash), so the browser may keep them for a day, privately.
+
+The API hands these URLs to token clients too, so an `Authorization: Token ...` header is
+accepted as well as the session (a bad or expired token is a 401, as in the API).
 """
 
 from __future__ import annotations
 
 from django.contrib.auth.views import redirect_to_login
-from django.http import FileResponse, Http404
+from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_safe
+from rest_framework.exceptions import AuthenticationFailed
 
+from labeling.api.authentication import TokenWithRolesAuthentication
 from labeling.models import Image
 from labeling.permissions import can_view_project
 
@@ -26,6 +31,24 @@ CONTENT_TYPES = {
     "GIF": "image/gif",
     "BMP": "image/bmp",
 }
+
+
+def _refused(request) -> HttpResponse | None:
+    """None when the request has a user (session, or a valid token); otherwise the answer."""
+    if request.user.is_authenticated:
+        return None
+    if request.META.get("HTTP_AUTHORIZATION"):
+        auth = TokenWithRolesAuthentication()
+        try:
+            found = auth.authenticate(request)
+        except AuthenticationFailed as exc:
+            response = HttpResponse(str(exc.detail), status=401, content_type="text/plain")
+            response["WWW-Authenticate"] = auth.authenticate_header(request)
+            return response
+        if found is not None:
+            request.user = found[0]
+            return None
+    return redirect_to_login(request.get_full_path())
 
 
 def _visible_image(request, pk: int) -> Image:
@@ -50,8 +73,8 @@ def _serve(field_file, content_type: str) -> FileResponse:
 
 @require_safe
 def image_file(request, pk: int):
-    if not request.user.is_authenticated:
-        return redirect_to_login(request.get_full_path())
+    if (refused := _refused(request)) is not None:
+        return refused
     image = _visible_image(request, pk)
     return _serve(image.file, CONTENT_TYPES.get(image.format, "application/octet-stream"))
 
@@ -60,8 +83,8 @@ def image_file(request, pk: int):
 def image_thumb(request, pk: int):
     """The JPEG thumbnail; images stored without one (made outside the import) fall back to
     the original file."""
-    if not request.user.is_authenticated:
-        return redirect_to_login(request.get_full_path())
+    if (refused := _refused(request)) is not None:
+        return refused
     image = _visible_image(request, pk)
     if image.thumbnail:
         return _serve(image.thumbnail, "image/jpeg")
