@@ -138,6 +138,10 @@ def test_annotator_labels_20_images_in_chinese_with_no_english_on_the_page(
             page = context.new_page()
             page.goto(f"{base}/login/")
             assert page.get_by_role("heading", name="登录").is_visible()
+            # The switcher names each language in itself, whatever the page's language.
+            switcher = page.locator(".lang-switch button")
+            assert switcher.all_inner_texts() == ["English", "简体中文"]
+            assert switcher.evaluate_all("bs => bs.map((b) => b.lang)") == ["en", "zh-hans"]
             assert english_in(page) == []
             page.fill("#id_username", "张伟")
             page.fill("#id_password", PASSWORD)
