@@ -31,13 +31,14 @@ stage1 AND stage2, and the ranking score is min(p1, p2) (the AND of two probabil
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from django.core.files import File
+from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import transaction
 from torch import nn
@@ -117,8 +118,18 @@ def save_cascade(
     metrics: Mapping[str, Any] | None = None,
     created_by=None,
     status: str = ModelVersion.Status.READY,
+    data_snapshot: Mapping[str, Any] | None = None,
+    training_seconds: float | None = None,
+    pr_curve_png: bytes | None = None,
+    on_saved: Callable[[ModelVersion], None] | None = None,
 ) -> ModelVersion:
-    """Write the cascade checkpoint into storage and record it as a ModelVersion."""
+    """Write the cascade checkpoint into storage and record it as a ModelVersion.
+
+    The row is inserted once, complete: with its data snapshot (which names the job that made
+    it, so a retried job finds it), training time and PR curve, and `on_saved(version)` runs in
+    the same transaction (the training job links itself to the version there). A worker killed
+    at any point leaves either no version or a whole one, never a READY version its job cannot
+    find (issue 8, item 9)."""
     if loss_prediction is not None and loss_prediction_options is None:
         loss_prediction_options = {}
     config = cascade_config(
@@ -151,11 +162,17 @@ def save_cascade(
                 class_keys=class_keys,
                 metrics=dict(metrics or {}),
                 created_by=created_by,
+                data_snapshot=dict(data_snapshot or {}),
+                training_seconds=training_seconds,
             )
             version.full_clean(exclude=["checkpoint", "pr_curve"])
             with path.open("rb") as handle:
                 version.checkpoint.save(f"{name}-cascade.safetensors", File(handle), save=False)
+            if pr_curve_png is not None:
+                version.pr_curve.save(f"{name}-pr.png", ContentFile(pr_curve_png), save=False)
             version.save()
+            if on_saved is not None:
+                on_saved(version)
     return version
 
 

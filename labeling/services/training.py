@@ -27,8 +27,6 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from django.core.files.base import ContentFile
-from django.db import transaction
 from django.utils.translation import gettext_lazy as _
 
 from labeling.ml.presets import DEFAULT_PRESET, preset_defaults
@@ -396,6 +394,8 @@ def _train(job: Job) -> dict:
     job_progress(job_id=job.pk, stage="saving", percent=95.0)
     snapshot = {**snapshot, "job_id": job.pk, "unreadable_images": outcome.unreadable[:100]}
     name = _next_name(project)
+    # One transaction: the version row (with the snapshot naming this job, so a retried
+    # delivery finds it above) and the job's link to it. No orphan READY version can be left.
     version = save_cascade(
         project=project,
         name=name,
@@ -409,13 +409,11 @@ def _train(job: Job) -> dict:
         metadata={"job_id": job.pk, "params": params, "data": snapshot},
         metrics=outcome.metrics,
         created_by=job.created_by,
+        data_snapshot=snapshot,
+        training_seconds=round(outcome.seconds, 3),
+        pr_curve_png=outcome.pr_curve_png,
+        on_saved=lambda saved: Job.objects.filter(pk=job.pk).update(model_version=saved),
     )
-    with transaction.atomic():
-        version.data_snapshot = snapshot
-        version.training_seconds = round(outcome.seconds, 3)
-        version.pr_curve.save(f"{name}-pr.png", ContentFile(outcome.pr_curve_png), save=False)
-        version.save(update_fields=["data_snapshot", "training_seconds", "pr_curve"])
-        Job.objects.filter(pk=job.pk).update(model_version=version)
     project.refresh_from_db()
     comparison = model_versions_compare(new=version, old=project.active_model_version)
     promoted = False
