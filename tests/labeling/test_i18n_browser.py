@@ -6,7 +6,8 @@ every five labels and on the empty queue, and at the grid page too.
 What is data, not UI, and how the test treats it:
 - The class and sub-category names come from the project's label schema, which names them per
   language (`"names": {"zh-hans": ...}`); the page must show those, so they are Chinese here.
-- The project, queue and user names are what a Chinese team would type: Chinese.
+- The project, queue and user names are what a Chinese team would type: Chinese. A default
+  queue the code names ("Labeling") is translated like any UI string.
 - Key caps (<kbd>: Ctrl, Enter, Esc, letters) are printed on the keyboard, and the language
   switcher names each language in itself (`lang="en"` on "English"), so both are left out;
   "imageclean" is the product's name.
@@ -89,6 +90,8 @@ def chinese_world():
     )
     single = make_queue(project, name="主队列")
     grid = make_queue(project, name="网格队列")
+    # The name the code gives a project's default queue is UI text, translated on display.
+    make_queue(project, name="Labeling")
     queue_items_add(
         queue=single,
         images=[make_image(project) for _ in range(20)],

@@ -75,7 +75,7 @@ def test_review_page_shows_history_scores_rank_and_gradcam_link():
     # The active version's scores sit beside the label: stage 1, stage 2 and the decision.
     line = html[html.index('id="review-active-score"') :].split("</p>")[0]
     assert "<b>v7</b>" in line and "<b>0.910</b>" in line and "<b>0.400</b>" in line
-    assert '<b id="review-decision">not disgusting</b>' in line
+    assert '<b id="review-decision">not Disgusting</b>' in line
     # A version that has not scored the image says so instead.
     v8 = ModelVersion.objects.create(project=project, name="v8", status="ready")
     project.active_model_version = v8
