@@ -130,7 +130,8 @@ def run_seed(
     single_decision = (
         s1 >= single_threshold if single_threshold is not None else np.zeros(len(y), bool)
     )
-    reached = bool(fit.metrics["thresholds"]["reached"])
+    # Whether a pair reached the target on the validation split (fit.thresholds is that pair).
+    reached = bool(fit.metrics["thresholds"]["found"])
     cascade_at_validation = (
         cascade_decision(s1, s2, thresholds=fit.thresholds) if reached else np.zeros(len(y), bool)
     )

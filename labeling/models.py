@@ -218,6 +218,9 @@ class Queue(models.Model):
     class Kind(models.TextChoices):
         LABELING = "labeling", _("Labeling (annotators)")
         REVIEW = "review", _("Re-review (leads only)")
+        # The frozen validation split's own queue: filled at import, listed first, so the
+        # images every model version is measured on get labeled early (issue 12).
+        VALIDATION = "validation", _("Validation split (annotators)")
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="queues")
     name = models.CharField(max_length=120)
@@ -258,6 +261,10 @@ class Strategy(models.TextChoices):
     BAND_AND_LOSS = "band_and_loss", _("Confidence band and loss top-K")
     RANDOM_AUDIT = "random_audit", _("Random audit")
     NOISE_REVIEW = "noise_review", _("Noise re-review (O2U)")
+    # A cold-start seed, labeled positive by the engineer who picked it.
+    SEED = "seed", _("Cold-start seed (engineer)")
+    # An image of the frozen validation split, queued to be measured on, never chosen by a model.
+    VALIDATION = "validation", _("Validation split")
 
 
 class QueueItem(models.Model):

@@ -73,6 +73,13 @@ def can_see_scores(user, project: Project) -> bool:
     return can_review(user, project)
 
 
+def can_see_queue_details(user, project: Project) -> bool:
+    """Why each queue item is there (strategy, rank, similarity, score band): leads and
+    engineers judge what each job produced; annotators never see it (they would label what the
+    model thinks)."""
+    return can_review(user, project)
+
+
 def queue_kinds_closed_to(user, project: Project) -> list[str]:
     """Kinds of queue in `project` this user may not open: re-review queues are for leads.
     The one statement of that rule; lists filter with it, single queues go through

@@ -50,13 +50,19 @@ from mlcore.config import (
     seed_everything,
 )
 from mlcore.data import ImageDecodeError, TwoViews, make_loader
+from mlcore.evaluation import (
+    DEFAULT_CONFIDENCE,
+    DEFAULT_FOLDS,
+    INTERVAL_METHOD,
+    crossfit_cascade,
+    rates_with_intervals,
+)
 from mlcore.loss_prediction import LossPredictionModule, margin_ranking_loss
 from mlcore.mean_teacher import MeanTeacherConfig, make_teacher
 from mlcore.metrics import (
     average_precision,
     plot_pr_curves,
     pr_curve,
-    precision_recall_at,
     threshold_for_precision,
 )
 from mlcore.presets import DEFAULT_PRESET, FULL_WEIGHT_FILES, PRESETS, WEIGHTS_DIR_ENV
@@ -560,36 +566,41 @@ def _finite(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(float(value)) else round(float(value), 6)
 
 
-def _pr(y: np.ndarray, decision: np.ndarray) -> dict[str, Any]:
+def _counts(y: np.ndarray, decision: np.ndarray) -> tuple[int, int, int]:
     decision = decision.astype(bool)
-    tp = int((decision & y).sum())
-    fp = int((decision & ~y).sum())
-    fn = int((~decision & y).sum())
-    return {
-        "precision": _finite(tp / (tp + fp)) if tp + fp else None,
-        "recall": _finite(tp / (tp + fn)) if tp + fn else None,
-        "tp": tp,
-        "fp": fp,
-        "fn": fn,
-    }
+    return int((decision & y).sum()), int((decision & ~y).sum()), int((~decision & y).sum())
 
 
 def evaluate_cascade(
-    s1: np.ndarray, s2: np.ndarray, y: np.ndarray, *, target_precision: float
+    s1: np.ndarray,
+    s2: np.ndarray,
+    y: np.ndarray,
+    *,
+    target_precision: float,
+    folds: int = DEFAULT_FOLDS,
+    seed: int = 0,
+    confidence: float = DEFAULT_CONFIDENCE,
 ) -> tuple[tuple[float, float], dict[str, Any]]:
-    """Thresholds chosen on validation and the metrics of each stage and of the cascade.
+    """The deployed thresholds, chosen on the whole validation split, and metrics that were not
+    graded on their own answers (mlcore.evaluation): each stage's, the cascade's and stage 1
+    alone's precision and recall come from K-fold cross-fitting (every image decided by
+    thresholds chosen on the other folds), with their counts and a Wilson interval. AP needs no
+    threshold and is computed on the whole split.
 
     s1, s2: (N,) calibrated positive-class probabilities; y: (N,) bool. Returns
-    ((t1, t2), metrics). When no pair reaches the target precision the thresholds fall back to
-    0.5 / 0.5 and ``thresholds.reached`` is false.
+    ((t1, t2), metrics). When no pair reaches the target precision on the whole split the
+    thresholds fall back to 0.5 / 0.5 and ``thresholds.found`` is false. ``target.reached`` is
+    true only when the lower bound of the cascade's precision interval is at or above the
+    target.
     """
     t1, t2 = choose_thresholds(s1, s2, y, target_precision=target_precision)
-    reached = not (math.isinf(t1) or math.isinf(t2))
-    if reached:
+    found = not (math.isinf(t1) or math.isinf(t2))
+    if found:
         rule = (
-            f"chosen on the validation split: among (t1, t2) pairs whose cascade precision "
-            f"reaches {target_precision}, the one with the highest recall "
-            f"(mlcore.cascade.choose_thresholds, on temperature-scaled probabilities)"
+            f"chosen on the whole validation split: among (t1, t2) pairs whose cascade "
+            f"precision reaches {target_precision} there, the one with the highest recall "
+            f"(mlcore.cascade.choose_thresholds, on temperature-scaled probabilities); the "
+            f"precision and recall shown are cross-fitted, not measured where they were chosen"
         )
     else:
         t1, t2 = FALLBACK_THRESHOLDS
@@ -598,36 +609,71 @@ def evaluate_cascade(
             f"fallback {FALLBACK_THRESHOLDS[0]} / {FALLBACK_THRESHOLDS[1]}"
         )
     single_t = threshold_for_precision(y, s1, target_precision=target_precision)
-    single = precision_recall_at(y, s1, threshold=single_t) if not math.isinf(single_t) else None
+    deployed = cascade_decision(s1, s2, thresholds=(t1, t2))
+    crossed = crossfit_cascade(
+        s1,
+        s2,
+        y,
+        target_precision=target_precision,
+        folds=folds,
+        seed=seed,
+        fallback=FALLBACK_THRESHOLDS,
+    )
+    cascade = rates_with_intervals(y, crossed.cascade, confidence=confidence)
+    lower = (cascade["precision_ci"] or [None])[0]
+    reached = lower is not None and lower >= target_precision - 1e-12
     metrics = {
         "task": "positive class vs the rest (binary)",
         "target_precision": target_precision,
         "thresholds": {
             "stage1": _finite(t1),
             "stage2": _finite(t2),
-            "reached": reached,
+            "found": found,
             "rule": rule,
+            # What the deployed pair does on the images that chose it: kept to show how far
+            # the in-sample view flatters (and to check a stored checkpoint), never reported.
+            "in_sample_counts": dict(zip(("tp", "fp", "fn"), _counts(y, deployed), strict=True)),
         },
         "stage1": {
             "ap": _finite(average_precision(y, s1)),
             "threshold": _finite(t1),
-            **_pr(y, s1 >= t1),
+            **rates_with_intervals(y, crossed.stage1, confidence=confidence),
         },
         "stage2": {
             "ap": _finite(average_precision(y, s2)),
             "threshold": _finite(t2),
-            **_pr(y, s2 >= t2),
+            **rates_with_intervals(y, crossed.stage2, confidence=confidence),
         },
         "cascade": {
             "ap": _finite(average_precision(y, np.minimum(s1, s2))),
             "score": "min(p1, p2)",
-            **_pr(y, cascade_decision(s1, s2, thresholds=(t1, t2))),
+            **cascade,
         },
         # The baseline the method compares against: stage 1 alone at the target precision.
         "stage1_alone_at_target": {
             "threshold": _finite(single_t),
-            "precision": _finite(single.precision) if single else None,
-            "recall": _finite(single.recall) if single else None,
+            **rates_with_intervals(y, crossed.single, confidence=confidence),
+        },
+        # Said once, where people read "target reached": only when the interval supports it.
+        "target": {
+            "precision": target_precision,
+            "reached": reached,
+            "precision_lower": lower,
+            "confidence": confidence,
+            "rule": (
+                f"reached when the lower bound of the cascade's {confidence:.0%} precision "
+                f"interval is at least the target"
+            ),
+        },
+        "evaluation": {
+            "method": (
+                f"{folds}-fold cross-fitting, stratified by class (mlcore.evaluation."
+                f"crossfit_cascade): each validation image is decided by thresholds chosen "
+                f"on the other folds; counts summed over the folds"
+            ),
+            "interval": INTERVAL_METHOD,
+            "confidence": confidence,
+            "folds": crossed.per_fold,
         },
     }
     return (float(t1), float(t2)), metrics

@@ -60,6 +60,7 @@ __all__ = [
     "RULE_HIGH",
     "RULE_LOSS",
     "STRATEGIES",
+    "RoundSizes",
     "BandConfig",
     "BandRanking",
     "BandThresholds",
@@ -69,6 +70,7 @@ __all__ = [
     "loss_top_k",
     "margin_top_k",
     "random_sample",
+    "round_sizes",
     "select",
     "union",
 ]
@@ -538,4 +540,131 @@ def select(
         per_item_reason=tuple(reasons),
         per_item_rule=tuple(rules),
         band_thresholds=thresholds,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# How much one round takes
+# --------------------------------------------------------------------------------------------
+
+# With no labeling history, an automatic round takes this many ranked images (the old fixed
+# default, 200 band + 200 loss), always within the round's share of the pool.
+AUTO_ROUND_DEFAULT = 400
+# An automatic round is never smaller than this (when the pool's share allows it): a round of
+# three images is not worth a scoring pass.
+AUTO_ROUND_MIN = 20
+
+
+@dataclass(frozen=True)
+class RoundSizes:
+    """What one selection round takes from ``eligible`` unlabeled images: at most ``cap`` in all
+    (``max_share`` of them): at most ``ranked_max`` ranked images (band top-``k_band`` ∪ loss
+    top-``k_loss``, trimmed to their most informative ``ranked_max``) plus the random audit
+    (:meth:`audit_for` the ranked count); ``rule`` says in words how the sizes were reached."""
+
+    eligible: int
+    cap: int
+    k_band: int
+    k_loss: int
+    ranked_max: int
+    max_share: float
+    audit_share: float
+    rule: str
+    automatic: bool = False
+    daily_rate: float | None = None
+    capped: bool = False
+
+    def audit_for(self, ranked: int) -> int:
+        """The audit beside ``ranked`` ranked images: ``audit_share`` of them, at least one
+        when the share is above 0 (an unbiased sample must never silently empty), within the
+        cap."""
+        return min(max(0, self.cap - ranked), _audit_size(ranked, self.audit_share))
+
+    @property
+    def ranked(self) -> int:
+        """The most ranked images the round queues (band and loss may overlap: fewer)."""
+        return min(self.k_band + self.k_loss, self.ranked_max)
+
+    @property
+    def audit(self) -> int:
+        return self.audit_for(self.ranked)
+
+    @property
+    def total(self) -> int:
+        """The most the round queues, audit included; never above ``cap``."""
+        return self.ranked + self.audit
+
+
+def _audit_size(ranked: int, audit_share: float) -> int:
+    if audit_share <= 0:
+        return 0
+    return max(1, math.ceil(audit_share * ranked - _SHARE_EPSILON))
+
+
+def round_sizes(
+    eligible: int,
+    *,
+    max_share: float,
+    audit_share: float,
+    k_band: int | None = None,
+    k_loss: int | None = None,
+    daily_rate: float | None = None,
+) -> RoundSizes:
+    """The sizes of one round, scaled to the pool.
+
+    - The round never takes more than ``cap = floor(max_share * eligible)`` images (at least one
+      when anything is eligible), the audit included: the ranked images are trimmed to the
+      largest count ``ranked_max`` that leaves room for their audit.
+    - The random audit takes ``audit_share`` of the ranked count, and at least one image
+      whenever ``audit_share > 0`` (and the cap leaves room for it).
+    - Fixed sizes: ``k_band`` and ``k_loss`` as given. Automatic sizes (both None): about one
+      day of the project's labeling (``daily_rate`` labels per day; :data:`AUTO_ROUND_DEFAULT`
+      with no history), at least :data:`AUTO_ROUND_MIN`, within the cap, split evenly between
+      band and loss.
+    """
+    if eligible < 0:
+        raise ValueError(f"eligible must be >= 0, got {eligible}")
+    if not 0.0 < max_share <= 1.0:
+        raise ValueError(f"max_share must be in (0, 1], got {max_share}")
+    if not 0.0 <= audit_share <= 1.0:
+        raise ValueError(f"audit_share must be in [0, 1], got {audit_share}")
+    if (k_band is None) != (k_loss is None):
+        raise ValueError("give both k_band and k_loss, or neither (automatic sizes)")
+    cap = min(eligible, max(1, math.floor(max_share * eligible + _SHARE_EPSILON)))
+    # The largest r with r + audit(r) <= cap: start from the closed form, step down the rest.
+    ranked_max = min(cap, math.floor(cap / (1.0 + audit_share)) + 1)
+    while ranked_max > 0 and ranked_max + _audit_size(ranked_max, audit_share) > cap:
+        ranked_max -= 1
+    if k_band is None:
+        wanted = AUTO_ROUND_DEFAULT if not daily_rate else math.ceil(daily_rate)
+        wanted = max(AUTO_ROUND_MIN, wanted)
+        capped = wanted > ranked_max
+        wanted = min(wanted, ranked_max)
+        band, loss = wanted - wanted // 2, wanted // 2
+        how = (
+            f"automatic: about one day of labeling ({daily_rate:.0f} labels/day)"
+            if daily_rate
+            else f"automatic: {AUTO_ROUND_DEFAULT} ranked images (no labeling history yet)"
+        )
+    else:
+        band, loss = int(k_band), int(k_loss)
+        capped = band + loss > ranked_max
+        how = f"fixed: band top-{band} + loss top-{loss}"
+    if capped:
+        how += (
+            f"; capped at {max_share:g} of {eligible} eligible images: {cap} in all, "
+            f"at most {ranked_max} ranked"
+        )
+    return RoundSizes(
+        eligible=int(eligible),
+        cap=int(cap),
+        k_band=int(band),
+        k_loss=int(loss),
+        ranked_max=int(ranked_max),
+        max_share=float(max_share),
+        audit_share=float(audit_share),
+        rule=how,
+        automatic=k_band is None,
+        daily_rate=float(daily_rate) if daily_rate else None,
+        capped=bool(capped),
     )

@@ -21,6 +21,9 @@ RULE_HIGH = mlcore_selection.RULE_HIGH
 RULE_BAND = mlcore_selection.RULE_BAND
 RULE_LOSS = mlcore_selection.RULE_LOSS
 BAND_MODES = mlcore_selection.BAND_MODES
+# How much one round takes, scaled to the pool (the select job and its preview).
+round_sizes = mlcore_selection.round_sizes
+AUTO_ROUND_DEFAULT = mlcore_selection.AUTO_ROUND_DEFAULT
 
 
 @dataclass(frozen=True)

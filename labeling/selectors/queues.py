@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from django.contrib.auth.models import User
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Case, Count, Q, QuerySet, Value, When
 from django.utils import timezone
 
 from labeling.models import Lease, Project, Queue, QueueItem
@@ -42,19 +42,25 @@ def queue_progress(*, queue: Queue, now: datetime | None = None) -> dict:
 
 
 def queues_for_user(*, project: Project, user: User) -> QuerySet[Queue]:
-    """Active queues of the project the user may work in (review queues for leads only)."""
+    """Active queues of the project the user may work in (review queues for leads only), the
+    validation queue first: the split every model is measured on is labeled early."""
     if not can_label(user, project):
         return Queue.objects.none()
     qs = Queue.objects.filter(project=project, is_active=True)
     qs = qs.exclude(kind__in=queue_kinds_closed_to(user, project))
-    return qs.order_by("kind", "name")
+    first = Case(When(kind=Queue.Kind.VALIDATION, then=Value(0)), default=Value(1))
+    return qs.order_by(first, "kind", "name")
 
 
-def queue_items_list(*, queue: Queue, status: str | None = None) -> QuerySet[QueueItem]:
+def queue_items_list(
+    *, queue: Queue, status: str | None = None, strategy: str | None = None
+) -> QuerySet[QueueItem]:
     """Items of a queue in serving order, with their image."""
     qs = QueueItem.objects.filter(queue=queue).select_related("image")
     if status is not None:
         qs = qs.filter(status=status)
+    if strategy is not None:
+        qs = qs.filter(strategy=strategy)
     return qs.order_by("-priority", "id")
 
 

@@ -41,7 +41,10 @@ from PIL import Image as PILImage
 from PIL import ImageOps, UnidentifiedImageError
 
 from labeling.models import Image, Project, Queue, QueueItem, Strategy
-from labeling.services.projects import project_default_queues_ensure
+from labeling.services.projects import (
+    project_default_queues_ensure,
+    project_validation_queue_ensure,
+)
 
 # Pillow format name -> the format we store (and serve the Content-Type of).
 ALLOWED_FORMATS = {
@@ -297,6 +300,22 @@ class _Importer:
                 Status.DUPLICATE,
                 f"already in the project as image #{existing.pk} ({existing.source}).",
                 existing.pk,
+        # The frozen validation split is queued whatever the engineer chose for the pool: every
+        # model version is measured on it, so it must get labeled (issue 12), and its own queue
+        # keeps a model's choices from ever reaching it.
+        self.validation_queue: Queue | None = None
+
+    def _queue_validation(self, image: Image) -> None:
+        if self.validation_queue is None:
+            self.validation_queue = project_validation_queue_ensure(project=self.project)
+        QueueItem.objects.create(
+            queue=self.validation_queue,
+            image=image,
+            strategy=Strategy.VALIDATION,
+            labels_needed=self.validation_queue.effective_labels_per_item,
+            created_by=self.created_by,
+            details={"source": "import"},
+        )
             )
             return
         decoded = decode_image(content)
@@ -325,7 +344,9 @@ class _Importer:
         try:
             with transaction.atomic():
                 image.save()
-                if self.queue is not None:
+                if image.split == Image.Split.VALIDATION:
+                    self._queue_validation(image)
+                elif self.queue is not None:
                     QueueItem.objects.create(
                         queue=self.queue,
                         image=image,

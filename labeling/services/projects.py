@@ -84,10 +84,12 @@ def project_validation_queue_ensure(*, project: Project) -> Queue:
     with the images of the frozen validation split; annotators see it first in their list."""
     queue = Queue.objects.filter(project=project, kind=Queue.Kind.VALIDATION).order_by("id").first()
     if queue is None:
+        name = DEFAULT_VALIDATION_QUEUE
+        # A labeling queue someone already named "Validation" keeps its name.
+        if Queue.objects.filter(project=project, name=name).exists():
+            name = f"{DEFAULT_VALIDATION_QUEUE} split"
         queue, _created = Queue.objects.get_or_create(
-            project=project,
-            name=DEFAULT_VALIDATION_QUEUE,
-            defaults={"kind": Queue.Kind.VALIDATION},
+            project=project, name=name, defaults={"kind": Queue.Kind.VALIDATION}
         )
     return queue
 

@@ -36,6 +36,9 @@ from labeling.permissions import queue_access_check
 from labeling.services.label_limits import MAX_CLAIM
 
 DEFAULT_QUEUE_NAMES = {Queue.Kind.LABELING: "Labeling", Queue.Kind.REVIEW: "Re-review"}
+# The lowest priority a model-driven job (cold start, selection) gives an item: imports queue
+# at 0 and cold-start scores lie in [-1, 1], so what a model chose is served before the rest.
+MODEL_PRIORITY_BASE = 2.0
 
 
 # --- Queues -----------------------------------------------------------------------------------
@@ -144,6 +147,69 @@ def queue_items_add(
 
 
 # --- Leases -----------------------------------------------------------------------------------
+def item_is_waiting(item_status: str, labels_done: int) -> bool:
+    """An item that is still waiting for its first label: a model-driven job may move it."""
+    return item_status == QueueItem.Status.OPEN and labels_done == 0
+
+
+@transaction.atomic
+def queue_items_place(
+    *,
+    queue: Queue,
+    ranked: Iterable[int],
+    strategy: str,
+    priorities: Mapping[int, float],
+    details_by_image: Mapping[int, dict],
+    created_by: User | None = None,
+) -> dict[str, int]:
+    """Put a model-driven job's ranked images into `queue`: images not in it are added; images
+    already WAITING in it (open, no label yet, typically queued by an import) are moved: their
+    strategy, priority and details become the job's, and `details["moved_from"]` keeps what
+    they were, so each strategy's yield stays measurable and nobody loses the trail. Items
+    someone already labeled, or that are done or removed, are left alone.
+
+    Returns {"added": n, "moved": n, "kept": n (in the queue but not waiting)}."""
+    ids = _image_ids(ranked)
+    if strategy not in Strategy.values:
+        raise ValidationError({"strategy": f"Unknown strategy {strategy!r}."})
+    # Lock order (module docstring): item rows by ascending id.
+    existing = list(
+        QueueItem.objects.select_for_update()
+        .filter(queue=queue, image_id__in=ids)
+        .order_by("id")
+        .only("id", "image_id", "status", "labels_done", "strategy", "priority", "details")
+    )
+    moved: list[QueueItem] = []
+    kept = 0
+    for item in existing:
+        if not item_is_waiting(item.status, item.labels_done):
+            kept += 1
+            continue
+        previous = item.details or {}
+        item.details = {
+            **details_by_image[item.image_id],
+            "moved_from": {
+                "strategy": item.strategy,
+                "priority": item.priority,
+                **({"job_id": previous["job_id"]} if previous.get("job_id") else {}),
+            },
+        }
+        item.strategy = strategy
+        item.priority = _finite(priorities[item.image_id], "priorities")
+        moved.append(item)
+    QueueItem.objects.bulk_update(moved, ["strategy", "priority", "details"], batch_size=2000)
+    present = {item.image_id for item in existing}
+    added = queue_items_add(
+        queue=queue,
+        images=[pk for pk in ids if pk not in present],
+        strategy=strategy,
+        priorities=priorities,
+        details_by_image=details_by_image,
+        created_by=created_by,
+    )
+    return {"added": added, "moved": len(moved), "kept": kept}
+
+
 def _check_may_claim(*, queue: Queue, annotator: User) -> None:
     queue_access_check(annotator, queue)
 

@@ -18,16 +18,26 @@ queue because it runs a network):
      features (mlcore.probe) fitted on the labeled pool images' embeddings, the seeds as extra
      positives, because what people labeled, negatives included, says more than a few seeds.
      Labels under noise review (an open re-review item) are left out, as training does;
-3. adds the top `k` to the project's default labeling queue with strategy COLD_START, priority
-   = the ranking's score, details = {job_id, rank, ranking, similarity and seed_image_id, or
-   probability}.
+3. puts the top `k` into the project's default labeling queue with strategy COLD_START,
+   priority = the ranking's score, details = {job_id, rank, ranking, similarity and
+   seed_image_id, or probability} (labeling.services.queues.queue_items_place): an image not
+   queued yet is added; one already WAITING there (queued by an import, no label yet) is moved
+   to the front with the new strategy, and `details.moved_from` keeps what it was.
+
+Seeds are labels (`label_seeds`, on by default): an engineer who picks an image as a seed says
+it is a positive, so each seed without a label gets one, the positive class, attributed to the
+engineer who started the job, strategy SEED; its waiting queue items are removed (nobody needs
+to label it again). A seed someone already labeled keeps that label.
 
 The result says which ranking ran (`ranking`: mode, the mlcore function, the aggregation or the
-probe's fit, and how many labeled positives and negatives the project had).
+probe's fit, and how many labeled positives and negatives the project had), how many items it
+added and moved, the seeds it labeled, and, when it queued nothing, why (`notice`, shown on the
+job page).
 
 Eligible: POOL images (the frozen validation split is labeled on its own terms, never by a
-model's choice) with no active label, not already an item of any of the project's queues, and
-not a seed. Safe to run twice: the queue write skips images already in the queue.
+model's choice, from its own queue) with no active label, not a seed, and in no queue of the
+project except as a waiting item of the labeling queue. Safe to run twice: a second run moves
+the same items to the same places.
 """
 
 from __future__ import annotations
@@ -37,16 +47,21 @@ from typing import Any
 
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
-from django.db.models import Exists, OuterRef
+from django.db import transaction
+from django.db.models import Exists, OuterRef, Q
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
-from labeling.models import Image, Job, Project, Queue, QueueItem, Strategy
+from labeling.models import Image, Job, Label, Project, Queue, QueueItem, Strategy
 from labeling.selectors.labels import current_labels, labels_active
 from labeling.services.imports import Status, uploads_import
 from labeling.services.jobs import job_create, job_progress, job_run
-from labeling.services.params import JobSpec, choice, image_ids, integer
-from labeling.services.queues import queue_get_or_create, queue_items_add
+from labeling.services.params import JobSpec, boolean, choice, image_ids, integer
+from labeling.services.queues import (
+    MODEL_PRIORITY_BASE,
+    queue_get_or_create,
+    queue_items_place,
+)
 
 MAX_SEEDS = 500
 MAX_K = 100_000
@@ -117,6 +132,16 @@ COLD_START = JobSpec(
                 "trained on them ranks instead."
             ),
         ),
+        boolean(
+            "label_seeds",
+            default=True,
+            label=_("Label the seeds as positives"),
+            help_text=_(
+                "The seeds you pick are positives by your choice: record each unlabeled seed "
+                "as a positive label by you (strategy seed) and take it out of the queues. "
+                "Turn off when a seed only looks like what you want to find."
+            ),
+        ),
     ),
 )
 
@@ -126,15 +151,101 @@ def cold_start_params_clean(*, project: Project, params: dict) -> dict:
     return COLD_START.clean(project=project, params=params)
 
 
-def cold_start_eligible(*, project: Project, exclude_ids: Iterable[int] = ()):
-    """Pool images with no active label and in none of the project's queues, by id."""
+def _labeling_queue(project: Project) -> Queue:
+    return queue_get_or_create(project=project, kind=Queue.Kind.LABELING)
+
+
+def cold_start_eligible(
+    *, project: Project, queue: Queue | None = None, exclude_ids: Iterable[int] = ()
+):
+    """Pool images with no active label and in no queue of the project, except as a waiting
+    item (open, unlabeled) of `queue` (the labeling queue), which a ranking may move; by id."""
+    queue = queue or _labeling_queue(project)
+    blocking = QueueItem.objects.filter(image=OuterRef("pk"), queue__project=project).exclude(
+        queue=queue, status=QueueItem.Status.OPEN, labels_done=0
+    )
     return (
         Image.objects.filter(project=project, split=Image.Split.POOL)
         .exclude(Exists(labels_active(project=project).filter(image=OuterRef("pk"))))
-        .exclude(Exists(QueueItem.objects.filter(image=OuterRef("pk"), queue__project=project)))
+        .exclude(Exists(blocking))
         .exclude(pk__in=list(exclude_ids))
         .order_by("pk")
     )
+
+
+def cold_start_why_nothing(*, project: Project, queue: Queue, seed_ids: Iterable[int]) -> str:
+    """Why no pool image was eligible, in the counts an engineer can act on."""
+    pool = Image.objects.filter(project=project, split=Image.Split.POOL)
+    labeled = pool.filter(
+        Exists(labels_active(project=project).filter(image=OuterRef("pk")))
+    ).count()
+    elsewhere = (
+        pool.exclude(Exists(labels_active(project=project).filter(image=OuterRef("pk"))))
+        .filter(
+            Exists(
+                QueueItem.objects.filter(image=OuterRef("pk"), queue__project=project).exclude(
+                    queue=queue, status=QueueItem.Status.OPEN, labels_done=0
+                )
+            )
+        )
+        .count()
+    )
+    return gettext(
+        "Nothing to rank: of %(pool)d pool images, %(labeled)d are labeled, %(elsewhere)d are "
+        "in another queue (or done), and %(seeds)d are seeds. Import more images or label "
+        "what is queued."
+    ) % {
+        "pool": pool.count(),
+        "labeled": labeled,
+        "elsewhere": elsewhere,
+        "seeds": len(set(seed_ids)),
+    }
+
+
+@transaction.atomic
+def cold_start_seeds_label(*, project: Project, seed_ids: Iterable[int], engineer) -> dict:
+    """Record the seeds as positive labels by `engineer` (strategy SEED), except seeds that
+    already have a label, and remove their waiting queue items. Returns the counts."""
+    seed_ids = sorted(set(seed_ids))
+    labeled = set(
+        labels_active(project=project)
+        .filter(image_id__in=seed_ids)
+        .values_list("image_id", flat=True)
+    )
+    new = [pk for pk in seed_ids if pk not in labeled]
+    rows = []
+    for pk in new:
+        label = Label(
+            project=project,
+            image_id=pk,
+            annotator=engineer,
+            kind=Label.Kind.ANNOTATION,
+            value=project.positive_class,
+            strategy=Strategy.SEED,
+        )
+        label.full_clean(exclude=["queue", "queue_item", "supersedes"])
+        rows.append(label)
+    Label.objects.bulk_create(rows)
+    # Nobody needs to label a seed again: its waiting items leave the annotators' queues (lock
+    # order: item rows by ascending id).
+    waiting = list(
+        QueueItem.objects.select_for_update()
+        .filter(
+            Q(queue__kind=Queue.Kind.LABELING) | Q(queue__kind=Queue.Kind.VALIDATION),
+            queue__project=project,
+            image_id__in=new,
+            status=QueueItem.Status.OPEN,
+            labels_done=0,
+        )
+        .order_by("id")
+        .values_list("id", flat=True)
+    )
+    QueueItem.objects.filter(pk__in=waiting).update(status=QueueItem.Status.REMOVED)
+    return {
+        "seeds_labeled": len(rows),
+        "seeds_already_labeled": len(labeled),
+        "seed_items_removed": len(waiting),
+    }
 
 
 def cold_start_start(
@@ -201,6 +312,11 @@ def _recall(job: Job) -> dict:
     params = job.params
     seed_ids = [int(pk) for pk in params["seed_image_ids"]]
     job_progress(job_id=job.pk, stage="finding the pool", percent=1.0)
+    seeded: dict[str, int] = {}
+    # Jobs queued before the parameter existed did not ask for seed labels.
+    if params.get("label_seeds", False) and job.created_by is not None:
+        seeded = cold_start_seeds_label(project=project, seed_ids=seed_ids, engineer=job.created_by)
+    queue = _labeling_queue(project)
     labels = _probe_labels(project=project)
     labeled_positives = sum(labels.values())
     labeled_negatives = len(labels) - labeled_positives
@@ -212,7 +328,7 @@ def _recall(job: Job) -> dict:
     # The probe trains on the labeled images and the seeds; similarity needs the seeds only.
     train_ids = sorted(set(seed_ids) | set(labels)) if use_probe else seed_ids
     seed_rows = _rows(Image.objects.filter(project=project, pk__in=train_ids).order_by("pk"))
-    pool_rows = _rows(cold_start_eligible(project=project, exclude_ids=seed_ids))
+    pool_rows = _rows(cold_start_eligible(project=project, queue=queue, exclude_ids=seed_ids))
     job_progress(
         job_id=job.pk,
         stage="embedding seeds",
@@ -271,12 +387,12 @@ def _recall(job: Job) -> dict:
         line=gettext("ranked by %(mode)s (%(function)s)")
         % {"mode": ranking.mode, "function": ranking.function},
     )
-    queue = queue_get_or_create(project=project, kind=Queue.Kind.LABELING)
-    added = queue_items_add(
+    placed = queue_items_place(
         queue=queue,
-        images=[r.image_id for r in ranking.items],
+        ranked=[r.image_id for r in ranking.items],
         strategy=Strategy.COLD_START,
-        priorities={r.image_id: r.score for r in ranking.items},
+        # Above everything an import queued (priority 0): the neighbours are served first.
+        priorities={r.image_id: MODEL_PRIORITY_BASE + r.score for r in ranking.items},
         details_by_image={
             r.image_id: {
                 "job_id": job.pk,
@@ -287,16 +403,21 @@ def _recall(job: Job) -> dict:
             }
             for r in ranking.items
         },
+        created_by=job.created_by,
     )
-    return {
+    queued = placed["added"] + placed["moved"]
+    result = {
         "seeds": len(set(known.image_ids) & set(seed_ids)),  # the readable ones
         "pool": len(pool_rows),
         "embedded": pool.computed + known.computed,
         "from_cache": pool.cached + known.cached,
         "unreadable": (known.unreadable + pool.unreadable)[:100],
         "recalled": len(ranking.items),
-        "queued": added,
+        "queued": queued,
+        "added": placed["added"],
+        "moved": placed["moved"],
         "queue_id": queue.pk,
+        **seeded,
         "ranking": {
             "mode": ranking.mode,
             "function": ranking.function,
@@ -306,6 +427,17 @@ def _recall(job: Job) -> dict:
             **ranking.details,
         },
     }
+    if not queued:
+        result["notice"] = cold_start_why_nothing(project=project, queue=queue, seed_ids=seed_ids)
+    job_progress(
+        job_id=job.pk,
+        stage="ranking",
+        percent=99.0,
+        line=result.get("notice")
+        or gettext("%(added)d added to the queue, %(moved)d waiting items moved up")
+        % {"added": placed["added"], "moved": placed["moved"]},
+    )
+    return result
 
 
 def cold_start_run(*, job_id: int, retry: bool = False) -> None:

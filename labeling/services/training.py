@@ -15,7 +15,8 @@ The result is a READY ModelVersion (checkpoint through labeling.ml.cascade.save_
 class keys, data snapshot, metrics, PR curve PNG, training seconds); the job's result holds the
 comparison with the version active when it finished. Promotion is an engineer's click
 (labeling.services.models.model_version_promote), or automatic when the job's
-`auto_promote_precision` and `auto_promote_recall` are both met by the cascade on validation.
+`auto_promote_precision` and `auto_promote_recall` are both met by the lower bounds of the
+cascade's cross-fitted intervals on validation (mlcore.evaluation).
 
 Safe to run twice: a second delivery of a finished job does nothing (job_run's status guard),
 and a retried job whose version was already stored returns that version instead of training a
@@ -27,6 +28,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from labeling.ml.presets import DEFAULT_PRESET, preset_defaults
@@ -182,8 +184,9 @@ TRAIN_CASCADE = JobSpec(
             high=1.0,
             label=_("Auto-promote at precision"),
             help_text=_(
-                "Promote the new version automatically when the cascade reaches this precision "
-                "and the recall below on validation; give both or neither."
+                "Promote the new version automatically when the lower bounds of the cascade's "
+                "cross-fitted confidence intervals on validation reach this precision and the "
+                "recall below; give both or neither."
             ),
         ),
         optional_number(
@@ -270,10 +273,16 @@ def training_data(*, project: Project, params: dict) -> dict:
     v_pos = sum(validation.values())
     v_neg = len(validation) - v_pos
     if v_pos < 1 or v_neg < 1:
+        from labeling.selectors.validation import validation_progress
+
+        progress = validation_progress(project=project)
         raise TrainingDataError(
             f"the frozen validation split needs labeled positives and negatives to measure the "
-            f"model; it has {v_pos} positive and {v_neg} negative labels. Label validation "
-            f"images (they are in the labeling queue like the others)."
+            f"model; it has {v_pos} positive and {v_neg} negative labels "
+            f"({progress['labeled']} of {progress['images']} images labeled). Label the "
+            f"validation queue ({progress['open']} open items); {progress['not_queued']} "
+            f"unlabeled validation images are in no queue: refill it from the jobs page or "
+            f"POST /api/v1/projects/{project.slug}/validation/fill/."
         )
     unlabeled_ids = list(
         Image.objects.filter(project=project, split=Image.Split.POOL)
@@ -320,7 +329,11 @@ def _targets_met(params: dict, metrics: dict) -> bool:
     if want_p is None or want_r is None:
         return False
     cascade = metrics.get("cascade") or {}
-    got_p, got_r = cascade.get("precision"), cascade.get("recall")
+    # The lower bounds of the cross-fitted intervals (mlcore.evaluation): a target counts as met
+    # only when the interval supports it, never on a point estimate from a handful of images.
+    # Versions trained before the intervals existed have none, and are not auto-promoted.
+    got_p = (cascade.get("precision_ci") or [None])[0]
+    got_r = (cascade.get("recall_ci") or [None])[0]
     return got_p is not None and got_r is not None and got_p >= want_p and got_r >= want_r
 
 
@@ -331,6 +344,7 @@ def _result(version: ModelVersion, comparison: dict, promoted: bool) -> dict:
         "data": version.data_snapshot,
         "thresholds": (version.metrics or {}).get("thresholds"),
         "cascade": (version.metrics or {}).get("cascade"),
+        "target": (version.metrics or {}).get("target"),
         "training_seconds": version.training_seconds,
         "comparison": comparison,
         "promoted": promoted,
@@ -424,14 +438,51 @@ def _train(job: Job) -> dict:
         job_id=job.pk,
         stage="done",
         percent=99.0,
-        line=(
-            f"stored {version.name}: cascade precision "
-            f"{outcome.metrics['cascade']['precision']}, recall "
-            f"{outcome.metrics['cascade']['recall']}, AP {outcome.metrics['cascade']['ap']}"
-            + ("; promoted automatically (targets met)" if promoted else "")
-        ),
+        line=_stored_line(version.name, outcome.metrics, promoted),
     )
     return _result(version, comparison, promoted)
+
+
+def _rate_text(rate: float | None, hits: int, total: int, interval: list | None) -> str:
+    if rate is None:
+        return gettext("n/a (0 of 0)")
+    low, high = interval or (None, None)
+    return gettext("%(rate).3f (%(hits)d of %(total)d; 95%% CI %(low).3f-%(high).3f)") % {
+        "rate": rate,
+        "hits": hits,
+        "total": total,
+        "low": low,
+        "high": high,
+    }
+
+
+def _stored_line(name: str, metrics: dict, promoted: bool) -> str:
+    """The job log's last line: the cascade's cross-fitted figures with their counts."""
+    cascade = metrics["cascade"]
+    target = metrics.get("target") or {}
+    line = gettext(
+        "stored %(name)s: cascade precision %(precision)s, recall %(recall)s, AP %(ap)s; "
+        "target precision %(target)s %(verdict)s"
+    ) % {
+        "name": name,
+        "precision": _rate_text(
+            cascade["precision"],
+            cascade["tp"],
+            cascade["tp"] + cascade["fp"],
+            cascade["precision_ci"],
+        ),
+        "recall": _rate_text(
+            cascade["recall"], cascade["tp"], cascade["tp"] + cascade["fn"], cascade["recall_ci"]
+        ),
+        "ap": cascade["ap"],
+        "target": target.get("precision"),
+        "verdict": gettext("reached (the interval's lower bound is above it)")
+        if target.get("reached")
+        else gettext("not shown to be reached (the interval reaches below it)"),
+    }
+    if promoted:
+        line += gettext("; promoted automatically (targets met)")
+    return line
 
 
 def train_cascade_run(*, job_id: int, retry: bool = False) -> None:

@@ -1,7 +1,7 @@
 # Engineers' and leads' pages for the active-learning loop: jobs, model versions, noise review.
 from django.urls import path
 
-from . import jobs, review
+from . import jobs, loop, review
 from . import models as model_pages
 
 urlpatterns: list = [
@@ -41,4 +41,15 @@ urlpatterns: list = [
     ),
     path("projects/<slug:slug>/quality/", review.project_quality, name="project-quality"),
     path("projects/<slug:slug>/cold-start/", review.project_cold_start, name="project-cold-start"),
+    # Why each queue item is there (leads, engineers); the validation queue's refill (engineers).
+    path(
+        "projects/<slug:slug>/queues/<int:pk>/items/",
+        loop.queue_items_page,
+        name="project-queue-items",
+    ),
+    path(
+        "projects/<slug:slug>/validation/fill/",
+        loop.validation_fill,
+        name="project-validation-fill",
+    ),
 ]

@@ -23,7 +23,9 @@ from labeling.roles import Role
 from labeling.selectors.jobs import jobs_list
 from labeling.selectors.model_versions import model_versions_ready
 from labeling.selectors.strategies import strategy_yield
+from labeling.selectors.validation import validation_progress
 from labeling.services.jobs import JOB_KINDS, job_create, job_spec
+from labeling.services.selection import selection_preview
 from labeling.views.job_forms import job_form, params_from_post
 
 RECENT_JOBS = 50
@@ -45,11 +47,19 @@ def jobs_page(request):
 def project_jobs(request, slug: str):
     project = project_visible_or_404(request.user, slug)
     versions = list(model_versions_ready(project=project))
+    # What a selection round with the default parameters would take, before anyone starts it.
+    try:
+        preview, preview_error = selection_preview(project=project), None
+    except ValidationError as exc:
+        preview, preview_error = None, " ".join(exc.messages)
     return render(
         request,
         "labeling/jobs_project.html",
         {
             "project": project,
+            "validation": validation_progress(project=project),
+            "selection_preview": preview,
+            "selection_preview_error": preview_error,
             "jobs": list(jobs_list(project=project)[:RECENT_JOBS]),
             "yields": strategy_yield(project=project),
             "active_version": project.active_model_version,

@@ -45,6 +45,8 @@ def _row(version: ModelVersion, active_id: int | None) -> dict:
         "stages": [(name, metrics.get(name) or {}) for name in STAGES],
         "thresholds": metrics.get("thresholds") or {},
         "target_precision": metrics.get("target_precision"),
+        # Versions trained before cross-fitted intervals have no target verdict to show.
+        "target": metrics.get("target"),
         "data": version.data_snapshot or {},
         "config": version.config or {},
     }

@@ -14,7 +14,12 @@ from django.urls import reverse
 from django.utils.translation import get_language
 
 from labeling.models import Project, Queue, schema_entry_name
-from labeling.permissions import project_visible_or_404, projects_visible_to, queue_access_check
+from labeling.permissions import (
+    can_see_queue_details,
+    project_visible_or_404,
+    projects_visible_to,
+    queue_access_check,
+)
 from labeling.selectors.labels import annotator_stats
 from labeling.selectors.queues import queue_progress, queues_for_user
 
@@ -25,6 +30,8 @@ SINGLE_PREFETCH = 8
 def _queues_for(user, project: Project) -> list[dict]:
     """Active queues this user may open, each with its progress; review queues for leads only."""
     rows = []
+    # Leads and engineers may open each queue's contents with the reasons behind each item.
+    inspect = can_see_queue_details(user, project)
     for queue in queues_for_user(project=project, user=user).select_related("project"):
         progress = queue_progress(queue=queue)
         total = progress["total"] or 0
@@ -33,6 +40,7 @@ def _queues_for(user, project: Project) -> list[dict]:
                 "queue": queue,
                 "progress": progress,
                 "percent": round(100 * progress["done"] / total) if total else 0,
+                "can_inspect": inspect,
             }
         )
     return rows

@@ -29,6 +29,10 @@ function render(job) {
   $("job-shards").textContent = job.shards.total ? `${job.shards.done} / ${job.shards.total}` : "—";
   $("job-log").textContent = job.log_tail.join("\n");
   $("job-result").textContent = JSON.stringify(job.result, null, 2);
+  // A job that found nothing to do says why (result.notice), in plain words above the JSON.
+  const notice = $("job-notice");
+  notice.textContent = (job.result && job.result.notice) || "";
+  notice.hidden = !notice.textContent;
   const error = $("job-error");
   error.hidden = !job.error;
   error.textContent = job.error;

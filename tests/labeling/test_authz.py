@@ -132,6 +132,21 @@ MATRIX: dict[str, Route] = {
     "api-strategy-yield": Route(
         row(DENIED, DENIED, OK, OK, OK), row(DENIED, DENIED, NOT_FOUND, OK, OK)
     ),
+    # --- The loop as engineers and leads watch it (issue 12): why each item is queued (leads,
+    # engineers; never annotators), the validation split's progress and refill, the selection
+    # preview (engineers).
+    "project-queue-items": Route(
+        row(LOGIN, DENIED, OK, OK, OK), row(LOGIN, DENIED, NOT_FOUND, OK, OK), obj="queue"
+    ),
+    "project-validation-fill": Route(PAGE_ENGINEER, PAGE_ENGINEER, method="POST"),
+    "api-queue-items": Route(
+        row(DENIED, DENIED, OK, OK, OK), row(DENIED, DENIED, NOT_FOUND, OK, OK), obj="queue"
+    ),
+    "api-validation-progress": Route(
+        row(DENIED, DENIED, OK, OK, OK), row(DENIED, DENIED, NOT_FOUND, OK, OK)
+    ),
+    "api-validation-fill": Route(API_ENGINEER, API_ENGINEER, method="POST"),
+    "api-selection-preview": Route(API_ENGINEER, API_ENGINEER),
     # --- Model versions (leads of the project read; engineers promote, roll back, predict) ---
     "models": Route(row(LOGIN, DENIED, OK, OK, OK)),
     "project-models": Route(row(LOGIN, DENIED, OK, OK, OK), row(LOGIN, DENIED, NOT_FOUND, OK, OK)),

@@ -44,13 +44,16 @@ def test_demo_builds_project_users_images_and_queue_and_is_idempotent(capsys):
 
     queue = Queue.objects.get(project=project, kind=Queue.Kind.LABELING)
     items = list(QueueItem.objects.filter(queue=queue).order_by("-priority", "id"))
-    # The whole frozen validation split plus a random sample of 50 pool images; the rest of the
-    # pool is left for cold start and selection.
+    # A random sample of 50 pool images; the whole frozen validation split waits in its own
+    # queue (issue 12); the rest of the pool is left for cold start and selection.
     validation = images.filter(split=Image.Split.VALIDATION)
-    assert len(items) == validation.count() + 50
-    assert set(validation.values_list("id", flat=True)) <= {i.image_id for i in items}
+    assert len(items) == 50
+    validation_queue = Queue.objects.get(project=project, kind=Queue.Kind.VALIDATION)
+    assert set(validation_queue.items.values_list("image_id", flat=True)) == set(
+        validation.values_list("id", flat=True)
+    )
     assert images.filter(split=Image.Split.POOL).exclude(queue_items__queue=queue).count() == (
-        count - len(items)
+        count - validation.count() - len(items)
     )
     assert {i.strategy for i in items} == {"random_audit"}
     # Positives are spread through the queue, not served first.

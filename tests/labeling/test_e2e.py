@@ -152,7 +152,18 @@ def test_the_active_learning_loop_end_to_end(celery_worker, worker_storage):  # 
         )
     )
     assert job.result["queued"] == len(recalled) == 8
-    assert recalled <= second_batch  # only images that were in no queue
+    assert not recalled & set(seeds)
+    # Images of the first batch were waiting in the queue: recalled, they are moved (issue 12);
+    # the second batch's are added.
+    assert job.result["added"] == len(recalled & second_batch)
+    assert job.result["moved"] == len(recalled - second_batch)
+    # The seeds are the engineer's positive labels now, out of the annotators' queue.
+    assert job.result["seeds_labeled"] == 2
+    assert set(
+        Label.objects.filter(annotator=engineer, strategy=Strategy.SEED).values_list(
+            "image_id", flat=True
+        )
+    ) == set(seeds)
 
     # 3. Labels through the API, two of them deliberately wrong (negatives called positive).
     wrong = set(
@@ -164,7 +175,12 @@ def test_the_active_learning_loop_end_to_end(celery_worker, worker_storage):  # 
         ).values_list("pk", flat=True)[:2]
     )
     labeled = _label_queue(annotator_api, labeling, wrong)
-    assert labeled == labeling.items.count()
+    assert labeled == labeling.items.exclude(status=QueueItem.Status.REMOVED).count()
+    # The validation split waits in its own queue (filled at import, whatever the box said).
+    validation_queue = Queue.objects.get(project=project, kind=Queue.Kind.VALIDATION)
+    validation_images = Image.objects.filter(project=project, split=Image.Split.VALIDATION)
+    assert validation_queue.items.count() == validation_images.count()
+    labeled += _label_queue(annotator_api, validation_queue, wrong=set())
     assert Label.objects.filter(project=project, annotator=annotator).count() == labeled
 
     # 4. Train v1 and promote it.

@@ -189,10 +189,7 @@ def test_one_batch_of_good_and_hostile_files(small_caps):
         assert thumb.format == "JPEG"
     for image in images:
         assert image.split == project.split_for_hash(image.content_hash)
-    queue = Queue.objects.get(project=project, kind=Queue.Kind.LABELING)
-    assert set(QueueItem.objects.filter(queue=queue).values_list("image_id", flat=True)) == set(
-        images.values_list("pk", flat=True)
-    )
+    assert_queued_by_split(project, images)
     stored = []
     for folder, _dirs, files in os.walk(small_caps.MEDIA_ROOT):
         stored += [os.path.join(folder, f) for f in files]
@@ -267,6 +264,30 @@ def test_thumbnail_flattens_transparency_and_follows_exif():
         assert thumb.size == (30, 40)
 
 
+def labeling_items(project) -> int:
+    return QueueItem.objects.filter(queue__project=project, queue__kind=Queue.Kind.LABELING).count()
+
+
+def assert_validation_queued(project) -> None:
+    """Every validation-split image waits in the validation queue, whatever the import was told
+    about the pool (issue 12)."""
+    validation = Image.objects.filter(project=project, split=Image.Split.VALIDATION)
+    queued = QueueItem.objects.filter(queue__project=project, queue__kind=Queue.Kind.VALIDATION)
+    assert set(queued.values_list("image_id", flat=True)) == set(
+        validation.values_list("pk", flat=True)
+    )
+
+
+def assert_queued_by_split(project, images) -> None:
+    """Imported with "add to queue": pool images in the labeling queue, validation images in the
+    validation queue, none in both."""
+    labeling = QueueItem.objects.filter(queue__project=project, queue__kind=Queue.Kind.LABELING)
+    assert set(labeling.values_list("image_id", flat=True)) == set(
+        images.filter(split=Image.Split.POOL).values_list("pk", flat=True)
+    )
+    assert_validation_queued(project)
+
+
 def test_folder_import_and_command(tmp_path, capsys):
     project = project_create(name="Cmd", slug="cmd", label_schema=make_project().label_schema)
     folder = tmp_path / "pool"
@@ -278,7 +299,8 @@ def test_folder_import_and_command(tmp_path, capsys):
 
     flat = images_import_folder(project=project, path=folder, recursive=False, add_to_queue=False)
     assert [(e.name, e.status) for e in flat.entries] == [("a.png", Status.IMPORTED)]
-    assert not QueueItem.objects.filter(queue__project=project).exists()
+    assert labeling_items(project) == 0
+    assert_validation_queued(project)
 
     call_command("import_images", "cmd", str(folder))
     out = capsys.readouterr().out
@@ -286,7 +308,9 @@ def test_folder_import_and_command(tmp_path, capsys):
     assert os.path.join("sub", "b.jpg") + "\timported" in out
     assert os.path.join("sub", "notes.txt") + "\trejected" in out
     assert "3 files: 1 imported, 1 duplicates, 1 rejected, 0 skipped" in out
-    assert QueueItem.objects.filter(queue__project=project).count() == 1
+    b_jpg = Image.objects.get(project=project, source__endswith="b.jpg")
+    assert labeling_items(project) == int(b_jpg.split == Image.Split.POOL)
+    assert_validation_queued(project)
 
     archive = tmp_path / "more.zip"
     archive.write_bytes(zip_of({"x/c.png": png_bytes(4)}))
@@ -294,7 +318,8 @@ def test_folder_import_and_command(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "more.zip/x/c.png\timported" in out
     assert Image.objects.filter(project=project).count() == 3
-    assert QueueItem.objects.filter(queue__project=project).count() == 1
+    assert labeling_items(project) == int(b_jpg.split == Image.Split.POOL)
+    assert_validation_queued(project)
 
 
 # --- The page ---------------------------------------------------------------------------------
@@ -337,7 +362,7 @@ def test_engineer_uploads_files_and_a_zip_through_the_page(client):
     assert "fake.jpg" in html and "not an image" in html
     assert "broken.zip: not a readable zip archive" in html
     assert Image.objects.filter(project=project).count() == 3
-    assert QueueItem.objects.filter(queue__project=project).count() == 3
+    assert_queued_by_split(project, Image.objects.filter(project=project))
 
     empty = client.post(url, {})
     assert empty.status_code == 400
@@ -396,7 +421,7 @@ def test_project_create_makes_both_queues_and_validates():
 
     # Imported items ask for k = labels_per_item labels.
     images_import(project=project, files=[("a.png", png_bytes(1))])
-    assert QueueItem.objects.get(queue=queues["labeling"]).labels_needed == 3
+    assert QueueItem.objects.get(queue__project=project, image__source="a.png").labels_needed == 3
 
     bad_schema = {**schema, "positive": "missing"}
     with pytest.raises(ValidationError):

@@ -20,7 +20,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from labeling.models import Image, Job, Label, Queue, QueueItem, Strategy
 from labeling.services.imports import images_import
 from labeling.services.jobs import job_create
-from labeling.services.queues import queue_get_or_create, queue_items_add
+from labeling.services.queues import MODEL_PRIORITY_BASE, queue_get_or_create, queue_items_add
 from labeling.services.recall import (
     COLD_START,
     PROBE_MIN_PER_CLASS,
@@ -73,13 +73,14 @@ def test_insect_seeds_recall_insects_above_chance_and_cache_embeddings():
     engineer = make_user("engineer")
     annotator = make_user("annotator")
     seeds = insect_ids[:4]
-    # One insect already labeled and one already queued: neither may be recalled.
+    # One insect already labeled (never recalled) and one waiting in the queue since an import
+    # (recalled like any unlabeled image: a recall moves it up instead of skipping it).
     labeled, queued = insect_ids[4], insect_ids[5]
     Label.objects.create(project=project, image_id=labeled, annotator=annotator, value="normal")
     queue = queue_get_or_create(project=project, kind=Queue.Kind.LABELING)
     queue_items_add(queue=queue, images=[queued], strategy=Strategy.MANUAL)
     candidates = insect_ids[6:]
-    pool_size = len(candidates) + len(other_ids)
+    pool_size = len(candidates) + len(other_ids) + 1  # + the waiting one
     k = len(candidates)
 
     job = job_create(
@@ -93,7 +94,8 @@ def test_insect_seeds_recall_insects_above_chance_and_cache_embeddings():
     assert job.status == Job.Status.SUCCEEDED, job.error
     assert job.result["pool"] == pool_size
     assert job.result["embedded"] == pool_size + len(seeds) and job.result["from_cache"] == 0
-    # One label in the project: too few for the probe, so the seeds rank (by the soft-max).
+    # The seeds became positive labels by the engineer, plus one negative: too few for the
+    # probe, so the seeds rank (by the soft-max).
     assert job.result["ranking"]["mode"] == "similarity"
     assert job.result["ranking"]["aggregate"] == "softmax"
     assert job.result["ranking"]["temperature"] == mlcore_recall.DEFAULT_TEMPERATURE
@@ -101,11 +103,20 @@ def test_insect_seeds_recall_insects_above_chance_and_cache_embeddings():
     assert (
         job.result["ranking"]["labeled_positives"],
         job.result["ranking"]["labeled_negatives"],
-    ) == (0, 1)
+    ) == (len(seeds), 1)
+    assert job.result["seeds_labeled"] == len(seeds)
+    seed_labels = Label.objects.filter(image_id__in=seeds)
+    assert {(lb.annotator_id, lb.value, lb.strategy) for lb in seed_labels} == {
+        (engineer.pk, project.positive_class, Strategy.SEED)
+    }
     items = list(QueueItem.objects.filter(queue=queue, strategy=Strategy.COLD_START))
-    assert len(items) == k == job.result["queued"]
+    assert len(items) == k == job.result["queued"] == job.result["added"] + job.result["moved"]
     recalled = {item.image_id for item in items}
-    assert labeled not in recalled and queued not in recalled
+    assert labeled not in recalled
+    if queued in recalled:  # moved, not duplicated, and the trail kept
+        moved = QueueItem.objects.get(queue=queue, image_id=queued)
+        assert moved.details["moved_from"]["strategy"] == Strategy.MANUAL
+        assert job.result["moved"] == 1
     assert not recalled & set(seeds)
     hits = len(recalled & set(candidates))
     chance = k * len(candidates) / pool_size
@@ -114,7 +125,10 @@ def test_insect_seeds_recall_insects_above_chance_and_cache_embeddings():
     for item in items:
         assert item.details["seed_image_id"] in seeds
         assert -1.0 <= item.details["similarity"] <= 1.0
-        assert item.priority == pytest.approx(item.details["similarity"], abs=1e-5)
+        # Above anything an import queued (priority 0): the neighbours are served first.
+        assert item.priority == pytest.approx(
+            MODEL_PRIORITY_BASE + item.details["similarity"], abs=1e-5
+        )
     # An embedding file per image, named by content hash.
     some = Image.objects.get(pk=seeds[0])
     assert default_storage.exists(
@@ -133,9 +147,14 @@ def test_insect_seeds_recall_insects_above_chance_and_cache_embeddings():
     assert again.status == Job.Status.SUCCEEDED, again.error
     assert again.result["embedded"] == 0
     assert again.result["from_cache"] == again.result["pool"] + 2
-    # The first job's items are queued now; the two seeds not used this time are eligible.
-    assert again.result["pool"] == pool_size - k + 2
-    assert again.result["queued"] == 5
+    # The first job's items still wait unlabeled, so they are eligible: those among the best
+    # five are moved (re-ranked by this job), the others added; the seeds are labeled now, so
+    # none of them is eligible.
+    assert again.result["pool"] == pool_size
+    assert again.result["queued"] == again.result["moved"] + again.result["added"] == 5
+    for item in QueueItem.objects.filter(details__job_id=again.pk):
+        if "moved_from" in item.details:
+            assert item.details["moved_from"]["job_id"] == job.pk
 
 
 @pytest.mark.django_db
@@ -159,6 +178,7 @@ def test_uploaded_seeds_are_imported_and_bad_seeds_refused():
         "k": 7,
         "batch_size": 32,
         "aggregate": "softmax",
+        "label_seeds": True,
     }
     assert len(notes) == 1 and notes[0].startswith("notes.png: rejected")
     assert not QueueItem.objects.filter(image=bee_image).exists()  # a seed is not queued
@@ -319,7 +339,8 @@ def test_with_labeled_positives_and_negatives_the_probe_ranks_and_finds_the_posi
     job = _run(project, {"seed_image_ids": seeds, "k": len(remaining)})
     ranking = job.result["ranking"]
     assert ranking["mode"] == "probe"
-    assert (ranking["labeled_positives"], ranking["labeled_negatives"]) == (8, 60)
+    # The seeds were labeled positive by the engineer who started the job.
+    assert (ranking["labeled_positives"], ranking["labeled_negatives"]) == (10, 60)
     # The probe's training set: the labeled images plus the seeds as positives.
     assert (ranking["positives"], ranking["negatives"]) == (10, 60)
     assert ranking["function"] == "mlcore.probe.probe_rank"
@@ -332,7 +353,9 @@ def test_with_labeled_positives_and_negatives_the_probe_ranks_and_finds_the_posi
     for item in items:
         assert item.details["ranking"] == "probe"
         assert 0.0 <= item.details["probability"] <= 1.0
-        assert item.priority == pytest.approx(item.details["probability"], abs=1e-5)
+        assert item.priority == pytest.approx(
+            MODEL_PRIORITY_BASE + item.details["probability"], abs=1e-5
+        )
         assert "seed_image_id" not in item.details
 
 
@@ -352,7 +375,9 @@ def test_too_few_labels_of_one_class_keep_the_similarity_ranking():
         Label.objects.create(
             project=project, image_id=image_id, annotator=annotator, value="disgusting"
         )
-    job = _run(project, {"seed_image_ids": positives[:2], "k": 5})
+    # Seeds left unlabeled here: as labels they would be the missing positives.
+    job = _run(project, {"seed_image_ids": positives[:2], "k": 5, "label_seeds": False})
+    assert "seeds_labeled" not in job.result
     ranking = job.result["ranking"]
     assert (
         ranking["mode"] == "similarity"

@@ -307,6 +307,7 @@ def test_cold_start_page_lists_searches_and_starts_a_job():
         "k": 5,
         "batch_size": 32,
         "aggregate": "softmax",
+        "label_seeds": True,
     }
     lead = make_user("lead")
     project.members.add(lead)

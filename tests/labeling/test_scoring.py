@@ -111,7 +111,14 @@ def test_scoring_scores_every_image_of_the_project_exactly_once(celery_worker, w
     select = job_create(
         project=project,
         kind=Job.Kind.SELECT,
-        params={"k_band": 1000, "k_loss": 1000, "audit_share": 1.0},
+        # Fixed sizes over the whole pool, no audit (the automatic sizes keep a share back).
+        params={
+            "k_band": 1000,
+            "k_loss": 1000,
+            "audit_share": 0.0,
+            "sizing": "fixed",
+            "max_share": 1.0,
+        },
         created_by=engineer,
     )
     wait_for(lambda: _finished(select), timeout=60, worker=celery_worker, what="selection")

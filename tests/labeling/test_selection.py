@@ -77,7 +77,16 @@ def test_select_job_fills_the_queue_with_the_right_strategies(celery_worker, wor
     project, version, images, annotator, lead = _world()
     engineer = make_user("engineer")
     # The fixed thresholds (0.9; 0.3-0.6), so the planted groups are exactly the band.
-    params = {"k_band": 100, "k_loss": 15, "audit_share": 0.1, "seed": 7, "band_mode": "absolute"}
+    params = {
+        "k_band": 100,
+        "k_loss": 15,
+        "audit_share": 0.1,
+        "seed": 7,
+        "band_mode": "absolute",
+        # The sizes as given, over the whole pool (the automatic sizes have their own test).
+        "sizing": "fixed",
+        "max_share": 1.0,
+    }
     job = job_create(project=project, kind=Job.Kind.SELECT, params=params, created_by=engineer)
 
     def finished() -> bool:
@@ -97,26 +106,36 @@ def test_select_job_fills_the_queue_with_the_right_strategies(celery_worker, wor
     for image_id, item in items.items():
         by_strategy.setdefault(item.strategy, set()).add(image_id)
     assert by_strategy[Strategy.BAND_AND_LOSS] == _ids(images, range(30, 35))
-    assert by_strategy[Strategy.CONFIDENCE_BAND] == _ids(images, [*range(1, 11), *range(12, 20)])
+    # Image 11 was waiting in the queue (an import's item): chosen by the band, it is moved.
+    assert by_strategy[Strategy.CONFIDENCE_BAND] == _ids(images, range(1, 20))
     # The 10 highest remaining losses: 21-29, then the first of the 0.2 ties (ids ascending).
     assert by_strategy[Strategy.LOSS_RANKED] == _ids(images, [*range(21, 30), 35])
     audit = by_strategy[Strategy.RANDOM_AUDIT]
-    assert len(audit) == 4  # ceil(0.1 * 33)
+    assert len(audit) == 4  # ceil(0.1 * 34)
     assert audit <= _ids(images, range(36, 60))
-    # Never a labeled image, never a second item for an image already queued.
-    assert not set(items) & _ids(images, [0, 20, 11])
+    # Never a labeled image, never a second item for an image already queued: the waiting one
+    # moved, with its trail.
+    assert not set(items) & _ids(images, [0, 20])
     assert QueueItem.objects.filter(image=images[11]).count() == 1
+    assert items[images[11].pk].details["moved_from"]["strategy"] == Strategy.MANUAL
+    assert items[images[11].pk].details["rank"] >= 1
     assert job.result["added"] == {
         "band_and_loss": 5,
         "confidence_band": 18,
         "loss_ranked": 10,
         "random_audit": 4,
     }
-    # Per rule: 9 confident (1-9), 14 in the band (10, 12-19 and the 5 chosen by both), 10 by
+    assert job.result["moved"] == {
+        "band_and_loss": 0,
+        "confidence_band": 1,
+        "loss_ranked": 0,
+        "random_audit": 0,
+    }
+    # Per rule: 9 confident (1-9), 15 in the band (10-19 and the 5 chosen by both), 10 by
     # loss alone; the thresholds are the fixed ones.
     assert job.result["by_rule"] == {
         "high_score": 9,
-        "uncertain_band": 14,
+        "uncertain_band": 15,
         "loss_top_k": 10,
         "band_and_loss": 5,
         "random_audit": 4,
@@ -124,7 +143,7 @@ def test_select_job_fills_the_queue_with_the_right_strategies(celery_worker, wor
     assert job.result["band_thresholds"]["mode"] == "absolute"
     assert job.result["band_thresholds"]["high"] == 0.9
     assert job.result["band_thresholds"]["band"] == [0.3, 0.6]
-    assert job.result["band_thresholds"]["candidates"] == 57
+    assert job.result["band_thresholds"]["candidates"] == 58
     assert items[images[9].pk].details["rule"] == "high_score"
     assert items[images[12].pk].details["rule"] == "uncertain_band"
     assert items[images[25].pk].details["rule"] == "loss_top_k"
@@ -138,8 +157,9 @@ def test_select_job_fills_the_queue_with_the_right_strategies(celery_worker, wor
     assert top.details["job_id"] == job.pk
     assert top.details["decision"] is False
 
-    # Running it again never queues an image twice: the band is used up, the loss ranking and
-    # the audit take from what is left (images 36-59 minus the first audit).
+    # Running it again never queues an image twice, and never moves what this version chose
+    # already: the band is used up, the loss ranking and the audit take from what is left
+    # (images 36-59 minus the first audit).
     again = job_create(project=project, kind=Job.Kind.SELECT, params=params, created_by=engineer)
 
     def again_finished() -> bool:
@@ -184,7 +204,8 @@ def test_strategy_yield_counts_labels_positives_and_flips():
         Label.objects.create(project=project, image=images[index], annotator=annotator, value=value)
     rows = {row["strategy"]: row for row in strategy_yield(project=project)}
     band = rows["confidence_band"]
-    assert (band["queued"], band["labeled"], band["positive"], band["flipped"]) == (18, 1, 1, 0)
+    # 18 added and image 11 moved there from the import's item.
+    assert (band["queued"], band["labeled"], band["positive"], band["flipped"]) == (19, 1, 1, 0)
     assert (rows["band_and_loss"]["labeled"], rows["band_and_loss"]["flipped"]) == (1, 1)
     assert (rows["loss_ranked"]["labeled"], rows["loss_ranked"]["positive"]) == (1, 0)
     assert rows["loss_ranked"]["flipped"] == 0
@@ -277,7 +298,13 @@ def test_quantile_band_fills_k_band_on_a_rare_pool_where_fixed_thresholds_do_not
     job = job_create(
         project=project,
         kind=Job.Kind.SELECT,
-        params={"k_band": 50, "k_loss": 10, "audit_share": 0.1},
+        params={
+            "k_band": 50,
+            "k_loss": 10,
+            "audit_share": 0.1,
+            "sizing": "fixed",
+            "max_share": 1.0,
+        },
         created_by=engineer,
     )
     assert job.params["band_mode"] == "quantile"

@@ -5,10 +5,11 @@ The pool looks like the real job: mostly ordinary product images (Fashion-MNIST 
 Tux Paint stamps of food, clothes, household things, vehicles...) with a rare disturbing class
 (Tux Paint insects, slugs, lizards, amphibians, shellfish). Each image's dataset class is kept in
 Image.metadata["true_label"] so a simulation can label from it; the labeling pages never show it.
-The labeling queue starts with the whole frozen validation split (every model version is measured
-on it, so it must be labeled) and a seeded random sample of the pool (--queue), in a shuffled
-order so positives are not served first. The rest of the pool is left for the loop to choose
-from: cold-start recall and model-driven selection never queue an image twice.
+The import puts the whole frozen validation split into the project's validation queue (every
+model version is measured on it, so it must be labeled; annotators see that queue first), and the
+labeling queue starts with a seeded random sample of the pool (--queue), in a shuffled order so
+positives are not served first. The rest of the pool is left for the loop to choose from:
+cold-start recall and model-driven selection move what waits and never queue an image twice.
 
 Running it again imports nothing new (content-hash dedup) and keeps users' passwords unless
 --reset is given. The selection is a prefix of a fixed order, so a larger --pool only adds.
@@ -128,8 +129,9 @@ class Command(BaseCommand):
         )
         self.stdout.write(f"Import: {report.summary()}.")
         self.stdout.write(
-            f"Labeling queue: {queued} new items (the validation split and a random sample of "
-            f"{queue} pool images); the rest of the pool waits for cold start and selection."
+            f"Labeling queue: {queued} new items (a random sample of {queue} pool images); the "
+            f"validation split waits in its own queue; the rest of the pool waits for cold "
+            f"start and selection."
         )
         for username, new_password in passwords:
             role = dict(DEMO_USERS)[username]
@@ -147,25 +149,20 @@ class Command(BaseCommand):
 
 
 def _queue_starting_set(project: Project, *, pool_sample: int) -> int:
-    """Queue the validation split and a seeded random sample of the pool, in shuffled order."""
+    """Queue a seeded random sample of the pool, in shuffled order (the validation split is in
+    its own queue since the import)."""
     rng = random.Random(SEED + 2)
-    validation = list(
-        project.images.filter(split=Image.Split.VALIDATION)
-        .order_by("id")
-        .values_list("id", flat=True)
-    )
     pool_ids = list(
         project.images.filter(split=Image.Split.POOL).order_by("id").values_list("id", flat=True)
     )
-    sample = rng.sample(pool_ids, min(pool_sample, len(pool_ids)))
-    chosen = validation + sample
+    chosen = rng.sample(pool_ids, min(pool_sample, len(pool_ids)))
     priorities = {image_id: rng.random() for image_id in chosen}
     labeling = Queue.objects.get(project=project, kind=Queue.Kind.LABELING, name="Labeling")
     return queue_items_add(
         queue=labeling,
         images=chosen,
         strategy=Strategy.RANDOM_AUDIT,
-        details={"reason": "demo starting set: validation split and a random pool sample"},
+        details={"reason": "demo starting set: a random pool sample"},
         priorities=priorities,
     )
 

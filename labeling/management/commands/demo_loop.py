@@ -6,10 +6,11 @@ noise) and the lead's re-review is simulated the same way; everything else is th
 the same job kinds, services and queues an engineer drives from the jobs page.
 
 Steps: (0) the project: SLUG is built from the demo data (`manage.py demo`'s Fashion-MNIST +
-Tux Paint pool) when it does not exist, imported WITHOUT queueing every image, because cold
-start and selection only pick images that are in no queue yet; (1) cold-start recall from a few
-positive seeds, when the `cold_start` job kind exists; (2) a first labeling round: the whole
-frozen validation split plus a seeded random share of the pool, and what cold start queued;
+Tux Paint pool) when it does not exist, imported without queueing the pool (the validation
+split goes to its own queue at import), so the first round is a seeded random share rather than
+everything; (1) cold-start recall from a few positive seeds (labeled as the engineer's
+positives), when the `cold_start` job kind exists; (2) a first labeling round: the validation
+queue, a seeded random share of the pool, and what cold start queued;
 (3) train the cascade (v1) and promote it, as an engineer would; (4) score the pool and fill the
 queue by selection (confidence band ∪ loss top-K); (5) label what was selected; (6) noise
 detection (O2U), when the `detect_noise` job kind exists, and the lead's re-review of the
@@ -129,9 +130,10 @@ class Command(BaseCommand):
             raise CommandError(f"{kind} job {job.pk} {job.status}: {job.error}")
         return job
 
-    def label_round(self, what: str, items: int) -> None:
+    def label_round(self, what: str, items: int, queue: Queue | None = None) -> None:
         report = simulate_labeling(
             project=self.project,
+            queue=queue,
             annotator=self.annotator,
             labels=items,
             noise=self.noise,
@@ -221,6 +223,13 @@ class Command(BaseCommand):
             f"{open_items} open items"
         )
         self.label_round("round 1", open_items)
+        # Imports put the validation split into its own queue (issue 12); label it too.
+        validation_queue = Queue.objects.filter(
+            project=self.project, kind=Queue.Kind.VALIDATION
+        ).first()
+        if validation_queue is not None:
+            waiting = validation_queue.items.filter(status=QueueItem.Status.OPEN).count()
+            self.label_round("round 1 (validation queue)", waiting, queue=validation_queue)
 
         # 3. Train v1 and promote it.
         # Only what the command line sets; the job's own defaults (the preset's) do the rest.
@@ -234,7 +243,11 @@ class Command(BaseCommand):
         # 4. Score and select.
         job = self.run_job(Job.Kind.SCORE_POOL, {})
         self.say(f"scored the pool (job {job.pk}): {job.result.get('scored')} images")
-        job = self.run_job(Job.Kind.SELECT, {"k_band": select_k, "k_loss": select_k, "seed": seed})
+        # --select-k as given (within the job's default share of the pool).
+        job = self.run_job(
+            Job.Kind.SELECT,
+            {"sizing": "fixed", "k_band": select_k, "k_loss": select_k, "seed": seed},
+        )
         self.say(f"selection (job {job.pk}) queued {job.result.get('added')}")
 
         # 5. Label the selection.
@@ -304,7 +317,16 @@ class Command(BaseCommand):
         version = ModelVersion.objects.get(pk=job.result["model_version_id"])
         data, cascade = version.data_snapshot, version.metrics["cascade"]
         thresholds = version.metrics["thresholds"]
-        rule = "target precision reached" if thresholds["reached"] else "fallback thresholds"
+        target = version.metrics.get("target") or {}
+        # "Reached" only when the cross-fitted interval's lower bound supports it (issue 12).
+        rule = (
+            f"target precision reached (interval lower bound {target.get('precision_lower')})"
+            if target.get("reached")
+            else "target precision not shown to be reached (interval lower bound "
+            f"{target.get('precision_lower')})"
+            if thresholds.get("found")
+            else "fallback thresholds"
+        )
         origin = version.metrics.get("started_from") or {}
         baseline = version.metrics.get("baseline") or {}
         self.say(
@@ -318,7 +340,10 @@ class Command(BaseCommand):
             f"{data['unlabeled']} unlabeled, {data['excluded_suspects']} suspects kept from "
             f"stage 2; "
             f"validation {data['validation_size']} ({data['validation_positive']} positive): "
-            f"cascade precision {cascade['precision']}, recall {cascade['recall']}, "
+            f"cascade precision {cascade['precision']} ({cascade.get('tp')}/"
+            f"{cascade.get('predicted_positive')}, 95% CI {cascade.get('precision_ci')}), "
+            f"recall {cascade['recall']} ({cascade.get('tp')}/{cascade.get('positives')}, "
+            f"95% CI {cascade.get('recall_ci')}), cross-fitted, "
             f"AP {cascade['ap']}; thresholds t1={thresholds['stage1']}, "
             f"t2={thresholds['stage2']} ({rule})"
         )
