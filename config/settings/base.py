@@ -167,6 +167,9 @@ IMAGECLEAN_MAX_IMAGE_PIXELS = int(os.environ.get("IMAGECLEAN_MAX_IMAGE_PIXELS", 
 # converted to RGBA): 64 MiB is 4096 x 4096 RGBA or 22 megapixels RGB. A small file can declare
 # a huge raster; this caps what decoding one image may cost (labeling/services/imports.py).
 IMAGECLEAN_MAX_DECODED_BYTES = int(os.environ.get("IMAGECLEAN_MAX_DECODED_BYTES", 64 * 1024 * 1024))
+# Images one process decodes at once (labeling/services/imports.py decode_slot); the others
+# wait, so a web worker's decoding memory is at most this many times the cap above.
+IMAGECLEAN_DECODE_CONCURRENCY = int(os.environ.get("IMAGECLEAN_DECODE_CONCURRENCY", 2))
 # Rows of one label import file (labeling/services/exports.py); split bigger files.
 IMAGECLEAN_MAX_LABEL_IMPORT_ROWS = int(
     os.environ.get("IMAGECLEAN_MAX_LABEL_IMPORT_ROWS", 1_000_000)

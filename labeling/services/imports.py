@@ -26,9 +26,11 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import threading
 import warnings
 import zipfile
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
@@ -60,6 +62,35 @@ FORMAT_EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", 
 # that inflates more than this is either a bomb or a near-blank bitmap; both are refused.
 DEFAULT_MAX_ZIP_RATIO = 100
 THUMBNAIL_QUALITY = 85
+
+
+class _DecodeSlots:
+    """A bounded pool of decoding slots per process: IMAGECLEAN_DECODE_CONCURRENCY images are
+    decoded at once, the others wait. With the cap on one decoded raster
+    (IMAGECLEAN_MAX_DECODED_BYTES) this bounds what decoding may hold in one web worker, however
+    many uploads its threads are handling (four 160 MB rasters at once took one to 1.3 GB)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._size = 0
+        self._semaphore = threading.BoundedSemaphore(1)
+
+    def semaphore(self) -> threading.BoundedSemaphore:
+        size = max(1, settings.IMAGECLEAN_DECODE_CONCURRENCY)
+        with self._lock:
+            if size != self._size:  # the setting is read when it changes (tests, a reload)
+                self._semaphore, self._size = threading.BoundedSemaphore(size), size
+            return self._semaphore
+
+
+_DECODE_SLOTS = _DecodeSlots()
+
+
+@contextmanager
+def decode_slot() -> Iterator[None]:
+    """Hold one decoding slot of this process for the block (waits while all are taken)."""
+    with _DECODE_SLOTS.semaphore():
+        yield
 
 
 class Status:
@@ -398,8 +429,8 @@ def decode_image(content: bytes) -> tuple[str, int, int, bytes]:
                 _check_decoded_bytes(probe)
                 probe.verify()  # structure and checksums, without decoding pixels
             # verify() leaves the image unusable, and does not notice truncated pixel data:
-            # decode it fully from a fresh handle.
-            with PILImage.open(io.BytesIO(content)) as img:
+            # decode it fully from a fresh handle, in one of the process's decoding slots.
+            with decode_slot(), PILImage.open(io.BytesIO(content)) as img:
                 img.load()
                 shown = ImageOps.exif_transpose(img)
                 width, height = shown.size

@@ -11,6 +11,7 @@ import os
 import struct
 import subprocess
 import sys
+import threading
 import zlib
 from pathlib import Path
 
@@ -246,3 +247,25 @@ def test_decoding_is_bounded_by_pixels_times_bands(settings):
         "palette.png": Status.REJECTED,
         "grey.png": Status.IMPORTED,
     }
+
+
+def test_decoding_waits_for_a_free_slot(settings):
+    """Decoding runs in a bounded pool per process: with one slot taken, the next decode waits
+    until it is free, then runs."""
+    from labeling.services.imports import decode_image, decode_slot
+
+    settings.IMAGECLEAN_DECODE_CONCURRENCY = 1
+    data = _png("RGB", (64, 64))
+    results = []
+    worker = threading.Thread(target=lambda: results.append(decode_image(data)))
+    with decode_slot():  # the only slot
+        worker.start()
+        worker.join(timeout=1.0)
+        assert worker.is_alive() and not results  # waiting for the slot
+    worker.join(timeout=30)
+    assert not worker.is_alive()
+    assert results[0][:3] == ("PNG", 64, 64)
+    # Two slots: a decode runs while one is held.
+    settings.IMAGECLEAN_DECODE_CONCURRENCY = 2
+    with decode_slot():
+        assert decode_image(data)[:3] == ("PNG", 64, 64)
