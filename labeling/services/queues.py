@@ -30,15 +30,16 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, Exists, F, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from labeling.models import Image, Label, Lease, Project, Queue, QueueItem, Strategy
 from labeling.permissions import queue_access_check
 from labeling.services.label_limits import MAX_CLAIM
 
-DEFAULT_QUEUE_NAMES = {Queue.Kind.LABELING: "Labeling", Queue.Kind.REVIEW: "Re-review"}
 # The lowest priority a model-driven job (cold start, selection) gives an item: imports queue
 # at 0 and cold-start scores lie in [-1, 1], so what a model chose is served before the rest.
 MODEL_PRIORITY_BASE = 2.0
+DEFAULT_QUEUE_NAMES = {Queue.Kind.LABELING: "Labeling", Queue.Kind.REVIEW: "Re-review"}
 
 
 # --- Queues -----------------------------------------------------------------------------------
@@ -49,7 +50,7 @@ def queue_get_or_create(*, project: Project, kind: str, name: str | None = None)
         raise ValidationError({"kind": f"Unknown queue kind {kind!r}; use {Queue.Kind.values}."})
     name = (name or DEFAULT_QUEUE_NAMES[Queue.Kind(kind)]).strip()
     if not name or len(name) > 120:
-        raise ValidationError({"name": "A queue name needs 1 to 120 characters."})
+        raise ValidationError({"name": _("A queue name needs 1 to 120 characters.")})
     queue, _created = Queue.objects.get_or_create(
         project=project, name=name, defaults={"kind": kind}
     )
@@ -76,7 +77,7 @@ def _finite(value, field: str) -> float:
     except (TypeError, ValueError) as exc:
         raise ValidationError({field: f"{value!r} is not a number."}) from exc
     if not math.isfinite(number):
-        raise ValidationError({field: "Must be a finite number."})
+        raise ValidationError({field: _("Must be a finite number.")})
     return number
 
 
@@ -102,7 +103,7 @@ def queue_items_add(
         raise ValidationError({"strategy": f"Unknown strategy {strategy!r}."})
     default_priority = _finite(priority, "priority")
     if details is not None and not isinstance(details, dict):
-        raise ValidationError({"details": "Details must be a JSON object."})
+        raise ValidationError({"details": _("Details must be a JSON object.")})
     ids = _image_ids(images)
     if not ids:
         return 0
@@ -129,7 +130,7 @@ def queue_items_add(
         if details_by_image is not None and pk in details_by_image:
             item_details = details_by_image[pk]
             if not isinstance(item_details, dict):
-                raise ValidationError({"details_by_image": "Details must be JSON objects."})
+                raise ValidationError({"details_by_image": _("Details must be JSON objects.")})
         new_items.append(
             QueueItem(
                 queue=queue,
@@ -146,7 +147,6 @@ def queue_items_add(
     return len(new_items)
 
 
-# --- Leases -----------------------------------------------------------------------------------
 def item_is_waiting(item_status: str, labels_done: int) -> bool:
     """An item that is still waiting for its first label: a model-driven job may move it."""
     return item_status == QueueItem.Status.OPEN and labels_done == 0
@@ -210,6 +210,7 @@ def queue_items_place(
     return {"added": added, "moved": len(moved), "kept": kept}
 
 
+# --- Leases -----------------------------------------------------------------------------------
 def _check_may_claim(*, queue: Queue, annotator: User) -> None:
     queue_access_check(annotator, queue)
 
@@ -325,10 +326,12 @@ def queue_claim_next(
     new ones in serving order (-priority, id). Leases carry `item` and `item.image` loaded.
     """
     if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_CLAIM:
-        raise ValidationError({"count": f"Claim between 1 and {MAX_CLAIM} items."})
+        raise ValidationError(
+            {"count": _("Claim between 1 and %(count)d items.") % {"count": MAX_CLAIM}}
+        )
     _check_may_claim(queue=queue, annotator=annotator)
     if not queue.is_active:
-        raise ValidationError("This queue is paused; no items are served from it.")
+        raise ValidationError(_("This queue is paused; no items are served from it."))
     now = now or timezone.now()
     lease_seconds = queue.project.lease_seconds
     with transaction.atomic():
@@ -374,11 +377,11 @@ def lease_skip(*, lease: Lease, annotator: User) -> None:
     """Give a leased item back unlabeled: the slot frees at once for others, and this person
     is not served the item again for `skip_cooldown` (the project's lease time)."""
     if lease.annotator_id != annotator.pk:
-        raise PermissionDenied("That lease is not yours.")
+        raise PermissionDenied(_("That lease is not yours."))
     QueueItem.objects.select_for_update().filter(pk=lease.item_id).first()
     current = Lease.objects.select_for_update().get(pk=lease.pk)
     if current.state == Lease.State.COMPLETED:
-        raise ValidationError("This item is already labeled; use undo to change your label.")
+        raise ValidationError(_("This item is already labeled; use undo to change your label."))
     if current.state in (Lease.State.RELEASED,):
         return  # skipping twice is harmless (a retried request)
     # An expired lease is skipped too: it records that this person passed on the item.
