@@ -300,6 +300,22 @@ class _Importer:
         self.queue: Queue | None = None
         if add_to_queue:
             self.queue, _review = project_default_queues_ensure(project=project)
+        # The frozen validation split is queued whatever the engineer chose for the pool: every
+        # model version is measured on it, so it must get labeled (issue 12), and its own queue
+        # keeps a model's choices from ever reaching it.
+        self.validation_queue: Queue | None = None
+
+    def _queue_validation(self, image: Image) -> None:
+        if self.validation_queue is None:
+            self.validation_queue = project_validation_queue_ensure(project=self.project)
+        QueueItem.objects.create(
+            queue=self.validation_queue,
+            image=image,
+            strategy=Strategy.VALIDATION,
+            labels_needed=self.validation_queue.effective_labels_per_item,
+            created_by=self.created_by,
+            details={"source": "import"},
+        )
 
     def import_one(self, name: str, data: bytes | IO[bytes], *, metadata=None) -> None:
         try:
@@ -331,22 +347,6 @@ class _Importer:
                 Status.DUPLICATE,
                 f"already in the project as image #{existing.pk} ({existing.source}).",
                 existing.pk,
-        # The frozen validation split is queued whatever the engineer chose for the pool: every
-        # model version is measured on it, so it must get labeled (issue 12), and its own queue
-        # keeps a model's choices from ever reaching it.
-        self.validation_queue: Queue | None = None
-
-    def _queue_validation(self, image: Image) -> None:
-        if self.validation_queue is None:
-            self.validation_queue = project_validation_queue_ensure(project=self.project)
-        QueueItem.objects.create(
-            queue=self.validation_queue,
-            image=image,
-            strategy=Strategy.VALIDATION,
-            labels_needed=self.validation_queue.effective_labels_per_item,
-            created_by=self.created_by,
-            details={"source": "import"},
-        )
             )
             return
         decoded = decode_image(content)
