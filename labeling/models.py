@@ -261,6 +261,9 @@ class Strategy(models.TextChoices):
     BAND_AND_LOSS = "band_and_loss", _("Confidence band and loss top-K")
     RANDOM_AUDIT = "random_audit", _("Random audit")
     NOISE_REVIEW = "noise_review", _("Noise re-review (O2U)")
+    # A stratified probability sample of the pool (labeling.services.audit), weighted by its
+    # known inclusion probabilities in the pool estimates; served like any other item.
+    POOL_AUDIT = "pool_audit", _("Pool audit (stratified sample)")
     # A cold-start seed, labeled positive by the engineer who picked it.
     SEED = "seed", _("Cold-start seed (engineer)")
     # An image of the frozen validation split, queued to be measured on, never chosen by a model.
@@ -483,6 +486,7 @@ class Job(models.Model):
         DETECT_NOISE = "detect_noise", _("Noise detection (O2U)")
         TRAIN_CASCADE = "train_cascade", _("Train the cascade")
         IMPORT = "import", _("Import images")
+        AUDIT = "audit", _("Audit the pool (estimates)")
 
     class Status(models.TextChoices):
         QUEUED = "queued", pgettext_lazy("job status", "Queued")

@@ -96,6 +96,13 @@ def queue_access_check(user, queue: Queue) -> None:
         raise PermissionDenied(_("Re-review queues are for leads."))
 
 
+def can_see_estimates(user, project: Project) -> bool:
+    """The pool estimates (prevalence, precision, recall with intervals) and their forecast:
+    leads and engineers of the project; never annotators (an audit must look like any other
+    work to them)."""
+    return can_review(user, project)
+
+
 def can_manage(user, project: Project | None = None) -> bool:
     """Import, configure, jobs, model versions, export, users' roles."""
     return has_role(user, Role.ENGINEER)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.conf import settings
 
-from .services import jobs, noise, queues, recall, scoring, selection, training
+from .services import audit, jobs, noise, queues, recall, scoring, selection, training
 
 _RETRY = {
     "autoretry_for": jobs.TRANSIENT_ERRORS,
@@ -85,3 +85,9 @@ def ml_detect_noise(self, job_id: int) -> None:
 def ml_cold_start(self, job_id: int) -> None:
     """Embed the pool (cached) and queue the seed images' nearest neighbours for labeling."""
     recall.cold_start_run(job_id=job_id, retry=self.request.retries > 0)
+
+
+@shared_task(bind=True, name="labeling.tasks.pool_audit", **DEFAULT_TASK)
+def pool_audit(self, job_id: int) -> None:
+    """Draw the next batch of a stratified pool audit and queue it (no model runs: CPU queue)."""
+    audit.audit_run(job_id=job_id, retry=self.request.retries > 0)

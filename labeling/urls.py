@@ -8,4 +8,5 @@ urlpatterns = [
     path("", include("labeling.views.import_urls")),
     path("", include("labeling.views.admin_urls")),
     path("", include("labeling.views.engineer_urls")),
+    path("", include("labeling.views.estimate_urls")),
 ]

@@ -8,5 +8,6 @@ urlpatterns = [
     path("", include("labeling.api.job_urls")),
     path("", include("labeling.api.model_urls")),
     path("", include("labeling.api.review_urls")),
+    path("", include("labeling.api.estimate_urls")),
     path("", include("labeling.api.loop_urls")),
 ]

@@ -91,6 +91,10 @@ JOB_KINDS: dict[str, JobKind] = {
         task_name="labeling.tasks.ml_cold_start",
         spec="labeling.services.recall.COLD_START",
     ),
+    Job.Kind.AUDIT: JobKind(
+        task_name="labeling.tasks.pool_audit",
+        spec="labeling.services.audit.AUDIT",
+    ),
 }
 
 

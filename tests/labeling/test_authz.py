@@ -199,6 +199,13 @@ MATRIX: dict[str, Route] = {
         obj="review_item",
     ),
     "api-quality": Route(row(DENIED, DENIED, OK, OK, OK), row(DENIED, DENIED, NOT_FOUND, OK, OK)),
+    # --- Pool estimates (issue 10): leads and engineers of the project, never annotators ----
+    "project-estimates": Route(
+        row(LOGIN, DENIED, OK, OK, OK), row(LOGIN, DENIED, NOT_FOUND, OK, OK)
+    ),
+    "api-project-estimates": Route(
+        row(DENIED, DENIED, OK, OK, OK), row(DENIED, DENIED, NOT_FOUND, OK, OK)
+    ),
     # --- Django admin --------------------------------------------------------------------------
     "admin:index": Route(ADMIN),
     "admin:login": Route(EVERYONE),  # the form, or "not authorized"; superusers go to index

@@ -104,6 +104,8 @@ class _FormFields(HTMLParser):
 def _page_fields(client: Client, project, kind: str) -> dict[str, list[dict]]:
     if kind == "cold_start":
         url, form_id = f"/projects/{project.slug}/cold-start/", "cold-start-form"
+    elif kind == "audit":  # the pool estimates page starts and continues audits
+        url, form_id = f"/projects/{project.slug}/estimates/", "start-audit"
     else:
         url, form_id = f"/projects/{project.slug}/jobs/", f"start-{kind.replace('_', '-')}"
     response = client.get(url)
