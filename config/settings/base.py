@@ -217,6 +217,10 @@ REST_FRAMEWORK = {
     ],
     # Services' ValidationError / PermissionDenied become 400 / 403 with a body, in one place.
     "EXCEPTION_HANDLER": "labeling.api.exceptions.exception_handler",
+    # No `?format=` renderer override: the API chooses by the Accept header (and the export by
+    # its own `as`), so the schema advertises no parameter that every view would refuse as
+    # unknown (labeling/api/filters.py accepts declared parameters only).
+    "URL_FORMAT_OVERRIDE": None,
     # Proxies in front of the app: the client address is REMOTE_ADDR (0) or its entry in
     # X-Forwarded-For (1 behind one proxy). Never trust a client-sent X-Forwarded-For by default.
     "NUM_PROXIES": int(os.environ.get("IMAGECLEAN_NUM_PROXIES", 0)),
