@@ -204,9 +204,10 @@ class QueueSubmitBatchApi(_LabelingApi):
 
 @extend_schema(responses=s.StatsResponse)
 class QueueStatsApi(_LabelingApi):
-    """The caller's own throughput in this queue's project, and the queue's progress."""
+    """The caller's own throughput in this queue, and the queue's progress (both count the
+    same queue, so the page's counters agree)."""
 
     def get(self, request, pk: int):
         with _queue_for(request.user, pk) as queue:
-            stats = annotator_stats(project=queue.project, annotator=request.user)
+            stats = annotator_stats(project=queue.project, annotator=request.user, queue=queue)
             return Response({"stats": s.StatsOutput(stats).data, "progress": _progress(queue)})

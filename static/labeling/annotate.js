@@ -112,7 +112,7 @@ async function refill() {
       else retryRefill(3000);
       return;
     }
-    renderProgress(data.progress);
+    renderProgress(data.progress, { recent: true });
     const fresh = data.leases.filter((l) => !seenLeases.has(l.lease));
     for (const l of fresh) seenLeases.add(l.lease);
     const wasEmpty = cards.length === 0;
@@ -223,8 +223,13 @@ function showFlash(text, kind = "", ms = 700, imageSrc = "") {
   flashTimer = setTimeout(() => flash.classList.remove("show"), ms);
 }
 
-function renderProgress(progress) {
+// The claim's counts may be up to 2 s old (the server reuses them: NEXT_PROGRESS_MAX_AGE_S);
+// they never replace fresher ones from a save or the stats, or the counter would step back.
+let freshProgressAt = -Infinity;
+function renderProgress(progress, { recent = false } = {}) {
   if (!progress) return;
+  if (recent && performance.now() - freshProgressAt < 3000) return;
+  if (!recent) freshProgressAt = performance.now();
   $("progress-done").textContent = progress.done;
   $("progress-total").textContent = progress.total;
 }

@@ -58,7 +58,7 @@ renderSaveState(saveState, outbox);
 async function claim(count) {
   const { ok, status, data } = await api(config.urls.next, { body: { count: Math.min(50, count) } });
   if (!ok) throw new Error(errorText(data, status));
-  renderProgress(data.progress);
+  renderProgress(data.progress, { recent: true });
   const fresh = data.leases.filter((l) => !seenLeases.has(l.lease));
   for (const l of fresh) seenLeases.add(l.lease);
   return fresh;
@@ -250,8 +250,13 @@ function flashStatus(text, isError = false) {
   statusEl.classList.toggle("error", isError);
 }
 
-function renderProgress(progress) {
+// The claim's counts may be up to 2 s old (the server reuses them: NEXT_PROGRESS_MAX_AGE_S);
+// they never replace fresher ones from a save or the stats, or the counter would step back.
+let freshProgressAt = -Infinity;
+function renderProgress(progress, { recent = false } = {}) {
   if (!progress) return;
+  if (recent && performance.now() - freshProgressAt < 3000) return;
+  if (!recent) freshProgressAt = performance.now();
   $("progress-done").textContent = progress.done;
   $("progress-total").textContent = progress.total;
 }

@@ -204,6 +204,13 @@ def test_annotator_labels_20_images_in_chinese_with_no_english_on_the_page(
             )
             assert page.locator("#stage .placeholder h2").inner_text() == "此队列已空"
             assert page.locator("#save-state").inner_text() == "已保存"
+            # The counters agree (issue 9, item 6): 20 of 20 done in the queue, 20 by this
+            # person in it (a label in another queue would not count here).
+            page.wait_for_function(
+                """() => ['progress-done', 'progress-total', 'own-total']
+                    .every((id) => document.getElementById(id).textContent === '20')""",
+                timeout=30_000,
+            )
             assert english_in(page) == []
 
             # --- The grid page ---------------------------------------------------------------

@@ -314,6 +314,17 @@ def test_stats_are_the_callers_own(client, world):
     assert data["stats"]["last_window"] == 2
     assert data["progress"]["done"] == 5
     assert not all_keys(data) & FORBIDDEN_KEYS
+    # "By you" counts this queue, like "done in queue": a label in another queue of the same
+    # project does not count here (issue 9, item 6).
+    elsewhere = make_queue(world["queue"].project, name="Elsewhere")
+    queue_items_add(
+        queue=elsewhere, images=[make_image(world["queue"].project)], strategy=Strategy.MANUAL
+    )
+    (lease,) = claim(client, elsewhere, count=1)["leases"]
+    post(client, reverse("api-lease-submit", args=[lease["lease"]]), {"value": "normal"})
+    data = client.get(reverse("api-queue-stats", args=[world["queue"].pk])).json()
+    assert data["stats"]["total"] == 2
+    assert Label.objects.filter(annotator=world["annotator"]).count() == 3
 
 
 @pytest.mark.authz
