@@ -1,6 +1,11 @@
 from django.contrib import admin
 
 from . import models
+from .views.auth import login_throttled
+
+# The admin's sign-in obeys the failed sign-in throttle of /login/ and the token endpoint
+# (labeling/throttles.py); its failures already count there (Django's user_login_failed).
+admin.site.login = login_throttled(admin.site.login)
 
 
 @admin.register(models.Project)

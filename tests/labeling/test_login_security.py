@@ -226,3 +226,21 @@ def test_password_set_anywhere_and_deactivation_revoke_the_token():
     keeper.email = "keeper@example.org"
     keeper.save()
     assert _api(key).get("/api/v1/projects/").status_code == 200
+
+
+def test_the_admin_sign_in_is_throttled_too():
+    user = make_user("engineer", is_staff=True)
+    for attempt in range(LIMIT):
+        response = Client().post(
+            "/admin/login/",
+            {"username": user.username, "password": "wrong"},
+            REMOTE_ADDR=f"10.6.0.{attempt}",
+        )
+        assert response.status_code == 200
+    response = Client().post(
+        "/admin/login/", {"username": user.username, "password": PASSWORD}, REMOTE_ADDR="10.6.1.1"
+    )
+    assert response.status_code == 429
+    assert int(response["Retry-After"]) > 0
+    # Failures there count for the other ways in as well.
+    assert _page_login(user.username, PASSWORD, "10.6.1.2").status_code == 429
