@@ -257,6 +257,11 @@ SPECTACULAR_SETTINGS = {
         "QueueItemStatusEnum": "labeling.models.QueueItem.Status",
     },
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    # Every operation documents its error responses and their body (labeling/api/schema.py).
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "labeling.api.schema.error_responses",
+    ],
     # The docs page's JS/CSS come from drf-spectacular-sidecar's static files (no CDN, works
     # offline).
     "SWAGGER_UI_DIST": "SIDECAR",

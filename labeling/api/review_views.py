@@ -86,12 +86,18 @@ def _item_payload(item: QueueItem, project: Project) -> dict:
     }
 
 
+class ReviewNextOutput(serializers.Serializer):
+    """The envelope review/next answers: the item, or null when none is left."""
+
+    item = ReviewItemOutput(allow_null=True)
+
+
 class ReviewNextApi(APIView):
     """The next open flagged item of the project (most suspicious first), or {"item": null}."""
 
     permission_classes = [IsLead]
 
-    @extend_schema(responses=ReviewItemOutput)
+    @extend_schema(responses=ReviewNextOutput)
     def get(self, request, slug: str):
         project = project_visible_or_404(request.user, slug)
         if not can_review(request.user, project):
