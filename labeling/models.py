@@ -147,9 +147,9 @@ class Project(models.Model):
     def clean(self) -> None:
         validate_label_schema(self.label_schema)
         if not 0.0 <= self.validation_fraction < 1.0:
-            raise ValidationError({"validation_fraction": "Must be in [0, 1)."})
+            raise ValidationError({"validation_fraction": _("Must be in [0, 1).")})
         if self.labels_per_item < 1:
-            raise ValidationError({"labels_per_item": "At least one label per item."})
+            raise ValidationError({"labels_per_item": _("At least one label per item.")})
 
     # Schema helpers ---------------------------------------------------------------------------
     @property
@@ -409,7 +409,9 @@ class Label(models.Model):
     def save(self, *args, **kwargs):
         # Append-only: an existing label is never rewritten.
         if self.pk is not None and not kwargs.pop("_allow_update", False):
-            raise ValidationError("Labels are append-only; write a new Label that supersedes it.")
+            raise ValidationError(
+                _("Labels are append-only; write a new Label that supersedes it.")
+            )
         super().save(*args, **kwargs)
 
 

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 
 from django.core.cache import cache
 from django.shortcuts import get_object_or_404
+from django.utils.translation import gettext as _
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
@@ -191,7 +192,12 @@ class QueueSubmitBatchApi(_LabelingApi):
             missing = [e["lease"] for e in entries if e["lease"] not in leases]
             if missing:
                 raise serializers.ValidationError(
-                    {"entries": [f"Leases {missing} are not yours in this queue."]}
+                    {
+                        "entries": [
+                            _("Leases %(leases)s are not yours in this queue.")
+                            % {"leases": missing}
+                        ]
+                    }
                 )
             labels = labels_submit_batch(
                 annotator=request.user,

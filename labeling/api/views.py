@@ -251,7 +251,7 @@ class LabelsImportApi(APIView):
         fmt = data.validated_data.get("as") or exports.format_from_name(upload.name)
         if fmt is None:
             raise serializers.ValidationError(
-                {"as": "Say `as=csv` or `as=jsonl` (the file name has no known extension)."}
+                {"as": _("Say `as=csv` or `as=jsonl` (the file name has no known extension).")}
             )
         report = exports.labels_import(
             project=project,

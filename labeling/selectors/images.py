@@ -23,7 +23,10 @@ def image_score_version(*, project: Project, model_version_id: int | None) -> Mo
         return ModelVersion.objects.get(pk=model_version_id, project=project)
     except ModelVersion.DoesNotExist as exc:
         raise ValidationError(
-            {"model_version": f"No model version {model_version_id} in this project."}
+            {
+                "model_version": _("No model version %(id)s in this project.")
+                % {"id": model_version_id}
+            }
         ) from exc
 
 
@@ -55,7 +58,10 @@ def images_list(
     if label is not None or labeled is not None:
         if label is not None and label not in project.class_keys:
             raise ValidationError(
-                {"label": f"Unknown class {label!r}; the schema has {project.class_keys}."}
+                {
+                    "label": _("Unknown class %(label)r; the schema has %(keys)s.")
+                    % {"label": label, "keys": project.class_keys}
+                }
             )
         # Current labels are derived (append-only history), so they come from the labels
         # selector rather than a column; one dict per request keeps the rule in one place.
@@ -68,7 +74,11 @@ def images_list(
             qs = qs.exclude(pk__in=list(current))
     if (min_score is not None or max_score is not None) and model_version is None:
         raise ValidationError(
-            {"model_version": "Score filters need a model version (the project has no active one)."}
+            {
+                "model_version": _(
+                    "Score filters need a model version (the project has no active one)."
+                )
+            }
         )
     if model_version is not None:
         if model_version.project_id != project.pk:

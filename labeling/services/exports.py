@@ -170,7 +170,7 @@ def labels_export(*, project: Project, fmt: str, include_history: bool = False) 
             yield json.dumps(row, ensure_ascii=False) + "\n"
         return
     if fmt != "csv":
-        raise ValidationError(f"Unknown export format {fmt!r}; use csv or jsonl.")
+        raise ValidationError(_("Unknown export format %(fmt)r; use csv or jsonl.") % {"fmt": fmt})
     columns = EXPORT_COLUMNS + (["history"] if include_history else [])
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns)
@@ -254,11 +254,11 @@ def _parse_rows_of(text, fmt: str) -> Iterator[tuple[int, dict | str]]:
         try:
             header = reader.fieldnames or []
         except csv.Error as exc:
-            raise ValidationError(f"The CSV cannot be read: {exc}") from exc
+            raise ValidationError(_("The CSV cannot be read: %(error)s") % {"error": exc}) from exc
         if not {"image_id", "content_hash"} & set(header):
-            raise ValidationError("The CSV header needs an image_id or a content_hash column.")
+            raise ValidationError(_("The CSV header needs an image_id or a content_hash column."))
         if not {"label", "current_label"} & set(header):
-            raise ValidationError("The CSV header needs a label (or current_label) column.")
+            raise ValidationError(_("The CSV header needs a label (or current_label) column."))
         try:
             for number, row in enumerate(reader, start=1):
                 if None in row:
@@ -266,10 +266,10 @@ def _parse_rows_of(text, fmt: str) -> Iterator[tuple[int, dict | str]]:
                 else:
                     yield number, {key: _csv_cell_read(value) for key, value in row.items()}
         except csv.Error as exc:
-            raise ValidationError(f"The CSV cannot be read: {exc}") from exc
+            raise ValidationError(_("The CSV cannot be read: %(error)s") % {"error": exc}) from exc
         return
     if fmt != "jsonl":
-        raise ValidationError(f"Unknown import format {fmt!r}; use csv or jsonl.")
+        raise ValidationError(_("Unknown import format %(fmt)r; use csv or jsonl.") % {"fmt": fmt})
     number = 0
     for line in text:
         if not line.strip():
@@ -396,7 +396,7 @@ def labels_import(
             flush()
     flush()
     if report.rows == 0:
-        raise ValidationError("The file has no data rows.")
+        raise ValidationError(_("The file has no data rows."))
 
     report.errors.sort(key=lambda e: e["row"])
     if atomic and (report.errors or report.errors_truncated):

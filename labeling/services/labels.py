@@ -154,7 +154,7 @@ def _submit_locked(*, entry: _Entry, annotator: User, item: QueueItem, now: date
     if retried is not None:
         if retried.queue_item_id != item.pk:
             raise ValidationError(
-                {"client_id": "This client_id was already used for another item."}
+                {"client_id": _("This client_id was already used for another item.")}
             )
         return retried  # a retried submit: same label, nothing new written
     lease = Lease.objects.select_for_update().get(pk=entry.lease.pk)
@@ -325,7 +325,14 @@ def labels_submit_batch(*, annotator: User, entries: list[dict]) -> list[Label]:
                     "lease": entry.lease.pk,
                 }
                 # Raising inside the atomic block rolls back every entry already written.
-                raise ValidationError({"entries": [f"{where}: {' '.join(exc.messages)}"]}) from exc
+                raise ValidationError(
+                    {
+                        "entries": [
+                            _("%(where)s: %(why)s")
+                            % {"where": where, "why": " ".join(exc.messages)}
+                        ]
+                    }
+                ) from exc
     return [labels[i] for i in range(len(parsed))]
 
 
@@ -444,7 +451,7 @@ def _review_resolve_locked(
             raise ValidationError(_("The image has no label to confirm; give a value instead."))
         if value not in (None, "", current.value):
             raise ValidationError(
-                {"value": "A confirmation keeps the current value; use confirm=False to flip."}
+                {"value": _("A confirmation keeps the current value; use confirm=False to flip.")}
             )
         value = current.value
         subcategory = subcategory or (current.subcategory if current.value == value else "")

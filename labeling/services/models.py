@@ -73,7 +73,8 @@ def model_version_rollback(*, project: Project, by: User | None) -> ModelVersion
         previous = previous.order_by("-promoted_at", "-pk").first()
         if previous is None:
             raise ValidationError(
-                f"No version was promoted before {active.name!r}; nothing to roll back to."
+                _("No version was promoted before %(name)r; nothing to roll back to.")
+                % {"name": active.name}
             )
         ModelVersion.objects.filter(pk=active.pk).update(promoted_at=None)
         locked_project.active_model_version = previous

@@ -143,5 +143,8 @@ def _refuse_dropping_used_keys(project: Project, new_schema: dict) -> None:
     missing = sorted((used - keep) | (used_sub - keep_sub))
     if missing:
         raise ValidationError(
-            {"label_schema": f"Labels already use {missing}; keep those keys in the schema."}
+            {
+                "label_schema": _("Labels already use %(keys)s; keep those keys in the schema.")
+                % {"keys": missing}
+            }
         )

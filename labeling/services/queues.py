@@ -47,7 +47,12 @@ DEFAULT_QUEUE_NAMES = {Queue.Kind.LABELING: "Labeling", Queue.Kind.REVIEW: "Re-r
 def queue_get_or_create(*, project: Project, kind: str, name: str | None = None) -> Queue:
     """The project's queue of that kind and name (default "Labeling" / "Re-review")."""
     if kind not in Queue.Kind.values:
-        raise ValidationError({"kind": f"Unknown queue kind {kind!r}; use {Queue.Kind.values}."})
+        raise ValidationError(
+            {
+                "kind": _("Unknown queue kind %(kind)r; use %(kinds)s.")
+                % {"kind": kind, "kinds": Queue.Kind.values}
+            }
+        )
     name = (name or DEFAULT_QUEUE_NAMES[Queue.Kind(kind)]).strip()
     if not name or len(name) > 120:
         raise ValidationError({"name": _("A queue name needs 1 to 120 characters.")})
@@ -56,7 +61,10 @@ def queue_get_or_create(*, project: Project, kind: str, name: str | None = None)
     )
     if queue.kind != kind:
         raise ValidationError(
-            {"name": f"Queue {name!r} already exists in this project as a {queue.kind} queue."}
+            {
+                "name": _("Queue %(name)r already exists in this project as a %(kind)s queue.")
+                % {"name": name, "kind": queue.get_kind_display()}
+            }
         )
     return queue
 
@@ -66,7 +74,9 @@ def _image_ids(images: Iterable[Image | int]) -> list[int]:
     for image in images:
         pk = image if isinstance(image, int) else getattr(image, "pk", None)
         if not isinstance(pk, int):
-            raise ValidationError({"images": f"Not an image or image id: {image!r}."})
+            raise ValidationError(
+                {"images": _("Not an image or image id: %(image)r.") % {"image": image}}
+            )
         ids.append(pk)
     return list(dict.fromkeys(ids))  # drop repeats, keep order
 
@@ -75,7 +85,7 @@ def _finite(value, field: str) -> float:
     try:
         number = float(value)
     except (TypeError, ValueError) as exc:
-        raise ValidationError({field: f"{value!r} is not a number."}) from exc
+        raise ValidationError({field: _("%(value)r is not a number.") % {"value": value}}) from exc
     if not math.isfinite(number):
         raise ValidationError({field: _("Must be a finite number.")})
     return number
@@ -100,7 +110,9 @@ def queue_items_add(
     image id) override them per image, so a selection job can queue a ranked list in one call.
     """
     if strategy not in Strategy.values:
-        raise ValidationError({"strategy": f"Unknown strategy {strategy!r}."})
+        raise ValidationError(
+            {"strategy": _("Unknown strategy %(strategy)r.") % {"strategy": strategy}}
+        )
     default_priority = _finite(priority, "priority")
     if details is not None and not isinstance(details, dict):
         raise ValidationError({"details": _("Details must be a JSON object.")})
@@ -111,10 +123,12 @@ def queue_items_add(
     found = dict(Image.objects.filter(pk__in=ids).values_list("pk", "project_id"))
     missing = [pk for pk in ids if pk not in found]
     if missing:
-        raise ValidationError({"images": f"No images with ids {missing[:20]}."})
+        raise ValidationError({"images": _("No images with ids %(ids)s.") % {"ids": missing[:20]}})
     foreign = [pk for pk in ids if found[pk] != project_id]
     if foreign:
-        raise ValidationError({"images": f"Images {foreign[:20]} belong to another project."})
+        raise ValidationError(
+            {"images": _("Images %(ids)s belong to another project.") % {"ids": foreign[:20]}}
+        )
     existing = set(
         QueueItem.objects.filter(queue=queue, image_id__in=ids).values_list("image_id", flat=True)
     )
@@ -171,7 +185,9 @@ def queue_items_place(
     Returns {"added": n, "moved": n, "kept": n (in the queue but not waiting)}."""
     ids = _image_ids(ranked)
     if strategy not in Strategy.values:
-        raise ValidationError({"strategy": f"Unknown strategy {strategy!r}."})
+        raise ValidationError(
+            {"strategy": _("Unknown strategy %(strategy)r.") % {"strategy": strategy}}
+        )
     # Lock order (module docstring): item rows by ascending id.
     existing = list(
         QueueItem.objects.select_for_update()

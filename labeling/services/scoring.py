@@ -58,18 +58,24 @@ def model_version_for_scoring(*, project: Project, model_version_id=None) -> Mod
         version = project.active_model_version
         if version is None:
             raise ValidationError(
-                {"model_version_id": "This project has no active model version to score with."}
+                {"model_version_id": _("This project has no active model version to score with.")}
             )
     else:
         try:
             version = ModelVersion.objects.get(pk=int(model_version_id), project=project)
         except (ValueError, TypeError, ModelVersion.DoesNotExist) as error:
             raise ValidationError(
-                {"model_version_id": f"No model version {model_version_id!r} in this project."}
+                {
+                    "model_version_id": _("No model version %(id)r in this project.")
+                    % {"id": model_version_id}
+                }
             ) from error
     if version.status != ModelVersion.Status.READY or not version.checkpoint:
         raise ValidationError(
-            {"model_version_id": f"Model version {version.name!r} is not ready to score."}
+            {
+                "model_version_id": _("Model version %(name)r is not ready to score.")
+                % {"name": version.name}
+            }
         )
     return version
 

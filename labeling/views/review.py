@@ -142,9 +142,12 @@ def project_review_resolve(request, slug: str, pk: int):
     except ValidationError as error:
         messages.error(request, _("Not saved: ") + " ".join(error.messages))
         return redirect(reverse("project-review", kwargs={"slug": project.slug}))
-    verb = "Confirmed" if label.kind == label.Kind.CONFIRMATION else "Corrected to"
+    if label.kind == label.Kind.CONFIRMATION:
+        text = _("Confirmed %(value)r (image %(image)s).")
+    else:
+        text = _("Corrected to %(value)r (image %(image)s).")
     messages.success(
-        request, f"{verb} {label.value!r} (image {item.image.source or item.image_id})."
+        request, text % {"value": label.value, "image": item.image.source or item.image_id}
     )
     return redirect(reverse("project-review", kwargs={"slug": project.slug}))
 

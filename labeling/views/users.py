@@ -58,7 +58,9 @@ def user_role_update(request, pk: int):
     try:
         user_role_set(user=person, role=role or None, by=request.user)
     except ValidationError as exc:
-        messages.error(request, f"{person.username}: {_error_text(exc)}")
+        messages.error(
+            request, _("%(user)s: %(why)s") % {"user": person.username, "why": _error_text(exc)}
+        )
         return redirect("users")
     if role:
         text = _("%(user)s is now %(role)s.") % {

@@ -8,6 +8,9 @@ the translate tags.
   anywhere therefore fails here until its translation is added.
 - The compiled catalogs: the committed `.mo` files are what `msgfmt` makes of the `.po` files
   (the app reads the `.mo`; a forgotten `compilemessages` would ship stale translations).
+- The Python side: error messages (ValidationError, PermissionDenied, Http404, DRF's NotFound
+  and ParseError) and `messages.*` texts written as bare literals or f-strings, outside gettext,
+  fail (an f-string cannot be translated at all: use named %-placeholders).
 - The templates: a scan of text nodes and user-facing attributes (title, alt, placeholder,
   aria-label) outside translate tags; any English word there fails. Text inside <kbd> (key
   caps, printed on the keyboard) and <code> (commands) is literal, and a few names are the same
@@ -19,6 +22,7 @@ and .ci/run install Debian's `gettext` when it is missing.
 
 from __future__ import annotations
 
+import ast
 import gettext as gnu_gettext
 import os
 import re
@@ -214,4 +218,80 @@ def test_templates_have_no_text_outside_translate_tags(template):
     assert not bare, (
         f"{template.relative_to(REPO)}: text outside {{% translate %}} / "
         f"{{% blocktranslate %}}: {bare}"
+    )
+
+
+# --- Bare text in Python messages ----------------------------------------------------------------
+_ERRORS = {"ValidationError", "PermissionDenied", "Http404", "NotFound", "ParseError"}
+_MESSAGE_LEVELS = {"debug", "info", "success", "warning", "error"}
+
+
+def _untranslated(node: ast.AST) -> list[ast.AST]:
+    """String literals with words, and f-strings, in an exception or message argument (also
+    inside a dict's values or a list); a gettext call around them is not descended into."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        words = re.findall(r"[A-Za-z]+", node.value)
+        return [node] if len(words) >= 2 and any(len(w) > 1 for w in words) else []
+    if isinstance(node, ast.JoinedStr):
+        return [node]
+    if isinstance(node, ast.Dict):
+        return [bad for value in node.values for bad in _untranslated(value)]
+    if isinstance(node, ast.List | ast.Tuple):
+        return [bad for element in node.elts for bad in _untranslated(element)]
+    if isinstance(node, ast.BinOp):  # "text" % {...} or "a" + b
+        return _untranslated(node.left) + _untranslated(node.right)
+    return []
+
+
+def _python_bare_messages(source: str) -> list[tuple[int, str]]:
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+        if name in _ERRORS:
+            arguments = node.args[:1]
+        elif (
+            name in _MESSAGE_LEVELS
+            and isinstance(func, ast.Attribute)
+            and getattr(func.value, "id", "") == "messages"
+        ):
+            arguments = node.args[1:2]
+        else:
+            continue
+        for argument in arguments:
+            found += [(bad.lineno, ast.unparse(bad)) for bad in _untranslated(argument)]
+    return found
+
+
+def test_the_python_scan_finds_bare_messages():
+    assert _python_bare_messages('raise ValidationError("Not a lease.")') == [(1, "'Not a lease.'")]
+    assert len(_python_bare_messages('raise PermissionDenied(f"No {x} here.")')) == 1
+    assert len(_python_bare_messages('raise ValidationError({"count": "At most ten."})')) == 1
+    assert len(_python_bare_messages('messages.error(request, f"{user}: bad input")')) == 1
+    assert _python_bare_messages('raise ValidationError(_("Not a lease."))') == []
+    assert _python_bare_messages('raise ValidationError(_("At %(n)s.") % {"n": 1})') == []
+    assert _python_bare_messages('raise ValueError("internal, never shown")') == []
+
+
+def _python_sources() -> list[Path]:
+    skip = {"migrations", "management"}  # migrations; command-line output for engineers
+    return sorted(
+        p
+        for folder in (REPO / "labeling", REPO / "config")
+        for p in folder.rglob("*.py")
+        if not skip & set(p.relative_to(REPO).parts)
+    )
+
+
+def test_python_messages_go_through_gettext():
+    bare = [
+        f"{path.relative_to(REPO)}:{line}: {text}"
+        for path in _python_sources()
+        for line, text in _python_bare_messages(path.read_text(encoding="utf-8"))
+    ]
+    assert not bare, (
+        "user-facing messages outside gettext (wrap them in _() with named %-placeholders, "
+        "see docs/i18n.md):\n" + "\n".join(bare)
     )
