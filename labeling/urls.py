@@ -2,7 +2,11 @@
 
 from django.urls import include, path
 
+from labeling.views import health
+
 urlpatterns = [
+    # Database and broker reachable? 200 or 503 (labeling/views/health.py); open to anyone.
+    path("health/", health.health, name="health"),
     path("api/v1/", include("labeling.api.urls")),
     path("", include("labeling.views.annotate_urls")),
     path("", include("labeling.views.import_urls")),

@@ -50,6 +50,8 @@ MIDDLEWARE = [
     "csp.middleware.CSPMiddleware",
     # A request over IMAGECLEAN_MAX_REQUEST_BYTES is refused (413) before its body is read.
     "labeling.middleware.RequestSizeLimitMiddleware",
+    # A view that cannot reach the database answers 503 with the app's page (or JSON).
+    "labeling.middleware.DatabaseUnavailableMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     # The language: the person's choice (set_language's cookie), else the browser's

@@ -62,6 +62,7 @@ MATRIX: dict[str, Route] = {
     "home": Route(PAGE_ALL),
     "login": Route(EVERYONE),  # logged-in people are redirected home
     "logout": Route(EVERYONE, method="POST"),
+    "health": Route(EVERYONE),  # database and broker up? for load balancers, no secrets
     "project-detail": Route(PAGE_ALL, MEMBERS_OTHER),
     "queue-annotate": Route(PAGE_ALL, MEMBERS_OTHER, obj="queue"),
     "queue-grid": Route(PAGE_ALL, MEMBERS_OTHER, obj="queue"),
