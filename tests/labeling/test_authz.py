@@ -63,6 +63,10 @@ MATRIX: dict[str, Route] = {
     "login": Route(EVERYONE),  # logged-in people are redirected home
     "logout": Route(EVERYONE, method="POST"),
     "health": Route(EVERYONE),  # database and broker up? for load balancers, no secrets
+    # Languages (docs/i18n.md): the switcher's POST sets a cookie and redirects back; the page
+    # scripts' translation catalog. Both serve the sign-in page too, so everyone.
+    "set_language": Route(EVERYONE, method="POST"),
+    "javascript-catalog": Route(EVERYONE),
     "project-detail": Route(PAGE_ALL, MEMBERS_OTHER),
     "queue-annotate": Route(PAGE_ALL, MEMBERS_OTHER, obj="queue"),
     "queue-grid": Route(PAGE_ALL, MEMBERS_OTHER, obj="queue"),
