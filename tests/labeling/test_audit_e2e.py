@@ -45,23 +45,25 @@ THRESHOLD = 0.5
 FORBIDDEN = {"strategy", "details", "priority", "audit_id", "stratum", "score"}
 
 
-def _simulated_pool(project) -> tuple[list[Image], np.ndarray]:
-    """SIMULATION: POOL images with a planted truth in their metadata."""
+def simulated_pool(
+    project, *, size: int = POOL, positives: int = POSITIVES
+) -> tuple[list[Image], np.ndarray]:
+    """SIMULATION: ``size`` images with a planted truth in their metadata."""
     rng = np.random.default_rng(7)
-    truth = np.zeros(POOL, dtype=bool)
-    truth[rng.choice(POOL, size=POSITIVES, replace=False)] = True
+    truth = np.zeros(size, dtype=bool)
+    truth[rng.choice(size, size=positives, replace=False)] = True
     images = [
         make_image(
             project,
             seed=50_000 + i,
             metadata={"true_label": "disgusting" if truth[i] else "normal"},
         )
-        for i in range(POOL)
+        for i in range(size)
     ]
     return images, truth
 
 
-def _simulated_version(project, images: list[Image], truth: np.ndarray) -> ModelVersion:
+def simulated_version(project, images: list[Image], truth: np.ndarray) -> ModelVersion:
     """SIMULATION: a READY model version whose scores are a noisy function of the truth (what
     a scoring job would store), made the project's active version."""
     version = ModelVersion.objects.create(
@@ -156,8 +158,8 @@ def test_pool_audit_end_to_end(celery_worker, worker_storage):  # noqa: F811
     engineer_api.force_authenticate(engineer)
     lead_api.force_authenticate(lead)
     annotator_api.force_authenticate(annotator)
-    images, truth = _simulated_pool(project)
-    version = _simulated_version(project, images, truth)
+    images, truth = simulated_pool(project)
+    version = simulated_version(project, images, truth)
     scores = Score.objects.filter(model_version=version)
     decision = {s.image_id: s.decision for s in scores}
     by_id = {image.pk: bool(t) for image, t in zip(images, truth, strict=True)}
