@@ -90,7 +90,7 @@ def test_engineer_lead_and_annotator_in_real_chromium(live_server, celery_worker
                 }"""
             )
             page.wait_for_function(
-                "document.getElementById('job-status').textContent === 'Succeeded'",
+                "() => document.getElementById('job-status').textContent === 'Succeeded'",
                 timeout=240_000,
             )
             assert page.evaluate("window.__same_document") is True
@@ -118,7 +118,9 @@ def test_engineer_lead_and_annotator_in_real_chromium(live_server, celery_worker
             history = page.locator("#review-history").inner_text()
             assert annotator.username in history and "Annotation" in history
             flip_to = "normal" if old.value == "disgusting" else "disgusting"
-            assert flip_to in page.locator("#review-flip").inner_text()
+            # The button names the class as the schema does, in the reader's language.
+            flip_name = {"normal": "Normal", "disgusting": "Disgusting"}[flip_to]
+            assert flip_name in page.locator("#review-flip").inner_text()
             page.keyboard.press("f")
             page.wait_for_selector(".messages li.success")
             assert "Corrected to" in page.locator(".messages").inner_text()
