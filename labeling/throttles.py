@@ -22,6 +22,7 @@ with `REDIS_CACHE_URL`; the embedded default uses a file cache under var/).
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 from rest_framework.throttling import SimpleRateThrottle
@@ -96,8 +97,9 @@ class LoginFailuresPerAccount(_LoginFailureThrottle):
 
     def ident_of(self, request, username: str) -> str | None:
         # Case-folded: "Alice" and "alice" are one account to an attacker guessing passwords.
-        name = (username or "").strip().casefold()
-        return name[:150] or None
+        # Hashed: whatever a client sends stays a short, safe cache key.
+        name = (username or "").strip().casefold()[:150]
+        return hashlib.sha256(name.encode()).hexdigest() if name else None
 
 
 LOGIN_FAILURE_THROTTLES = (LoginFailuresPerAddress, LoginFailuresPerAccount)

@@ -4,7 +4,8 @@ Services raise Django's exceptions (they know nothing of DRF): `ValidationError`
 input breaks a rule (nothing was written: services validate before they write), and
 `PermissionDenied` when the caller may not act. This handler maps them once for every view:
 
-- django `ValidationError` -> 400, `{"field": [messages]}` or `{"detail": [messages]}`;
+- django `ValidationError` -> 400, `{"field": [messages]}`, or `{"detail": "message"}` when it
+  names no field;
 - django `PermissionDenied` / DRF's -> 403 with `{"detail": ...}` (never a bare 403);
 - `Http404` -> 404 `{"detail": ...}`;
 - everything DRF already knows (parse errors, 401 with WWW-Authenticate, 429 with
@@ -28,7 +29,8 @@ def as_api_exception(exc: Exception) -> Exception:
     if isinstance(exc, DjangoValidationError):
         if hasattr(exc, "error_dict"):
             return exceptions.ValidationError(exc.message_dict)
-        return exceptions.ValidationError({"detail": exc.messages})
+        # A message not tied to a field: one string, like every other `detail`.
+        return exceptions.ValidationError({"detail": " ".join(exc.messages)})
     if isinstance(exc, DjangoPermissionDenied):
         message = str(exc) if exc.args and exc.args[0] else _("Your role does not allow this.")
         return exceptions.PermissionDenied(message)

@@ -208,6 +208,8 @@ ROLE_CHOICES = [r.value for r in ROLE_ORDER]
 
 
 class UserOutput(serializers.ModelSerializer):
+    # Plain text: an account may have no e-mail (""), which is not an "email" format value.
+    email = serializers.CharField(read_only=True)
     role = serializers.SerializerMethodField()
     projects = serializers.SlugRelatedField(many=True, read_only=True, slug_field="slug")
 

@@ -72,7 +72,7 @@ def test_service_errors_get_a_status_and_a_body():
     response = exception_handler(ValidationError({"count": ["Too many."]}), {})
     assert (response.status_code, response.data) == (400, {"count": ["Too many."]})
     response = exception_handler(ValidationError("Plain."), {})
-    assert (response.status_code, response.data) == (400, {"detail": ["Plain."]})
+    assert (response.status_code, response.data) == (400, {"detail": "Plain."})
     response = exception_handler(PermissionDenied("Leads only."), {})
     assert (response.status_code, str(response.data["detail"])) == (403, "Leads only.")
     response = exception_handler(PermissionDenied(), {})
