@@ -243,6 +243,21 @@ def _audit_body(job: Job) -> dict:
     job_progress(job_id=job.pk, stage="allocating", percent=20)
     drawn = [image_id for previous in previous_jobs for image_id in previous.result["drawn"]]
     labeled, values, pending = _observations(project, frame["ids"], drawn)
+    # The estimates as they stand before this batch: the audit's history over time.
+    snapshot = None
+    if len(labeled):
+        snapshot = _summary(
+            bridge.pool_estimates(
+                frame["scores"],
+                edges=design["edges"],
+                decisions=frame["decisions"],
+                primary="cascade",
+                labeled=labeled,
+                labels=values,
+                known_positives=0,
+                widths={},
+            )
+        )
     positions, strata = bridge.audit_next(
         frame["scores"],
         edges=design["edges"],
@@ -297,11 +312,46 @@ def _audit_body(job: Job) -> dict:
         "queued": added,
         "already_queued": len(to_ask) - added,
         "sample_before": int(len(drawn)),
+        "estimates_before": snapshot,
         "function": "mlcore.estimates.audit_allocation + audit_draw",
     }
 
 
 # --- The estimates ----------------------------------------------------------------------------
+def _summary(estimates: dict) -> dict:
+    """The figures a history row keeps: labels, prevalence and the cascade's precision and
+    recall with their intervals."""
+    cascade = estimates["decisions"].get("cascade") or {}
+    return {
+        "labels": estimates["labels"],
+        "prevalence": estimates["prevalence"],
+        "precision": cascade.get("precision"),
+        "recall": cascade.get("recall"),
+    }
+
+
+def _history(project: Project) -> list[dict[str, Any]]:
+    """Every audit job of the project, oldest first, with the estimates as they stood when it
+    started (None for an audit's first job): the estimates over time and over versions."""
+    names = dict(ModelVersion.objects.filter(project=project).values_list("pk", "name"))
+    rows = []
+    for job in Job.objects.filter(
+        project=project, kind=Job.Kind.AUDIT, status=Job.Status.SUCCEEDED
+    ).order_by("created_at", "id"):
+        result = job.result or {}
+        rows.append(
+            {
+                "job_id": job.pk,
+                "audit_id": result.get("audit_id"),
+                "at": job.created_at.isoformat(),
+                "model_version": names.get(result.get("model_version_id")),
+                "added": len(result.get("drawn") or []),
+                "estimates": result.get("estimates_before"),
+            }
+        )
+    return rows
+
+
 def pool_estimates_get(
     *,
     project: Project,
@@ -343,6 +393,7 @@ def pool_estimates_get(
         "jobs": [job.pk for job in jobs],
         "known_positives": known_positives,
         "estimates": None,
+        "history": _history(project),
     }
     if len(labeled) == 0:
         return figures
@@ -358,6 +409,7 @@ def pool_estimates_get(
         seed=seed,
     )
     figures["estimates"] = estimates
+    figures["now"] = _summary(estimates)
     remaining = (estimates.get("unlabeled_positives") or {}).get("estimate")
     figures["yield_forecast"] = [
         {

@@ -226,6 +226,12 @@ def test_pool_audit_end_to_end(celery_worker, worker_storage):  # noqa: F811
         max(0.0, estimates["positives"]["estimate"] - known)
     )
     assert estimates["forecast"]["recall"]["more_labels"] is not None
+    # History: the second job kept the estimates of the first batch's labels.
+    history = audit["history"]
+    assert [row["job_id"] for row in history] == [first.pk, second.pk]
+    assert history[0]["estimates"] is None
+    assert history[1]["estimates"]["labels"] == 60
+    assert audit["now"]["labels"] == 150
 
     # The page: leads read it, annotators are refused.
     lead_web, annotator_web = Client(), Client()
