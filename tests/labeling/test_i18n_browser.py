@@ -187,9 +187,15 @@ def test_annotator_labels_20_images_in_chinese_with_no_english_on_the_page(
                     page.screenshot(path=str(target))
                 assert shown not in seen, "an image was shown twice"
                 seen.add(shown)
+                labeled_src = page.eval_on_selector("#stage > img", "img => img.src")
                 page.keyboard.press(key)
                 if index < len(keys) - 1:
                     shown = shown_image(page, shown)
+                    # The confirmation shows over the next image, with a thumbnail of the one
+                    # it confirms (issue 9, item 6).
+                    flash = page.locator("#flash")
+                    assert flash.locator("img").get_attribute("src") in labeled_src
+                    assert flash.inner_text() in {"正常", "恶心", "恶心 · 动物"}
                 if index % 5 == 4:
                     assert english_in(page) == [], f"after label {index + 1}"
             assert len(seen) == 20
