@@ -66,6 +66,8 @@ def test_engineer_sees_strategy_and_rank_annotator_sees_none_of_it(live_server):
     labeling, _review = project_default_queues_ensure(project=project)
     images = [make_image(project, seed=91_000 + i) for i in range(8)]
     version = ModelVersion.objects.create(project=project, name="v1", status="ready")
+    project.active_model_version = version
+    project.save(update_fields=["active_model_version"])
     Score.objects.bulk_create(
         Score(image=image, model_version=version, stage1=0.4, stage2=0.4, score=0.4)
         for image in images
@@ -139,6 +141,20 @@ def test_engineer_sees_strategy_and_rank_annotator_sees_none_of_it(live_server):
             text = page.locator("#queue-items").inner_text()
             assert "similarity 0.900" in text and "uncertain_band [0.300, 0.600]" in text
             assert "Manual" in text  # where the moved items came from
+
+            # --- ... and the jobs page says what a selection round will take, as it is set --
+            page.goto(f"{base}/projects/{project.slug}/jobs/")
+            preview = page.locator("#selection-preview")
+            assert "of the 8 eligible images" in preview.inner_text()
+            page.locator("#select-max_share").fill("0.5")
+            page.locator("#select-max_share").dispatch_event("change")
+            # A function, not a string: the page's CSP forbids eval.
+            page.wait_for_function(
+                "() => document.getElementById('selection-preview').dataset.state === 'ok'"
+            )
+            # Half of 8 is 4, the audit keeps one of them: at most 4 in all.
+            assert "takes at most 4 of the 8 eligible images" in preview.inner_text()
+            assert "random audit 1" in preview.inner_text()
             context.close()
 
             # --- The annotator labels the queue: no payload explains anything --------------
@@ -160,7 +176,7 @@ def test_engineer_sees_strategy_and_rank_annotator_sees_none_of_it(live_server):
                 page.keyboard.press("1")
                 page.wait_for_timeout(300)
             page.wait_for_function(
-                "window.imageclean && window.imageclean.pending() === 0", timeout=15_000
+                "() => window.imageclean && window.imageclean.pending() === 0", timeout=15_000
             )
             assert payloads, "the labeling page made no API call"
             for payload in payloads:
