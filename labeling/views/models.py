@@ -25,6 +25,7 @@ from labeling.permissions import (
     role_required,
 )
 from labeling.roles import Role
+from labeling.services.audit import pool_estimates_get
 from labeling.services.models import model_version_promote, model_version_rollback
 
 STAGES = ("stage1", "stage2", "cascade")
@@ -69,7 +70,14 @@ def project_models(request, slug: str):
         "labeling/models.html",
         {
             "project": project,
-            "rows": [_row(v, project.active_model_version_id) for v in versions],
+            "rows": [
+                {
+                    **_row(v, project.active_model_version_id),
+                    # The pool-level estimates of the version's audit, if it has one (issue 10).
+                    "pool": pool_estimates_get(project=project, model_version_id=v.pk),
+                }
+                for v in versions
+            ],
             "can_manage": can_manage(request.user, project),
             "active": project.active_model_version,
         },

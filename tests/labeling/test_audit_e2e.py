@@ -240,3 +240,6 @@ def test_pool_audit_end_to_end(celery_worker, worker_storage):  # noqa: F811
     page = lead_web.get(reverse("project-estimates", args=[project.slug]))
     assert page.status_code == 200 and b'id="estimates"' in page.content
     assert annotator_web.get(reverse("project-estimates", args=[project.slug])).status_code == 403
+    # The model comparison page shows the version's pool estimates beside its validation ones.
+    models_page = lead_web.get(reverse("project-models", args=[project.slug]))
+    assert b'class="pool-estimates"' in models_page.content
