@@ -101,7 +101,9 @@ def test_embedded_default_serves_and_runs_a_task(embedded_env, tmp_path):
         base = f"http://127.0.0.1:{port}"
         jar = http.cookiejar.CookieJar()
         opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
-        deadline = time.time() + 60
+        # Three children boot at once (web, worker, beat): on the shared 2-core machine under
+        # load that has taken more than a minute.
+        deadline = time.time() + 180
         while True:
             try:
                 page = opener.open(f"{base}/login/", timeout=5).read().decode()
