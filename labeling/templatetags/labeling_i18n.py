@@ -7,11 +7,19 @@
 - `{{ value|class_name:project }}`: a label value (a schema class or sub-category key) by its
   display name in the reader's language (the schema's "names", else "name"; see
   labeling.models.schema_entry_name).
+- `{% javascript_catalog_url %}`: the page scripts' catalog URL for the page's language and the
+  compiled catalogs' version, so browsers may keep it (config/urls.py caches it a week): a
+  language switch or new translations give a new URL.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from django import template
+from django.conf import settings
+from django.urls import reverse
+from django.utils.http import urlencode
 from django.utils.translation import get_language, pgettext_lazy
 
 from labeling.models import schema_entry_name
@@ -40,3 +48,18 @@ def class_name(value, project) -> str:
         if entry.get("key") == value:
             return schema_entry_name(entry, get_language())
     return value
+
+
+def _catalogs_version() -> str:
+    """The newest modification time of the compiled page-script catalogs (a stat per file)."""
+    newest = 0
+    for folder in settings.LOCALE_PATHS:
+        for mo in Path(folder).glob("*/LC_MESSAGES/djangojs.mo"):
+            newest = max(newest, mo.stat().st_mtime_ns)
+    return str(newest)
+
+
+@register.simple_tag
+def javascript_catalog_url() -> str:
+    query = urlencode({"l": get_language() or "", "v": _catalogs_version()})
+    return f"{reverse('javascript-catalog')}?{query}"

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ast
 import gettext as gnu_gettext
+import json
 import os
 import re
 import shutil
@@ -136,6 +137,21 @@ def test_compiled_catalogs_match_the_po_files(tmp_path, language, domain):
         f"locale/{language}/LC_MESSAGES/{domain}.mo is stale: run "
         "`manage.py compilemessages -i .venv -i var` and commit the .mo files"
     )
+
+
+@pytest.mark.django_db
+def test_the_page_scripts_catalog_follows_the_page_language_and_is_kept(client):
+    """Pages link the catalog with their language and the catalogs' version in the URL, so
+    the browser may keep it a week: a switch of language or new translations change the URL."""
+    page = client.get("/login/", HTTP_ACCEPT_LANGUAGE="zh-CN").content.decode()
+    src = re.search(r'<script src="([^"]*jsi18n[^"]*)"', page).group(1).replace("&amp;", "&")
+    assert "l=zh-hans" in src and "v=" in src
+    catalog = client.get(src, HTTP_ACCEPT_LANGUAGE="zh-CN")
+    assert json.dumps("已保存")[1:-1] in catalog.content.decode()  # "Saved"
+    assert "max-age=604800" in catalog["Cache-Control"]
+    assert "private" in catalog["Cache-Control"]
+    english = client.get("/login/", HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    assert "l=en" in english and "l=zh-hans" not in english
 
 
 # --- Bare text in templates ---------------------------------------------------------------------
