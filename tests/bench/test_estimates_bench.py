@@ -1,0 +1,44 @@
+"""bench estimates' own arithmetic: the uniform baseline's classic intervals, the labels it needs
+for a width (interpolated, or extrapolated past the pool and said so), the audited threshold."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bench import estimates as bench
+
+
+def test_uniform_baseline_uses_exact_intervals_of_the_sampled_proportions():
+    truth = np.array([1] * 10 + [0] * 990)
+    decision = np.zeros(1000, dtype=bool)
+    decision[:5] = True  # catches half of the positives
+    census = bench._uniform_audit(truth, decision, labels=1000, seed=0)
+    assert census["prevalence"].estimate == pytest.approx(0.01)
+    assert census["recall"].estimate == pytest.approx(0.5)
+    assert census["precision"].estimate == pytest.approx(1.0)
+    assert census["recall"].low < 0.5 < census["recall"].high
+    # Clopper-Pearson for 5 of 10 (scipy.stats.binomtest): about 0.187 to 0.813.
+    assert census["recall"].low == pytest.approx(0.187, abs=1e-3)
+    # No sampled positive: recall is unknown, the interval is all of [0, 1].
+    none = bench._uniform_audit(np.zeros(1000, dtype=int), decision, labels=100, seed=0)
+    assert np.isnan(none["recall"].estimate) and none["recall"].width == 1.0
+
+
+def test_labels_for_a_width_interpolates_and_says_when_it_extrapolates():
+    grid = np.array([100, 1000, 10_000])
+    widths = np.array([0.4, 0.2, 0.1])  # halves per decade: width ~ n^-0.301
+    needed, extrapolated = bench._labels_for(grid, widths, 0.2)
+    assert needed == pytest.approx(1000) and not extrapolated
+    between, _ = bench._labels_for(grid, widths, np.sqrt(0.2 * 0.1))
+    assert between == pytest.approx(np.sqrt(1000 * 10_000))
+    beyond, extrapolated = bench._labels_for(grid, widths, 0.05)
+    assert extrapolated and beyond == pytest.approx(100_000)
+    first, extrapolated = bench._labels_for(grid, widths, 0.5)
+    assert first == 100 and not extrapolated
+
+
+def test_the_audited_threshold_has_the_best_f1_on_validation():
+    y = np.array([0, 0, 0, 1, 0, 1, 1])
+    scores = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7])
+    assert bench._f1_threshold(y, scores) == pytest.approx(0.4)
