@@ -174,8 +174,10 @@ def cold_start_eligible(
 
 
 def cold_start_why_nothing(*, project: Project, queue: Queue, seed_ids: Iterable[int]) -> str:
-    """Why no pool image was eligible, in the counts an engineer can act on."""
-    pool = Image.objects.filter(project=project, split=Image.Split.POOL)
+    """Why no pool image was eligible, in the counts an engineer can act on (the seeds are
+    counted once, as seeds, even when they are labeled now)."""
+    seed_ids = set(seed_ids)
+    pool = Image.objects.filter(project=project, split=Image.Split.POOL).exclude(pk__in=seed_ids)
     labeled = pool.filter(
         Exists(labels_active(project=project).filter(image=OuterRef("pk")))
     ).count()
@@ -195,10 +197,10 @@ def cold_start_why_nothing(*, project: Project, queue: Queue, seed_ids: Iterable
         "in another queue (or done), and %(seeds)d are seeds. Import more images or label "
         "what is queued."
     ) % {
-        "pool": pool.count(),
+        "pool": pool.count() + len(seed_ids),
         "labeled": labeled,
         "elsewhere": elsewhere,
-        "seeds": len(set(seed_ids)),
+        "seeds": len(seed_ids),
     }
 
 

@@ -16,6 +16,8 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+from django.urls import reverse
 
 from labeling.models import Image, Job, Label, Queue, QueueItem, Strategy
 from labeling.services.imports import images_import
@@ -302,6 +304,26 @@ def test_the_aggregate_parameter_reaches_the_ranking():
         QueueItem.objects.filter(details__job_id=job.pk).delete()  # eligible again
     assert orders["mean"] == [ids[3], ids[4]]
     assert orders["max"] == [ids[4], ids[3]]
+
+
+@pytest.mark.django_db
+def test_a_recall_that_finds_nothing_says_why_in_its_result_and_on_its_page():
+    vectors, _is_positive = _separable(n=12, positives=4, seed=3)
+    project, ids = _planted_project(vectors)
+    annotator = make_user("annotator")
+    for image_id in ids[2:]:  # everything but the seeds is labeled already
+        Label.objects.create(
+            project=project, image_id=image_id, annotator=annotator, value="normal"
+        )
+    job = _run(project, {"seed_image_ids": ids[:2], "k": 5})
+    assert job.result["queued"] == job.result["added"] == job.result["moved"] == 0
+    notice = job.result["notice"]
+    assert "Nothing to rank" in notice and "10 are labeled" in notice and "2 are seeds" in notice
+    engineer = make_user("engineer")
+    client = Client()
+    client.force_login(engineer)
+    page = client.get(reverse("job-detail", kwargs={"pk": job.pk})).content.decode()
+    assert 'id="job-notice"' in page and "Nothing to rank" in page
 
 
 def _separable(n: int = 240, positives: int = 40, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -11,7 +11,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from labeling.models import Image, Job, ModelVersion, QueueItem, Score, Strategy
+from labeling.models import Image, Job, Label, ModelVersion, QueueItem, Score, Strategy
 from labeling.services.jobs import job_create
 from labeling.services.projects import project_default_queues_ensure
 from labeling.services.queues import queue_items_add
@@ -159,3 +159,27 @@ def test_a_round_that_finds_nothing_says_why():
     client.force_login(engineer)
     page = client.get(reverse("job-detail", kwargs={"pk": job.pk})).content.decode()
     assert 'id="job-notice"' in page and "scored none of the pool" in page
+
+
+def test_automatic_rounds_follow_the_labeling_rate():
+    project, version, images, labeling = _pool()
+    annotator, engineer = make_user("annotator"), make_user("engineer")
+    # 70 annotations this week: 10 a day, so a round is about a day of labeling (at least 20).
+    Label.objects.bulk_create(
+        Label(project=project, image=image, annotator=annotator, value="normal")
+        for image in images[:70]
+    )
+    client = Client()
+    client.force_login(engineer)
+    url = reverse("api-selection-preview", kwargs={"slug": project.slug})
+    planned = client.get(url).json()
+    assert planned["eligible"] == POOL - 70 and planned["cap"] == int(0.2 * (POOL - 70))
+    assert planned["k_band"] + planned["k_loss"] == 20  # max(20, 10 a day)
+    assert planned["audit"] == 1 and planned["most"] == 21
+    assert "10 labels a day" in planned["rule"]
+    # A fixed size and a share of the pool, as the job takes them; a refused value says why.
+    fixed = client.get(url, {"sizing": "fixed", "k_band": "100", "k_loss": "0", "max_share": "0.1"})
+    assert fixed.json()["most"] <= 23 and "capped" in fixed.json()["rule"]
+    refused = client.get(url, {"max_share": "2"})
+    assert refused.status_code == 400 and "max_share" in refused.json()
+    assert client.get(url, {"nonsense": "1"}).status_code == 400
