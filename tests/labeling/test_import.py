@@ -429,3 +429,38 @@ def test_project_create_makes_both_queues_and_validates():
     with pytest.raises(ValidationError):
         project_create(name="Dup", slug="shoes", label_schema=schema)
     assert not Queue.objects.filter(project__slug="bad").exists()
+
+
+def test_refilling_the_validation_queue_moves_what_older_imports_queued():
+    """Images of the validation split imported before the validation queue existed (in the
+    labeling queue, or in none) reach it through the jobs page's refill, once each; a labeled
+    one stays out."""
+    from django.test import Client
+    from django.urls import reverse
+
+    from labeling.models import Label
+    from labeling.services.projects import project_default_queues_ensure
+    from labeling.services.queues import queue_items_add
+    from tests.factories import make_image
+
+    engineer, annotator = make_user("engineer"), make_user("annotator")
+    project = make_project(members=[annotator])
+    labeling, _review = project_default_queues_ensure(project=project)
+    images = [make_image(project, seed=77_000 + i, split=Image.Split.VALIDATION) for i in range(4)]
+    queue_items_add(queue=labeling, images=[i.pk for i in images[:2]], strategy="manual")
+    Label.objects.create(project=project, image=images[3], annotator=annotator, value="normal")
+    client = Client()
+    client.force_login(engineer)
+    before = client.get(reverse("api-validation-progress", kwargs={"slug": project.slug})).json()
+    assert (before["images"], before["labeled"], before["open"]) == (4, 1, 0)
+    assert before["not_queued"] == 1  # images[2]: unlabeled, in no queue (the two others wait)
+    response = client.post(reverse("project-validation-fill", kwargs={"slug": project.slug}))
+    assert response.status_code == 302
+    validation = Queue.objects.get(project=project, kind=Queue.Kind.VALIDATION)
+    assert set(validation.items.values_list("image_id", flat=True)) == {i.pk for i in images[:3]}
+    assert not labeling.items.filter(status=QueueItem.Status.OPEN).exists()  # moved, not doubled
+    again = client.post(reverse("api-validation-fill", kwargs={"slug": project.slug})).json()
+    assert again["added"] == again["moved"] == 0
+    assert again["progress"]["open"] == 3 and again["progress"]["not_queued"] == 0
+    page = client.get(reverse("project-jobs", kwargs={"slug": project.slug})).content.decode()
+    assert 'id="validation-progress"' in page and 'id="validation-fill"' in page
