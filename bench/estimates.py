@@ -25,7 +25,9 @@ audits: the coverage of the 95% intervals of prevalence, precision and recall (g
 their mean widths, and the labels uniform random sampling (sample proportions with exact
 Clopper-Pearson intervals, the classic estimators) needs for the same mean recall-interval
 width, found on a grid of sample sizes and interpolated on a log-log scale (goal: the
-stratified audit needs at most 1/5 of them at 1%, 1/20 at 0.1%).
+stratified audit needs at most 1/5 of them at 1%, 1/20 at 0.1%). The classic interval treats
+the sample as drawn from an endless population and stays wide at a census, so the figure is
+also given with its widths scaled by sqrt(1 - n/N) (``..._fpc``), which closes at the census.
 Quick mode: smaller pools at 56 px, 50 audits.
 """
 
@@ -322,6 +324,13 @@ def _setting(
     widths = np.array([row["recall"]["mean_width"] for row in uniform_rows])
     needed, extrapolated = _labels_for(grid, widths, target_width)
     ratio = labels / needed if needed else None
+    # The classic interval treats the sample as drawn from an endless population, so it stays
+    # wide at a census; scaled by the finite-population correction sqrt(1 - n/N) (an
+    # approximation for a proportion among the sampled positives) it closes at the census.
+    corrected = widths * np.sqrt(np.maximum(0.0, 1.0 - grid / len(truth)))
+    needed_fpc = _labels_for_fpc(grid, corrected, target_width)
+    for row, width in zip(uniform_rows, corrected, strict=True):
+        row["recall"]["mean_width_fpc"] = float(width)
     return {
         "pool": int(len(truth)),
         "positives": int(truth.sum()),
@@ -344,6 +353,8 @@ def _setting(
         "uniform_labels_for_same_recall_width": needed,
         "uniform_extrapolated_beyond_pool": extrapolated,
         "label_ratio_stratified_to_uniform": ratio,
+        "uniform_labels_for_same_recall_width_fpc": needed_fpc,
+        "label_ratio_stratified_to_uniform_fpc": labels / needed_fpc if needed_fpc else None,
         "ratio_goal": RATIO_GOALS.get(round(facts["prevalence"], 3)),
         "seconds": time.perf_counter() - started,
     }
@@ -372,6 +383,22 @@ def _labels_for(grid: np.ndarray, widths: np.ndarray, target: float) -> tuple[fl
     return float(np.exp(x0 + (np.log(target) - y0) / (y1 - y0) * (x1 - x0))), extrapolated
 
 
+def _labels_for_fpc(grid: np.ndarray, widths: np.ndarray, target: float) -> float | None:
+    """As :func:`_labels_for` on finite-population-corrected widths, which reach 0 at the
+    census (the last grid point): linear in labels on the last step, never extrapolated."""
+    below = np.flatnonzero(widths <= target)
+    if len(below) == 0:
+        return None
+    first = int(below[0])
+    if first == 0:
+        return float(grid[0])
+    if widths[first] <= 0:
+        fraction = (widths[first - 1] - target) / (widths[first - 1] - widths[first])
+        return float(grid[first - 1] + fraction * (grid[first] - grid[first - 1]))
+    needed, _ = _labels_for(grid[first - 1 : first + 1], widths[first - 1 : first + 1], target)
+    return needed
+
+
 def _plot(figures: dict[str, Any], quick: bool) -> str:
     series = {}
     for key, setting in figures["settings"].items():
@@ -379,6 +406,10 @@ def _plot(figures: dict[str, Any], quick: bool) -> str:
         series[f"uniform, {key}"] = (
             [row["labels"] for row in rows],
             [row["recall"]["mean_width"] for row in rows],
+        )
+        series[f"uniform x sqrt(1 - n/N), {key}"] = (
+            [row["labels"] for row in rows],
+            [row["recall"]["mean_width_fpc"] for row in rows],
         )
         series[f"stratified, {key}"] = (
             [setting["stratified"]["labels"]],
