@@ -325,10 +325,13 @@ CELERY_BEAT_SCHEDULE = {
 }
 
 # --- Background jobs (labeling/services/jobs.py) ----------------------------------------------
-# A RUNNING job whose heartbeat is older than this is taken to have lost its worker: the
-# recovery sweep re-enqueues it (safe: every job task is idempotent). Must exceed the longest
-# gap between two progress reports (one scoring batch, one training epoch).
-IMAGECLEAN_JOB_STALE_SECONDS = int(os.environ.get("IMAGECLEAN_JOB_STALE_SECONDS", 600))
+# A running job's heartbeat is beaten by a thread of its task every HEARTBEAT seconds, however
+# long one step (a scoring batch, a training epoch) takes (labeling.services.jobs.JobHeartbeat).
+# A RUNNING job whose heartbeat is older than STALE is taken to have lost its worker: the
+# recovery sweep re-enqueues it (safe: every job task is idempotent). STALE must be several
+# heartbeats, so a busy database does not make a live job look dead.
+IMAGECLEAN_JOB_HEARTBEAT_SECONDS = float(os.environ.get("IMAGECLEAN_JOB_HEARTBEAT_SECONDS", 10))
+IMAGECLEAN_JOB_STALE_SECONDS = int(os.environ.get("IMAGECLEAN_JOB_STALE_SECONDS", 60))
 # Per-queue task time limits (soft raises inside the task, hard kills it). ml tasks stay under
 # the Redis visibility_timeout above, or Redis would hand a running task to a second worker.
 IMAGECLEAN_ML_TASK_SOFT_TIME_LIMIT = int(os.environ.get("IMAGECLEAN_ML_SOFT_LIMIT", 5 * 3600))

@@ -25,6 +25,7 @@ JobCancelled) and stops. A job that has not started yet is cancelled at once.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -34,7 +35,7 @@ import kombu.exceptions
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import InterfaceError, OperationalError, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, connections, transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
 from django.utils.translation import gettext as _
@@ -287,6 +288,8 @@ def job_run(*, job_id: int, body: Callable[[Job], dict | None], retry: bool = Fa
     if not job_start(job=job, retry=retry):
         logger.info("job %s is %s; this delivery does nothing", job_id, job.status)
         return
+    heartbeat = JobHeartbeat(job_id=job_id)
+    heartbeat.start()
     try:
         result = body(job)
     except JobCancelled:
@@ -298,8 +301,44 @@ def job_run(*, job_id: int, body: Callable[[Job], dict | None], retry: bool = Fa
         logger.exception("job %s failed", job_id)
         job_fail(job_id=job_id, error=f"{type(error).__name__}: {error}")
         return
+    finally:
+        heartbeat.stop()
     if result is not None:
         job_succeed(job_id=job_id, result=result)
+
+
+class JobHeartbeat(threading.Thread):
+    """Beats a running job's heartbeat every IMAGECLEAN_JOB_HEARTBEAT_SECONDS from a thread of
+    its own (issue 8, item 1), so a job is alive as long as its process is, however long one
+    step (a training epoch, a scoring batch) takes: `job_start` and `jobs_recover` take a job
+    over only when the heartbeat stopped, i.e. its process is gone. The thread uses its own
+    database connection and closes it when it stops."""
+
+    def __init__(self, *, job_id: int):
+        super().__init__(name=f"job-{job_id}-heartbeat", daemon=True)
+        self.job_id = job_id
+        # At least three beats per stale window, whatever the two settings say.
+        self.every = min(
+            float(settings.IMAGECLEAN_JOB_HEARTBEAT_SECONDS),
+            settings.IMAGECLEAN_JOB_STALE_SECONDS / 3,
+        )
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self._stopped.wait(self.every):
+                try:
+                    Job.objects.filter(pk=self.job_id, status=Job.Status.RUNNING).update(
+                        heartbeat_at=timezone.now()
+                    )
+                except DatabaseError as exc:  # the next beat tries again
+                    logger.warning("job %s: heartbeat not recorded: %s", self.job_id, exc)
+        finally:
+            connections.close_all()  # this thread's connections only
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self.join(timeout=self.every + 5)
 
 
 # --- Recovery ---------------------------------------------------------------------------------
