@@ -119,9 +119,9 @@ def test_children_come_back_and_sigterm_leaves_none(embedded, tmp_path):
             seen.add(old)
             os.kill(old, signal.SIGKILL)
             new = _wait(
-                lambda name=name, old=old: (p := _status(var)[name]["pid"]) not in (None, old)
-                and _alive(p)
-                and p,
+                lambda name=name, old=old: (
+                    (p := _status(var)[name]["pid"]) not in (None, old) and _alive(p) and p
+                ),
                 BACK_WITHIN_S,
                 f"{name} back",
                 log,
