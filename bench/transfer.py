@@ -25,6 +25,7 @@ stage 1 and for the cascade's min(p1, p2), and training seconds; mean ± sd over
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from typing import Any
 
@@ -275,11 +276,14 @@ def run(
                 "function": scratch.function,
             }
             runs.append(record)
+            # The whole record, one line per seed: the results file is written only at the end
+            # of the run, and a run stopped early keeps its finished seeds in its log.
             print(
                 f"[{TASKS.get(key, key)} seed {run_seed}] transfer AP "
                 f"{record['cpu_transfer']['stage1']['average_precision']:.3f}, probe AP "
                 f"{record['probe']['stage1']['average_precision']:.3f}, {scratch_preset} AP "
-                f"{record[scratch_preset]['stage1']['average_precision']:.3f}",
+                f"{record[scratch_preset]['stage1']['average_precision']:.3f}; "
+                f"record {json.dumps(record, default=float)}",
                 flush=True,
             )
         figures["tasks"][TASKS.get(key, key)] = {
