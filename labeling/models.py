@@ -21,6 +21,8 @@ from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext_lazy
 
+from labeling.keys import ACTION_NAMES, PAGE_NAMES, key_label, reserved_keys
+
 User = settings.AUTH_USER_MODEL
 
 
@@ -75,10 +77,22 @@ def validate_label_schema(schema: dict) -> None:
         raise ValidationError(_("Class and sub-category keys must be unique."))
     if len(set(hotkeys)) != len(hotkeys):
         raise ValidationError(_("Hotkeys must be unique."))
-    reserved = {" ", "s", "z", "u", "?"} & set(hotkeys)
-    if reserved:
+    # The pages' own keys (labeling.keys, the one declaration the page scripts read too).
+    taken = reserved_keys()
+    clashes = [
+        _("%(key)s (%(uses)s)")
+        % {
+            "key": key_label(key),
+            "uses": ", ".join(
+                f"{PAGE_NAMES[page]}: {ACTION_NAMES[action]}" for page, action in taken[key]
+            ),
+        }
+        for key in sorted(set(hotkeys) & set(taken))
+    ]
+    if clashes:
         raise ValidationError(
-            _("Hotkeys %(keys)s are reserved (skip, undo, help).") % {"keys": sorted(reserved)}
+            _("These hotkeys are reserved by the labeling pages: %(keys)s. Choose other keys.")
+            % {"keys": "; ".join(clashes)}
         )
     class_keys = [c["key"] for c in classes]
     if schema.get("positive") not in class_keys:
@@ -552,3 +566,33 @@ class JobShard(models.Model):
 
     def __str__(self) -> str:
         return f"shard {self.index} of job {self.job_id} ({self.status})"
+
+
+class Preference(models.Model):
+    """One person's view preferences in one project, kept on the server so they follow the
+    person from browser to browser (static/labeling/prefs.js reads and writes them)."""
+
+    class Protection(models.TextChoices):
+        OFF = "off", _("Off: images shown as they are")
+        BLUR = "blur", _("Blur until revealed: R or a click reveals the image on screen")
+        SESSION = (
+            "session",
+            _("Blur until revealed once: the reveal stays on until you close the tab"),
+        )
+        GRAYSCALE = "grayscale", _("Grayscale: images shown without colour")
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="preferences")
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="preferences")
+    protection = models.CharField(max_length=10, choices=Protection.choices)
+    pixelated = models.BooleanField(default=False)
+    # When the person first saw the explanation of the protection modes (shown once).
+    intro_seen_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "project"], name="preference_one_per_project")
+        ]
+
+    def __str__(self) -> str:
+        return f"preferences of user {self.user_id} in project {self.project_id}"
