@@ -483,7 +483,7 @@ def _seed(n_images: int, n_annotators: int) -> dict:
     from labeling.services.projects import project_create
 
     engineer = User.objects.create_user("bench-engineer", password=uuid.uuid4().hex)
-    engineer.groups.add(Group.objects.get(name="engineer"))
+    engineer.groups.add(Group.objects.get(name="site_engineer"))
     project = project_create(
         name="Latency bench", slug="latency-bench", created_by=engineer, blur_images=False
     )

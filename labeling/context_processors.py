@@ -1,4 +1,4 @@
-from .roles import ROLE_NAMES, Role, user_role
+from .roles import ROLE_NAMES, ROLE_ORDER, Role, user_role
 
 
 def roles(request):
@@ -6,6 +6,7 @@ def roles(request):
     return {
         "user_role": role.value if role else None,
         "user_role_name": ROLE_NAMES[role] if role else None,
-        "is_lead": role in (Role.LEAD, Role.ENGINEER),
-        "is_engineer": role == Role.ENGINEER,
+        "is_lead": role is not None and ROLE_ORDER.index(role) >= ROLE_ORDER.index(Role.LEAD),
+        "is_engineer": role in (Role.ENGINEER, Role.SITE_ENGINEER),
+        "is_site_engineer": role == Role.SITE_ENGINEER,
     }

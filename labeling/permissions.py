@@ -3,7 +3,10 @@
 - annotator: label items leased to them, undo their own last labels, see their own throughput.
 - lead: everything an annotator can, plus the re-review queue, label history, model scores,
   Grad-CAM and annotator quality, in projects they are members of.
-- engineer (or superuser): everything, in every project: import, configure, jobs, models, export.
+- engineer: everything in the projects they are members of: import, configure, jobs, models,
+  export, the audit log of those projects.
+- site-wide engineer (or superuser): everything, in every project, plus people: accounts, roles,
+  project membership, everyone's API tokens, the whole audit log.
 
 Pages use the decorators; the REST API uses the DRF permission classes; list endpoints scope
 their querysets with `projects_visible_to` (DRF checks object permissions on single objects only).
@@ -25,11 +28,17 @@ from .models import Project, Queue
 from .roles import Role, has_role, user_role
 
 
+def is_site_wide(user) -> bool:
+    """A site-wide engineer (or superuser): every project, and people's accounts and roles."""
+    return has_role(user, Role.SITE_ENGINEER)
+
+
 def projects_visible_to(user) -> QuerySet[Project]:
-    """Engineers see every project; everyone else only the projects they are members of."""
+    """Site-wide engineers see every project; everyone else, engineers included, only the
+    projects they are members of."""
     if user_role(user) is None:
         return Project.objects.none()
-    if has_role(user, Role.ENGINEER):
+    if is_site_wide(user):
         return Project.objects.all()
     return Project.objects.filter(members=user)
 
@@ -52,7 +61,7 @@ def project_access_known(user, project_id: int, is_member: bool):
 def can_view_project(user, project: Project) -> bool:
     if user_role(user) is None:
         return False
-    if has_role(user, Role.ENGINEER):
+    if is_site_wide(user):
         return True
     known = user.__dict__.get("_project_access", {}).get(project.pk)
     if known is not None:
@@ -103,14 +112,21 @@ def can_see_estimates(user, project: Project) -> bool:
     return can_review(user, project)
 
 
-def can_manage(user, project: Project | None = None) -> bool:
-    """Import, configure, jobs, model versions, export, users' roles."""
-    return has_role(user, Role.ENGINEER)
+def can_manage(user, project: Project) -> bool:
+    """Import, configure, jobs, model versions, export, audit log of `project`: an engineer who
+    is a member of it, or a site-wide engineer."""
+    return has_role(user, Role.ENGINEER) and can_view_project(user, project)
+
+
+def can_manage_people(user) -> bool:
+    """Accounts, roles and project membership, everyone's API tokens: site-wide engineers only
+    (an engineer of one project could otherwise join any project or make themselves site-wide)."""
+    return is_site_wide(user)
 
 
 def can_manage_token_of(user, owner) -> bool:
-    """See and revoke `owner`'s API token: the owner themselves, or an engineer."""
-    return user.is_authenticated and (user.pk == owner.pk or has_role(user, Role.ENGINEER))
+    """See and revoke `owner`'s API token: the owner themselves, or a site-wide engineer."""
+    return user.is_authenticated and (user.pk == owner.pk or can_manage_people(user))
 
 
 # --- Page decorators --------------------------------------------------------------------------
@@ -149,7 +165,15 @@ class IsLead(_RoleAtLeast):
 
 
 class IsEngineer(_RoleAtLeast):
+    """An engineer of some project; views then scope with `project_visible_or_404`."""
+
     minimum = Role.ENGINEER
+
+
+class IsSiteEngineer(_RoleAtLeast):
+    """People's accounts, roles and membership (`can_manage_people`)."""
+
+    minimum = Role.SITE_ENGINEER
 
 
 def project_visible_or_404(user, slug: str) -> Project:

@@ -27,6 +27,7 @@ from labeling.permissions import (
     IsAnnotator,
     IsEngineer,
     IsLead,
+    IsSiteEngineer,
     can_review,
     can_see_scores,
     project_visible_or_404,
@@ -43,7 +44,8 @@ from . import serializers as s
 
 # --- Projects ---------------------------------------------------------------------------------
 class ProjectListApi(generics.ListAPIView):
-    """Projects the caller may see (engineers: all; others: those they are members of)."""
+    """Projects the caller may see (site-wide engineers: all; others: those they are members
+    of)."""
 
     permission_classes = [IsAnnotator]
     serializer_class = s.ProjectOutput
@@ -62,7 +64,8 @@ class ProjectDetailApi(APIView):
 
 
 class ProjectCreateApi(APIView):
-    """Engineers create a project; the label schema is validated (models.validate_label_schema)."""
+    """Engineers create a project (an engineer who is not site-wide becomes its member); the
+    label schema is validated (models.validate_label_schema)."""
 
     permission_classes = [IsEngineer]
 
@@ -264,9 +267,9 @@ class LabelsImportApi(APIView):
         return Response(body, status=status.HTTP_200_OK if report.written else 400)
 
 
-# --- Users' roles and project membership (engineers) -------------------------------------------
+# --- Users' roles and project membership (site-wide engineers) ---------------------------------
 class UserListApi(generics.ListAPIView):
-    permission_classes = [IsEngineer]
+    permission_classes = [IsSiteEngineer]
     serializer_class = s.UserOutput
 
     def get_queryset(self):
@@ -275,7 +278,7 @@ class UserListApi(generics.ListAPIView):
 
 
 class UserCreateApi(APIView):
-    permission_classes = [IsEngineer]
+    permission_classes = [IsSiteEngineer]
 
     @extend_schema(request=s.UserCreateInput, responses={201: s.UserOutput})
     def post(self, request):
@@ -286,7 +289,7 @@ class UserCreateApi(APIView):
 
 
 class UserRoleSetApi(APIView):
-    permission_classes = [IsEngineer]
+    permission_classes = [IsSiteEngineer]
 
     @extend_schema(request=s.UserRoleInput, responses=s.UserOutput)
     def post(self, request, pk: int):
@@ -300,7 +303,7 @@ class UserRoleSetApi(APIView):
 class UserProjectsSetApi(APIView):
     """Replace the projects the user is a member of (a list of project slugs)."""
 
-    permission_classes = [IsEngineer]
+    permission_classes = [IsSiteEngineer]
 
     @extend_schema(request=s.UserProjectsInput, responses=s.UserOutput)
     def put(self, request, pk: int):

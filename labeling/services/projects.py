@@ -14,6 +14,7 @@ from django.db import transaction
 from django.utils.translation import gettext as _
 
 from labeling.models import Label, Project, Queue
+from labeling.permissions import is_site_wide
 
 RESERVED_SLUGS = frozenset({"create"})
 EDITABLE_FIELDS = (
@@ -57,6 +58,9 @@ def project_create(
     project.save()
     project_default_queues_ensure(project=project)
     members = list(members)
+    if created_by is not None and not is_site_wide(created_by):
+        # An engineer limited to their projects would otherwise lose sight of what they made.
+        members.append(created_by)
     if members:
         project.members.add(*members)
     return project

@@ -21,7 +21,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from rest_framework.authtoken.models import Token
 
-from labeling.permissions import can_manage, can_manage_token_of
+from labeling.permissions import can_manage_people, can_manage_token_of
 
 
 def token_ttl() -> timedelta | None:
@@ -52,15 +52,16 @@ def token_issue(*, user: User) -> Token:
 
 
 def tokens_visible_to(user: User) -> QuerySet[Token]:
-    """Engineers see every token; anyone else only their own (labeling.permissions)."""
+    """Site-wide engineers see every token; anyone else only their own (labeling.permissions)."""
     tokens = Token.objects.select_related("user").order_by("user__username")
-    if can_manage(user):
+    if can_manage_people(user):
         return tokens
     return tokens.filter(user=user)
 
 
 def tokens_revoke(*, user: User, by: User) -> int:
-    """Revoke `user`'s token (the person themselves, or an engineer); how many were deleted."""
+    """Revoke `user`'s token (the person themselves, or a site-wide engineer); how many were
+    deleted."""
     if not can_manage_token_of(by, user):
         raise PermissionDenied(_("Only the owner or an engineer may revoke a token."))
     deleted, _rows = Token.objects.filter(user=user).delete()

@@ -1,8 +1,9 @@
 """Users, their role and the projects they belong to (engineers manage these).
 
-A role is a Django group (labeling.roles); a person holds exactly one of the three role groups,
-or none (then they can do nothing). Project membership is what scopes annotators and leads to
-their projects; engineers see every project whatever their membership.
+A role is a Django group (labeling.roles); a person holds exactly one of the role groups, or
+none (then they can do nothing). Project membership is what scopes annotators, leads and
+engineers to their projects; site-wide engineers see every project whatever their membership,
+and only they manage people (labeling.permissions.can_manage_people).
 """
 
 from __future__ import annotations
@@ -15,13 +16,16 @@ from django.db import transaction
 from django.utils.translation import gettext as _
 
 from labeling.models import Project
-from labeling.roles import ROLE_ORDER, Role, has_role
+from labeling.permissions import can_manage_people
+from labeling.roles import ROLE_ORDER, Role
 
 
 def _require_engineer(by: User) -> None:
     # Views check this too; the service refuses on its own so a new caller cannot skip it.
-    if not has_role(by, Role.ENGINEER):
-        raise PermissionDenied(_("Only engineers manage users' roles and project membership."))
+    if not can_manage_people(by):
+        raise PermissionDenied(
+            _("Only site-wide engineers manage users' roles and project membership.")
+        )
 
 
 def _parse_role(role: Role | str | None) -> Role | None:
@@ -42,11 +46,13 @@ def user_role_set(*, user: User, role: Role | str | None, by: User) -> User:
     """Make `role` the user's only role group (None removes every role)."""
     _require_engineer(by)
     new_role = _parse_role(role)
-    if user.is_superuser and new_role != Role.ENGINEER:
-        raise ValidationError(_("A superuser is always an engineer; change that in the admin."))
-    if user.pk == by.pk and new_role != Role.ENGINEER:
-        # Otherwise the last engineer could lock everyone out of the users' page.
-        raise ValidationError(_("You cannot remove your own engineer role."))
+    if user.is_superuser and new_role != Role.SITE_ENGINEER:
+        raise ValidationError(
+            _("A superuser is always a site-wide engineer; change that in the admin.")
+        )
+    if user.pk == by.pk and new_role != Role.SITE_ENGINEER:
+        # Otherwise the last site-wide engineer could lock everyone out of the users' page.
+        raise ValidationError(_("You cannot remove your own site-wide engineer role."))
     role_groups = Group.objects.filter(name__in=[r.value for r in ROLE_ORDER])
     user.groups.remove(*role_groups)
     if new_role is not None:

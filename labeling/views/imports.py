@@ -5,11 +5,15 @@ temporary files by Django, and each image is read with a size cap, so memory sta
 from __future__ import annotations
 
 from django.core.exceptions import PermissionDenied
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import render
 from django.utils.translation import gettext as _
 
-from labeling.models import Project
-from labeling.permissions import can_manage, projects_visible_to, role_required
+from labeling.permissions import (
+    can_manage,
+    project_visible_or_404,
+    projects_visible_to,
+    role_required,
+)
 from labeling.roles import Role
 from labeling.services.imports import ALLOWED_FORMATS, uploads_import
 
@@ -23,7 +27,7 @@ def import_choose(request):
 
 @role_required(Role.ENGINEER)
 def project_import(request, slug: str):
-    project = get_object_or_404(Project, slug=slug)
+    project = project_visible_or_404(request.user, slug)
     if not can_manage(request.user, project):
         raise PermissionDenied
     context = {

@@ -1,4 +1,4 @@
-"""Engineers' page for users: each person's role and the projects they belong to.
+"""Site-wide engineers' page for users: each person's role and the projects they belong to.
 
 The page only parses the form, calls one service (labeling.services.users) and redirects back
 with a message; a refused change (your own engineer role, an unknown role) is shown as an error
@@ -25,7 +25,7 @@ def _error_text(exc: ValidationError) -> str:
 
 
 @require_GET
-@role_required(Role.ENGINEER)
+@role_required(Role.SITE_ENGINEER)
 def users_page(request):
     projects = list(Project.objects.order_by("name"))
     people = []
@@ -51,7 +51,7 @@ def users_page(request):
 
 
 @require_POST
-@role_required(Role.ENGINEER)
+@role_required(Role.SITE_ENGINEER)
 def user_role_update(request, pk: int):
     person = get_object_or_404(User, pk=pk)
     role = request.POST.get("role", "")
@@ -74,7 +74,7 @@ def user_role_update(request, pk: int):
 
 
 @require_POST
-@role_required(Role.ENGINEER)
+@role_required(Role.SITE_ENGINEER)
 def user_projects_update(request, pk: int):
     person = get_object_or_404(User, pk=pk)
     wanted = request.POST.getlist("projects")
@@ -100,7 +100,7 @@ def user_projects_update(request, pk: int):
 
 
 @require_POST
-@role_required(Role.ENGINEER)
+@role_required(Role.SITE_ENGINEER)
 def user_add(request):
     username = request.POST.get("username", "").strip()
     try:

@@ -24,7 +24,7 @@ def client_for(user=None) -> APIClient:
 def world():
     annotator = make_user("annotator")
     lead = make_user("lead")
-    engineer = make_user("engineer")
+    engineer = make_user("site_engineer")
     own = make_project(members=[annotator, lead])
     other = make_project()
     return {
@@ -289,8 +289,8 @@ def test_engineer_cannot_demote_themselves_and_leads_cannot_set_roles(world):
     response = client_for(engineer).post(
         f"/api/v1/users/{engineer.pk}/role/", {"role": "annotator"}, format="json"
     )
-    assert response.status_code == 400 and "own engineer role" in str(response.json())
-    assert user_role(User.objects.get(pk=engineer.pk)) == Role.ENGINEER
+    assert response.status_code == 400 and "own site-wide engineer role" in str(response.json())
+    assert user_role(User.objects.get(pk=engineer.pk)) == Role.SITE_ENGINEER
     response = client_for(world["lead"]).post(
         f"/api/v1/users/{world['annotator'].pk}/role/", {"role": "engineer"}, format="json"
     )
@@ -336,8 +336,8 @@ def test_users_page_changes_role_and_membership(world, client):
     assert list(person.projects.all()) == [world["other"]]
     # A refused change is reported and changes nothing.
     page = client.post(f"/users/{world['engineer'].pk}/role/", {"role": "annotator"}, follow=True)
-    assert "cannot remove your own engineer role" in page.content.decode()
-    assert user_role(User.objects.get(pk=world["engineer"].pk)) == Role.ENGINEER
+    assert "cannot remove your own site-wide engineer role" in page.content.decode()
+    assert user_role(User.objects.get(pk=world["engineer"].pk)) == Role.SITE_ENGINEER
 
     client.force_login(world["lead"])
     assert client.get("/users/").status_code == 403

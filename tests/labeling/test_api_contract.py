@@ -22,7 +22,7 @@ def _schema(client) -> dict:
 
 def test_no_operation_advertises_a_format_parameter_and_format_is_refused():
     client = APIClient()
-    client.force_authenticate(make_user("engineer"))
+    client.force_authenticate(make_user("site_engineer"))
     schema = _schema(client)
     advertised = [
         (path, method)
@@ -77,7 +77,11 @@ class Contract:
 
 
 def test_review_next_and_error_bodies_match_the_schema():
-    lead, annotator, engineer = make_user("lead"), make_user("annotator"), make_user("engineer")
+    lead, annotator, engineer = (
+        make_user("lead"),
+        make_user("annotator"),
+        make_user("site_engineer"),
+    )
     project = make_project(members=[lead, annotator])
     hidden = make_project()
     lead_client, annotator_client = APIClient(), APIClient()

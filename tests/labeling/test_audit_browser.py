@@ -78,7 +78,7 @@ def _figures(page) -> tuple[str, str]:
 def test_audit_in_real_chromium(live_server, celery_worker, worker_storage):
     from playwright.sync_api import sync_playwright
 
-    engineer, annotator = make_user("engineer"), make_user("annotator")
+    engineer, annotator = make_user("site_engineer"), make_user("annotator")
     project = make_project(members=[annotator])
     images, truth = simulated_pool(project, size=160, positives=12)
     version = simulated_version(project, images, truth)

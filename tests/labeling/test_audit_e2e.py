@@ -152,7 +152,11 @@ def _horvitz_thompson_prevalence(project, jobs: list[Job]) -> float:
 
 
 def test_pool_audit_end_to_end(celery_worker, worker_storage):  # noqa: F811
-    engineer, lead, annotator = make_user("engineer"), make_user("lead"), make_user("annotator")
+    engineer, lead, annotator = (
+        make_user("site_engineer"),
+        make_user("lead"),
+        make_user("annotator"),
+    )
     project = make_project(members=[lead, annotator])
     engineer_api, lead_api, annotator_api = APIClient(), APIClient(), APIClient()
     engineer_api.force_authenticate(engineer)

@@ -1,10 +1,17 @@
 """The authorization matrix: every URL pattern of the project, every role, own and other project.
 
 `MATRIX` holds one entry per route (its name, or its pattern when it has none): the method to
-call and the expected outcome for anonymous, annotator, lead, engineer and superuser, on objects
-of the user's own project and, where objects are involved, of another project. The first test
-walks `get_resolver()` recursively (admin and API docs included) and fails naming every route
-that has no entry, so a new route cannot ship without a decision about who may use it.
+call and the expected outcome for anonymous, annotator, lead, engineer (site-wide) and superuser,
+on objects of the user's own project and, where objects are involved, of another project.
+
+A sixth person, `project_engineer`, is an engineer limited to the projects they are members of
+(labeling.roles.Role.ENGINEER), a member of the own project only. Unless a row says otherwise
+(`project_engineer=`), they get what the site-wide engineer gets on the own project and a 404 on
+the other project's objects: a project they may not see must not reveal that it exists.
+
+The first test walks `get_resolver()` recursively (admin and API docs included) and fails naming
+every route that has no entry, so a new route cannot ship without a decision about who may use
+it.
 
 Outcomes: OK (allowed: 2xx, a 400 for an empty form, or a redirect that is not to a login page),
 LOGIN (redirect to a login page), DENIED (403, or 401), NOT_FOUND (404: another project's
@@ -32,11 +39,27 @@ from tests.factories import make_image, make_project, make_queue, make_user
 pytestmark = [pytest.mark.authz, pytest.mark.django_db]
 
 OK, LOGIN, DENIED, NOT_FOUND = "ok", "login", "denied", "not_found"
-ROLES = ("anonymous", "annotator", "lead", "engineer", "superuser")
+ROLES = ("anonymous", "annotator", "lead", "project_engineer", "engineer", "superuser")
 
 
-def row(anonymous, annotator, lead, engineer, superuser) -> dict[str, str]:
-    return dict(zip(ROLES, (anonymous, annotator, lead, engineer, superuser)))
+def row(anonymous, annotator, lead, engineer, superuser, *, project_engineer=None) -> dict:
+    found = {
+        "anonymous": anonymous,
+        "annotator": annotator,
+        "lead": lead,
+        "engineer": engineer,
+        "superuser": superuser,
+    }
+    if project_engineer is not None:
+        found["project_engineer"] = project_engineer
+    return found
+
+
+def expected_outcome(route_row: dict[str, str], side: str, role: str) -> str:
+    if role in route_row:
+        return route_row[role]
+    # The project-limited engineer (see the module's docstring).
+    return route_row["engineer"] if side == "own" else NOT_FOUND
 
 
 @dataclass(frozen=True)
@@ -54,8 +77,13 @@ API_ALL = row(DENIED, OK, OK, OK, OK)
 API_ENGINEER = row(DENIED, DENIED, DENIED, OK, OK)
 MEMBERS_OTHER = row(LOGIN, NOT_FOUND, NOT_FOUND, OK, OK)
 API_MEMBERS_OTHER = row(DENIED, NOT_FOUND, NOT_FOUND, OK, OK)
-ADMIN = row(LOGIN, LOGIN, LOGIN, LOGIN, OK)  # Django admin: staff only (superusers here)
-EVERYONE = row(OK, OK, OK, OK, OK)
+ADMIN = row(LOGIN, LOGIN, LOGIN, LOGIN, OK, project_engineer=LOGIN)  # staff only (superusers)
+EVERYONE = row(OK, OK, OK, OK, OK, project_engineer=OK)
+# People's accounts, roles and membership: site-wide engineers only, whatever the project.
+PAGE_SITE = row(LOGIN, DENIED, DENIED, OK, OK, project_engineer=DENIED)
+API_SITE = row(DENIED, DENIED, DENIED, OK, OK, project_engineer=DENIED)
+ADMIN_DENIED = row(LOGIN, LOGIN, LOGIN, LOGIN, DENIED, project_engineer=LOGIN)
+ADMIN_NOT_FOUND = row(LOGIN, LOGIN, LOGIN, LOGIN, NOT_FOUND, project_engineer=LOGIN)
 
 MATRIX: dict[str, Route] = {
     # --- Pages ---------------------------------------------------------------------------------
@@ -74,18 +102,20 @@ MATRIX: dict[str, Route] = {
     "project-import": Route(PAGE_ENGINEER, PAGE_ENGINEER),
     "image-file": Route(PAGE_ALL, MEMBERS_OTHER, obj="image"),
     "image-thumb": Route(PAGE_ALL, MEMBERS_OTHER, obj="image"),
-    "users": Route(PAGE_ENGINEER),
-    "user-create": Route(PAGE_ENGINEER, method="POST"),
-    "user-role-update": Route(PAGE_ENGINEER, PAGE_ENGINEER, method="POST", obj="user"),
-    "user-projects-update": Route(PAGE_ENGINEER, PAGE_ENGINEER, method="POST", obj="user"),
+    "users": Route(PAGE_SITE),
+    "user-create": Route(PAGE_SITE, method="POST"),
+    "user-role-update": Route(PAGE_SITE, PAGE_SITE, method="POST", obj="user"),
+    "user-projects-update": Route(PAGE_SITE, PAGE_SITE, method="POST", obj="user"),
     "password-change": Route(PAGE_ALL),  # one's own password, whatever the role
     "password-change-done": Route(PAGE_ALL),
     # --- Core API ------------------------------------------------------------------------------
     "api-auth-token": Route(EVERYONE, method="POST"),  # empty form: 400 for everyone
-    "api-auth-token-list": Route(API_ALL),  # one's own token; engineers see all
-    # Another person's token: only engineers may revoke it (204 also when there is none).
+    "api-auth-token-list": Route(API_ALL),  # one's own token; site-wide engineers see all
+    # Another person's token: only site-wide engineers may revoke it (204 also when none).
     "api-auth-token-revoke": Route(
-        row(DENIED, NOT_FOUND, NOT_FOUND, OK, OK), method="DELETE", obj="user"
+        row(DENIED, NOT_FOUND, NOT_FOUND, OK, OK, project_engineer=NOT_FOUND),
+        method="DELETE",
+        obj="user",
     ),
     "api-auth-password": Route(API_ALL, method="POST"),  # empty body: 400 for the signed-in
     "api-schema": Route(API_ALL),
@@ -103,15 +133,17 @@ MATRIX: dict[str, Route] = {
     ),
     "api-labels-export": Route(API_ENGINEER, API_ENGINEER),
     "api-labels-import": Route(API_ENGINEER, API_ENGINEER, method="POST"),
-    "api-user-list": Route(API_ENGINEER),
-    "api-user-create": Route(API_ENGINEER, method="POST"),
-    "api-user-role-set": Route(API_ENGINEER, API_ENGINEER, method="POST", obj="user"),
-    "api-user-projects-set": Route(API_ENGINEER, API_ENGINEER, method="PUT", obj="user"),
+    "api-user-list": Route(API_SITE),
+    "api-user-create": Route(API_SITE, method="POST"),
+    "api-user-role-set": Route(API_SITE, API_SITE, method="POST", obj="user"),
+    "api-user-projects-set": Route(API_SITE, API_SITE, method="PUT", obj="user"),
     # --- Queue API (labeling queue of the project; the lease is the annotator's own) ----------
     "api-queue-next": Route(API_ALL, API_MEMBERS_OTHER, method="POST", obj="queue"),
     "api-queue-undo": Route(API_ALL, API_MEMBERS_OTHER, method="POST", obj="queue"),
     "api-queue-submit-batch": Route(API_ALL, API_MEMBERS_OTHER, method="POST", obj="queue"),
     "api-queue-stats": Route(API_ALL, API_MEMBERS_OTHER, obj="queue"),
+    "api-queue-recent-labels": Route(API_ALL, API_MEMBERS_OTHER, obj="queue"),  # one's own
+    "api-project-preferences": Route(API_ALL, API_MEMBERS_OTHER),  # one's own preferences
     # Somebody else's lease is a 404 whatever the role: only its holder may submit or skip it.
     "api-lease-submit": Route(
         row(DENIED, OK, NOT_FOUND, NOT_FOUND, NOT_FOUND),
@@ -120,6 +152,12 @@ MATRIX: dict[str, Route] = {
         obj="lease",
     ),
     "api-lease-skip": Route(
+        row(DENIED, OK, NOT_FOUND, NOT_FOUND, NOT_FOUND),
+        row(DENIED, NOT_FOUND, NOT_FOUND, NOT_FOUND, NOT_FOUND),
+        method="POST",
+        obj="lease",
+    ),
+    "api-lease-unskip": Route(
         row(DENIED, OK, NOT_FOUND, NOT_FOUND, NOT_FOUND),
         row(DENIED, NOT_FOUND, NOT_FOUND, NOT_FOUND, NOT_FOUND),
         method="POST",
@@ -217,14 +255,14 @@ MATRIX: dict[str, Route] = {
     "admin:logout": Route(EVERYONE, method="POST"),
     "admin:password_change": Route(ADMIN),
     "admin:password_change_done": Route(ADMIN),
-    "admin:autocomplete": Route(row(LOGIN, LOGIN, LOGIN, LOGIN, DENIED)),  # no params: 403
+    "admin:autocomplete": Route(ADMIN_DENIED),  # no params: 403
     "admin:jsi18n": Route(ADMIN),
     # Our models have no get_absolute_url, so "view on site" is a 404 even for superusers.
-    "admin:view_on_site": Route(row(LOGIN, LOGIN, LOGIN, LOGIN, NOT_FOUND), obj="project"),
+    "admin:view_on_site": Route(ADMIN_NOT_FOUND, obj="project"),
     "admin:app_list": Route(ADMIN),
     "admin:auth_user_password_change": Route(ADMIN, obj="admin:auth.user"),
     # The admin's catch-all answers 404 to staff only; everyone else goes to the login page.
-    "pattern:admin/(?P<url>.*)$": Route(row(LOGIN, LOGIN, LOGIN, LOGIN, NOT_FOUND)),
+    "pattern:admin/(?P<url>.*)$": Route(ADMIN_NOT_FOUND),
 }
 
 # Every registered admin model has the same five views and one bare redirect (object_id/ ->
@@ -254,9 +292,7 @@ for _model in ADMIN_MODELS:
     # The bare object_id/ URL redirects to change/, inside the admin's guard.
     MATRIX[f"pattern:admin/{_app}/{_name}/<path:object_id>/"] = Route(ADMIN, obj=_obj)
 # Labels are append-only: nobody deletes one, not even a superuser (labeling.admin.LabelAdmin).
-MATRIX["admin:labeling_label_delete"] = Route(
-    row(LOGIN, LOGIN, LOGIN, LOGIN, DENIED), obj="admin:labeling.label"
-)
+MATRIX["admin:labeling_label_delete"] = Route(ADMIN_DENIED, obj="admin:labeling.label")
 
 
 # --- Walking the URL tree -------------------------------------------------------------------------
@@ -336,14 +372,16 @@ def _side(project, annotator, lead):
 def world():
     annotator = make_user("annotator")
     lead = make_user("lead")
+    project_engineer = make_user("engineer")  # an engineer of the own project only
     users = {
         "anonymous": None,
         "annotator": annotator,
         "lead": lead,
-        "engineer": make_user("engineer"),
+        "project_engineer": project_engineer,
+        "engineer": make_user("site_engineer"),
         "superuser": make_user(None, is_superuser=True, is_staff=True),
     }
-    own = _side(make_project(members=[annotator, lead]), annotator, lead)
+    own = _side(make_project(members=[annotator, lead, project_engineer]), annotator, lead)
     # The other project has its own annotator and lead; ours are not members.
     other_annotator = make_user("annotator")
     other = _side(make_project(members=[other_annotator]), other_annotator, make_user("lead"))
@@ -420,9 +458,10 @@ def test_route_access(key, world):
                 route.method, url, data="", content_type="application/x-www-form-urlencoded"
             )
             got = outcome(response)
-            if got != expected[role]:
+            want = expected_outcome(expected, side, role)
+            if got != want:
                 mismatches.append(
                     f"{route.method} {url} as {role} ({side} project): expected "
-                    f"{expected[role]}, got {got} (HTTP {response.status_code})"
+                    f"{want}, got {got} (HTTP {response.status_code})"
                 )
     assert not mismatches, "\n".join(mismatches)

@@ -66,7 +66,7 @@ def test_demo_builds_project_users_images_and_queue_and_is_idempotent(capsys):
     for username, role in [
         ("annotator", Role.ANNOTATOR),
         ("lead", Role.LEAD),
-        ("engineer", Role.ENGINEER),
+        ("engineer", Role.SITE_ENGINEER),
     ]:
         user = authenticate(username=username, password=passwords[username])
         assert user is not None

@@ -100,7 +100,11 @@ def _label_queue(annotator_api: APIClient, queue: Queue, wrong: set[int]) -> int
 
 def test_the_active_learning_loop_end_to_end(celery_worker, worker_storage):  # noqa: F811
     started = time.monotonic()
-    engineer, lead, annotator = make_user("engineer"), make_user("lead"), make_user("annotator")
+    engineer, lead, annotator = (
+        make_user("site_engineer"),
+        make_user("lead"),
+        make_user("annotator"),
+    )
     project = make_project(members=[lead, annotator], validation_fraction=0.3)
     engineer_web = Client()
     engineer_web.force_login(engineer)

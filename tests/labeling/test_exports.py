@@ -18,7 +18,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def setup():
-    engineer = make_user("engineer")
+    engineer = make_user("site_engineer")
     annotator = make_user("annotator")
     project = make_project(members=[annotator])
     images = [make_image(project) for _ in range(3)]

@@ -35,7 +35,7 @@ STALE = {"IMAGECLEAN_JOB_STALE_SECONDS": "3"}
 def test_scoring_survives_a_worker_killed_mid_job(settings, tmp_path):
     var_dir = tmp_path / "var"
     use_worker_storage(settings, var_dir)
-    engineer = make_user("engineer")
+    engineer = make_user("site_engineer")
     annotator = make_user("annotator")
     project = make_project(members=[annotator])
     images = [make_image(project, seed=50_000 + i) for i in range(160)]

@@ -33,7 +33,7 @@ FORMULAS = ['=HYPERLINK("http://x")', "+1+1", "-2+3", "@SUM(A1)", "\tcmd", "\rcm
 
 def _engineer_api():
     client = APIClient()
-    client.force_authenticate(make_user("engineer"))
+    client.force_authenticate(make_user("site_engineer"))
     return client
 
 
@@ -169,7 +169,7 @@ def test_label_import_over_the_row_cap_is_a_clear_error(settings):
 def test_request_over_the_byte_cap_is_413_before_anything_is_read(settings, client):
     settings.IMAGECLEAN_MAX_REQUEST_BYTES = 2048
     project = make_project()
-    engineer = make_user("engineer")
+    engineer = make_user("site_engineer")
     client.force_login(engineer)
     files = [SimpleUploadedFile(f"{i}.png", png_bytes(i, size=(40, 40))) for i in range(20)]
     assert sum(f.size for f in files) > 2048
@@ -198,7 +198,7 @@ def test_request_over_the_byte_cap_is_413_before_anything_is_read(settings, clie
 def test_request_with_too_many_files_is_refused(settings, client):
     settings.DATA_UPLOAD_MAX_NUMBER_FILES = 3
     project = make_project()
-    client.force_login(make_user("engineer"))
+    client.force_login(make_user("site_engineer"))
     files = [SimpleUploadedFile(f"{i}.png", png_bytes(i)) for i in range(4)]
     response = client.post(reverse("project-import", args=[project.slug]), {"files": files})
     assert response.status_code == 400

@@ -324,7 +324,7 @@ def test_folder_import_and_command(tmp_path, capsys):
 
 # --- The page ---------------------------------------------------------------------------------
 def test_engineer_uploads_files_and_a_zip_through_the_page(client):
-    engineer = make_user("engineer")
+    engineer = make_user("site_engineer")
     project = make_project()
     client.login(username=engineer.username, password=PASSWORD)
     url = reverse("project-import", args=[project.slug])
@@ -390,7 +390,7 @@ def test_import_page_sends_anonymous_to_login(client):
 
 
 def test_import_entry_page_lists_projects_for_engineers_only(client):
-    engineer = make_user("engineer")
+    engineer = make_user("site_engineer")
     project = make_project(name="Shoes")
     client.login(username=engineer.username, password=PASSWORD)
     response = client.get(reverse("import"))
@@ -443,7 +443,7 @@ def test_refilling_the_validation_queue_moves_what_older_imports_queued():
     from labeling.services.queues import queue_items_add
     from tests.factories import make_image
 
-    engineer, annotator = make_user("engineer"), make_user("annotator")
+    engineer, annotator = make_user("site_engineer"), make_user("annotator")
     project = make_project(members=[annotator])
     labeling, _review = project_default_queues_ensure(project=project)
     images = [make_image(project, seed=77_000 + i, split=Image.Split.VALIDATION) for i in range(4)]

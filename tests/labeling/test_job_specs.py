@@ -122,7 +122,7 @@ def test_the_form_shows_exactly_the_declared_parameters(kind, world):
     project, version, _seeds = world
     spec = job_spec(kind)
     client = Client()
-    client.force_login(make_user("engineer"))
+    client.force_login(make_user("site_engineer"))
     fields = _page_fields(client, project, kind)
     assert set(fields) == set(spec.names), kind
     for param in spec.params:
@@ -161,7 +161,7 @@ def test_each_form_field_reaches_the_job(kind, world):
     project, version, _seeds = world
     spec = job_spec(kind)
     client = Client()
-    client.force_login(make_user("engineer"))
+    client.force_login(make_user("site_engineer"))
     for param in spec.params:
         if param.kind == ParamKind.MODEL_VERSION:
             posted, expected = str(version.pk), version.pk
@@ -391,7 +391,7 @@ def test_the_form_shows_the_default_of_the_preset_picked(live_server):
 
     os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     project = make_project()
-    engineer = make_user("engineer")
+    engineer = make_user("site_engineer")
     spec = job_spec("train_cascade")
     sizes = spec.param("input_size").default.values
     teacher = spec.param("mean_teacher").default.values

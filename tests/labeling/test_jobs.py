@@ -60,7 +60,7 @@ def test_job_start_is_a_status_guard_safe_to_run_twice(settings):
 @pytest.mark.django_db
 def test_progress_is_bounded_and_cancel_stops_a_running_job():
     project = make_project()
-    engineer = make_user("engineer")
+    engineer = make_user("site_engineer")
     job = Job.objects.create(project=project, kind=Job.Kind.SCORE_POOL)
     job_start(job=job)
     for n in range(MAX_LOG_LINES + 50):
@@ -81,7 +81,7 @@ def test_progress_is_bounded_and_cancel_stops_a_running_job():
 @pytest.mark.django_db
 def test_cancel_before_start_and_after_finish():
     project = _ready_project()
-    engineer = make_user("engineer")
+    engineer = make_user("site_engineer")
     job = job_create(project=project, kind=Job.Kind.SCORE_POOL, params={}, created_by=engineer)
     job_cancel(job=job, by=engineer)
     job.refresh_from_db()
@@ -107,7 +107,7 @@ def test_cancel_before_start_and_after_finish():
 def test_bad_job_parameters_are_refused_and_create_nothing(kind, params):
     project = _ready_project()
     with pytest.raises(ValidationError):
-        job_create(project=project, kind=kind, params=params, created_by=make_user("engineer"))
+        job_create(project=project, kind=kind, params=params, created_by=make_user("site_engineer"))
     assert not Job.objects.exists()
 
 
@@ -141,7 +141,11 @@ def test_task_options_route_ml_tasks_with_longer_limits():
 @pytest.mark.django_db
 def test_jobs_api_and_pages_for_engineers_only():
     project = _ready_project()
-    engineer, lead, annotator = make_user("engineer"), make_user("lead"), make_user("annotator")
+    engineer, lead, annotator = (
+        make_user("site_engineer"),
+        make_user("lead"),
+        make_user("annotator"),
+    )
     project.members.add(lead, annotator)
     client = Client()
     client.force_login(engineer)
@@ -194,7 +198,7 @@ def test_jobs_api_and_pages_for_engineers_only():
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_cancel_stops_a_running_scoring_job_on_a_real_worker(celery_worker, worker_storage):
-    engineer = make_user("engineer")
+    engineer = make_user("site_engineer")
     project = make_project()
     for i in range(200):
         make_image(project, seed=40_000 + i)

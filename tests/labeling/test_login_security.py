@@ -125,7 +125,7 @@ def test_tokens_listed_by_owner_and_engineers_never_with_the_key():
     annotator, other, engineer = (
         make_user("annotator"),
         make_user("annotator"),
-        make_user("engineer"),
+        make_user("site_engineer"),
     )
     keys = {u.pk: _token_login(u.username, PASSWORD).json()["token"] for u in (annotator, other)}
     own = _api(keys[annotator.pk]).get("/api/v1/auth/tokens/").json()["results"]
@@ -142,7 +142,7 @@ def test_owner_and_engineer_revoke_others_may_not():
     annotator, other, engineer = (
         make_user("annotator"),
         make_user("annotator"),
-        make_user("engineer"),
+        make_user("site_engineer"),
     )
     key = _token_login(annotator.username, PASSWORD).json()["token"]
     other_key = _token_login(other.username, PASSWORD).json()["token"]
@@ -229,7 +229,7 @@ def test_password_set_anywhere_and_deactivation_revoke_the_token():
 
 
 def test_the_admin_sign_in_is_throttled_too():
-    user = make_user("engineer", is_staff=True)
+    user = make_user("site_engineer", is_staff=True)
     for attempt in range(LIMIT):
         response = Client().post(
             "/admin/login/",

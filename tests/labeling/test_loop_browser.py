@@ -55,7 +55,7 @@ def test_engineer_lead_and_annotator_in_real_chromium(live_server, celery_worker
 
     annotator = make_user("annotator")
     lead = make_user("lead")
-    engineer = make_user("engineer")
+    engineer = make_user("site_engineer")
     project, planted, _ = labeled_pool(n=40, flipped=2, annotators=[annotator])
     project.members.add(lead)
     base = live_server.url

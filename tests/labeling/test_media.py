@@ -75,7 +75,7 @@ def test_lead_member_and_engineer_may_view(client, imported):
     project, _member, ids, _jpeg_bytes = imported
     lead = make_user("lead")
     project.members.add(lead)
-    engineer = make_user("engineer")  # sees every project without membership
+    engineer = make_user("site_engineer")  # sees every project without membership
     for user in (lead, engineer):
         client.login(username=user.username, password=PASSWORD)
         assert client.get(reverse("image-file", args=[ids["real.png"]])).status_code == 200

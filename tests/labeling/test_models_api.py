@@ -33,7 +33,7 @@ def world():
     v2 = make_cascade_version(project, name="v2", seed=2, activate=False)
     return {
         "project": project,
-        "engineer": make_user("engineer"),
+        "engineer": make_user("site_engineer"),
         "lead": lead,
         "annotator": annotator,
         "v1": v1,
@@ -213,7 +213,7 @@ def test_predict_roles_and_token_authenticated_service_accounts(world):
     project = world["project"]
     project.active_model_version = world["v1"]
     project.save()
-    service = make_user("engineer", username="svc-moderation")
+    service = make_user("site_engineer", username="svc-moderation")
     token = Token.objects.create(user=service)
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")

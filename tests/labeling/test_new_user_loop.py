@@ -45,7 +45,7 @@ def test_import_cold_start_validation_queue_and_training_as_a_new_user(
     celery_worker,  # noqa: F811
     worker_storage,  # noqa: F811
 ):
-    engineer, annotator = make_user("engineer"), make_user("annotator")
+    engineer, annotator = make_user("site_engineer"), make_user("annotator")
     engineer_api, annotator_api = APIClient(), APIClient()
     engineer_api.force_authenticate(engineer)
     annotator_api.force_authenticate(annotator)

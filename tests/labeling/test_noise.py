@@ -82,7 +82,7 @@ FAST = {"pretrain_epochs": 6, "cycle_length": 3, "n_cycles": 2, "batch_size": 16
 def test_planted_mislabels_go_to_the_review_queue_with_rank_and_score():
     project, planted, _ = labeled_pool()
     version = make_cascade_version(project)  # active: the job also makes heat maps
-    engineer = make_user("engineer")
+    engineer = make_user("site_engineer")
     job = job_create(project=project, kind=Job.Kind.DETECT_NOISE, params=FAST, created_by=engineer)
     assert job.params["fraction"] == 0.05 and job.params["backbone"] == "small_cnn"
     assert job.params["method"] == "o2u" and job.params["explain"] is True
@@ -136,7 +136,7 @@ def test_planted_mislabels_go_to_the_review_queue_with_rank_and_score():
 def test_plain_loss_ranking_skips_the_cyclic_phase_and_heat_maps_can_be_off():
     project, planted, _ = labeled_pool()
     make_cascade_version(project)
-    engineer = make_user("engineer")
+    engineer = make_user("site_engineer")
     job = job_create(
         project=project,
         kind=Job.Kind.DETECT_NOISE,
@@ -163,7 +163,7 @@ def test_the_job_and_the_benchmark_run_the_same_detector():
         project=project,
         kind=Job.Kind.DETECT_NOISE,
         params={**FAST, "pretrain_epochs": 1, "n_cycles": 1, "explain": False},
-        created_by=make_user("engineer"),
+        created_by=make_user("site_engineer"),
     )
     detect_noise_run(job_id=job.pk)
     job.refresh_from_db()
@@ -199,7 +199,7 @@ def test_bad_parameters_and_too_few_labels_are_refused_clearly():
         with pytest.raises(ValidationError) as error:
             detect_noise_params_clean(project=project, params=params)
         assert field in error.value.message_dict
-    engineer = make_user("engineer")
+    engineer = make_user("site_engineer")
     job = job_create(project=project, kind=Job.Kind.DETECT_NOISE, params=FAST, created_by=engineer)
     detect_noise_run(job_id=job.pk)
     job.refresh_from_db()
@@ -211,7 +211,7 @@ def test_bad_parameters_and_too_few_labels_are_refused_clearly():
 @pytest.mark.django_db(transaction=True)
 def test_cancel_stops_a_running_noise_job_on_a_real_worker(celery_worker, worker_storage):
     project, _, _ = labeled_pool(n=40, flipped=2)
-    engineer = make_user("engineer")
+    engineer = make_user("site_engineer")
     job = job_create(
         project=project,
         kind=Job.Kind.DETECT_NOISE,

@@ -81,7 +81,7 @@ def test_service_errors_get_a_status_and_a_body():
 
 def test_a_service_validation_error_through_the_api_is_a_400_with_the_field():
     client = APIClient()
-    client.force_authenticate(make_user("engineer"))
+    client.force_authenticate(make_user("site_engineer"))
     response = client.post(
         "/api/v1/projects/create/",
         {"name": "A", "slug": "a-project", "label_schema": {"classes": []}},

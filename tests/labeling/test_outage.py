@@ -31,7 +31,7 @@ def _database_back(port):
 
 
 def test_health_pages_and_api_while_the_database_is_down_then_back():
-    user = make_user("engineer")
+    user = make_user("site_engineer")
     project = make_project(members=[user])
     client = Client()
     client.force_login(user)

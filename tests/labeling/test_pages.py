@@ -18,7 +18,7 @@ pytestmark = pytest.mark.django_db
 def world():
     annotator = make_user("annotator")
     lead = make_user("lead")
-    engineer = make_user("engineer")
+    engineer = make_user("site_engineer")
     project = make_project(members=[annotator, lead], name="Gross products")
     other_project = make_project(name="Somebody else's")
     queue = make_queue(project, name="Main labeling")

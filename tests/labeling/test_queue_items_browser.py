@@ -61,7 +61,7 @@ def _cookie(user, live_server) -> dict:
 def test_engineer_sees_strategy_and_rank_annotator_sees_none_of_it(live_server):
     from playwright.sync_api import sync_playwright
 
-    engineer, annotator = make_user("engineer"), make_user("annotator")
+    engineer, annotator = make_user("site_engineer"), make_user("annotator")
     project = make_project(members=[annotator], validation_fraction=0.0)
     labeling, _review = project_default_queues_ensure(project=project)
     images = [make_image(project, seed=91_000 + i) for i in range(8)]

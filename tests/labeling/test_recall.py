@@ -72,7 +72,7 @@ def stamp_project():
 def test_insect_seeds_recall_insects_above_chance_and_cache_embeddings():
     project, insect_ids, other_ids = stamp_project()
     assert len(insect_ids) >= 15 and len(other_ids) == 4 * PER_OTHER_FOLDER
-    engineer = make_user("engineer")
+    engineer = make_user("site_engineer")
     annotator = make_user("annotator")
     seeds = insect_ids[:4]
     # One insect already labeled (never recalled) and one waiting in the queue since an import
@@ -163,7 +163,7 @@ def test_insect_seeds_recall_insects_above_chance_and_cache_embeddings():
 def test_uploaded_seeds_are_imported_and_bad_seeds_refused():
     project = make_project(validation_fraction=0.0)
     other = make_project()
-    engineer = make_user("engineer")
+    engineer = make_user("site_engineer")
     bee = (STAMPS / "animals" / "insects" / "bee.png").read_bytes()
     job, notes = cold_start_start(
         project=project,
@@ -227,7 +227,7 @@ def test_cold_start_runs_on_a_real_worker(celery_worker, worker_storage):
         project=project,
         kind=Job.Kind.COLD_START,
         params={"seed_image_ids": ids[:2], "k": 3},
-        created_by=make_user("engineer"),
+        created_by=make_user("site_engineer"),
     )
     wait_for(
         lambda: Job.objects.get(pk=job.pk).is_finished,
@@ -276,7 +276,10 @@ def _unit(rows: np.ndarray) -> np.ndarray:
 
 def _run(project, params: dict) -> Job:
     job = job_create(
-        project=project, kind=Job.Kind.COLD_START, params=params, created_by=make_user("engineer")
+        project=project,
+        kind=Job.Kind.COLD_START,
+        params=params,
+        created_by=make_user("site_engineer"),
     )
     cold_start_run(job_id=job.pk)
     job.refresh_from_db()
@@ -319,7 +322,7 @@ def test_a_recall_that_finds_nothing_says_why_in_its_result_and_on_its_page():
     assert job.result["queued"] == job.result["added"] == job.result["moved"] == 0
     notice = job.result["notice"]
     assert "Nothing to rank" in notice and "10 are labeled" in notice and "2 are seeds" in notice
-    engineer = make_user("engineer")
+    engineer = make_user("site_engineer")
     client = Client()
     client.force_login(engineer)
     page = client.get(reverse("job-detail", kwargs={"pk": job.pk})).content.decode()

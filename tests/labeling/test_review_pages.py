@@ -282,7 +282,7 @@ def test_quality_page_counts_labels_flagged_and_overturned():
 
 
 def test_cold_start_page_lists_searches_and_starts_a_job():
-    engineer = make_user("engineer")
+    engineer = make_user("site_engineer")
     project = make_project()
     images = [make_image(project) for _ in range(3)]
     for image, source in zip(images, ["insect-0.png", "insect-1.png", "sofa.png"], strict=True):

@@ -36,7 +36,7 @@ def _pool(project, n: int, *, seed0: int) -> list[Image]:
 def test_scoring_scores_every_image_of_the_project_exactly_once(celery_worker, worker_storage):
     """Pool and validation, labeled or not: the lead's review page needs the scores of labeled
     images (tests/labeling/test_selection.py checks selection still never queues them)."""
-    engineer = make_user("engineer")
+    engineer = make_user("site_engineer")
     annotator = make_user("annotator")
     project = make_project(members=[annotator])
     pool = _pool(project, 200, seed0=10_000)

@@ -75,7 +75,7 @@ def _ids(images, indexes) -> set[int]:
 @pytest.mark.django_db(transaction=True)
 def test_select_job_fills_the_queue_with_the_right_strategies(celery_worker, worker_storage):
     project, version, images, annotator, lead = _world()
-    engineer = make_user("engineer")
+    engineer = make_user("site_engineer")
     # The fixed thresholds (0.9; 0.3-0.6), so the planted groups are exactly the band.
     params = {
         "k_band": 100,
@@ -218,7 +218,7 @@ def test_strategy_yield_counts_labels_positives_and_flips():
     assert api_rows["band_and_loss"]["flipped"] == 1
     client.force_login(annotator)
     assert client.get(f"/api/v1/projects/{project.slug}/strategy-yield/").status_code == 403
-    engineer = make_user("engineer")
+    engineer = make_user("site_engineer")
     client.force_login(engineer)
     page = client.get(f"/projects/{project.slug}/jobs/")
     assert page.status_code == 200
@@ -294,7 +294,7 @@ def test_quantile_band_fills_k_band_on_a_rare_pool_where_fixed_thresholds_do_not
     eligible = scores[20:]
     fixed = ((eligible >= 0.9) | ((eligible >= 0.3) & (eligible <= 0.6))).sum()
     assert fixed < 5  # the fixed band would leave the round to chance
-    engineer = make_user("engineer")
+    engineer = make_user("site_engineer")
     job = job_create(
         project=project,
         kind=Job.Kind.SELECT,

@@ -73,7 +73,7 @@ def _pool(n: int = POOL, *, queued: int = 0):
 
 def test_a_round_on_300_images_keeps_its_audit_and_its_stated_share():
     project, version, images, labeling = _pool()
-    engineer = make_user("engineer")
+    engineer = make_user("site_engineer")
     client = Client()
     client.force_login(engineer)
     share = SELECT.param("max_share").default
@@ -128,7 +128,7 @@ def test_a_round_on_300_images_keeps_its_audit_and_its_stated_share():
 
 def test_a_model_moves_images_an_import_queued_and_says_so():
     project, version, images, labeling = _pool(queued=POOL)  # "add to queue" on import
-    engineer = make_user("engineer")
+    engineer = make_user("site_engineer")
     job = job_create(project=project, kind=Job.Kind.SELECT, params={}, created_by=engineer)
     select_run(job_id=job.pk)
     job.refresh_from_db()
@@ -149,7 +149,7 @@ def test_a_model_moves_images_an_import_queued_and_says_so():
 def test_a_round_that_finds_nothing_says_why():
     project, version, images, labeling = _pool(n=5)
     Score.objects.filter(model_version=version).delete()
-    engineer = make_user("engineer")
+    engineer = make_user("site_engineer")
     job = job_create(project=project, kind=Job.Kind.SELECT, params={}, created_by=engineer)
     select_run(job_id=job.pk)
     job.refresh_from_db()
@@ -163,7 +163,7 @@ def test_a_round_that_finds_nothing_says_why():
 
 def test_automatic_rounds_follow_the_labeling_rate():
     project, version, images, labeling = _pool()
-    annotator, engineer = make_user("annotator"), make_user("engineer")
+    annotator, engineer = make_user("annotator"), make_user("site_engineer")
     # 70 annotations this week: 10 a day, so a round is about a day of labeling (at least 20).
     Label.objects.bulk_create(
         Label(project=project, image=image, annotator=annotator, value="normal")

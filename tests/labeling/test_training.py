@@ -130,7 +130,7 @@ def test_params_defaults_and_errors():
 
 @pytest.mark.django_db
 def test_too_few_labels_fails_the_job_with_a_clear_error():
-    engineer = make_user("engineer")
+    engineer = make_user("site_engineer")
     project, _annotator, _images = labeled_world(pool_pos=3, pool_neg=12, unlabeled=0)
     job = job_create(project=project, kind=Job.Kind.TRAIN_CASCADE, params=TINY, created_by=engineer)
     train_cascade_run(job_id=job.pk)  # inline: the same body the worker runs
@@ -144,7 +144,7 @@ def test_too_few_labels_fails_the_job_with_a_clear_error():
 @pytest.mark.django_db
 @pytest.mark.slow
 def test_training_stores_a_comparable_version_suspects_kept_from_stage2_validation_unseen():
-    engineer = make_user("engineer")
+    engineer = make_user("site_engineer")
     project, annotator, images = labeled_world()
     # Two pool images flagged for re-review and not yet resolved: they train stage 1 but never
     # reach stage 2 as hard examples.
@@ -237,7 +237,7 @@ def test_training_stores_a_comparable_version_suspects_kept_from_stage2_validati
 @pytest.mark.django_db
 @pytest.mark.slow
 def test_automatic_promotion_when_targets_are_met_and_comparison_with_the_active():
-    engineer = make_user("engineer")
+    engineer = make_user("site_engineer")
     project, _annotator, _images = labeled_world(seed0=5000)
     first = job_create(
         project=project,
@@ -292,7 +292,7 @@ def test_automatic_promotion_when_targets_are_met_and_comparison_with_the_active
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.slow
 def test_cancel_stops_training_through_a_real_worker(celery_worker, worker_storage):  # noqa: F811
-    engineer = make_user("engineer")
+    engineer = make_user("site_engineer")
     project, _annotator, _images = labeled_world(seed0=9000)
     job = job_create(
         project=project,
@@ -324,7 +324,7 @@ def test_the_jobs_page_starts_a_training_job_with_its_form_fields():
 
     project = make_project()
     client = Client()
-    client.force_login(make_user("engineer"))
+    client.force_login(make_user("site_engineer"))
     page = client.get(reverse("project-jobs", kwargs={"slug": project.slug}))
     assert 'id="start-train-cascade"' in page.content.decode()
     response = client.post(
@@ -437,7 +437,7 @@ def test_the_job_and_the_transfer_benchmark_run_the_same_pipeline_function():
     (a decorator stamps the result), so a copy of the training code in either place fails."""
     from bench import transfer
 
-    engineer = make_user("engineer")
+    engineer = make_user("site_engineer")
     project, _annotator, _images = labeled_world()
     params = {"epochs": 1, "batch_a": 8, "hard_b": 4, "min_per_class": 6, "lp_epochs": 1}
     job = job_create(

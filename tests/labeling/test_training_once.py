@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.django_db, pytest.mark.fault, pytest.mark.slow]
 
 def test_the_version_row_is_whole_when_inserted_and_a_retry_finds_it():
     torch.set_num_threads(1)
-    engineer = make_user("engineer")
+    engineer = make_user("site_engineer")
     project, _annotator, _images = labeled_world()
     job = job_create(project=project, kind=Job.Kind.TRAIN_CASCADE, params=TINY, created_by=engineer)
     inserted = []

@@ -62,7 +62,7 @@ DISTURBING_STAMPS = [
 ]
 PRODUCT_STAMPS = ["food", "clothes", "household", "vehicles", "hobbies", "sports"]
 SEED = 20240607
-DEMO_USERS = [("annotator", Role.ANNOTATOR), ("lead", Role.LEAD), ("engineer", Role.ENGINEER)]
+DEMO_USERS = [("annotator", Role.ANNOTATOR), ("lead", Role.LEAD), ("engineer", Role.SITE_ENGINEER)]
 
 
 class Command(BaseCommand):
