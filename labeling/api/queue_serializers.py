@@ -12,6 +12,7 @@ from django.urls import reverse
 from django.utils.translation import gettext as _
 from rest_framework import serializers
 
+from labeling.selectors.labels import RECENT_LABELS_MAX
 from labeling.services.label_limits import (
     MAX_BATCH,
     MAX_CLAIM,
@@ -21,6 +22,7 @@ from labeling.services.label_limits import (
     MAX_UNDO,
 )
 from labeling.services.labels import label_value_validate
+from labeling.services.preferences import PROTECTIONS
 
 
 # --- Inputs -----------------------------------------------------------------------------------
@@ -33,6 +35,24 @@ class ClaimInput(serializers.Serializer):
 
 class UndoInput(serializers.Serializer):
     count = serializers.IntegerField(min_value=1, max_value=MAX_UNDO, default=1)
+    # Exactly these labels (a reopened grid page, a change from the recent list) instead of
+    # the last `count`.
+    labels = serializers.ListField(
+        child=serializers.IntegerField(min_value=1),
+        min_length=1,
+        max_length=MAX_UNDO,
+        required=False,
+    )
+
+
+class RecentInput(serializers.Serializer):
+    limit = serializers.IntegerField(min_value=1, max_value=RECENT_LABELS_MAX, default=30)
+
+
+class PreferenceInput(serializers.Serializer):
+    protection = serializers.ChoiceField(choices=PROTECTIONS, required=False)
+    pixelated = serializers.BooleanField(required=False)
+    intro_seen = serializers.BooleanField(required=False)
 
 
 class _LabelFields(serializers.Serializer):
@@ -123,10 +143,50 @@ class StatsOutput(serializers.Serializer):
     per_minute = serializers.FloatField()
 
 
+class UndoneOutput(serializers.Serializer):
+    """The answer an undo took back, so the page can highlight it."""
+
+    item = serializers.IntegerField(source="queue_item_id")
+    label = serializers.IntegerField(source="id")
+    value = serializers.CharField()
+    subcategory = serializers.CharField()
+
+
+class RecentLabelOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    image = serializers.IntegerField(source="image_id")
+    thumb_url = serializers.SerializerMethodField()
+    value = serializers.CharField()
+    subcategory = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    state = serializers.ChoiceField(choices=["current", "undone", "reviewed"])
+
+    def get_thumb_url(self, row) -> str:
+        return reverse("image-thumb", args=[row["image_id"]])
+
+
+class PreferenceChoiceOutput(serializers.Serializer):
+    value = serializers.CharField()
+    label = serializers.CharField()
+
+
+class PreferenceOutput(serializers.Serializer):
+    protection = serializers.ChoiceField(choices=PROTECTIONS)
+    pixelated = serializers.BooleanField()
+    intro_seen = serializers.BooleanField()
+    chosen = serializers.BooleanField()
+    choices = PreferenceChoiceOutput(many=True)
+
+
 # --- Response shapes, for the OpenAPI schema (the views build these dicts directly) ----------
 class LeasesResponse(serializers.Serializer):
     leases = LeaseOutput(many=True)
     progress = ProgressOutput(required=False)
+    undone = UndoneOutput(many=True, required=False)
+
+
+class RecentResponse(serializers.Serializer):
+    labels = RecentLabelOutput(many=True)
 
 
 class LabelResponse(serializers.Serializer):

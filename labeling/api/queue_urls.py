@@ -1,4 +1,5 @@
-# Labeling: next item, submit, skip, undo, batch (grid) submit, own throughput.
+# Labeling: next item, submit, skip and unskip, undo, batch (grid) submit, own throughput,
+# own recent labels, own view preferences.
 from django.urls import path
 
 from . import queue_views as v
@@ -14,4 +15,15 @@ urlpatterns = [
     path("queues/<int:pk>/stats/", v.QueueStatsApi.as_view(), name="api-queue-stats"),
     path("leases/<int:pk>/submit/", v.LeaseSubmitApi.as_view(), name="api-lease-submit"),
     path("leases/<int:pk>/skip/", v.LeaseSkipApi.as_view(), name="api-lease-skip"),
+    path("leases/<int:pk>/unskip/", v.LeaseUnskipApi.as_view(), name="api-lease-unskip"),
+    path(
+        "queues/<int:pk>/my-labels/",
+        v.QueueRecentLabelsApi.as_view(),
+        name="api-queue-recent-labels",
+    ),
+    path(
+        "projects/<slug:slug>/preferences/",
+        v.ProjectPreferencesApi.as_view(),
+        name="api-project-preferences",
+    ),
 ]

@@ -26,12 +26,19 @@ from labeling.models import Lease, Queue
 from labeling.permissions import (
     IsAnnotator,
     project_access_known,
+    project_visible_or_404,
     projects_visible_to,
     queue_access_check,
 )
-from labeling.selectors.labels import annotator_stats
+from labeling.selectors.labels import annotator_recent_labels, annotator_stats
 from labeling.selectors.queues import queue_progress
-from labeling.services.labels import label_undo_last, labels_submit_batch, lease_submit
+from labeling.services.labels import (
+    label_undo_last,
+    labels_submit_batch,
+    lease_submit,
+    lease_unskip,
+)
+from labeling.services.preferences import preference_read, preference_update
 from labeling.services.queues import lease_skip, queue_claim_next
 
 from . import queue_serializers as s
@@ -168,8 +175,57 @@ class QueueUndoApi(_LabelingApi):
                 annotator=request.user,
                 queue=queue,
                 count=data.validated_data["count"],
+                label_ids=data.validated_data.get("labels"),
             )
-            return Response(_leases_payload(leases, queue))
+            payload = _leases_payload(leases, queue)
+            payload["undone"] = s.UndoneOutput([lease.undone for lease in leases], many=True).data
+            return Response(payload)
+
+
+@extend_schema(request=None, responses=s.LeasesResponse)
+class LeaseUnskipApi(_LabelingApi):
+    """Walk back a skip: a fresh lease on the skipped item, while it is still free."""
+
+    def post(self, request, pk: int):
+        with _own_lease(request.user, pk) as lease:
+            fresh = lease_unskip(lease=lease, annotator=request.user)
+            return Response(_leases_payload([fresh], lease.item.queue, progress=False))
+
+
+@extend_schema(parameters=[s.RecentInput], responses=s.RecentResponse)
+class QueueRecentLabelsApi(_LabelingApi):
+    """The caller's own latest labels in this queue ("my recent labels"), newest first, each
+    with what became of it (current, undone, reviewed). A current one can be changed through
+    undo with `labels: [id]`."""
+
+    def get(self, request, pk: int):
+        with _queue_for(request.user, pk) as queue:
+            data = s.RecentInput(data=request.query_params)
+            data.is_valid(raise_exception=True)
+            rows = annotator_recent_labels(
+                annotator=request.user, queue=queue, limit=data.validated_data["limit"]
+            )
+            return Response({"labels": s.RecentLabelOutput(rows, many=True).data})
+
+
+@extend_schema(request=s.PreferenceInput, responses=s.PreferenceOutput)
+class ProjectPreferencesApi(_LabelingApi):
+    """The caller's own view preferences in a project they belong to: image protection (off,
+    blur, session, grayscale), sharp pixels, and whether they saw the protection explanation.
+    PATCH changes the fields it names."""
+
+    def get(self, request, slug: str):
+        project = project_visible_or_404(request.user, slug)
+        return Response(
+            s.PreferenceOutput(preference_read(user=request.user, project=project)).data
+        )
+
+    def patch(self, request, slug: str):
+        project = project_visible_or_404(request.user, slug)
+        data = s.PreferenceInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        prefs = preference_update(user=request.user, project=project, **data.validated_data)
+        return Response(s.PreferenceOutput(prefs).data)
 
 
 @extend_schema(request=s.BatchInput, responses=s.BatchResponse)
@@ -185,7 +241,6 @@ class QueueSubmitBatchApi(_LabelingApi):
                 lease.pk: lease
                 for lease in Lease.objects.select_related("item__image").filter(
                     annotator=request.user,
-                    item__queue=queue,
                     pk__in=[e["lease"] for e in entries],
                 )
             }

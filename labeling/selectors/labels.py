@@ -185,3 +185,32 @@ def annotator_quality(*, project: Project) -> list[dict]:
     ]
     result.sort(key=lambda entry: entry["username"])
     return result
+
+
+RECENT_LABELS_MAX = 100
+
+
+def annotator_recent_labels(*, annotator: User, queue: Queue, limit: int = 30) -> list[dict]:
+    """The person's own latest annotations in `queue`, newest first, for their "my recent
+    labels" list. `state` says what became of each: "current" (can still be changed by undo),
+    "undone" (the person took it back) or "reviewed" (a lead confirmed or corrected it; the
+    answer the lead gave is not shown, as nobody's labels but one's own are)."""
+    limit = max(1, min(int(limit), RECENT_LABELS_MAX))
+    rows = (
+        Label.objects.filter(queue=queue, annotator=annotator, kind=Label.Kind.ANNOTATION)
+        .order_by("-created_at", "-id")
+        .values("id", "image_id", "value", "subcategory", "created_at", "superseded_by__kind")[
+            :limit
+        ]
+    )
+    out = []
+    for row in rows:
+        kind = row.pop("superseded_by__kind")
+        if kind is None:
+            row["state"] = "current"
+        elif kind == Label.Kind.RETRACTION:
+            row["state"] = "undone"
+        else:
+            row["state"] = "reviewed"
+        out.append(row)
+    return out

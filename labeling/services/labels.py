@@ -337,35 +337,59 @@ def labels_submit_batch(*, annotator: User, entries: list[dict]) -> list[Label]:
 
 
 # --- Undo -------------------------------------------------------------------------------------
-def label_undo_last(*, annotator: User, queue: Queue, count: int = 1) -> list[Lease]:
-    """Retract the annotator's `count` most recent still-active annotations in `queue`.
+def label_undo_last(
+    *, annotator: User, queue: Queue, count: int = 1, label_ids: list[int] | None = None
+) -> list[Lease]:
+    """Retract the annotator's `count` most recent still-active annotations in `queue`, or
+    exactly the annotations `label_ids` (a grid page reopened, a label changed from the recent
+    list): all of them must be the annotator's own current annotations in this queue.
 
     For each: a RETRACTION label superseding it; if it was counted, the lease is released,
     `labels_done` goes down and a DONE item re-opens; the annotator gets a fresh lease on the
     item so the page can show it again. Returns those leases, most recent label first (an item
-    with no free slot left, after a late uncounted label, gets no lease).
+    with no free slot left, after a late uncounted label, gets no lease). Each lease carries
+    `undone`: the retracted label (the page highlights the answer that was given).
     """
-    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_UNDO:
+    if label_ids is None and (
+        not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_UNDO
+    ):
         raise ValidationError(
             {"count": _("Undo between 1 and %(count)d labels.") % {"count": MAX_UNDO}}
         )
+    if label_ids is not None and (
+        not isinstance(label_ids, list)
+        or not 1 <= len(label_ids) <= MAX_UNDO
+        or not all(isinstance(i, int) and not isinstance(i, bool) for i in label_ids)
+    ):
+        raise ValidationError({"labels": _("Give 1 to %(count)d label ids.") % {"count": MAX_UNDO}})
     if not can_label(annotator, queue.project):
         raise PermissionDenied(_("You are not a labeling member of this project."))
     now = timezone.now()
     with transaction.atomic():
-        picked = list(
-            Label.objects.filter(
-                queue=queue,
-                annotator=annotator,
-                kind=Label.Kind.ANNOTATION,
-                superseded_by__isnull=True,
-                queue_item__isnull=False,
-            )
-            .order_by("-created_at", "-id")
-            .values_list("pk", "queue_item_id")[:count]
-        )
-        if not picked:
-            raise ValidationError(_("There is nothing of yours to undo in this queue."))
+        mine = Label.objects.filter(
+            queue=queue,
+            annotator=annotator,
+            kind=Label.Kind.ANNOTATION,
+            superseded_by__isnull=True,
+            queue_item__isnull=False,
+        ).order_by("-created_at", "-id")
+        if label_ids is None:
+            picked = list(mine.values_list("pk", "queue_item_id")[:count])
+            if not picked:
+                raise ValidationError(_("There is nothing of yours to undo in this queue."))
+        else:
+            picked = list(mine.filter(pk__in=set(label_ids)).values_list("pk", "queue_item_id"))
+            missing = sorted(set(label_ids) - {pk for pk, _item in picked})
+            if missing:
+                raise ValidationError(
+                    {
+                        "labels": _(
+                            "Labels %(ids)s are not your current labels in this queue "
+                            "(already changed, reviewed, or not yours)."
+                        )
+                        % {"ids": missing}
+                    }
+                )
         items = {
             item.pk: item
             for item in QueueItem.objects.select_for_update()
@@ -386,6 +410,13 @@ def label_undo_last(*, annotator: User, queue: Queue, count: int = 1) -> list[Le
             # Re-read under the lock: a lead may have superseded the label meanwhile.
             label = Label.objects.filter(pk=label_pk, superseded_by__isnull=True).first()
             if label is None:
+                if label_ids is not None:
+                    raise ValidationError(
+                        {
+                            "labels": _("Label %(id)s was just changed by someone else.")
+                            % {"id": label_pk}
+                        }
+                    )
                 continue
             Label.objects.create(
                 project_id=label.project_id,
@@ -418,11 +449,50 @@ def label_undo_last(*, annotator: User, queue: Queue, count: int = 1) -> list[Le
             )
             if lease is not None:
                 lease.item = item
+                lease.undone = label
                 leases.append(lease)
         images = Image.objects.in_bulk([lease.item.image_id for lease in leases])
         for lease in leases:
             lease.item.image = images[lease.item.image_id]
     return leases
+
+
+def lease_unskip(*, lease: Lease, annotator: User) -> Lease:
+    """Walk back a skip: a fresh lease for the same person on the item they skipped, if they
+    have not labeled it since and a slot is still free (the skip freed theirs for others).
+    The skipped lease stays as it was (it records the skip); the new one is an ordinary lease
+    under the item's lock, so the slot and one-person-per-item rules hold as for a claim."""
+    if lease.annotator_id != annotator.pk:
+        raise PermissionDenied(_("That lease is not yours."))
+    queue = lease.item.queue
+    if not can_label(annotator, queue.project):
+        raise PermissionDenied(_("You are not a labeling member of this project."))
+    now = timezone.now()
+    with transaction.atomic():
+        item = _lock_item(lease.item_id)
+        current = Lease.objects.select_for_update().get(pk=lease.pk)
+        item.image = Image.objects.get(pk=item.image_id)
+        if current.state == Lease.State.ACTIVE and current.expires_at > now:
+            current.item = item
+            return current  # never sent, or a retried unskip: the lease is still theirs
+        if current.state != Lease.State.RELEASED:
+            raise ValidationError(_("This lease was not skipped."))
+        fresh = Lease.objects.filter(
+            item=item, annotator=annotator, state=Lease.State.ACTIVE, expires_at__gt=now
+        ).first()
+        if fresh is None:
+            fresh = lease_create_locked(
+                item=item,
+                annotator=annotator,
+                now=now,
+                lease_seconds=queue.project.lease_seconds,
+            )
+        if fresh is None:
+            raise ValidationError(
+                _("This image can no longer be brought back: it was labeled or is held by others.")
+            )
+        fresh.item = item
+    return fresh
 
 
 # --- Lead re-review ---------------------------------------------------------------------------
