@@ -235,6 +235,9 @@ class Queue(models.Model):
         # The frozen validation split's own queue: filled at import, listed first, so the
         # images every model version is measured on get labeled early (issue 12).
         VALIDATION = "validation", _("Validation split (annotators)")
+        # Triage's fast confirm queue (labeling.services.triage): images the promoted model
+        # scores confidently positive; its grid page pre-selects the positive class.
+        CONFIRM = "confirm", _("Confirm positives (grid)")
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="queues")
     name = models.CharField(max_length=120)
@@ -282,6 +285,10 @@ class Strategy(models.TextChoices):
     SEED = "seed", _("Cold-start seed (engineer)")
     # An image of the frozen validation split, queued to be measured on, never chosen by a model.
     VALIDATION = "validation", _("Validation split")
+    # Triage of the live pool (labeling.services.triage): a uniform sample of the images it
+    # accepted without a person, labeled to measure its miss rate; and its confident positives.
+    TRIAGE_AUDIT = "triage_audit", _("Triage audit (sample of the machine-accepted)")
+    TRIAGE_CONFIRM = "triage_confirm", _("Triage: confirm a confident positive")
 
 
 class QueueItem(models.Model):
@@ -596,3 +603,84 @@ class Preference(models.Model):
 
     def __str__(self) -> str:
         return f"preferences of user {self.user_id} in project {self.project_id}"
+
+
+class TriageRun(models.Model):
+    """One run of triage of the live pool (labeling.services.triage): the model version and
+    thresholds it was started with, and whether it is running, paused by its own audit or
+    stopped. At most one run of a project is running or paused at a time."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running", pgettext_lazy("triage status", "Running")
+        PAUSED = "paused", pgettext_lazy("triage status", "Paused")
+        STOPPED = "stopped", pgettext_lazy("triage status", "Stopped")
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="triage_runs")
+    model_version = models.ForeignKey(
+        ModelVersion, on_delete=models.PROTECT, related_name="triage_runs"
+    )
+    params = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.RUNNING)
+    # Why it paused itself ("upper_bound" / "lower_bound", mlcore.estimates.triage_verdict)
+    # and the audit's figures at that moment.
+    pause_reason = models.CharField(max_length=20, blank=True)
+    pause_figures = models.JSONField(default=dict, blank=True)
+    started_by = models.ForeignKey(
+        User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    paused_at = models.DateTimeField(null=True, blank=True)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+    reverted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project"],
+                condition=Q(status__in=["running", "paused"]),
+                name="triagerun_one_live_per_project",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"triage run {self.pk} of {self.project} ({self.status})"
+
+
+class TriageDecision(models.Model):
+    """Where one run of triage sent one pool image. An *accepted* image was accepted without a
+    person (machine-accepted): it holds no Label, so nothing trains on it unless an engineer
+    asks; `reverted_at` undoes the decision (the image goes back to the normal flow and the
+    queue item triage removed, if any, is open again)."""
+
+    class Route(models.TextChoices):
+        ACCEPTED = "accepted", _("Accepted without a person")
+        CONFIRM = "confirm", _("Confirm queue")
+        NORMAL = "normal", _("Normal queues")
+
+    run = models.ForeignKey(TriageRun, on_delete=models.CASCADE, related_name="decisions")
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="triage_decisions")
+    route = models.CharField(max_length=8, choices=Route.choices)
+    score = models.FloatField(help_text="The score triage decided on.")
+    audited = models.BooleanField(
+        default=False, help_text="Drawn into the audit of the machine-accepted images."
+    )
+    removed_item = models.ForeignKey(
+        QueueItem,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The waiting queue item triage removed (opened again on revert).",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    reverted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["run", "image"], name="triagedecision_unique_image")
+        ]
+        indexes = [models.Index(fields=["run", "route", "audited"])]
+
+    def __str__(self) -> str:
+        return f"{self.route} image {self.image_id} (run {self.run_id})"

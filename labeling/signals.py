@@ -3,6 +3,8 @@
 - A failed sign-in (Django's `user_login_failed`, sent by `authenticate()` from the login page,
   the token endpoint and the admin) counts against the username and the client's address
   (labeling/throttles.py).
+- A label of triage's audit sample queues triage's pause rule (labeling.services.triage), from
+  whichever path labels it (the queue API, the grid's batch, a lead's correction).
 - A changed password or a deactivation revokes the person's API token, whether it came from a
   service, the admin, `manage.py changepassword` or a shell. Sessions need nothing here: Django
   ties each session to the password hash, so other sessions end with a password change.
@@ -47,7 +49,18 @@ def _revoke_on_credential_change(sender, instance: User, created=False, **kwargs
         tokens_revoke_all_of(user_id=instance.pk)
 
 
+def _triage_audit_label(sender, instance, created=False, raw=False, **kwargs) -> None:
+    """A label of triage's audit sample queues the pause rule's check (on commit)."""
+    if created and not raw:
+        from labeling.services.triage import triage_after_label
+
+        triage_after_label(label=instance)
+
+
 def connect() -> None:
+    from labeling.models import Label
+
+    post_save.connect(_triage_audit_label, sender=Label, dispatch_uid="imageclean-triage-label")
     user_login_failed.connect(_login_failed, dispatch_uid="imageclean-login-failed")
     pre_save.connect(_note_credential_change, sender=User, dispatch_uid="imageclean-cred-pre")
     post_save.connect(_revoke_on_credential_change, sender=User, dispatch_uid="imageclean-cred")

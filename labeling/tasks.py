@@ -15,7 +15,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.conf import settings
 
-from .services import audit, jobs, noise, queues, recall, scoring, selection, training
+from .services import audit, jobs, noise, queues, recall, scoring, selection, training, triage
 
 _RETRY = {
     "autoretry_for": jobs.TRANSIENT_ERRORS,
@@ -91,3 +91,17 @@ def ml_cold_start(self, job_id: int) -> None:
 def pool_audit(self, job_id: int) -> None:
     """Draw the next batch of a stratified pool audit and queue it (no model runs: CPU queue)."""
     audit.audit_run(job_id=job_id, retry=self.request.retries > 0)
+
+
+@shared_task(name="labeling.tasks.ml_triage", **ML_TASK)
+def ml_triage(project_id: int) -> dict:
+    """One pass of the project's running triage: score new pool images, route them (accepted,
+    confirm queue, normal queues), sample the accepted for triage's audit, check the pause rule.
+    On the ml queue: it may run the model."""
+    return triage.triage_pass(project_id=project_id)
+
+
+@shared_task(name="labeling.tasks.triage_check", **DEFAULT_TASK)
+def triage_check(project_id: int) -> str | None:
+    """Triage's pause rule, after an audit label arrives."""
+    return triage.triage_check(project_id=project_id)

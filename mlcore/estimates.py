@@ -65,17 +65,22 @@ __all__ = [
     "Interval",
     "PoolEstimate",
     "Strata",
+    "TriageError",
     "YieldForecast",
     "assign_strata",
     "audit_allocation",
     "audit_draw",
     "estimate_pool",
+    "exact_rate_interval",
     "labels_for_width",
     "labels_to_find",
+    "labels_until_bound",
     "neyman_allocation",
     "score_strata",
     "strata_from_edges",
     "stratum_rates",
+    "triage_error",
+    "triage_verdict",
 ]
 
 DEFAULT_STRATA = 8
@@ -793,3 +798,141 @@ def labels_to_find(
         high=goal / lo_rate if lo_rate > 0 else float("inf"),
         capped=capped,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Triage: the error rate of the images a model accepts without a person
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TriageError:
+    """The share of machine-accepted items that are in fact positive (triage's misses),
+    measured on a uniform audit sample of them.
+
+    ``accepted`` N items accepted; ``labels`` n audit labels among them, ``errors`` k of them
+    positive; ``rate`` the miss rate k / n with its exact (Clopper-Pearson) interval;
+    ``missed`` the positives among all N accepted (N x rate, same interval);
+    ``more_labels_clean``: audit labels still needed, if none of them is a miss, for the upper
+    bound to fall to ``bound`` (0 when it already has; None without a bound)."""
+
+    accepted: int
+    labels: int
+    errors: int
+    confidence: float
+    rate: Interval
+    missed: Interval
+    bound: float | None
+    more_labels_clean: int | None
+
+    def as_dict(self) -> dict:
+        return {
+            "accepted": self.accepted,
+            "labels": self.labels,
+            "errors": self.errors,
+            "confidence": self.confidence,
+            "rate": self.rate.as_dict(),
+            "missed": self.missed.as_dict(),
+            "bound": self.bound,
+            "more_labels_clean": self.more_labels_clean,
+        }
+
+
+def exact_rate_interval(
+    errors: int, labels: int, *, confidence: float = DEFAULT_CONFIDENCE
+) -> Interval:
+    """``errors`` / ``labels`` with its exact binomial (Clopper-Pearson) interval
+    (``scipy.stats.binomtest``): conservative, never shorter than the nominal coverage, and
+    honest at zero errors (0 of n gives an upper bound near 3.7 / n at 95%). With no labels
+    the rate is unknown: nan, interval [0, 1]."""
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if labels < 0 or not 0 <= errors <= labels:
+        raise ValueError("need 0 <= errors <= labels")
+    if labels == 0:
+        return Interval(float("nan"), 0.0, 1.0)
+    ci = stats.binomtest(int(errors), int(labels)).proportion_ci(
+        confidence_level=confidence, method="exact"
+    )
+    return Interval(errors / labels, float(ci.low), float(ci.high))
+
+
+def labels_until_bound(
+    errors: int, labels: int, *, bound: float, confidence: float = DEFAULT_CONFIDENCE
+) -> int | None:
+    """More audit labels, all of them clean (no further miss), for the exact upper bound of
+    ``errors`` / (``labels`` + more) to fall to ``bound`` or below; 0 when it already has.
+    None when it never would within 10^7 labels. The smallest such number, by bisection
+    (the upper bound falls as clean labels are added)."""
+    if not 0.0 < bound < 1.0:
+        raise ValueError(f"bound must be in (0, 1), got {bound}")
+
+    def upper(extra: int) -> float:
+        return exact_rate_interval(errors, labels + extra, confidence=confidence).high
+
+    if labels > 0 and upper(0) <= bound:
+        return 0
+    low, high = 0, 1
+    while upper(high) > bound:
+        low, high = high, high * 2
+        if high > 10_000_000:
+            return None
+    while high - low > 1:
+        middle = (low + high) // 2
+        if upper(middle) <= bound:
+            high = middle
+        else:
+            low = middle
+    return high
+
+
+def triage_error(
+    *,
+    accepted: int,
+    labels: int,
+    errors: int,
+    bound: float | None = None,
+    confidence: float = DEFAULT_CONFIDENCE,
+) -> TriageError:
+    """Triage's miss rate among ``accepted`` machine-accepted items from ``labels`` audit labels
+    (a uniform sample of them: each accepted item joined the audit with the same chance) of
+    which ``errors`` are positive. The interval is exact for the rate of the (infinite)
+    process that produced the accepted items, hence a little wider than needed for the finite
+    accepted set (no finite-population correction: the conservative side)."""
+    if accepted < 0 or labels > accepted:
+        raise ValueError("need 0 <= labels <= accepted")
+    rate = exact_rate_interval(errors, labels, confidence=confidence)
+    missed = Interval(rate.estimate * accepted, rate.low * accepted, rate.high * accepted)
+    more = (
+        None
+        if bound is None
+        else labels_until_bound(errors, labels, bound=bound, confidence=confidence)
+    )
+    return TriageError(
+        accepted=int(accepted),
+        labels=int(labels),
+        errors=int(errors),
+        confidence=confidence,
+        rate=rate,
+        missed=missed,
+        bound=bound,
+        more_labels_clean=more,
+    )
+
+
+def triage_verdict(error: TriageError) -> str | None:
+    """Why triage must pause, or None while it may go on. Two rules, given a ``bound``:
+
+    - ``"upper_bound"``: the upper end of the miss-rate interval is above the bound although
+      the audit holds enough labels for a clean audit to be under it (before that, the interval
+      cannot be under the bound whatever the labels say: the audit is still warming up);
+    - ``"lower_bound"``: even the lower end is above the bound, at any number of labels
+      (clear evidence that triage misses too much, without waiting for the warm-up)."""
+    if error.bound is None or error.labels == 0:
+        return None
+    if error.rate.low > error.bound:
+        return "lower_bound"
+    warm = labels_until_bound(0, error.labels, bound=error.bound, confidence=error.confidence)
+    if warm == 0 and error.rate.high > error.bound:
+        return "upper_bound"
+    return None

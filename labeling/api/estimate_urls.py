@@ -10,4 +10,15 @@ urlpatterns = [
         v.PoolEstimatesApi.as_view(),
         name="api-project-estimates",
     ),
+    path("projects/<slug:slug>/triage/", v.TriageApi.as_view(), name="api-project-triage"),
+    path(
+        "projects/<slug:slug>/triage/stop/",
+        v.TriageStopApi.as_view(),
+        name="api-project-triage-stop",
+    ),
+    path(
+        "projects/<slug:slug>/triage/<int:pk>/revert/",
+        v.TriageRevertApi.as_view(),
+        name="api-project-triage-revert",
+    ),
 ]

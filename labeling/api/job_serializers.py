@@ -94,6 +94,14 @@ class JobParamsBase(serializers.Serializer):
         return attrs
 
 
+def spec_params_serializer(spec: JobSpec, name: str) -> type[serializers.Serializer]:
+    """A serializer of any `JobSpec`'s parameters (triage's, say), named `name` in the schema;
+    unknown names are refused, as `clean` refuses them."""
+    fields: dict[str, Any] = {param.name: _field(param) for param in spec.params}
+    fields["__doc__"] = f"The parameters of {spec.kind}; unknown names are refused."
+    return type(name, (JobParamsBase,), fields)
+
+
 @cache
 def job_params_serializer(kind: str) -> type[serializers.Serializer]:
     """The serializer of job kind `kind`'s parameters (one class per kind, named for the

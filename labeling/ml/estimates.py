@@ -140,3 +140,21 @@ def yield_forecast(
         "high": found.high,
         "capped": found.capped,
     }
+
+
+def triage_audit(*, accepted: int, labels: int, errors: int, bound: float) -> dict:
+    """Triage's miss rate among ``accepted`` machine-accepted images from ``labels`` audit
+    labels, ``errors`` of them positive (mlcore.estimates.triage_error: exact interval), and
+    the pause rule's verdict (mlcore.estimates.triage_verdict: None, "upper_bound" or
+    "lower_bound")."""
+    error = estimates.triage_error(accepted=accepted, labels=labels, errors=errors, bound=bound)
+    return _json_safe({**error.as_dict(), "verdict": estimates.triage_verdict(error)})
+
+
+def _json_safe(value):
+    """NaN and infinity (a rate with no labels yet) as None, which JSON can carry."""
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value

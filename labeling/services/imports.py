@@ -173,7 +173,7 @@ def images_import(
         name, data = item[0], item[1]
         metadata = item[2] if len(item) > 2 else None
         importer.import_one(f"{source_prefix}{name}", data, metadata=metadata)
-    return importer.report
+    return importer.finish()
 
 
 def images_import_zip(
@@ -188,7 +188,7 @@ def images_import_zip(
     archive, or one over the member-count cap, is reported as an archive error."""
     importer = _Importer(project=project, created_by=created_by, add_to_queue=add_to_queue)
     _import_zip_into(importer, zip_file, archive_name or _name_of(zip_file))
-    return importer.report
+    return importer.finish()
 
 
 def _import_zip_into(importer: _Importer, zip_file, archive_name: str) -> None:
@@ -262,7 +262,7 @@ def images_import_folder(
     for file_path in _walk(root, recursive=recursive):
         with open(file_path, "rb") as handle:
             importer.import_one(str(file_path.relative_to(root)), handle)
-    return importer.report
+    return importer.finish()
 
 
 def uploads_import(
@@ -287,7 +287,7 @@ def uploads_import(
             )
         else:
             _import_zip_into(importer, upload, name)
-    return importer.report
+    return importer.finish()
 
 
 # --- The per-file work --------------------------------------------------------------------------
@@ -316,6 +316,15 @@ class _Importer:
             created_by=self.created_by,
             details={"source": "import"},
         )
+
+    def finish(self) -> ImportReport:
+        """The report; new pool images are triaged as they come when triage is running (its
+        task scores and routes them, labeling.services.triage)."""
+        if self.report.imported:
+            from labeling.services.triage import triage_after_new_images
+
+            triage_after_new_images(project=self.project)
+        return self.report
 
     def import_one(self, name: str, data: bytes | IO[bytes], *, metadata=None) -> None:
         try:

@@ -295,3 +295,8 @@ def _shard_commit(*, job_id: int, shard: JobShard, outcome) -> None:
             job.log = [*job.log, f"{now:%H:%M:%S} succeeded"][-200:]
             fields += ["status", "stage", "finished_at"]
         job.save(update_fields=fields)
+        if pending == 0:
+            # Chained: a running triage routes what this job scored (on commit).
+            from labeling.services.triage import triage_after_new_images
+
+            triage_after_new_images(project=job.project)

@@ -78,6 +78,7 @@ from labeling.services.queues import (
     queue_get_or_create,
     queue_items_place,
 )
+from labeling.services.triage import machine_accepted_exists
 
 MAX_K = 100_000
 # The window over which the project's labeling rate is measured for automatic round sizes.
@@ -277,6 +278,7 @@ def eligible_scores(
         )
         .exclude(Exists(Label.objects.filter(image_id=OuterRef("image_id"))))
         .exclude(Exists(blocking))
+        .exclude(machine_accepted_exists())
     )
 
 

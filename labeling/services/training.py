@@ -178,6 +178,15 @@ TRAIN_CASCADE = JobSpec(
             help_text=_("Epochs of the loss-prediction module used by selection; 0 skips it."),
         ),
         seed_param(),
+        boolean(
+            "machine_accepted",
+            default=False,
+            label=_("Train on machine-accepted images"),
+            help_text=_(
+                "Also train on the images triage accepted without a person, as negatives. Off: "
+                "only people's labels train."
+            ),
+        ),
         optional_number(
             "auto_promote_precision",
             low=0.0,
@@ -257,6 +266,15 @@ def training_data(*, project: Project, params: dict) -> dict:
     # one) but never reach stage 2 as hard examples, where wrong labels concentrate (issue 7).
     excluded = suspects & set(pool_labels)
     train_labels = {i: int(v == positive) for i, v in pool_labels.items()}
+    # Machine-accepted images (labeling.services.triage) hold no Label; they train only when
+    # the engineer asks, as negatives, and never override a person's label.
+    machine = 0
+    if params.get("machine_accepted"):
+        from labeling.services.triage import machine_accepted_ids
+
+        for image_id in machine_accepted_ids(project=project) - set(pool_labels):
+            train_labels[image_id] = 0
+            machine += 1
     n_pos = sum(train_labels.values())
     n_neg = len(train_labels) - n_pos
     need = params["min_per_class"]
@@ -286,7 +304,7 @@ def training_data(*, project: Project, params: dict) -> dict:
         )
     unlabeled_ids = list(
         Image.objects.filter(project=project, split=Image.Split.POOL)
-        .exclude(pk__in=list(pool_labels))
+        .exclude(pk__in=list(train_labels))
         .order_by("pk")
         .values_list("pk", flat=True)
     )
@@ -309,6 +327,7 @@ def training_data(*, project: Project, params: dict) -> dict:
             "labeled_negative": n_neg,
             "unlabeled": len(unlabeled_ids),
             "excluded_suspects": len(excluded),
+            "machine_accepted": machine,
             "validation_size": len(validation),
             "validation_positive": v_pos,
             "validation_negative": v_neg,

@@ -2,8 +2,8 @@
 
 `{% load labeling_i18n %}`, then:
 - `{{ queue|queue_name }}`: the default queues a project is created with ("Labeling",
-  "Re-review", "Validation") are named by the code, not by a person, so they are translated like
-  any UI string; a name an engineer typed is shown as typed.
+  "Re-review", "Validation", and triage's "Confirm") are named by the code, not by a person, so
+  they are translated like any UI string; a name an engineer typed is shown as typed.
 - `{{ value|class_name:project }}`: a label value (a schema class or sub-category key) by its
   display name in the reader's language (the schema's "names", else "name"; see
   labeling.models.schema_entry_name).
@@ -30,6 +30,8 @@ SYSTEM_QUEUE_NAMES = {
     "Labeling": pgettext_lazy("queue name", "Labeling"),
     "Re-review": pgettext_lazy("queue name", "Re-review"),
     "Validation": pgettext_lazy("queue name", "Validation"),
+    # Triage's confirm queue (labeling.services.triage.CONFIRM_QUEUE_NAME).
+    "Confirm": pgettext_lazy("queue name", "Confirm"),
 }
 
 

@@ -3,14 +3,18 @@ intervals from the latest audit, and how many labels it would take to know bette
 
 Leads and engineers of the project see it (labeling.permissions.can_see_estimates); engineers
 also get the form that adds a batch to the audit (an ordinary job, started through the jobs
-page's endpoint). Views parse, call one service and render.
+page's endpoint) and triage's controls: start (a form built from labeling.services.triage.TRIAGE),
+stop and revert. Views parse, call one service and render.
 """
 
 from __future__ import annotations
 
-from django.core.exceptions import PermissionDenied
-from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.translation import gettext
+from django.views.decorators.http import require_GET, require_POST
 
 from labeling.permissions import (
     can_manage,
@@ -21,7 +25,14 @@ from labeling.permissions import (
 from labeling.roles import Role
 from labeling.selectors.model_versions import model_versions_ready
 from labeling.services.audit import AUDIT, DEFAULT_WIDTH, pool_estimates_get
-from labeling.views.job_forms import job_form
+from labeling.services.triage import (
+    TRIAGE,
+    triage_figures,
+    triage_revert,
+    triage_start,
+    triage_stop,
+)
+from labeling.views.job_forms import job_form, params_from_post
 
 DECISION_ORDER = ("cascade", "stage1", "stage2")
 
@@ -66,5 +77,61 @@ def project_estimates(request, slug: str):
             "width": width,
             "can_manage": can_manage(request.user, project),
             "audit_form": job_form(AUDIT, versions=model_versions_ready(project=project)),
+            "triage": triage_figures(project=project),
+            "triage_form": job_form(TRIAGE, versions=model_versions_ready(project=project)),
         },
     )
+
+
+def _back(project):
+    return redirect(reverse("project-estimates", kwargs={"slug": project.slug}) + "#triage")
+
+
+def _refused(request, project, error: ValidationError):
+    messages.error(request, gettext("Triage: %(reasons)s") % {"reasons": " ".join(error.messages)})
+    return _back(project)
+
+
+@require_POST
+@role_required(Role.ENGINEER)
+def triage_start_view(request, slug: str):
+    project = project_visible_or_404(request.user, slug)
+    try:
+        run = triage_start(
+            project=project, params=params_from_post(TRIAGE, request.POST), by=request.user
+        )
+    except ValidationError as error:
+        return _refused(request, project, error)
+    messages.success(
+        request,
+        gettext("Triage started with model %(name)s (run %(id)s).")
+        % {"name": run.model_version.name, "id": run.pk},
+    )
+    return _back(project)
+
+
+@require_POST
+@role_required(Role.ENGINEER)
+def triage_stop_view(request, slug: str):
+    project = project_visible_or_404(request.user, slug)
+    try:
+        run = triage_stop(project=project, by=request.user)
+    except ValidationError as error:
+        return _refused(request, project, error)
+    messages.success(request, gettext("Triage stopped (run %(id)s).") % {"id": run.pk})
+    return _back(project)
+
+
+@require_POST
+@role_required(Role.ENGINEER)
+def triage_revert_view(request, slug: str, pk: int):
+    project = project_visible_or_404(request.user, slug)
+    try:
+        count = triage_revert(project=project, run_id=pk, by=request.user)
+    except ValidationError as error:
+        return _refused(request, project, error)
+    messages.success(
+        request,
+        gettext("Run %(id)s reverted: %(count)s decisions undone.") % {"id": pk, "count": count},
+    )
+    return _back(project)

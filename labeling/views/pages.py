@@ -96,7 +96,8 @@ def _page_config(request, queue: Queue, **extra) -> dict:
         "schema": {
             "classes": schema["classes"],
             "positive": project.positive_class,
-            "default": project.default_class,
+            "default": grid_default_class(queue),
+            "common": project.default_class,
             "subcategories": schema["subcategories"],
         },
         "blurDefault": project.blur_images,
@@ -111,6 +112,14 @@ def _page_config(request, queue: Queue, **extra) -> dict:
         },
         **extra,
     }
+
+
+def grid_default_class(queue: Queue) -> str:
+    """The class a grid page pre-selects: the project's common class, except in triage's
+    confirm queue, which holds images the model scores confidently positive."""
+    if queue.kind == Queue.Kind.CONFIRM:
+        return queue.project.positive_class
+    return queue.project.default_class
 
 
 def _class_name(project: Project, key: str) -> str:
@@ -166,7 +175,7 @@ def grid(request, slug: str, pk: int):
         "project": queue.project,
         "queue": queue,
         "keys": _keys(queue.project),
-        "default_name": _class_name(queue.project, queue.project.default_class),
+        "default_name": _class_name(queue.project, grid_default_class(queue)),
         "config": _page_config(request, queue, pageSize=GRID_PAGE_SIZE),
     }
     return render(request, "labeling/grid.html", context)

@@ -17,6 +17,8 @@ const hotkeys = hotkeyMap(schema);
 const PAGE_SIZE = config.pageSize;
 const DEFAULT = schema.default || schema.classes[0].key;
 const POSITIVE = schema.positive;
+// What a positive tile flips to: the common class (a confirm queue pre-selects the positive).
+const COMMON = schema.common || DEFAULT;
 
 const $ = (id) => document.getElementById(id);
 const tilesEl = $("tiles");
@@ -212,7 +214,7 @@ function columns() {
 }
 
 function flip(tile) {
-  if (tile.value === POSITIVE) set(tile, { value: DEFAULT, subcategory: "" });
+  if (tile.value === POSITIVE) set(tile, { value: COMMON, subcategory: "" });
   else set(tile, { value: POSITIVE, subcategory: "" });
 }
 

@@ -33,7 +33,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
-from labeling.models import Job, Label, Lease, ModelVersion, QueueItem, Score
+from labeling.models import Job, Label, Lease, ModelVersion, QueueItem, Score, TriageRun
 from tests.factories import make_image, make_project, make_queue, make_user
 
 pytestmark = [pytest.mark.authz, pytest.mark.django_db]
@@ -249,6 +249,16 @@ MATRIX: dict[str, Route] = {
     "api-project-estimates": Route(
         row(DENIED, DENIED, OK, OK, OK), row(DENIED, DENIED, NOT_FOUND, OK, OK)
     ),
+    # Triage of the live pool (issue 10, item 4): engineers start, stop and revert (an empty
+    # form: "no active model" or "not running", back to the page); leads and engineers read.
+    "project-triage-start": Route(PAGE_ENGINEER, PAGE_ENGINEER, method="POST"),
+    "project-triage-stop": Route(PAGE_ENGINEER, PAGE_ENGINEER, method="POST"),
+    "project-triage-revert": Route(PAGE_ENGINEER, PAGE_ENGINEER, method="POST", obj="triage_run"),
+    "api-project-triage": Route(
+        row(DENIED, DENIED, OK, OK, OK), row(DENIED, DENIED, NOT_FOUND, OK, OK)
+    ),
+    "api-project-triage-stop": Route(API_ENGINEER, API_ENGINEER, method="POST"),
+    "api-project-triage-revert": Route(API_ENGINEER, API_ENGINEER, method="POST", obj="triage_run"),
     # --- Django admin --------------------------------------------------------------------------
     "admin:index": Route(ADMIN),
     "admin:login": Route(EVERYONE),  # the form, or "not authorized"; superusers go to index
@@ -365,6 +375,9 @@ def _side(project, annotator, lead):
             image=image, model_version=version, stage1=0.5, score=0.5
         ),
         "admin:labeling.job": Job.objects.create(project=project, kind=Job.Kind.SCORE_POOL),
+        "triage_run": TriageRun.objects.create(
+            project=project, model_version=version, params={"max_error": 0.02}, status="stopped"
+        ),
     }
 
 
