@@ -151,7 +151,7 @@ TRIAGE = JobSpec(
             high=0.5,
             label=_("Bound on the miss rate"),
             help_text=_(
-                "Triage pauses itself when the upper end of the 95% interval of the share of "
+                "Triage pauses itself when the upper end of the interval (95%) of the share of "
                 "positives among the accepted images is above this."
             ),
         ),
