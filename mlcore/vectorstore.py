@@ -78,6 +78,8 @@ ANN_FUNCTION = "mlcore.vectorstore.VectorStore.search"
 MAX_SEGMENTS = 16
 # The IVF is trained again once the store holds this many times the rows it was trained on.
 RETRAIN_GROWTH = 4
+# Rows the exact search scores at a time (32,768 x 1280 floats: 168 MB).
+EXACT_CHUNK = 32768
 _SEGMENT = re.compile(r"^seg-(\d{6})\.(ids|vec)\.npy$")
 _INDEX = re.compile(r"^index-(\d{6})\.faiss$")
 
@@ -253,7 +255,7 @@ class VectorStore:
         """Distinct keys."""
         return len(self._live_arrays()[0])
 
-    def keys(self) -> np.ndarray:
+    def stored_keys(self) -> np.ndarray:
         """Every key, ascending."""
         return self._live_arrays()[0].copy()
 
@@ -294,6 +296,20 @@ class VectorStore:
                     np.asarray(ids[start : start + chunk]),
                     np.asarray(vec[start : start + chunk]),
                 )
+
+    def describe(self) -> dict:
+        """Rows, keys, segments and the saved index, for status pages and commands."""
+        index = self._manifest.get("index") or {}
+        return {
+            "root": str(self.root),
+            "dim": self._dim,
+            "rows": len(self),
+            "keys": self.count(),
+            "segments": len(self._manifest.get("segments", [])),
+            "index_file": index.get("file"),
+            "index_rows": index.get("covers", 0),
+            "index_lists": index.get("nlist"),
+        }
 
     # ---------------------------------------------------------------- writing
 
@@ -421,11 +437,15 @@ class VectorStore:
         with self._locked():
             self._merge(0)
 
-    def rebuild(self) -> None:
-        """Rewrite the store with only the newest row of each key, in key order, and build a new
-        index from those vectors when the store is large enough (and faiss present)."""
+    def rebuild(self, drop_keys=None) -> None:
+        """Rewrite the store with only the newest row of each key (less ``drop_keys``), in key
+        order, and build a new index from those vectors when the store is large enough (and
+        faiss present)."""
         with self._locked():
             order, positions = self._live_arrays()
+            if drop_keys is not None and len(drop_keys):
+                keep = ~np.isin(order, np.asarray(drop_keys, dtype=np.int64))
+                order, positions = order[keep], positions[keep]
             number = self._next_number()
             entries = []
             if len(order):
@@ -562,16 +582,16 @@ class VectorStore:
     # ---------------------------------------------------------------- search
 
     def _live_positions(self, allowed_keys, exclude_keys) -> np.ndarray:
+        """Positions of the newest rows of the allowed, not excluded keys, ascending."""
         live_keys, live_positions = self._live_arrays()
-        if allowed_keys is None:
-            keys = live_keys
-        else:
-            keys = np.unique(np.asarray(allowed_keys, dtype=np.int64).ravel())
-        if exclude_keys is not None:
-            keys = np.setdiff1d(keys, np.asarray(exclude_keys, dtype=np.int64).ravel())
-        if allowed_keys is None and exclude_keys is None:
-            return np.sort(live_positions)
-        return np.sort(self._positions_of(keys)[1])
+        keep = None
+        if allowed_keys is not None:
+            keep = np.isin(live_keys, np.asarray(allowed_keys, dtype=np.int64).ravel())
+        if exclude_keys is not None and len(exclude_keys):
+            dropped = np.isin(live_keys, np.asarray(exclude_keys, dtype=np.int64).ravel())
+            keep = ~dropped if keep is None else keep & ~dropped
+        positions = live_positions if keep is None else live_positions[keep]
+        return np.sort(positions)
 
     def search(
         self,
@@ -616,19 +636,28 @@ class VectorStore:
         return out
 
     def _exact(self, seeds, positions, k, aggregate, temperature) -> StoreNeighbours:
+        """Exact search, ``EXACT_CHUNK`` rows at a time (a million vectors never sit in memory
+        at once); the chunks' top ``k`` merge by score, then the lower key among ties."""
         if not len(positions):
             return _empty(EXACT_FUNCTION)
-        keys = self._key_at(positions)
-        order = np.argsort(keys, kind="stable")  # ties: the lower key first
-        keys, positions = keys[order], positions[order]
-        found = nearest_neighbours(
-            self._rows(positions), seeds, k=k, aggregate=aggregate, temperature=temperature
-        )
+        found_keys, found_scores, found_seeds = [], [], []
+        for start in range(0, len(positions), EXACT_CHUNK):
+            chunk = positions[start : start + EXACT_CHUNK]
+            keys = self._key_at(chunk)
+            found = nearest_neighbours(
+                self._rows(chunk), seeds, k=k, aggregate=aggregate, temperature=temperature
+            )
+            found_keys.append(keys[found.indices])
+            found_scores.append(found.scores)
+            found_seeds.append(found.nearest_seed)
+        keys = np.concatenate(found_keys)
+        scores = np.concatenate(found_scores)
+        order = np.lexsort((keys, -scores))[:k]
         return StoreNeighbours(
-            keys=keys[found.indices],
-            scores=found.scores,
-            nearest_seed=found.nearest_seed,
-            function=found.function,
+            keys=keys[order],
+            scores=scores[order],
+            nearest_seed=np.concatenate(found_seeds)[order],
+            function=EXACT_FUNCTION,
         )
 
     def _ann(self, seeds, positions, k, aggregate, temperature, per_query) -> StoreNeighbours:

@@ -1,53 +1,64 @@
-"""Few-shot recall over a project's images: rows in, cached embeddings and rankings out.
+"""Few-shot recall over a project's images: rows in, stored embeddings and rankings out.
 
-Two rankings, both mlcore functions on the same cached embeddings:
+Two rankings, both mlcore functions on the same stored embeddings:
 - `recall_nearest`: similarity to the seed images, aggregated over the seeds by mean, soft-max
-  or max (mlcore.recall.nearest_neighbours);
+  or max (exact, mlcore.recall.nearest_neighbours, for small pools; the store's FAISS index for
+  large ones, mlcore.vectorstore);
 - `recall_by_probe`: once people have labeled positives and negatives, the logistic probe on
   frozen features (mlcore.probe) fitted on them, the seeds as extra positives.
 The service (labeling.services.recall) decides which one runs.
 
 Embeddings: `mlcore.recall.default_embedder` (EfficientNet-Lite0, offline ImageNet weights, the
-pooled 1280-d output) at 224 px, L2-normalised, in batches.
+pooled 1280-d output) at 224 px, L2-normalised, through `mlcore.embedding.embed_pipeline`
+(decoding in threads ahead of the network, batched writes).
 
-The embedding cache is one `.npy` file per image in Django storage, named by the embedder and the
-image's content hash: ``embeddings/<EMBEDDER_KEY>/<hash[:2]>/<hash>.npy``. Why files and not a
-table:
-- the vector depends only on the bytes of the image and the embedder, and the content hash names
-  exactly that, so the same picture imported into two projects is embedded once, and a new
-  embedder (a new EMBEDDER_KEY) never reads stale vectors;
-- it needs no schema change (models.py is shared) and works the same on local disk and S3;
-- a cached image costs one small read (5 kB); a second recall over the same pool embeds nothing.
-At millions of images, per-file reads dominate: that scale wants a vector table (pgvector) or a
-FAISS index (mlcore.recall.AnnIndex) built from these files once.
+Where the vectors live: one `mlcore.vectorstore.VectorStore` per project and embedder, keyed by
+image id, in the directory `vectors/project-<id>/<EMBEDDER_KEY>/` of the media storage when it is
+on local disk (`store_root`), else under `VAR_DIR` (FAISS needs local files; an S3 deployment
+keeps the store on the ML worker's disk, and `manage.py vectors rebuild` or a recall fills it
+again on a new worker). Vectors are added after each block of about a thousand images, so a
+cancelled or crashed job keeps what it embedded; the store's index is saved at the end of a
+job that added vectors.
+
+Earlier versions cached one `.npy` file per image, `embeddings/<EMBEDDER_KEY>/<hash[:2]>/
+<hash>.npy` (named by the image's content hash). Those files are still read: an image missing
+from the store whose file exists is imported into the store (counted as cached, not embedded),
+and `manage.py vectors import PROJECT` imports a whole project's at once.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
+from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import Storage, default_storage
-from torch.utils.data import DataLoader
 
-from labeling.ml.datasets import ImageRow, ImageRowDataset
 from mlcore.config import resolve_device
+from mlcore.embedding import embed_pipeline
 from mlcore.probe import fit_linear_probe, probe_rank
 from mlcore.recall import (
     AGGREGATES,
     DEFAULT_TEMPERATURE,
     default_embedder,
-    embedder_transform,
     nearest_neighbours,
 )
+from mlcore.vectorstore import VectorStore
 
 EMBEDDER_KEY = "efficientnet_lite0-224"
 INPUT_SIZE = 224
+LEGACY_DIR = f"embeddings/{EMBEDDER_KEY}"
+# Vectors per store segment while a job embeds (one write per block, not per image).
+FLUSH_ROWS = 1024
+# Threads decoding images ahead of the network (Pillow and torch release the GIL).
+DECODE_THREADS = max(1, min(4, (os.cpu_count() or 2) - 1))
 
 _EMBEDDER: dict[str, torch.nn.Module] = {}
 _EMBEDDER_LOCK = threading.Lock()
@@ -62,18 +73,37 @@ class RecallRow:
 
 @dataclass
 class Embeddings:
-    """`vectors` (n, D) float32, row i for `image_ids[i]`; images that did not decode are
-    missing from both and listed in `unreadable`."""
+    """`vectors` (n, D) float32, row i for `image_ids[i]` (None when not loaded: the store holds
+    them); images that did not decode are missing and listed in `unreadable`."""
 
     image_ids: list[int]
-    vectors: np.ndarray
+    vectors: np.ndarray | None
     computed: int = 0
     cached: int = 0
     unreadable: list[int] = field(default_factory=list)
 
 
 def embedding_name(content_hash: str) -> str:
-    return f"embeddings/{EMBEDDER_KEY}/{content_hash[:2]}/{content_hash}.npy"
+    """The per-image file of earlier versions (still read, never written by a job)."""
+    return f"{LEGACY_DIR}/{content_hash[:2]}/{content_hash}.npy"
+
+
+def store_root(project_id: int, storage: Storage | None = None) -> Path:
+    """The project's vector store directory: in the media storage when it is a local disk,
+    else under VAR_DIR (FAISS reads and writes local files)."""
+    storage = storage or default_storage
+    name = f"vectors/project-{int(project_id)}/{EMBEDDER_KEY}"
+    try:
+        return Path(storage.path(name))
+    except NotImplementedError:
+        return Path(settings.VAR_DIR) / name
+
+
+def project_store(project_id: int, storage: Storage | None = None) -> VectorStore:
+    """The project's store; below `IMAGECLEAN_VECTOR_EXACT_BELOW` vectors (setting, default
+    50,000) its search is exact, above it goes through the FAISS index."""
+    exact_below = int(getattr(settings, "IMAGECLEAN_VECTOR_EXACT_BELOW", 50_000))
+    return VectorStore(store_root(project_id, storage), exact_below=exact_below)
 
 
 def _embedder(device: str) -> torch.nn.Module:
@@ -97,73 +127,101 @@ def _read_cached(name: str, storage: Storage) -> np.ndarray | None:
 
 
 def _write_cached(name: str, vector: np.ndarray, storage: Storage) -> None:
+    """Write a vector in the earlier per-image format (tests plant legacy files with it)."""
     buffer = io.BytesIO()
     np.save(buffer, vector.astype(np.float32), allow_pickle=False)
-    if storage.exists(name):  # another job wrote the same bytes' vector meanwhile
+    if storage.exists(name):
         storage.delete(name)
     storage.save(name, ContentFile(buffer.getvalue()))
+
+
+def _has_legacy_files(storage: Storage) -> bool:
+    try:
+        return storage.exists(LEGACY_DIR)
+    except (NotImplementedError, OSError):
+        return False
+
+
+def import_legacy(
+    rows: Sequence[RecallRow], *, store: VectorStore, storage: Storage | None = None
+) -> int:
+    """Copy the per-image `.npy` vectors of `rows` that the store lacks into it; returns how
+    many. Rows without a readable file are left for embedding."""
+    storage = storage or default_storage
+    if not rows or not _has_legacy_files(storage):
+        return 0
+    missing = [row for row, has in zip(rows, store.contains([r.image_id for r in rows])) if not has]
+    imported = 0
+    for start in range(0, len(missing), 4 * FLUSH_ROWS):
+        keys, vectors = [], []
+        for row in missing[start : start + 4 * FLUSH_ROWS]:
+            vector = _read_cached(embedding_name(row.content_hash), storage)
+            if vector is not None and (store.dim is None or vector.shape[0] == store.dim):
+                keys.append(row.image_id)
+                vectors.append(vector)
+        if keys:
+            imported += store.add(keys, np.stack(vectors))
+    return imported
 
 
 def embed_rows(
     rows: Sequence[RecallRow],
     *,
+    store: VectorStore,
     batch_size: int = 32,
     device: str = "auto",
     on_batch: Callable[[int, int], None] | None = None,
     storage: Storage | None = None,
+    load_vectors: bool = True,
+    decode_threads: int = DECODE_THREADS,
 ) -> Embeddings:
-    """Embeddings of `rows`, read from the cache where present, computed (and cached) for the
-    rest in batches. `on_batch(done, to_compute)` after each batch may raise to stop."""
+    """Make sure `store` holds a vector for each of `rows`: read from the store, imported from
+    an earlier per-image file, or computed in batches (and added to the store in blocks).
+    `on_batch(done, to_compute)` after each batch may raise to stop; what was embedded before
+    stays stored. Returns the rows' vectors (`load_vectors`) in row order."""
     storage = storage or default_storage
-    vectors: dict[int, np.ndarray] = {}
-    missing: list[RecallRow] = []
-    for row in rows:
-        cached = _read_cached(embedding_name(row.content_hash), storage)
-        if cached is None:
-            missing.append(row)
-        else:
-            vectors[row.image_id] = cached
-    cached_count = len(vectors)
+    ids = [row.image_id for row in rows]
+    stored_before = int(store.contains(ids).sum()) if ids else 0
+    imported = import_legacy(rows, store=store, storage=storage)
+    have = store.contains(ids) if ids else np.zeros(0, dtype=bool)
+    missing = [row for row, has in zip(rows, have, strict=True) if not has]
     unreadable: list[int] = []
     computed = 0
     if missing:
         model = _embedder(device)
-        target = next(model.parameters()).device
-        by_id = {row.image_id: row for row in missing}
-        dataset = ImageRowDataset(
-            [ImageRow(image_id=row.image_id, name=row.name) for row in missing],
-            transform=embedder_transform(INPUT_SIZE),
-            input_size=INPUT_SIZE,
-            storage=storage,
-        )
-        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
-        done = 0
-        for images, image_ids, ok, _errors in loader:
-            with torch.inference_mode():
-                batch = model.forward_embedding(images.to(target)).float()
-                batch = torch.nn.functional.normalize(batch, dim=1).cpu().numpy()
-            for position, image_id in enumerate(image_ids.tolist()):
-                if not bool(ok[position]):
-                    unreadable.append(image_id)
-                    continue
-                vector = batch[position]
-                _write_cached(embedding_name(by_id[image_id].content_hash), vector, storage)
-                vectors[image_id] = vector
-                computed += 1
-            done += len(image_ids)
-            if on_batch is not None:
-                on_batch(done, len(missing))
-    order = [row.image_id for row in rows if row.image_id in vectors]
-    matrix = (
-        np.stack([vectors[pk] for pk in order]).astype(np.float32)
-        if order
-        else np.zeros((0, 0), dtype=np.float32)
-    )
+        names = {row.image_id: row.name for row in missing}
+
+        def read(image_id: int) -> bytes:
+            with storage.open(names[image_id], "rb") as handle:
+                return handle.read()
+
+        try:
+            stats = embed_pipeline(
+                model,
+                [row.image_id for row in missing],
+                read,
+                store.add,
+                size=INPUT_SIZE,
+                batch_size=batch_size,
+                decode_threads=decode_threads,
+                flush_rows=FLUSH_ROWS,
+                on_batch=on_batch,
+            )
+        finally:
+            store.save_index()  # what was added, even when a cancel stopped the job
+        computed = stats.embedded
+        unreadable = [image_id for image_id, _ in stats.unreadable]
+    elif imported:
+        store.save_index()
+    present = [pk for pk, ok in zip(ids, store.contains(ids), strict=True) if ok] if ids else []
+    vectors = None
+    if load_vectors:
+        vectors = store.get(present) if present else np.zeros((0, 0), dtype=np.float32)
     return Embeddings(
-        image_ids=order,
-        vectors=matrix,
+        image_ids=present,
+        vectors=vectors,
         computed=computed,
-        cached=cached_count,
+        cached=stored_before + imported,
         unreadable=unreadable,
     )
 
@@ -201,9 +259,12 @@ def recall_nearest(
     k: int,
     exclude_ids: set[int],
     aggregate: str,
+    store: VectorStore | None = None,
 ) -> RecallRanking:
     """The `k` pool images most similar to the seeds (similarity aggregated over the seeds by
-    `aggregate`: "mean", "softmax" or "max"), never one in `exclude_ids`; exact cosine search
+    `aggregate`: "mean", "softmax" or "max"), never one in `exclude_ids`. With `store` (the
+    pool's vectors need not be loaded): the store's search over the pool's ids, exact below its
+    size threshold, its FAISS index above; without: exact cosine search over `pool.vectors`
     (mlcore.recall.nearest_neighbours)."""
     if aggregate not in AGGREGATES:
         raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
@@ -212,6 +273,29 @@ def recall_nearest(
     details = {"aggregate": aggregate, "seeds": len(seeds.image_ids)}
     if aggregate == "softmax":
         details["temperature"] = DEFAULT_TEMPERATURE
+    if store is not None:
+        hits = store.search(
+            seeds.vectors,
+            k=k,
+            allowed_keys=np.asarray(pool.image_ids, dtype=np.int64),
+            exclude_keys=np.asarray(sorted(exclude_ids), dtype=np.int64),
+            aggregate=aggregate,
+            temperature=DEFAULT_TEMPERATURE,
+        )
+        if store.uses_index():
+            details["index"] = "faiss IVF-SQ8"
+        items = [
+            Recalled(
+                image_id=int(key),
+                score=float(score),
+                rank=rank,
+                seed_image_id=seeds.image_ids[int(seed)],
+            )
+            for rank, (key, score, seed) in enumerate(
+                zip(hits.keys, hits.scores, hits.nearest_seed, strict=True), start=1
+            )
+        ]
+        return RecallRanking("similarity", hits.function, items, details)
     # An empty pool still goes through the search: the result names the function either way.
     vectors = pool.vectors if pool.image_ids else np.zeros((0, seeds.vectors.shape[1]), "f4")
     found = nearest_neighbours(

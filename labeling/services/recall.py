@@ -8,8 +8,9 @@ validated and stored; they are not queued). The job (`labeling.tasks.ml_cold_sta
 queue because it runs a network):
 
 1. embeds the seeds and every eligible pool image with the pretrained EfficientNet-Lite0 at
-   224 px, in batches, with progress; embeddings are cached per content hash in storage
-   (labeling.ml.recall), so a second recall over the same pool embeds nothing;
+   224 px, in batches, with progress; the vectors go into the project's vector store
+   (labeling.ml.recall, mlcore.vectorstore), so a second recall over the same pool embeds
+   nothing, and per-image vector files of earlier versions are imported instead of recomputed;
 2. ranks the eligible pool images, one of two ways:
    - *similarity* (while the project has fewer than PROBE_MIN_PER_CLASS labeled positives or
      negatives): cosine similarity to the seeds, aggregated over the seeds by the `aggregate`
@@ -308,7 +309,7 @@ def _probe_labels(*, project: Project) -> dict[int, int]:
 
 
 def _recall(job: Job) -> dict:
-    from labeling.ml.recall import embed_rows, recall_by_probe, recall_nearest
+    from labeling.ml.recall import embed_rows, project_store, recall_by_probe, recall_nearest
 
     project = job.project
     params = job.params
@@ -346,7 +347,8 @@ def _recall(job: Job) -> dict:
             "pool": len(pool_rows),
         },
     )
-    known = embed_rows(seed_rows, batch_size=params["batch_size"])
+    store = project_store(project.pk)
+    known = embed_rows(seed_rows, store=store, batch_size=params["batch_size"])
 
     def on_batch(done: int, total: int) -> None:
         # Raises JobCancelled when an engineer cancelled: embedding stops at this batch.
@@ -356,7 +358,14 @@ def _recall(job: Job) -> dict:
             percent=3.0 + 92.0 * done / max(total, 1),
         )
 
-    pool = embed_rows(pool_rows, batch_size=params["batch_size"], on_batch=on_batch)
+    # The similarity ranking searches the store; only the probe scores every pool vector.
+    pool = embed_rows(
+        pool_rows,
+        store=store,
+        batch_size=params["batch_size"],
+        on_batch=on_batch,
+        load_vectors=use_probe,
+    )
     job_progress(
         job_id=job.pk,
         stage="ranking",
@@ -380,6 +389,7 @@ def _recall(job: Job) -> dict:
             exclude_ids=set(seed_ids),
             # Jobs queued before the parameter existed ranked by the maximum.
             aggregate=params.get("aggregate", "max"),
+            store=store,
         )
     score_name = "probability" if ranking.mode == "probe" else "similarity"
     job_progress(

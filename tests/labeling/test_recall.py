@@ -8,6 +8,7 @@ runs)."""
 
 from __future__ import annotations
 
+import io
 import uuid
 from pathlib import Path
 
@@ -131,9 +132,13 @@ def test_insect_seeds_recall_insects_above_chance_and_cache_embeddings():
         assert item.priority == pytest.approx(
             MODEL_PRIORITY_BASE + item.details["similarity"], abs=1e-5
         )
-    # An embedding file per image, named by content hash.
+    # The vectors are in the project's store (no file per image any more).
+    from labeling.ml.recall import project_store
+
+    store = project_store(project.pk)
+    assert store.contains(seeds + candidates).all() and store.count() == pool_size + len(seeds)
     some = Image.objects.get(pk=seeds[0])
-    assert default_storage.exists(
+    assert not default_storage.exists(
         f"embeddings/efficientnet_lite0-224/{some.content_hash[:2]}/{some.content_hash}.npy"
     )
 
@@ -430,3 +435,60 @@ def test_cold_start_spec_declares_mlcores_aggregations():
     aggregate = next(spec for spec in COLD_START.params if spec.name == "aggregate")
     assert set(aggregate.choice_values) == set(mlcore_recall.AGGREGATES)
     assert aggregate.default == mlcore_recall.DEFAULT_AGGREGATE
+
+
+@pytest.mark.django_db
+def test_a_large_pool_ranks_through_the_stores_index_and_finds_what_exact_search_finds(settings):
+    """With the store's exact threshold lowered under the pool size, the job ranks through the
+    FAISS index (the result names it) and queues the planted neighbours exact search finds."""
+    from labeling.ml.recall import project_store
+
+    settings.IMAGECLEAN_VECTOR_EXACT_BELOW = 100
+    vectors, is_positive = _separable(n=600, positives=20, seed=5)
+    project, ids = _planted_project(vectors)
+    seeds = [ids[0], ids[10]]  # one of each kind of positive
+    job = _run(project, {"seed_image_ids": seeds, "k": 18, "label_seeds": False})
+    ranking = job.result["ranking"]
+    assert ranking["function"] == "mlcore.vectorstore.VectorStore.search"
+    assert ranking["index"] == "faiss IVF-SQ8"
+    assert job.result["embedded"] == 0 and job.result["from_cache"] == 600  # legacy files
+    recalled = set(
+        QueueItem.objects.filter(details__job_id=job.pk).values_list("image_id", flat=True)
+    )
+    store = project_store(project.pk)
+    assert store.describe()["index_rows"] == 600  # saved by the job
+    exact = store.search(vectors[[0, 10]], k=18, exclude_keys=seeds, exact=True)
+    assert recalled == set(exact.keys.tolist()) == set(ids[:20]) - set(seeds)
+
+
+@pytest.mark.django_db
+def test_the_vectors_command_imports_embeds_and_rebuilds_a_projects_store():
+    from django.core.management import CommandError, call_command
+
+    from labeling.ml.recall import _write_cached, embedding_name, project_store
+
+    project = make_project(validation_fraction=0.0)
+    stamps = _pngs(STAMPS / "animals" / "insects", 5)
+    report = images_import(
+        project=project, files=[(p.name, p.read_bytes()) for p in stamps], add_to_queue=False
+    )
+    images = [Image.objects.get(pk=e.image_id) for e in report.entries]
+    planted = _unit(np.random.default_rng(0).normal(size=(1, 1280)))[0]
+    _write_cached(embedding_name(images[0].content_hash), planted, default_storage)
+
+    def run(*args) -> str:
+        out = io.StringIO()
+        call_command("vectors", *args, project.slug, stdout=out)
+        return out.getvalue()
+
+    assert "4 images without a vector" not in run("status") and "5 images without" in run("status")
+    assert "imported 1 vectors" in run("import")
+    np.testing.assert_allclose(project_store(project.pk).get([images[0].pk])[0], planted, atol=1e-6)
+    out = run("embed", "--batch-size", "2")
+    assert "embedded 4, already stored or imported 1" in out and "0 images without" in out
+    images[4].delete()
+    out = run("rebuild")
+    assert "rebuilt: 4 vectors, 1 of deleted images" in out
+    assert project_store(project.pk).count() == 4
+    with pytest.raises(CommandError, match="No project"):
+        call_command("vectors", "status", "no-such-project")
