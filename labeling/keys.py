@@ -79,3 +79,8 @@ def key_label(key: str) -> str:
     if key == " ":
         return str(pgettext_lazy("key", "Space"))
     return key.upper() if len(key) == 1 else key
+
+
+def key_hints(page: str) -> dict[str, list[str]]:
+    """The page's own keys as its help table and buttons name them."""
+    return {action: [key_label(k) for k in keys] for action, keys in PAGE_KEYS[page].items()}

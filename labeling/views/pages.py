@@ -13,6 +13,7 @@ from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils.translation import get_language
 
+from labeling.keys import key_hints, page_keys
 from labeling.models import Project, Queue, schema_entry_name
 from labeling.permissions import (
     can_see_queue_details,
@@ -22,6 +23,7 @@ from labeling.permissions import (
 )
 from labeling.selectors.labels import annotator_stats
 from labeling.selectors.queues import queue_progress, queues_for_user
+from labeling.services.preferences import preference_read
 
 GRID_PAGE_SIZE = 24
 SINGLE_PREFETCH = 8
@@ -85,7 +87,7 @@ def _localized_schema(project: Project) -> dict:
     }
 
 
-def _page_config(request, queue: Queue, **extra) -> dict:
+def _page_config(request, queue: Queue, *, page: str, **extra) -> dict:
     project = queue.project
     schema = _localized_schema(project)
     return {
@@ -109,7 +111,14 @@ def _page_config(request, queue: Queue, **extra) -> dict:
             # The page puts the lease id in place of the 0.
             "submit": reverse("api-lease-submit", args=[0]),
             "skip": reverse("api-lease-skip", args=[0]),
+            "unskip": reverse("api-lease-unskip", args=[0]),
+            "recent": reverse("api-queue-recent-labels", args=[queue.pk]),
+            "preferences": reverse("api-project-preferences", args=[project.slug]),
         },
+        # The page's own keys, declared once (labeling/keys.py), and the person's view
+        # preferences in this project (labeling/services/preferences.py).
+        "keys": page_keys(page),
+        "preferences": preference_read(user=request.user, project=project),
         **extra,
     }
 
@@ -163,7 +172,8 @@ def annotate(request, slug: str, pk: int):
         "project": queue.project,
         "queue": queue,
         "keys": _keys(queue.project),
-        "config": _page_config(request, queue, prefetch=SINGLE_PREFETCH),
+        "key_hints": key_hints("single"),
+        "config": _page_config(request, queue, page="single", prefetch=SINGLE_PREFETCH),
     }
     return render(request, "labeling/annotate.html", context)
 
@@ -176,6 +186,7 @@ def grid(request, slug: str, pk: int):
         "queue": queue,
         "keys": _keys(queue.project),
         "default_name": _class_name(queue.project, grid_default_class(queue)),
-        "config": _page_config(request, queue, pageSize=GRID_PAGE_SIZE),
+        "key_hints": key_hints("grid"),
+        "config": _page_config(request, queue, page="grid", pageSize=GRID_PAGE_SIZE),
     }
     return render(request, "labeling/grid.html", context)

@@ -31,6 +31,7 @@ from django.utils.translation import get_language
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from labeling.keys import key_hints, page_keys
 from labeling.models import Image, Project, Queue, QueueItem, schema_entry_name
 from labeling.permissions import (
     can_review,
@@ -49,6 +50,7 @@ from labeling.selectors.review import (
 )
 from labeling.services.labels import review_resolve
 from labeling.services.noise import GradcamUnavailable, review_gradcam
+from labeling.services.preferences import preference_read
 from labeling.services.recall import COLD_START, cold_start_start
 from labeling.views.job_forms import job_form, params_from_post
 
@@ -90,7 +92,15 @@ def project_review(request, slug: str):
     item = review_item_for_lead(project=project, lead=request.user, item_id=item_id)
     if item_id is not None and item is None:
         raise Http404(_("No such review item in this project."))
-    context = {"project": project, "item": item, "counts": review_counts(project=project)}
+    context = {
+        "project": project,
+        "item": item,
+        "counts": review_counts(project=project),
+        # The page's keys (labeling/keys.py) and the lead's own image protection.
+        "review_keys": page_keys("review"),
+        "key_hints": key_hints("review"),
+        "protection": preference_read(user=request.user, project=project)["protection"],
+    }
     if item is not None:
         current = image_current_label(image=item.image)
         current_value = current.value if current else None

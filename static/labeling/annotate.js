@@ -1,14 +1,23 @@
 // Single-image labeling: one key per class or sub-category, the next images already decoded,
 // labels saved in the background through the outbox (see outbox.js).
 //
+// Undo (Z) walks back through what this page did, labels and skips alike: the image comes back
+// with the answer that was given highlighted (the key bar's button and a note), to be answered
+// again. A label not sent yet is taken back locally; a saved one is retracted on the server
+// (which gives a fresh lease); a saved skip is walked back by an unskip. "My recent labels" (L)
+// lists the person's own latest answers; a current one can be changed from there.
+//
 // Cards: cards[0] is on screen, the rest are claimed and prefetched. A card whose label was
 // undone on the server waits for the fresh lease the undo returns (lease === null); it can be
 // labeled at once, and the outbox fills the lease in before sending (the undo goes first).
 
-import {
-  api, errorText, hotkeyMap, ignoreKey, newClientId, NetworkError, Outbox,
-  preference, renderSaveState, setPreference,
-} from "./outbox.js";
+import { api, errorText, newClientId, NetworkError } from "./api.js";
+import { renderProgress, loadStats as fetchStats, placeholder, toggleDialog } from "./counters.js";
+import { bindKeys, hotkeyMap } from "./keys.js";
+import { Exposure } from "./exposure.js";
+import { Outbox, renderSaveState } from "./outbox.js";
+import { Preferences, setupProtection, toggleProtection } from "./prefs.js";
+import { setupRecent } from "./recent.js";
 
 const config = JSON.parse(document.getElementById("labeling-config").textContent);
 const schema = config.schema;
@@ -26,25 +35,35 @@ const help = $("help");
 let cards = [];
 const seenLeases = new Set();
 const freshLeaseByItem = new Map();
-let history = []; // {entryId, card}: what Z walks back
+let history = []; // {entryId, card, kind: "label" | "skip", action}: what Z walks back
 let fetching = false;
 let exhausted = false;
 let recheckTimer = null;
 let shownAt = performance.now();
 let fatal = "";
+// The daily cap on positive-class images stops the page like any other stop (exposure.js).
+const exposure = new Exposure(config.exposure, {
+  onStop(message) {
+    fatal = message;
+    show();
+  },
+});
 
 // --- Outbox --------------------------------------------------------------------------------
 const outbox = new Outbox({
   storageKey: `imageclean:outbox:${config.userId}:${config.queueId}`,
   resolve(entry) {
-    if (entry.type === "undo") return { url: config.urls.undo, body: { count: entry.count } };
+    if (entry.type === "undo") {
+      return { url: config.urls.undo, body: entry.labels ? { labels: entry.labels } : { count: entry.count } };
+    }
+    if (entry.type === "unskip") return { url: config.urls.unskip.replace("/0/", `/${entry.lease}/`), body: {} };
     const lease = entry.lease ?? freshLeaseByItem.get(entry.item);
     if (!lease) return null;
     const template = entry.type === "skip" ? config.urls.skip : config.urls.submit;
     return { url: template.replace("/0/", `/${lease}/`), body: entry.body || {} };
   },
   onDone(entry, data) {
-    if (entry.type === "undo") adoptUndoneLeases(entry, data);
+    if (entry.type === "undo" || entry.type === "unskip") adoptUndoneLeases(entry, data);
     if (data && data.progress) renderProgress(data.progress);
     scheduleStats();
   },
@@ -55,7 +74,7 @@ const outbox = new Outbox({
       showFlash(gettext("Nothing of yours to undo in this queue."), "", 2500);
       return;
     }
-    if (entry.type === "undo" || entry.lease == null) {
+    if (entry.type === "undo" || entry.type === "unskip" || entry.lease == null) {
       // No fresh lease will come for this item: stop showing it.
       cards = cards.filter((c) => !(c.item === entry.item && c.lease == null));
       show();
@@ -77,12 +96,12 @@ for (const entry of outbox.entries) if (entry.lease) seenLeases.add(entry.lease)
 renderSaveState(saveState, outbox);
 
 // --- Cards and prefetch -------------------------------------------------------------------------
-function makeCard(payload) {
+function makeCard(payload, previous = null) {
   const img = new Image();
   img.decoding = "async";
   img.alt = interpolate(gettext("Image %(id)s to label"), { id: payload.image.id }, true);
   img.draggable = false;
-  const card = { lease: payload.lease, item: payload.item, image: payload.image, img, failed: false };
+  const card = { lease: payload.lease, item: payload.item, image: payload.image, img, failed: false, previous };
   img.addEventListener("error", () => {
     card.failed = true;
     if (cards[0] === card) show();
@@ -139,18 +158,20 @@ function retryRefill(ms) {
 
 function adoptUndoneLeases(entry, data) {
   const leases = (data && data.leases) || [];
+  const undone = new Map(((data && data.undone) || []).map((u) => [u.item, u]));
   if (entry.item == null) {
-    // An undo with no local history (after a reload): show what the server gave back.
+    // An undo with no local history (after a reload, or a change from the recent list): show
+    // what the server gave back, with the answer it took back.
     const fresh = leases.filter((l) => !seenLeases.has(l.lease));
     for (const l of fresh) seenLeases.add(l.lease);
-    cards.unshift(...fresh.map(makeCard));
+    cards.unshift(...fresh.map((l) => makeCard(l, undone.get(l.item) || null)));
     show();
     return;
   }
   for (const l of leases) {
     seenLeases.add(l.lease);
     freshLeaseByItem.set(l.item, l.lease);
-    outbox.update((e) => e.lease == null && e.item === l.item && e.type !== "undo", { lease: l.lease });
+    outbox.update((e) => e.lease == null && e.item === l.item && e.type !== "undo" && e.type !== "unskip", { lease: l.lease });
     for (const card of cards) if (card.item === l.item && card.lease == null) card.lease = l.lease;
   }
   if (!leases.some((l) => l.item === entry.item)) {
@@ -165,6 +186,7 @@ function adoptUndoneLeases(entry, data) {
 function show() {
   stage.classList.remove("revealed");
   const card = cards[0];
+  renderPrevious(card);
   let content;
   if (fatal) {
     content = placeholder(gettext("Labeling stopped"), fatal);
@@ -194,16 +216,33 @@ function show() {
   shownAt = performance.now();
 }
 
-function placeholder(title, text) {
-  const div = document.createElement("div");
-  div.className = "placeholder";
-  div.setAttribute("role", "status");
-  const h = document.createElement("h2");
-  h.textContent = title;
-  const p = document.createElement("p");
-  p.textContent = text;
-  div.append(h, p);
-  return div;
+// An image brought back by undo: its earlier answer is highlighted in the key bar and named.
+function renderPrevious(card) {
+  const previous = card && card.previous;
+  const note = $("previous-answer");
+  for (const button of document.querySelectorAll(".keybar [data-hotkey]")) {
+    const action = hotkeys.get(button.dataset.hotkey);
+    const was = previous && (previous.skipped
+      ? button.dataset.hotkey === "skip"
+      : action && action.value === previous.value && action.subcategory === (previous.subcategory || ""));
+    button.classList.toggle("previous", Boolean(was));
+  }
+  if (!previous) {
+    note.hidden = true;
+    note.textContent = "";
+    return;
+  }
+  note.hidden = false;
+  note.textContent = previous.skipped
+    ? gettext("Undone: you skipped this image. Answer it or skip it again.")
+    : interpolate(gettext("Undone: you answered “%(answer)s”. Answer again."), { answer: answerName(previous) }, true);
+}
+
+function answerName(previous) {
+  for (const action of hotkeys.values()) {
+    if (action.value === previous.value && action.subcategory === (previous.subcategory || "")) return action.name;
+  }
+  return previous.value;
 }
 
 let flashTimer = null;
@@ -223,17 +262,6 @@ function showFlash(text, kind = "", ms = 700, imageSrc = "") {
   flashTimer = setTimeout(() => flash.classList.remove("show"), ms);
 }
 
-// The claim's counts may be up to 2 s old (the server reuses them: NEXT_PROGRESS_MAX_AGE_S);
-// they never replace fresher ones from a save or the stats, or the counter would step back.
-let freshProgressAt = -Infinity;
-function renderProgress(progress, { recent = false } = {}) {
-  if (!progress) return;
-  if (recent && performance.now() - freshProgressAt < 3000) return;
-  if (!recent) freshProgressAt = performance.now();
-  $("progress-done").textContent = progress.done;
-  $("progress-total").textContent = progress.total;
-}
-
 let statsTimer = null;
 function scheduleStats(ms = 1500) {
   clearTimeout(statsTimer);
@@ -241,16 +269,7 @@ function scheduleStats(ms = 1500) {
 }
 
 async function loadStats() {
-  try {
-    const { ok, data } = await api(config.urls.stats, { method: "GET" });
-    if (ok) {
-      $("rate").textContent = data.stats.per_minute.toFixed(1);
-      $("own-total").textContent = data.stats.total;
-      renderProgress(data.progress);
-    }
-  } catch {
-    // Throughput is informative only; the next poll tries again.
-  }
+  await fetchStats(config.urls.stats);
   scheduleStats(20000);
 }
 
@@ -265,18 +284,24 @@ function label(action) {
     client_id: newClientId(),
   };
   const entryId = outbox.push({ type: "submit", lease: card.lease, item: card.item, body });
-  history.push({ entryId, card });
-  if (history.length > 200) history = history.slice(-200);
+  remember({ entryId, card, kind: "label", action });
+  exposure.record([action.value]);
   cards.shift();
   show();
   showFlash(action.name, action.value === schema.positive ? "positive" : "", 900, card.img.src);
   refill();
 }
 
+function remember(step) {
+  history.push(step);
+  if (history.length > 200) history = history.slice(-200);
+}
+
 function skip() {
   const card = cards[0];
   if (!card) return;
-  outbox.push({ type: "skip", lease: card.lease, item: card.item });
+  const entryId = outbox.push({ type: "skip", lease: card.lease, item: card.item });
+  remember({ entryId, card, kind: "skip" });
   cards.shift();
   show();
   showFlash(gettext("Skipped"));
@@ -292,64 +317,67 @@ function undo() {
     showFlash(gettext("Undoing your last saved label…"), "", 1000);
     return;
   }
+  const previous = last.kind === "skip"
+    ? { skipped: true }
+    : { value: last.action.value, subcategory: last.action.subcategory };
   if (outbox.remove(last.entryId)) {
     // Not sent yet: take it back locally; the lease is still ours.
-    cards.unshift(last.card);
+    cards.unshift({ ...last.card, previous });
+  } else if (last.kind === "skip") {
+    outbox.push({ type: "unskip", lease: last.card.lease, item: last.card.item });
+    cards.unshift({ ...last.card, lease: null, failed: false, previous });
   } else {
     outbox.push({ type: "undo", count: 1, item: last.card.item });
-    cards.unshift({ ...last.card, lease: null, failed: false });
+    cards.unshift({ ...last.card, lease: null, failed: false, previous });
   }
   show();
-  showFlash(gettext("Undone: label it again"));
+  showFlash(last.kind === "skip" ? gettext("Skip undone") : gettext("Undone: label it again"));
 }
 
-// --- View toggles ---------------------------------------------------------------------------------
-function setBlur(on) {
-  document.body.classList.toggle("blur-on", on);
-  $("toggle-blur").setAttribute("aria-pressed", String(on));
-  setPreference(`blur:${config.projectSlug}`, on);
+// A current label chosen in "my recent labels": taken back on the server, shown first again.
+function change(row) {
+  outbox.push({ type: "undo", labels: [row.id], item: null });
+  showFlash(gettext("Bringing the image back…"), "", 1000);
 }
 
-function setPixelated(on) {
-  document.body.classList.toggle("pixelated", on);
-  $("toggle-pixel").setAttribute("aria-pressed", String(on));
-  setPreference("pixelated", on);
+// --- View -----------------------------------------------------------------------------------------
+const prefs = new Preferences({ url: config.urls.preferences, initial: config.preferences, slug: config.projectSlug });
+setupProtection(prefs, { select: $("protection"), intro: $("protection-intro") });
+
+function reveal() {
+  if (prefs.protection === "session") {
+    prefs.revealKept = !prefs.revealKept;
+    stage.classList.toggle("revealed", prefs.revealKept);
+  } else {
+    stage.classList.toggle("revealed");
+  }
 }
 
-function toggleHelp() {
-  if (help.open) help.close();
-  else help.showModal();
-}
+const recent = setupRecent({ dialog: $("recent"), url: config.urls.recent, schema, onChange: change });
 
 // --- Wiring ----------------------------------------------------------------------------------------
-document.addEventListener("keydown", (event) => {
-  if (ignoreKey(event)) return;
-  if (help.open) {
-    if (event.key === "?") {
+bindKeys({
+  pageKeys: config.keys,
+  hotkeys,
+  isBlocked(event) {
+    // While a dialog is open the page's keys rest; ? closes the help.
+    if (help.open && event.key === "?") {
       event.preventDefault();
       help.close();
     }
-    return;
-  }
-  if (event.ctrlKey) return;
-  const key = event.key.length === 1 ? event.key.toLowerCase() : event.key;
-  const act = () => {
-    if (hotkeys.has(key)) label(hotkeys.get(key));
-    else if (key === " " || key === "s") skip();
-    else if (key === "z" || key === "u") undo();
-    else if (key === "?") toggleHelp();
-    else if (key === "b" && !hotkeys.has("b")) setBlur(!document.body.classList.contains("blur-on"));
-    else if (key === "p" && !hotkeys.has("p")) setPixelated(!document.body.classList.contains("pixelated"));
-    else if (key === "r" && !hotkeys.has("r")) stage.classList.toggle("revealed");
-    else return false;
-    return true;
-  };
-  if (event.repeat) {
-    // A held key never labels a run of images.
-    if (hotkeys.has(key) || [" ", "s", "z", "u"].includes(key)) event.preventDefault();
-    return;
-  }
-  if (act()) event.preventDefault();
+    return help.open || $("recent").open;
+  },
+  onHotkey: label,
+  handlers: {
+    skip,
+    undo,
+    help: () => toggleDialog(help),
+    protection: () => toggleProtection(prefs),
+    pixels: () => prefs.set({ pixelated: !prefs.values.pixelated }),
+    reveal,
+    recent: () => recent.toggle(),
+    other: () => false,
+  },
 });
 
 for (const button of document.querySelectorAll("[data-hotkey]")) {
@@ -362,13 +390,13 @@ for (const button of document.querySelectorAll("[data-hotkey]")) {
     else if (hotkeys.has(key)) label(hotkeys.get(key));
   });
 }
-$("toggle-blur").addEventListener("click", () => setBlur(!document.body.classList.contains("blur-on")));
-$("toggle-pixel").addEventListener("click", () => setPixelated(!document.body.classList.contains("pixelated")));
-$("open-help").addEventListener("click", toggleHelp);
-stage.addEventListener("click", () => stage.classList.toggle("revealed"));
+$("toggle-pixel").addEventListener("click", () => prefs.set({ pixelated: !prefs.values.pixelated }));
+prefs.onChange(() => $("toggle-pixel").setAttribute("aria-pressed", String(Boolean(prefs.values.pixelated))));
+$("toggle-pixel").setAttribute("aria-pressed", String(Boolean(prefs.values.pixelated)));
+$("open-help").addEventListener("click", () => toggleDialog(help));
+$("open-recent").addEventListener("click", () => recent.toggle());
+stage.addEventListener("click", reveal);
 
-setBlur(preference(`blur:${config.projectSlug}`, config.blurDefault));
-setPixelated(preference("pixelated", false));
 show();
 refill();
 loadStats();

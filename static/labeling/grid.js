@@ -1,15 +1,23 @@
-// Grid labeling: a page of thumbnails that all start as the project's common (default) class.
-// The annotator flips the few positives and submits the whole page in one request; the next
-// page is claimed and its thumbnails downloaded while they work on this one.
+// Grid labeling: a page of thumbnails that all start as the queue's default class. The
+// annotator flips the few positives and submits the whole page in one request; the next page
+// is claimed and its thumbnails downloaded while they work on this one.
 //
 // Keys: arrows move the focus ring; Enter, Space, a click or the positive class's hotkey flips
 // the focused tile; a class hotkey sets that class; a sub-category hotkey sets "positive, with
-// this sub-category"; Ctrl+Enter submits the page.
+// this sub-category"; Ctrl+Enter submits the page; R reveals the whole page (protection);
+// Z reopens the page submitted last, with the answers given, to change and submit again.
+//
+// Every tile must have been on screen before a page can be submitted: the page is fitted to
+// the window when the tiles stay large enough to judge, and otherwise a submit with tiles
+// never scrolled into view is refused, naming them.
 
-import {
-  api, errorText, hotkeyMap, ignoreKey, nameOf, newClientId, NetworkError, Outbox,
-  preference, renderSaveState, setPreference, subName,
-} from "./outbox.js";
+import { api, errorText, newClientId, NetworkError } from "./api.js";
+import { renderProgress, loadStats as fetchStats, placeholder, toggleDialog } from "./counters.js";
+import { bindKeys, hotkeyMap, nameOf, subName } from "./keys.js";
+import { Outbox, renderSaveState } from "./outbox.js";
+import { Exposure } from "./exposure.js";
+import { Preferences, setupProtection, toggleProtection } from "./prefs.js";
+import { setupRecent } from "./recent.js";
 
 const config = JSON.parse(document.getElementById("labeling-config").textContent);
 const schema = config.schema;
@@ -19,6 +27,8 @@ const DEFAULT = schema.default || schema.classes[0].key;
 const POSITIVE = schema.positive;
 // What a positive tile flips to: the common class (a confirm queue pre-selects the positive).
 const COMMON = schema.common || DEFAULT;
+const MIN_FIT_TILE_PX = 120; // below this a thumbnail is too small to judge: scroll instead
+const GAP_PX = 12;
 
 const $ = (id) => document.getElementById(id);
 const tilesEl = $("tiles");
@@ -27,11 +37,23 @@ const saveState = $("save-state");
 const help = $("help");
 
 let page = []; // tiles on screen
+let reopened = false; // the page on screen is one submitted before, reopened
 let nextPage = null; // lease payloads claimed for the next page (thumbnails prefetched)
+const stashed = []; // pages put aside while an earlier one is reopened (their leases held)
+const submitted = []; // {entryId, tiles, labelIds}: pages Z can reopen, newest last
 let focusIndex = 0;
 let fetching = false;
 let shownAt = performance.now();
 const seenLeases = new Set();
+// Set when labeling must stop here (the daily exposure cap, a pause, a refused claim): the
+// page says why and claims nothing more.
+let stopped = "";
+const exposure = new Exposure(config.exposure, {
+  onStop(message) {
+    stopped = message;
+    if (!page.length) showNextPage();
+  },
+});
 
 const outbox = new Outbox({
   storageKey: `imageclean:outbox:${config.userId}:${config.queueId}:grid`,
@@ -39,8 +61,10 @@ const outbox = new Outbox({
     return { url: config.urls.batch, body: entry.body };
   },
   onDone(entry, data) {
+    const record = submitted.find((s) => s.entryId === entry.id);
+    if (record && data && data.labels) record.labelIds = data.labels.map((l) => l.id);
     if (data && data.progress) renderProgress(data.progress);
-    loadStats();
+    fetchStats(config.urls.stats);
     // Only now are the saved page's leases closed on the server, so a claim returns new work.
     if (!nextPage) prefetchNextPage();
   },
@@ -57,9 +81,12 @@ const outbox = new Outbox({
 for (const entry of outbox.entries) for (const e of entry.body.entries) seenLeases.add(e.lease);
 renderSaveState(saveState, outbox);
 
+const prefs = new Preferences({ url: config.urls.preferences, initial: config.preferences, slug: config.projectSlug });
+setupProtection(prefs, { select: $("protection"), intro: $("protection-intro") });
+
 async function claim(count) {
   const { ok, status, data } = await api(config.urls.next, { body: { count: Math.min(50, count) } });
-  if (!ok) throw new Error(errorText(data, status));
+  if (!ok) throw Object.assign(new Error(errorText(data, status)), { status });
   renderProgress(data.progress, { recent: true });
   const fresh = data.leases.filter((l) => !seenLeases.has(l.lease));
   for (const l of fresh) seenLeases.add(l.lease);
@@ -69,6 +96,7 @@ async function claim(count) {
 function pendingLeaseCount() {
   let n = page.length;
   for (const entry of outbox.entries) n += entry.body.entries.length;
+  for (const p of stashed) n += p.length;
   return n;
 }
 
@@ -82,13 +110,16 @@ function prefetchThumbs(leases) {
 }
 
 async function prefetchNextPage() {
-  if (fetching || nextPage) return;
+  if (fetching || nextPage || stopped) return;
   fetching = true;
   try {
     const fresh = await claim(pendingLeaseCount() + PAGE_SIZE);
     nextPage = prefetchThumbs(fresh.slice(0, PAGE_SIZE));
   } catch (err) {
     if (err instanceof NetworkError) setTimeout(prefetchNextPage, 3000);
+    // 400 (a paused queue), 401, 403 (a paused person, the exposure cap), 404: asking again
+    // will not help.
+    else if ([400, 401, 403, 404].includes(err.status)) stopped = String(err.message || err);
     else flashStatus(String(err.message || err), true);
   } finally {
     fetching = false;
@@ -97,6 +128,16 @@ async function prefetchNextPage() {
 }
 
 function showNextPage() {
+  if (stopped) {
+    page = [];
+    renderEmpty(gettext("Labeling stopped"), stopped);
+    return;
+  }
+  if (stashed.length) {
+    // A page put aside by a reopen comes back as it was left.
+    showPage(stashed.pop(), { restored: true });
+    return;
+  }
   if (!nextPage) {
     renderEmpty(gettext("Loading…"), gettext("Fetching the next page."));
     prefetchNextPage();
@@ -115,12 +156,22 @@ function showNextPage() {
     }, 15000);
     return;
   }
-  page = leases.map((l, index) => ({ ...l, index, value: DEFAULT, subcategory: "" }));
-  renderPage();
-  shownAt = performance.now();
+  showPage(leases.map((l) => ({ ...l, value: DEFAULT, subcategory: "" })));
   // The next page is claimed now only if nothing is waiting to be saved; otherwise right after
   // the save (see onDone), when the server no longer counts the saved leases as ours.
   if (!outbox.pending) prefetchNextPage();
+}
+
+function showPage(tiles, { reopen = false, restored = false } = {}) {
+  page = tiles.map((t, index) => ({ ...t, index, seen: false }));
+  reopened = reopen;
+  renderPage();
+  shownAt = performance.now();
+  if (reopen) {
+    flashStatus(gettext("Page reopened with your answers: change any, then submit it again (Ctrl+Enter)."));
+  } else if (restored) {
+    flashStatus(gettext("Back to the page you were working on."));
+  }
 }
 
 function tileLabel(tile) {
@@ -128,8 +179,55 @@ function tileLabel(tile) {
   return tile.subcategory ? `${cls} · ${subName(schema, tile.subcategory)}` : cls;
 }
 
+// --- Seeing every tile ---------------------------------------------------------------------------
+const observer = new IntersectionObserver(
+  (records) => {
+    for (const record of records) {
+      if (!record.isIntersecting) continue;
+      const tile = page.find((t) => t.el === record.target);
+      if (tile) {
+        tile.seen = true;
+        tile.el.dataset.seen = "true";
+        observer.unobserve(record.target);
+      }
+    }
+  },
+  { threshold: 0.6 },
+);
+
+function unseen() {
+  return page.filter((t) => !t.seen);
+}
+
+// Fit the page to the window when every tile stays at least MIN_FIT_TILE_PX; otherwise the page
+// scrolls (a phone) and submit waits until every tile was on screen.
+function fitTiles() {
+  tilesEl.style.gridTemplateColumns = "";
+  tilesEl.classList.remove("fitted");
+  const n = page.length;
+  if (!n || window.innerWidth < 700) return;
+  const top = tilesEl.getBoundingClientRect().top + window.scrollY;
+  const height = window.innerHeight - top - 16;
+  const width = tilesEl.clientWidth;
+  let best = 0;
+  let bestCols = 0;
+  for (let cols = 1; cols <= n; cols += 1) {
+    const rows = Math.ceil(n / cols);
+    const size = Math.min((width - GAP_PX * (cols - 1)) / cols, (height - GAP_PX * (rows - 1)) / rows);
+    if (size > best) {
+      best = size;
+      bestCols = cols;
+    }
+  }
+  if (best < MIN_FIT_TILE_PX) return;
+  tilesEl.classList.add("fitted");
+  tilesEl.style.gridTemplateColumns = `repeat(${bestCols}, ${Math.floor(best)}px)`;
+}
+window.addEventListener("resize", fitTiles);
+
 function renderPage() {
   tilesEl.replaceChildren();
+  tilesEl.classList.toggle("revealed", prefs.revealKept);
   $("submit-page").disabled = false;
   for (const tile of page) {
     const el = document.createElement("div");
@@ -137,6 +235,7 @@ function renderPage() {
     el.setAttribute("role", "checkbox");
     el.tabIndex = -1;
     el.dataset.image = String(tile.image.id);
+    if (reopened) el.dataset.reopened = "true";
     const img = tile.img;
     img.alt = "";
     img.draggable = false;
@@ -155,7 +254,10 @@ function renderPage() {
     tilesEl.append(el);
   }
   $("page-size").textContent = page.length;
+  fitTiles();
+  for (const tile of page) observer.observe(tile.el);
   focusTile(0);
+  statusEl.classList.remove("error");
   statusEl.textContent = interpolate(
     ngettext(
       "%(count)s image, “%(name)s” until you change it.",
@@ -185,15 +287,7 @@ function updateTile(tile) {
 }
 
 function renderEmpty(title, text) {
-  const div = document.createElement("div");
-  div.className = "placeholder";
-  div.setAttribute("role", "status");
-  const h = document.createElement("h2");
-  h.textContent = title;
-  const p = document.createElement("p");
-  p.textContent = text;
-  div.append(h, p);
-  tilesEl.replaceChildren(div);
+  tilesEl.replaceChildren(placeholder(title, text));
   $("submit-page").disabled = true;
   $("page-size").textContent = "0";
   $("positives").textContent = "0";
@@ -226,6 +320,22 @@ function set(tile, { value, subcategory }) {
 
 function submitPage() {
   if (!page.length) return;
+  const missing = unseen();
+  if (missing.length) {
+    flashStatus(
+      interpolate(
+        ngettext(
+          "Not submitted: image %(numbers)s has not been on screen yet. Scroll to it first.",
+          "Not submitted: images %(numbers)s have not been on screen yet. Scroll to them first.",
+          missing.length,
+        ),
+        { numbers: missing.map((t) => t.index + 1).join(", ") },
+        true,
+      ),
+      true,
+    );
+    return;
+  }
   const duration = Math.round((performance.now() - shownAt) / page.length);
   const entries = page.map((t) => ({
     lease: t.lease,
@@ -234,8 +344,13 @@ function submitPage() {
     duration_ms: duration,
     client_id: newClientId(),
   }));
-  outbox.push({ type: "batch", body: { entries } });
+  const entryId = outbox.push({ type: "batch", body: { entries } });
+  exposure.record(entries.map((e) => e.value));
+  submitted.push({ entryId, tiles: page.map(({ el, seen, index, ...rest }) => rest), labelIds: null });
+  if (submitted.length > 20) submitted.shift();
   const flipped = entries.filter((e) => e.value !== DEFAULT).length;
+  page = [];
+  showNextPage();
   flashStatus(
     interpolate(
       gettext("Page sent: %(count)s labels, %(flipped)s changed."),
@@ -243,8 +358,51 @@ function submitPage() {
       true,
     ),
   );
-  page = [];
-  showNextPage();
+}
+
+// Z: the page submitted last comes back with its answers. Not sent yet: taken out of the
+// outbox. Saved: its labels are taken back on the server (undo of those labels), which gives
+// fresh leases on the same images. The page on screen is put aside and comes back after.
+async function reopenLast() {
+  const last = submitted.pop();
+  if (!last) {
+    flashStatus(gettext("No page of this visit to reopen. Your recent labels (L) list what you saved before."), true);
+    return;
+  }
+  let tiles;
+  if (outbox.remove(last.entryId)) {
+    tiles = last.tiles;
+  } else if (!last.labelIds) {
+    submitted.push(last);
+    flashStatus(gettext("That page is still being saved; try again in a moment."), true);
+    return;
+  } else {
+    let result;
+    try {
+      result = await api(config.urls.undo, { body: { labels: last.labelIds } });
+    } catch {
+      submitted.push(last);
+      flashStatus(gettext("Offline: a saved page can be reopened once the server answers."), true);
+      return;
+    }
+    if (!result.ok) {
+      flashStatus(
+        interpolate(gettext("The page cannot be reopened: %(error)s"), { error: errorText(result.data, result.status) }, true),
+        true,
+      );
+      return;
+    }
+    const fresh = new Map(result.data.leases.map((l) => [l.item, l.lease]));
+    for (const l of result.data.leases) seenLeases.add(l.lease);
+    tiles = last.tiles.filter((t) => fresh.has(t.item)).map((t) => ({ ...t, lease: fresh.get(t.item) }));
+    if (result.data.progress) renderProgress(result.data.progress);
+    if (!tiles.length) {
+      flashStatus(gettext("The page cannot be reopened: its images are no longer free."), true);
+      return;
+    }
+  }
+  if (page.length) stashed.push(page.map(({ el, seen, index, ...rest }) => rest));
+  showPage(tiles, { reopen: true });
 }
 
 function flashStatus(text, isError = false) {
@@ -252,97 +410,62 @@ function flashStatus(text, isError = false) {
   statusEl.classList.toggle("error", isError);
 }
 
-// The claim's counts may be up to 2 s old (the server reuses them: NEXT_PROGRESS_MAX_AGE_S);
-// they never replace fresher ones from a save or the stats, or the counter would step back.
-let freshProgressAt = -Infinity;
-function renderProgress(progress, { recent = false } = {}) {
-  if (!progress) return;
-  if (recent && performance.now() - freshProgressAt < 3000) return;
-  if (!recent) freshProgressAt = performance.now();
-  $("progress-done").textContent = progress.done;
-  $("progress-total").textContent = progress.total;
+function reveal() {
+  if (prefs.protection === "session") prefs.revealKept = !prefs.revealKept;
+  tilesEl.classList.toggle("revealed", prefs.protection === "session" ? prefs.revealKept : !tilesEl.classList.contains("revealed"));
 }
 
-async function loadStats() {
-  try {
-    const { ok, data } = await api(config.urls.stats, { method: "GET" });
-    if (ok) {
-      $("rate").textContent = data.stats.per_minute.toFixed(1);
-      $("own-total").textContent = data.stats.total;
-      renderProgress(data.progress);
-    }
-  } catch {
-    // Informative only.
-  }
-}
+const recent = setupRecent({ dialog: $("recent"), url: config.urls.recent, schema });
 
-function setBlur(on) {
-  document.body.classList.toggle("blur-on", on);
-  $("toggle-blur").setAttribute("aria-pressed", String(on));
-  setPreference(`blur:${config.projectSlug}`, on);
-}
-
-function toggleHelp() {
-  if (help.open) help.close();
-  else help.showModal();
-}
-
-document.addEventListener("keydown", (event) => {
-  if (ignoreKey(event)) return;
-  if (help.open) {
-    if (event.key === "?") {
+bindKeys({
+  pageKeys: config.keys,
+  hotkeys,
+  isBlocked(event) {
+    if (help.open && event.key === "?") {
       event.preventDefault();
       help.close();
     }
-    return;
-  }
-  if (event.ctrlKey && event.key === "Enter") {
-    event.preventDefault();
-    if (!event.repeat) submitPage();
-    return;
-  }
-  if (event.ctrlKey) return;
-  const key = event.key.length === 1 ? event.key.toLowerCase() : event.key;
-  const cols = columns();
-  const moves = { ArrowLeft: -1, ArrowRight: 1, ArrowUp: -cols, ArrowDown: cols };
-  if (key in moves) {
-    event.preventDefault();
-    focusTile(focusIndex + moves[key]);
-    return;
-  }
-  if (key === "Home" || key === "End") {
-    event.preventDefault();
-    focusTile(key === "Home" ? 0 : page.length - 1);
-    return;
-  }
-  const tile = page[focusIndex];
-  if (event.repeat && (key === "Enter" || key === " " || hotkeys.has(key))) {
-    event.preventDefault(); // a held key never flips a tile back and forth
-    return;
-  }
-  if ((key === "Enter" || key === " ") && tile) {
-    event.preventDefault();
-    flip(tile);
-  } else if (hotkeys.has(key) && tile) {
-    event.preventDefault();
-    const action = hotkeys.get(key);
+    return help.open || $("recent").open;
+  },
+  onHotkey(action) {
+    const tile = page[focusIndex];
+    if (!tile) return false;
     set(tile, { value: action.value, subcategory: action.subcategory });
-  } else if (key === "?") {
-    event.preventDefault();
-    toggleHelp();
-  } else if (key === "b" && !hotkeys.has("b")) {
-    event.preventDefault();
-    setBlur(!document.body.classList.contains("blur-on"));
-  }
+    return true;
+  },
+  handlers: {
+    submit: submitPage,
+    flip() {
+      const tile = page[focusIndex];
+      if (!tile) return false;
+      flip(tile);
+      return true;
+    },
+    undo: reopenLast,
+    help: () => toggleDialog(help),
+    protection: () => toggleProtection(prefs),
+    reveal,
+    recent: () => recent.toggle(),
+    other(key) {
+      const cols = columns();
+      const moves = { ArrowLeft: -1, ArrowRight: 1, ArrowUp: -cols, ArrowDown: cols };
+      if (key in moves) focusTile(focusIndex + moves[key]);
+      else if (key === "Home") focusTile(0);
+      else if (key === "End") focusTile(page.length - 1);
+      else return false;
+      return true;
+    },
+  },
 });
 
 $("submit-page").addEventListener("click", submitPage);
-$("toggle-blur").addEventListener("click", () => setBlur(!document.body.classList.contains("blur-on")));
-$("open-help").addEventListener("click", toggleHelp);
+$("open-help").addEventListener("click", () => toggleDialog(help));
+$("open-recent").addEventListener("click", () => recent.toggle());
+$("reopen-page").addEventListener("click", reopenLast);
+$("reveal-page").addEventListener("click", reveal);
 
-setBlur(preference(`blur:${config.projectSlug}`, config.blurDefault));
 prefetchNextPage();
-loadStats();
-setInterval(loadStats, 30000);
+fetchStats(config.urls.stats);
+setInterval(() => fetchStats(config.urls.stats), 30000);
 
 window.imageclean = { outbox, pending: () => outbox.pending, state: () => outbox.state };

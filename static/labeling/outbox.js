@@ -1,4 +1,4 @@
-// The labeling pages' network layer: a JSON API client and the outbox.
+// The labeling pages' outbox (the API client itself is api.js).
 //
 // Why an outbox: an annotator presses a key and must see the next image at once. The label is
 // written to an in-memory queue mirrored in localStorage, and sent in the background, strictly
@@ -10,56 +10,7 @@
 // Text the person reads goes through gettext() / interpolate(), globals defined by Django's
 // JavaScript catalog (/jsi18n/, loaded by base.html before the page's modules run).
 
-export function csrfToken() {
-  const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
-  return match ? decodeURIComponent(match[1]) : "";
-}
-
-export class NetworkError extends Error {}
-
-// POST (or GET) JSON; resolves to {ok, status, data}; rejects with NetworkError when the server
-// could not be reached at all.
-export async function api(url, { method = "POST", body } = {}) {
-  let response;
-  try {
-    response = await fetch(url, {
-      method,
-      credentials: "same-origin",
-      headers: {
-        Accept: "application/json",
-        ...(method === "GET" ? {} : { "Content-Type": "application/json", "X-CSRFToken": csrfToken() }),
-      },
-      body: method === "GET" ? undefined : JSON.stringify(body ?? {}),
-    });
-  } catch (err) {
-    throw new NetworkError(String(err));
-  }
-  let data = null;
-  try {
-    data = await response.json();
-  } catch {
-    data = null;
-  }
-  return { ok: response.ok, status: response.status, data };
-}
-
-// A random id for idempotency. crypto.randomUUID exists only in secure contexts (https or
-// localhost), getRandomValues everywhere.
-export function newClientId() {
-  if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
-  const bytes = crypto.getRandomValues(new Uint8Array(16));
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-}
-
-// Turn a DRF error body into one readable line.
-export function errorText(data, status) {
-  if (!data) return interpolate(gettext("HTTP error %(status)s"), { status }, true);
-  if (typeof data === "string") return data;
-  if (data.detail) return Array.isArray(data.detail) ? data.detail.join(" ") : String(data.detail);
-  return Object.entries(data)
-    .map(([field, msgs]) => `${field}: ${Array.isArray(msgs) ? msgs.flat().map((m) => (typeof m === "object" ? JSON.stringify(m) : m)).join(" ") : JSON.stringify(msgs)}`)
-    .join("; ");
-}
+import { api, errorText, newClientId } from "./api.js";
 
 const RETRY_STATUSES = new Set([401, 403, 408, 425, 429, 500, 502, 503, 504]);
 const BACKOFF_MIN_MS = 400;
@@ -253,56 +204,4 @@ export function renderSaveState(element, outbox) {
   element.dataset.state = outbox.state;
   element.textContent = labels[outbox.state] ?? outbox.state;
   element.title = outbox.lastError || "";
-}
-
-// Hotkeys from the project's label schema. A sub-category key means "positive, with this
-// sub-category" in one press.
-export function hotkeyMap(schema) {
-  const map = new Map();
-  for (const cls of schema.classes || []) {
-    if (cls.hotkey) map.set(cls.hotkey.toLowerCase(), { value: cls.key, subcategory: "", name: cls.name || cls.key });
-  }
-  for (const sub of schema.subcategories || []) {
-    if (sub.hotkey) {
-      map.set(sub.hotkey.toLowerCase(), {
-        value: schema.positive,
-        subcategory: sub.key,
-        name: `${nameOf(schema, schema.positive)} · ${sub.name || sub.key}`,
-      });
-    }
-  }
-  return map;
-}
-
-export function nameOf(schema, key) {
-  const cls = (schema.classes || []).find((c) => c.key === key);
-  return cls ? cls.name || cls.key : key;
-}
-
-export function subName(schema, key) {
-  const sub = (schema.subcategories || []).find((c) => c.key === key);
-  return sub ? sub.name || sub.key : key;
-}
-
-// True when a key event should be left to the browser (typing in a field, a shortcut with a
-// modifier, or a held key auto-repeating: a held key must never label a run of images).
-export function ignoreKey(event) {
-  const t = event.target;
-  if (t && (t.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(t.tagName))) return true;
-  if (event.altKey || event.metaKey) return true;
-  return false;
-}
-
-// Persisted per-project view preferences (blur, pixelated).
-export function preference(name, fallback) {
-  const raw = localStorage.getItem(`imageclean:pref:${name}`);
-  return raw === null ? fallback : raw === "1";
-}
-
-export function setPreference(name, value) {
-  try {
-    localStorage.setItem(`imageclean:pref:${name}`, value ? "1" : "0");
-  } catch {
-    // Preferences are a comfort, not data.
-  }
 }
