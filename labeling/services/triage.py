@@ -370,8 +370,15 @@ def _candidates(project: Project) -> list[int]:
         status=QueueItem.Status.OPEN,
         labels_done=0,
     )
+    # A confirm item a reverted run withdrew (nobody labeled it) does not block either.
+    withdrawn = Q(
+        queue__kind=Queue.Kind.CONFIRM,
+        strategy=Strategy.TRIAGE_CONFIRM,
+        status=QueueItem.Status.REMOVED,
+        labels_done=0,
+    )
     blocking = QueueItem.objects.filter(image_id=OuterRef("pk")).filter(
-        ~untouched_import | Q(leases__state=Lease.State.ACTIVE)
+        (~untouched_import & ~withdrawn) | Q(leases__state=Lease.State.ACTIVE)
     )
     decided = TriageDecision.objects.filter(image_id=OuterRef("pk"), reverted_at__isnull=True)
     return list(
@@ -471,10 +478,15 @@ def _decide(run_id: int, candidates: list[int]) -> dict[str, Any]:
         score = np.array([row[2] for row in rows], dtype=np.float64)
         accept = stage1 < params["accept_below"]
         confirm = ~accept & (score >= params["confirm_at"])
-        # The audit's coin per image: seeded by the run and the image, so a pass run twice
-        # draws the same images, and independent of the image's score or content.
+        # The audit's coin per image: seeded by the run's seed and the image's content hash, so
+        # a pass run twice (or a run repeated with the same seed) draws the same images, and
+        # independent of the image's score.
+        hashes = dict(Image.objects.filter(pk__in=ids.tolist()).values_list("pk", "content_hash"))
         coins = np.array(
-            [np.random.default_rng([params["seed"], run.pk, int(i)]).random() for i in ids]
+            [
+                np.random.default_rng([params["seed"], int(hashes[int(i)][:15], 16)]).random()
+                for i in ids
+            ]
         )
         audited = accept & (coins < params["audit_rate"])
         labeling = queue_get_or_create(project=project, kind=Queue.Kind.LABELING)
@@ -530,6 +542,14 @@ def _decide(run_id: int, candidates: list[int]) -> dict[str, Any]:
                     for i, s in zip(ids[confirm], score[confirm])
                 },
             )
+            # Withdrawn by a reverted run: open again for this one.
+            QueueItem.objects.filter(
+                queue=confirm_queue,
+                image_id__in=ids[confirm].tolist(),
+                strategy=Strategy.TRIAGE_CONFIRM,
+                status=QueueItem.Status.REMOVED,
+                labels_done=0,
+            ).update(status=QueueItem.Status.OPEN)
     return {
         "decided": len(decisions),
         "accepted": int(accept.sum()),
