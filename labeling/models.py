@@ -22,6 +22,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext_lazy
 
 from labeling.keys import ACTION_NAMES, PAGE_NAMES, key_label, reserved_keys
+from labeling.project_settings import PROJECT_QUALITY, QUALITY_FIELDS, quality_default
 
 User = settings.AUTH_USER_MODEL
 
@@ -143,6 +144,20 @@ class Project(models.Model):
         default=True, help_text="Blur images until hovered or revealed (disturbing content)."
     )
     lease_seconds = models.PositiveIntegerField(default=600)
+    # Gold items and exposure limits (issue 9): declared in labeling.project_settings, which
+    # gives their defaults here and validates them in clean().
+    gold_rate = models.FloatField(default=quality_default("gold_rate"))
+    gold_pause_below = models.FloatField(default=quality_default("gold_pause_below"))
+    gold_pause_min_answers = models.PositiveIntegerField(
+        default=quality_default("gold_pause_min_answers")
+    )
+    exposure_daily_cap = models.PositiveIntegerField(default=quality_default("exposure_daily_cap"))
+    exposure_break_after = models.PositiveIntegerField(
+        default=quality_default("exposure_break_after")
+    )
+    grid_min_ms_per_tile = models.PositiveIntegerField(
+        default=quality_default("grid_min_ms_per_tile")
+    )
     members = models.ManyToManyField(User, blank=True, related_name="projects")
     active_model_version = models.ForeignKey(
         "ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -164,6 +179,8 @@ class Project(models.Model):
             raise ValidationError({"validation_fraction": _("Must be in [0, 1).")})
         if self.labels_per_item < 1:
             raise ValidationError({"labels_per_item": _("At least one label per item.")})
+        for name in QUALITY_FIELDS:
+            PROJECT_QUALITY.param(name).parse(getattr(self, name))
 
     # Schema helpers ---------------------------------------------------------------------------
     @property
@@ -235,6 +252,9 @@ class Queue(models.Model):
         # The frozen validation split's own queue: filled at import, listed first, so the
         # images every model version is measured on get labeled early (issue 12).
         VALIDATION = "validation", _("Validation split (annotators)")
+        # Gold items (issue 9): never listed, never opened; its items are mixed into the
+        # claims of the project's other annotator queues (labeling.services.gold).
+        GOLD = "gold", _("Gold items (hidden)")
         # Triage's fast confirm queue (labeling.services.triage): images the promoted model
         # scores confidently positive; its grid page pre-selects the positive class.
         CONFIRM = "confirm", _("Confirm positives (grid)")
@@ -289,6 +309,9 @@ class Strategy(models.TextChoices):
     # accepted without a person, labeled to measure its miss rate; and its confident positives.
     TRIAGE_AUDIT = "triage_audit", _("Triage audit (sample of the machine-accepted)")
     TRIAGE_CONFIRM = "triage_confirm", _("Triage: confirm a confident positive")
+    # A gold item served to an annotator to measure them; their answer never counts as a label
+    # of the image (labeling.selectors.labels.labels_active leaves it out).
+    GOLD = "gold", _("Gold item")
 
 
 class QueueItem(models.Model):
@@ -345,6 +368,11 @@ class Lease(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField()
     finished_at = models.DateTimeField(null=True, blank=True)
+    # The queue a gold item's lease was served in (its item lives in the hidden gold queue);
+    # null for every other lease, whose queue is its item's.
+    served_in = models.ForeignKey(
+        Queue, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
 
     class Meta:
         constraints = [
@@ -398,6 +426,9 @@ class Label(models.Model):
     )
     strategy = models.CharField(max_length=20, choices=Strategy.choices, blank=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    # Tiles on the grid page this label was submitted with (its duration_ms is the page's time
+    # divided by them); null for a label given one image at a time.
+    page_size = models.PositiveSmallIntegerField(null=True, blank=True)
     client_id = models.CharField(
         max_length=64,
         blank=True,
@@ -434,6 +465,60 @@ class Label(models.Model):
                 _("Labels are append-only; write a new Label that supersedes it.")
             )
         super().save(*args, **kwargs)
+
+
+class GoldItem(models.Model):
+    """An image with a known answer, served unmarked among an annotator's items to measure
+    them (issue 9, item 3). Its `item` sits in the project's hidden gold queue; answers to it
+    are labels with strategy GOLD, which never count as the image's labels."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="gold_items")
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="+")
+    item = models.OneToOneField(QueueItem, on_delete=models.CASCADE, related_name="gold")
+    value = models.CharField(max_length=64)
+    subcategory = models.CharField(max_length=64, blank=True)
+    active = models.BooleanField(default=True)
+    created_by = models.ForeignKey(
+        User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "image"], name="golditem_unique_image")
+        ]
+
+    def __str__(self) -> str:
+        return f"gold {self.value!r} on image {self.image_id}"
+
+
+class AnnotatorPause(models.Model):
+    """An annotator's labeling in a project stopped until a lead lifts it: their gold accuracy
+    fell under the project's threshold (issue 9, item 3)."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="pauses")
+    annotator = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+")
+    accuracy = models.FloatField()
+    answers = models.PositiveIntegerField()
+    threshold = models.FloatField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    lifted_at = models.DateTimeField(null=True, blank=True)
+    lifted_by = models.ForeignKey(
+        User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "annotator"],
+                condition=Q(lifted_at__isnull=True),
+                name="pause_one_active",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"pause of {self.annotator_id} in {self.project_id}"
 
 
 def checkpoint_upload_path(instance: ModelVersion, filename: str) -> str:

@@ -92,8 +92,11 @@ def can_see_queue_details(user, project: Project) -> bool:
 def queue_kinds_closed_to(user, project: Project) -> list[str]:
     """Kinds of queue in `project` this user may not open: re-review queues are for leads.
     The one statement of that rule; lists filter with it, single queues go through
-    `queue_access_check`."""
-    return [] if can_review(user, project) else [Queue.Kind.REVIEW]
+    `queue_access_check`. The gold queue is closed to everyone: its items are only served
+    mixed into other queues (labeling.services.gold), so nobody can tell them apart."""
+    if can_review(user, project):
+        return [Queue.Kind.GOLD]
+    return [Queue.Kind.REVIEW, Queue.Kind.GOLD]
 
 
 def queue_access_check(user, queue: Queue) -> None:
@@ -102,6 +105,8 @@ def queue_access_check(user, queue: Queue) -> None:
     if not can_label(user, queue.project):
         raise PermissionDenied(_("Your role does not allow labeling in this project."))
     if queue.kind in queue_kinds_closed_to(user, queue.project):
+        if queue.kind == Queue.Kind.GOLD:
+            raise PermissionDenied(_("This queue is not opened directly."))
         raise PermissionDenied(_("Re-review queues are for leads."))
 
 

@@ -13,4 +13,5 @@ urlpatterns = [
     path("", include("labeling.views.admin_urls")),
     path("", include("labeling.views.engineer_urls")),
     path("", include("labeling.views.estimate_urls")),
+    path("", include("labeling.views.quality_urls")),
 ]

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from django.core.cache import cache
+from django.db.models import Q
 from django.shortcuts import get_object_or_404
 from django.utils.translation import gettext as _
 from drf_spectacular.utils import extend_schema
@@ -72,12 +73,16 @@ def _own_lease(user, pk: int) -> Iterator[Lease]:
     queue loaded with the lease."""
     lease = get_object_or_404(
         # The image is not read: submit and skip need only the item, its queue and project.
-        Lease.objects.select_related("item__queue__project").filter(
+        Lease.objects.select_related("item__queue__project", "served_in").filter(
             annotator=user, item__queue__project__in=projects_visible_to(user)
         ),
         pk=pk,
     )
     queue = lease.item.queue
+    if queue.kind == Queue.Kind.GOLD and lease.served_in is not None:
+        # A gold item mixed into a queue (labeling.services.gold): that queue's roles apply.
+        lease.served_in.project = queue.project
+        queue = lease.served_in
     with project_access_known(user, queue.project_id, True):
         _check_queue_roles(user, queue)
         yield lease
@@ -240,6 +245,8 @@ class QueueSubmitBatchApi(_LabelingApi):
             leases = {
                 lease.pk: lease
                 for lease in Lease.objects.select_related("item__image").filter(
+                    # Gold items served in this queue live in the hidden gold queue.
+                    Q(item__queue=queue) | Q(served_in=queue),
                     annotator=request.user,
                     pk__in=[e["lease"] for e in entries],
                 )

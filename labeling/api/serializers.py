@@ -6,7 +6,9 @@ from django.contrib.auth.models import User
 from django.urls import reverse
 from rest_framework import serializers
 
+from labeling.api.job_serializers import _field as param_field
 from labeling.models import Image, Label, ModelVersion, Project, Score
+from labeling.project_settings import PROJECT_QUALITY, QUALITY_FIELDS
 from labeling.roles import ROLE_ORDER, user_role
 
 
@@ -24,13 +26,23 @@ class ProjectOutput(serializers.ModelSerializer):
             "validation_fraction",
             "blur_images",
             "lease_seconds",
+            *QUALITY_FIELDS,
             "active_model_version",
             "created_at",
         ]
         read_only_fields = fields
 
 
-class ProjectCreateInput(serializers.Serializer):
+# The gold and exposure settings: one field per declaration (labeling.project_settings), with
+# its bounds, default and help text, as the jobs' parameters get theirs.
+ProjectQualityInput = type(
+    "ProjectQualityInput",
+    (serializers.Serializer,),
+    {param.name: param_field(param) for param in PROJECT_QUALITY.params},
+)
+
+
+class ProjectCreateInput(ProjectQualityInput):
     name = serializers.CharField(max_length=200)
     slug = serializers.SlugField(max_length=80)
     description = serializers.CharField(required=False, allow_blank=True)

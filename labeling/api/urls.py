@@ -10,4 +10,5 @@ urlpatterns = [
     path("", include("labeling.api.review_urls")),
     path("", include("labeling.api.estimate_urls")),
     path("", include("labeling.api.loop_urls")),
+    path("", include("labeling.api.quality_urls")),
 ]

@@ -18,15 +18,20 @@ from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Sum, Value
 from django.db.models.functions import Least
 from django.utils import timezone
 
-from labeling.models import Image, Label, Project, Queue, QueueItem
+from labeling.models import Image, Label, Project, Queue, QueueItem, Strategy
 
 LEAD_KINDS = (Label.Kind.CORRECTION, Label.Kind.CONFIRMATION)
 VOTE_KINDS = (Label.Kind.ANNOTATION, Label.Kind.IMPORTED)
 
 
 def labels_active(*, project: Project | None = None, image: Image | None = None) -> QuerySet[Label]:
-    """Labels nobody superseded, without retractions."""
-    qs = Label.objects.filter(superseded_by__isnull=True).exclude(kind=Label.Kind.RETRACTION)
+    """Labels nobody superseded, without retractions and without answers to gold items (they
+    measure the annotator, never label the image: labeling.services.gold)."""
+    qs = (
+        Label.objects.filter(superseded_by__isnull=True)
+        .exclude(kind=Label.Kind.RETRACTION)
+        .exclude(strategy=Strategy.GOLD)
+    )
     if project is not None:
         qs = qs.filter(project=project)
     if image is not None:
@@ -161,6 +166,7 @@ def annotator_quality(*, project: Project) -> list[dict]:
     rows = (
         Label.objects.filter(project=project, kind=Label.Kind.ANNOTATION)
         .filter(_not_retracted())
+        .exclude(strategy=Strategy.GOLD)
         .alias(is_flagged=Exists(in_review), is_overturned=Exists(corrected))
         .values("annotator")
         .annotate(

@@ -17,7 +17,7 @@ then the image row.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from django.contrib.auth.models import User
@@ -27,9 +27,10 @@ from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from labeling.models import Image, Label, Lease, Project, Queue, QueueItem
+from labeling.models import Image, Label, Lease, Project, Queue, QueueItem, Strategy
 from labeling.permissions import can_label, can_review
 from labeling.selectors.labels import image_current_label
+from labeling.services.gold import gold_answer_locked
 from labeling.services.label_limits import (
     MAX_BATCH,
     MAX_CLIENT_ID_LENGTH,
@@ -89,6 +90,7 @@ class _Entry:
     subcategory: str
     duration_ms: int | None
     client_id: str
+    page_size: int | None = None  # tiles of the grid page it came with
 
 
 def _lock_item(item_id: int) -> QueueItem:
@@ -180,6 +182,23 @@ def _submit_locked(*, entry: _Entry, annotator: User, item: QueueItem, now: date
     ):
         raise ValidationError(_("You already labeled this item; use undo to change your label."))
 
+    if item.strategy == Strategy.GOLD:
+        # A gold item mixed into the person's queue: measured against its known answer, never
+        # counted as a label of the image (labeling.services.gold).
+        label = gold_answer_locked(
+            item=item,
+            lease=lease,
+            annotator=annotator,
+            value=entry.value,
+            subcategory=entry.subcategory,
+            duration_ms=entry.duration_ms,
+            client_id=entry.client_id,
+            page_size=entry.page_size,
+            now=now,
+        )
+        entry.lease.state, entry.lease.finished_at = lease.state, lease.finished_at
+        return label
+
     counted = False
     if item.status != QueueItem.Status.OPEN:
         # The item was taken out of the queue (or resolved) while this person worked on it:
@@ -218,6 +237,7 @@ def _submit_locked(*, entry: _Entry, annotator: User, item: QueueItem, now: date
         queue_item=item,
         strategy=item.strategy,
         duration_ms=entry.duration_ms,
+        page_size=entry.page_size,
         client_id=entry.client_id,
     )
     if counted:
@@ -305,6 +325,8 @@ def labels_submit_batch(*, annotator: User, entries: list[dict]) -> list[Label]:
             errors.append(f"{where}: {' '.join(exc.messages)}")
     if errors:
         raise ValidationError({"entries": errors})
+    # Each label remembers the size of the page it came with (rubber-stamp checks).
+    parsed = [replace(entry, page_size=len(parsed)) for entry in parsed]
     lease_ids = [entry.lease.pk for entry in parsed]
     if len(set(lease_ids)) != len(lease_ids):
         raise ValidationError({"entries": _("Each lease may appear once in a batch.")})
@@ -446,6 +468,7 @@ def label_undo_last(
                 annotator=annotator,
                 now=now,
                 lease_seconds=queue.project.lease_seconds,
+                served_in=queue,
             )
             if lease is not None:
                 lease.item = item
@@ -486,6 +509,7 @@ def lease_unskip(*, lease: Lease, annotator: User) -> Lease:
                 annotator=annotator,
                 now=now,
                 lease_seconds=queue.project.lease_seconds,
+                served_in=lease.served_in,
             )
         if fresh is None:
             raise ValidationError(

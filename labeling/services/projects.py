@@ -15,6 +15,7 @@ from django.utils.translation import gettext as _
 
 from labeling.models import Label, Project, Queue
 from labeling.permissions import is_site_wide
+from labeling.project_settings import QUALITY_FIELDS
 
 RESERVED_SLUGS = frozenset({"create"})
 EDITABLE_FIELDS = (
@@ -25,6 +26,8 @@ EDITABLE_FIELDS = (
     "validation_fraction",
     "blur_images",
     "lease_seconds",
+    # Gold items and exposure limits, declared in labeling.project_settings.
+    *QUALITY_FIELDS,
 )
 DEFAULT_LABELING_QUEUE = "Labeling"
 DEFAULT_REVIEW_QUEUE = "Re-review"

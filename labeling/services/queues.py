@@ -34,6 +34,12 @@ from django.utils.translation import gettext as _
 
 from labeling.models import Image, Label, Lease, Project, Queue, QueueItem, Strategy
 from labeling.permissions import queue_access_check
+from labeling.services.gold import (
+    gold_claim_locked,
+    gold_draws,
+    gold_mix,
+    labeling_stop_check,
+)
 from labeling.services.label_limits import MAX_CLAIM
 
 # The lowest priority a model-driven job (cold start, selection) gives an item: imports queue
@@ -237,12 +243,18 @@ def skip_cooldown(project: Project) -> timedelta:
 
 
 def lease_create_locked(
-    *, item: QueueItem, annotator: User, now: datetime, lease_seconds: int
+    *,
+    item: QueueItem,
+    annotator: User,
+    now: datetime,
+    lease_seconds: int,
+    served_in: Queue | None = None,
 ) -> Lease | None:
     """A new active lease on `item` for `annotator`, or None when no slot is free.
 
     The caller holds the item's row lock (that is what makes the re-read below exact). Stale
-    active leases of the item are marked expired on the way.
+    active leases of the item are marked expired on the way. `served_in`: the queue the person
+    works in, kept on a lease of a gold item (labeling.services.gold) and ignored otherwise.
     """
     # One read of the item's slot-holding leases; the stale ones among them (active but past
     # expiry) are marked expired here, and only when there are any, so the usual claim on a
@@ -278,6 +290,7 @@ def lease_create_locked(
                 annotator=annotator,
                 slot=free[0],
                 expires_at=now + timedelta(seconds=lease_seconds),
+                served_in=served_in if item.strategy == Strategy.GOLD else None,
             )
     except IntegrityError:
         # Cannot happen while every writer takes the item lock first; if one ever does not,
@@ -289,7 +302,8 @@ def leases_own_active(*, queue: Queue, annotator: User, now: datetime) -> list[L
     return list(
         Lease.objects.select_related("item__image")
         .filter(
-            item__queue=queue,
+            # Gold items mixed into this queue live in the hidden gold queue.
+            Q(item__queue=queue) | Q(served_in=queue),
             annotator=annotator,
             state=Lease.State.ACTIVE,
             expires_at__gt=now,
@@ -332,6 +346,50 @@ def _claimable(*, queue: Queue, annotator: User, now: datetime):
     )
 
 
+def _claim_ordinary(
+    *,
+    queue: Queue,
+    annotator: User,
+    now: datetime,
+    needed: int,
+    lease_seconds: int,
+    tried: set[int],
+    may_wait: bool,
+) -> list[Lease]:
+    """New leases on up to `needed` items of the queue, in serving order. `may_wait`: the
+    transaction holds no row lock yet, so it may wait for a claim in flight (see below)."""
+    new: list[Lease] = []
+    while needed > 0:
+        claimable = _claimable(queue=queue, annotator=annotator, now=now).exclude(pk__in=tried)
+        # Lock exactly as many rows as still needed: every spare row locked here would be
+        # skipped by everybody else until this transaction ends.
+        candidates = list(
+            claimable.select_related("image").select_for_update(skip_locked=True, of=("self",))[
+                :needed
+            ]
+        )
+        if not candidates and not tried and may_wait:
+            # Everything claimable is locked by claims in flight right now. Rather than tell
+            # this person the queue is empty, wait for the first such item's holder to
+            # finish and re-check it. Safe from deadlock: this transaction holds no row lock
+            # yet (nothing tried), so nobody can be waiting for it.
+            candidates = list(claimable.select_related("image").select_for_update(of=("self",))[:1])
+        if not candidates:
+            break
+        for item in candidates:
+            tried.add(item.pk)
+            if needed == 0:
+                break
+            lease = lease_create_locked(
+                item=item, annotator=annotator, now=now, lease_seconds=lease_seconds
+            )
+            if lease is not None:
+                lease.item = item  # with its image, read in the claiming statement
+                new.append(lease)
+                needed -= 1
+    return new
+
+
 def queue_claim_next(
     *, queue: Queue, annotator: User, count: int = 1, now: datetime | None = None
 ) -> list[Lease]:
@@ -349,42 +407,64 @@ def queue_claim_next(
     if not queue.is_active:
         raise ValidationError(_("This queue is paused; no items are served from it."))
     now = now or timezone.now()
+    # Paused for gold accuracy, or at today's exposure cap: no new items (a query only when the
+    # project turns the rule on).
+    labeling_stop_check(queue=queue, annotator=annotator, now=now)
     lease_seconds = queue.project.lease_seconds
     with transaction.atomic():
         own = leases_own_active(queue=queue, annotator=annotator, now=now)
         needed = count - len(own)
-        new: list[Lease] = []
+        # Gold items (labeling.services.gold) replace some of the new items: each one with the
+        # project's gold rate; none in a re-review queue.
+        gold_wanted = (
+            gold_draws(project=queue.project, count=needed)
+            if needed > 0 and queue.kind != Queue.Kind.REVIEW
+            else 0
+        )
         tried: set[int] = set()
-        while needed > 0:
-            claimable = _claimable(queue=queue, annotator=annotator, now=now).exclude(pk__in=tried)
-            # Lock exactly as many rows as still needed: every spare row locked here would be
-            # skipped by everybody else until this transaction ends.
-            candidates = list(
-                claimable.select_related("image").select_for_update(skip_locked=True, of=("self",))[
-                    :needed
-                ]
-            )
-            if not candidates and not tried:
-                # Everything claimable is locked by claims in flight right now. Rather than tell
-                # this person the queue is empty, wait for the first such item's holder to
-                # finish and re-check it. Safe from deadlock: this transaction holds no row lock
-                # yet (nothing tried), so nobody can be waiting for it.
-                candidates = list(
-                    claimable.select_related("image").select_for_update(of=("self",))[:1]
+        new = _claim_ordinary(
+            queue=queue,
+            annotator=annotator,
+            now=now,
+            needed=needed - gold_wanted,
+            lease_seconds=lease_seconds,
+            tried=tried,
+            may_wait=True,
+        )
+        if gold_wanted:
+            gold: list[Lease] = []
+            # An empty queue stays empty: gold only beside work that is really there. The gold
+            # claim comes after the ordinary one and never waits for a lock (SKIP LOCKED).
+            if new or (
+                needed == gold_wanted
+                and _claimable(queue=queue, annotator=annotator, now=now).exists()
+            ):
+                gold = gold_claim_locked(
+                    queue=queue, annotator=annotator, count=gold_wanted, now=now
                 )
-            if not candidates:
-                break
-            for item in candidates:
-                tried.add(item.pk)
-                if needed == 0:
-                    break
-                lease = lease_create_locked(
-                    item=item, annotator=annotator, now=now, lease_seconds=lease_seconds
+            if gold and len(gold) < gold_wanted:
+                # Fewer gold items left than drawn: the rest are ordinary items. Rows are
+                # locked already, so this pass never waits for another claim.
+                new += _claim_ordinary(
+                    queue=queue,
+                    annotator=annotator,
+                    now=now,
+                    needed=gold_wanted - len(gold),
+                    lease_seconds=lease_seconds,
+                    tried=tried,
+                    may_wait=False,
                 )
-                if lease is not None:
-                    lease.item = item  # with its image, read in the claiming statement
-                    new.append(lease)
-                    needed -= 1
+            elif not gold:
+                new += _claim_ordinary(
+                    queue=queue,
+                    annotator=annotator,
+                    now=now,
+                    needed=gold_wanted,
+                    lease_seconds=lease_seconds,
+                    tried=tried,
+                    may_wait=not new,
+                )
+            new = gold_mix(new, gold)
     return own + new
 
 

@@ -33,7 +33,16 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
-from labeling.models import Job, Label, Lease, ModelVersion, QueueItem, Score, TriageRun
+from labeling.models import (
+    AnnotatorPause,
+    Job,
+    Label,
+    Lease,
+    ModelVersion,
+    QueueItem,
+    Score,
+    TriageRun,
+)
 from tests.factories import make_image, make_project, make_queue, make_user
 
 pytestmark = [pytest.mark.authz, pytest.mark.django_db]
@@ -242,6 +251,35 @@ MATRIX: dict[str, Route] = {
         obj="review_item",
     ),
     "api-quality": Route(row(DENIED, DENIED, OK, OK, OK), row(DENIED, DENIED, NOT_FOUND, OK, OK)),
+    # --- Gold items, pauses and quality settings (issue 9, items 3 and 4): leads of the project
+    # mark gold and lift pauses (empty forms: a message, back to the page); engineers set the
+    # settings; never annotators (gold must stay invisible to them).
+    "project-gold-mark": Route(
+        row(LOGIN, DENIED, OK, OK, OK), row(LOGIN, DENIED, NOT_FOUND, OK, OK), method="POST"
+    ),
+    "project-gold-unmark": Route(
+        row(LOGIN, DENIED, OK, OK, OK), row(LOGIN, DENIED, NOT_FOUND, OK, OK), method="POST"
+    ),
+    "project-pause-lift": Route(
+        row(LOGIN, DENIED, OK, OK, OK),
+        row(LOGIN, DENIED, NOT_FOUND, OK, OK),
+        method="POST",
+        obj="pause",
+    ),
+    "project-quality-settings": Route(PAGE_ENGINEER, PAGE_ENGINEER, method="POST"),
+    "api-gold": Route(row(DENIED, DENIED, OK, OK, OK), row(DENIED, DENIED, NOT_FOUND, OK, OK)),
+    "api-gold-unmark": Route(
+        row(DENIED, DENIED, OK, OK, OK), row(DENIED, DENIED, NOT_FOUND, OK, OK), method="POST"
+    ),
+    "api-quality-checks": Route(
+        row(DENIED, DENIED, OK, OK, OK), row(DENIED, DENIED, NOT_FOUND, OK, OK)
+    ),
+    "api-pause-lift": Route(
+        row(DENIED, DENIED, OK, OK, OK),
+        row(DENIED, DENIED, NOT_FOUND, OK, OK),
+        method="POST",
+        obj="pause",
+    ),
     # --- Pool estimates (issue 10): leads and engineers of the project, never annotators ----
     "project-estimates": Route(
         row(LOGIN, DENIED, OK, OK, OK), row(LOGIN, DENIED, NOT_FOUND, OK, OK)
@@ -356,6 +394,9 @@ def _side(project, annotator, lead):
         "image": image,
         "queue": queue,
         "lease": lease,
+        "pause": AnnotatorPause.objects.create(
+            project=project, annotator=annotator, accuracy=0.5, answers=10, threshold=0.8
+        ),
         "user": target,
         "model_version": version,
         "review_item": QueueItem.objects.create(
@@ -414,6 +455,8 @@ def url_for(key: str, pattern: URLPattern, route: Route, objects: dict) -> str:
             kwargs[name] = objects["project"].slug
         elif name in ("pk", "object_id", "id"):
             kwargs[name] = obj.pk
+        elif name == "image_id":
+            kwargs[name] = objects["image"].pk
         elif name == "content_type_id":
             from django.contrib.contenttypes.models import ContentType
 

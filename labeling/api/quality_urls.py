@@ -1,0 +1,24 @@
+"""Gold items, annotator checks and pauses (leads): labeling/api/quality_views.py."""
+
+from django.urls import path
+
+from . import quality_views as v
+
+urlpatterns = [
+    path("projects/<slug:slug>/gold/", v.GoldApi.as_view(), name="api-gold"),
+    path(
+        "projects/<slug:slug>/gold/<int:image_id>/unmark/",
+        v.GoldUnmarkApi.as_view(),
+        name="api-gold-unmark",
+    ),
+    path(
+        "projects/<slug:slug>/quality/checks/",
+        v.QualityChecksApi.as_view(),
+        name="api-quality-checks",
+    ),
+    path(
+        "projects/<slug:slug>/pauses/<int:pk>/lift/",
+        v.PauseLiftApi.as_view(),
+        name="api-pause-lift",
+    ),
+]

@@ -1,0 +1,109 @@
+"""A project's quality and well-being settings, declared once (issue 9, items 3 and 4).
+
+Each setting is a `ParamSpec` (labeling.services.params, the declaration the job parameters
+use), so everything else is built from this one tuple:
+
+- the model's fields take their defaults from it (labeling.models.Project) and
+  `Project.clean` validates with it;
+- the API's project create/update serializers get one field per setting with its bounds and
+  help text (labeling.api.serializers);
+- the quality page's settings form is the same spec rendered (labeling.views.job_forms).
+
+tests/labeling/test_gold_exposure.py checks that the three agree.
+
+A value of 0 turns a rule off: no gold served, no pause, no daily cap, no break reminder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from django.utils.translation import gettext_lazy as _
+
+from labeling.services.params import JobSpec, integer, number
+
+PROJECT_QUALITY = JobSpec(
+    kind="project_quality",
+    params=(
+        number(
+            "gold_rate",
+            default=0.0,
+            low=0.0,
+            high=1.0,
+            label=_("Gold rate"),
+            help_text=_(
+                "Share of the items served to an annotator that are gold items (images with a "
+                "known answer, mixed in unmarked). 0 serves none; 0.05 is about one in twenty; "
+                "1 serves every gold item a person has not answered before anything else."
+            ),
+        ),
+        number(
+            "gold_pause_below",
+            default=0.0,
+            low=0.0,
+            high=1.0,
+            label=_("Pause below gold accuracy"),
+            help_text=_(
+                "Pause an annotator's labeling automatically when their accuracy on gold items "
+                "falls below this share (0 = never). A lead lifts the pause on the quality page."
+            ),
+        ),
+        integer(
+            "gold_pause_min_answers",
+            default=10,
+            low=1,
+            high=10_000,
+            label=_("Gold answers before a pause"),
+            help_text=_(
+                "How many gold answers (since the last lifted pause) the accuracy must rest on "
+                "before it can pause anyone."
+            ),
+        ),
+        integer(
+            "exposure_daily_cap",
+            default=0,
+            low=0,
+            high=100_000,
+            label=_("Disturbing images per day"),
+            help_text=_(
+                "Most positive-class images one annotator labels per day in this project; "
+                "at the cap their labeling stops until tomorrow (0 = no cap)."
+            ),
+        ),
+        integer(
+            "exposure_break_after",
+            default=0,
+            low=0,
+            high=10_000,
+            label=_("Break reminder after"),
+            help_text=_(
+                "Remind an annotator to take a break after this many positive-class images in "
+                "a row (0 = never)."
+            ),
+        ),
+        integer(
+            "grid_min_ms_per_tile",
+            default=300,
+            low=0,
+            high=60_000,
+            label=_("Fastest believable time per grid tile (ms)"),
+            help_text=_(
+                "A grid page submitted faster than this per tile is flagged as rubber-stamped on "
+                "the quality page (0 = never flag)."
+            ),
+        ),
+    ),
+)
+
+QUALITY_FIELDS = PROJECT_QUALITY.names
+
+
+def quality_default(name: str) -> Any:
+    return PROJECT_QUALITY.param(name).default
+
+
+def quality_settings_clean(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The given settings parsed and bounded (ValidationError naming the setting); only the
+    names given come back, so a partial update stays partial."""
+    return {name: PROJECT_QUALITY.param(name).parse(value) for name, value in values.items()}

@@ -1,0 +1,221 @@
+"""What leads read about each annotator beyond agreement: accuracy on gold items (with its
+count and a 95% Wilson interval, per class and per day), grid pages submitted faster than a
+person can look (rubber-stamping), and exposure to the positive class (today, this week, the
+current run of positives) with any pause (issue 9, items 3 and 4).
+
+The interval is scipy's Wilson score interval, the method mlcore.evaluation.proportion_interval
+uses for the model metrics (labeling.selectors may not import mlcore; the call is one line).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import timedelta
+
+from django.contrib.auth.models import User
+from django.db.models import Count, Q
+from django.utils import timezone
+from scipy.stats import binomtest
+
+from labeling.models import AnnotatorPause, GoldItem, Label, Project, Strategy
+from labeling.services.gold import day_start, positive_streak
+
+CONFIDENCE = 0.95
+HISTORY_DAYS = 14
+# A streak is read back at most this far for the leads' table.
+STREAK_LOOKBACK = 200
+
+
+def wilson(correct: int, answers: int) -> tuple[float, float] | None:
+    """95% Wilson score interval of correct / answers; None with no answers."""
+    if answers <= 0:
+        return None
+    ci = binomtest(correct, answers).proportion_ci(confidence_level=CONFIDENCE, method="wilson")
+    return round(float(ci.low), 4), round(float(ci.high), 4)
+
+
+def _rate(correct: int, answers: int) -> dict:
+    interval = wilson(correct, answers)
+    return {
+        "answers": answers,
+        "correct": correct,
+        "accuracy": round(correct / answers, 4) if answers else None,
+        "ci_low": interval[0] if interval else None,
+        "ci_high": interval[1] if interval else None,
+    }
+
+
+def gold_answers(*, project: Project, annotator: User | None = None):
+    """Active (not undone) answers to gold items: (annotator id, image id, value, created_at)."""
+    qs = Label.objects.filter(
+        project=project,
+        strategy=Strategy.GOLD,
+        kind=Label.Kind.ANNOTATION,
+        superseded_by__isnull=True,
+    )
+    if annotator is not None:
+        qs = qs.filter(annotator=annotator)
+    return qs.order_by("created_at", "id").values_list(
+        "annotator_id", "image_id", "value", "created_at"
+    )
+
+
+def gold_accuracy(*, project: Project) -> dict[int, dict]:
+    """{annotator id: {overall rate, per_class {gold value: rate}, days [{day, rate}]}}, each
+    rate with answers, correct, accuracy and its 95% interval. Answers are judged against the
+    gold value as it stands now (a corrected gold item re-judges every answer to it)."""
+    truth = dict(GoldItem.objects.filter(project=project).values_list("image_id", "value"))
+    since = timezone.localdate() - timedelta(days=HISTORY_DAYS - 1)
+    tallies: dict[int, dict] = defaultdict(
+        lambda: {
+            "all": [0, 0],
+            "class": defaultdict(lambda: [0, 0]),
+            "day": defaultdict(lambda: [0, 0]),
+        }
+    )
+    for annotator_id, image_id, value, created_at in gold_answers(project=project):
+        expected = truth.get(image_id)
+        if expected is None:
+            continue
+        hit = int(value == expected)
+        tally = tallies[annotator_id]
+        for bucket in (tally["all"], tally["class"][expected]):
+            bucket[0] += hit
+            bucket[1] += 1
+        day = timezone.localtime(created_at).date()
+        if day >= since:
+            tally["day"][day][0] += hit
+            tally["day"][day][1] += 1
+    result = {}
+    for annotator_id, tally in tallies.items():
+        result[annotator_id] = {
+            **_rate(*tally["all"]),
+            "per_class": {key: _rate(*counts) for key, counts in sorted(tally["class"].items())},
+            "days": [
+                {"day": day.isoformat(), **_rate(*counts)}
+                for day, counts in sorted(tally["day"].items())
+            ],
+        }
+    return result
+
+
+def rubber_stamping(*, project: Project) -> dict[int, dict]:
+    """Per annotator: grid tiles labeled, how many came on pages submitted faster than the
+    project's `grid_min_ms_per_tile` per tile, and those pages' count (a page's labels share
+    one per-tile time, so a page counts 1/page_size per tile)."""
+    floor = project.grid_min_ms_per_tile
+    rows = (
+        Label.objects.filter(project=project, kind=Label.Kind.ANNOTATION, page_size__isnull=False)
+        .exclude(superseded_by__kind=Label.Kind.RETRACTION)
+        .values_list("annotator_id", "duration_ms", "page_size")
+    )
+    out: dict[int, dict] = defaultdict(
+        lambda: {"tiles": 0, "fast_tiles": 0, "pages": 0.0, "fast_pages": 0.0, "ms": []}
+    )
+    for annotator_id, duration_ms, page_size in rows:
+        entry = out[annotator_id]
+        share = 1.0 / max(1, page_size)
+        entry["tiles"] += 1
+        entry["pages"] += share
+        if duration_ms is not None:
+            entry["ms"].append(duration_ms)
+            if floor and duration_ms < floor:
+                entry["fast_tiles"] += 1
+                entry["fast_pages"] += share
+    result = {}
+    for annotator_id, entry in out.items():
+        times = sorted(entry.pop("ms"))
+        entry["median_ms_per_tile"] = times[len(times) // 2] if times else None
+        entry["pages"] = round(entry["pages"])
+        entry["fast_pages"] = round(entry["fast_pages"])
+        entry["fast_share"] = (
+            round(entry["fast_tiles"] / entry["tiles"], 4) if entry["tiles"] else None
+        )
+        result[annotator_id] = entry
+    return result
+
+
+def exposure(*, project: Project) -> dict[int, dict]:
+    """Per annotator who labeled in the project: positive-class answers today and in the last
+    7 days (undone ones excluded; gold answers included), and their current run of positives."""
+    start = day_start()
+    week = start - timedelta(days=6)
+    positive = project.positive_class
+    rows = (
+        Label.objects.filter(project=project, kind=Label.Kind.ANNOTATION, created_at__gte=week)
+        .exclude(superseded_by__kind=Label.Kind.RETRACTION)
+        .values("annotator_id")
+        .annotate(
+            today=Count("id", filter=Q(value=positive, created_at__gte=start)),
+            week=Count("id", filter=Q(value=positive)),
+        )
+    )
+    result = {}
+    users = User.objects.in_bulk([row["annotator_id"] for row in rows])
+    for row in rows:
+        annotator = users[row["annotator_id"]]
+        result[row["annotator_id"]] = {
+            "positives_today": row["today"],
+            "positives_7_days": row["week"],
+            "streak": positive_streak(project=project, annotator=annotator, limit=STREAK_LOOKBACK),
+        }
+    return result
+
+
+def pauses_active(*, project: Project) -> dict[int, AnnotatorPause]:
+    return {
+        pause.annotator_id: pause
+        for pause in AnnotatorPause.objects.filter(project=project, lifted_at__isnull=True)
+    }
+
+
+def annotator_checks(*, project: Project) -> list[dict]:
+    """One row per annotator with any gold answer, grid page, recent label or pause: the
+    quality page's gold / rubber-stamp / exposure table and the API's answer."""
+    gold = gold_accuracy(project=project)
+    stamps = rubber_stamping(project=project)
+    exposed = exposure(project=project)
+    pauses = pauses_active(project=project)
+    ids = set(gold) | set(stamps) | set(exposed) | set(pauses)
+    users = User.objects.in_bulk(list(ids))
+    rows = []
+    for annotator_id in ids:
+        pause = pauses.get(annotator_id)
+        rows.append(
+            {
+                "annotator_id": annotator_id,
+                "username": users[annotator_id].username,
+                "gold": gold.get(annotator_id, _rate(0, 0) | {"per_class": {}, "days": []}),
+                "grid": stamps.get(annotator_id),
+                "exposure": exposed.get(
+                    annotator_id, {"positives_today": 0, "positives_7_days": 0, "streak": 0}
+                ),
+                "pause": None
+                if pause is None
+                else {
+                    "id": pause.pk,
+                    "since": pause.created_at,
+                    "accuracy": round(pause.accuracy, 4),
+                    "answers": pause.answers,
+                    "threshold": pause.threshold,
+                },
+            }
+        )
+    rows.sort(key=lambda row: row["username"])
+    return rows
+
+
+def gold_items(*, project: Project, limit: int = 200) -> list[GoldItem]:
+    return list(
+        GoldItem.objects.filter(project=project, active=True)
+        .annotate(
+            answers=Count(
+                "item__labels",
+                filter=Q(
+                    item__labels__kind=Label.Kind.ANNOTATION,
+                    item__labels__superseded_by__isnull=True,
+                ),
+            )
+        )
+        .order_by("-created_at")[:limit]
+    )

@@ -1,0 +1,23 @@
+# The quality page's forms: gold items and pauses (leads), quality settings (engineers).
+from django.urls import path
+
+from . import quality
+
+urlpatterns: list = [
+    path("projects/<slug:slug>/gold/mark/", quality.gold_mark_view, name="project-gold-mark"),
+    path(
+        "projects/<slug:slug>/gold/<int:image_id>/unmark/",
+        quality.gold_unmark_view,
+        name="project-gold-unmark",
+    ),
+    path(
+        "projects/<slug:slug>/quality/pauses/<int:pk>/lift/",
+        quality.pause_lift_view,
+        name="project-pause-lift",
+    ),
+    path(
+        "projects/<slug:slug>/quality/settings/",
+        quality.quality_settings_view,
+        name="project-quality-settings",
+    ),
+]
