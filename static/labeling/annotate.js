@@ -135,7 +135,7 @@ async function refill() {
     const fresh = data.leases.filter((l) => !seenLeases.has(l.lease));
     for (const l of fresh) seenLeases.add(l.lease);
     const wasEmpty = cards.length === 0;
-    cards.push(...fresh.map(makeCard));
+    cards.push(...fresh.map((l) => makeCard(l)));
     exhausted = fresh.length === 0;
     if (exhausted) retryRefill(EMPTY_RECHECK_MS);
     if (wasEmpty) show();
