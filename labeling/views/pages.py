@@ -23,6 +23,7 @@ from labeling.permissions import (
 )
 from labeling.selectors.labels import annotator_stats
 from labeling.selectors.queues import queue_progress, queues_for_user
+from labeling.services.gold import exposure_status
 from labeling.services.preferences import preference_read
 
 GRID_PAGE_SIZE = 24
@@ -119,6 +120,9 @@ def _page_config(request, queue: Queue, *, page: str, **extra) -> dict:
         # preferences in this project (labeling/services/preferences.py).
         "keys": page_keys(page),
         "preferences": preference_read(user=request.user, project=project),
+        # The daily cap on positive-class images and the break reminder (labeling/services/gold.py;
+        # static/labeling/exposure.js): where this person stands now.
+        "exposure": exposure_status(project=project, annotator=request.user),
         **extra,
     }
 

@@ -53,6 +53,7 @@ from labeling.services.noise import GradcamUnavailable, review_gradcam
 from labeling.services.preferences import preference_read
 from labeling.services.recall import COLD_START, cold_start_start
 from labeling.views.job_forms import job_form, params_from_post
+from labeling.views.quality import quality_context
 
 
 def _project_for(user, slug: str) -> Project:
@@ -190,7 +191,10 @@ def project_quality(request, slug: str):
         labels = row["labels"]
         row["flagged_rate"] = row["flagged"] / labels if labels else None
         row["overturned_rate"] = row["overturned"] / labels if labels else None
-    return render(request, "labeling/quality.html", {"project": project, "rows": rows})
+    context = {"project": project, "rows": rows}
+    # Gold accuracy, rubber-stamped grid pages, exposure and pauses (labeling.views.quality).
+    context.update(quality_context(project=project, user=request.user))
+    return render(request, "labeling/quality.html", context)
 
 
 @require_http_methods(["GET", "POST"])
