@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -67,6 +67,9 @@ from mlcore.metrics import (
 )
 from mlcore.presets import DEFAULT_PRESET, FULL_WEIGHT_FILES, PRESETS, WEIGHTS_DIR_ENV
 
+if TYPE_CHECKING:
+    from mlcore.probe import LinearProbe
+
 __all__ = [
     "CascadeFit",
     "CascadeSpec",
@@ -77,10 +80,12 @@ __all__ = [
     "evaluate_cascade",
     "fit_cascade",
     "fit_loss_prediction",
+    "fit_probe_baseline",
     "initialise_from_probe",
     "predict_cascade",
     "pretrained_embeddings",
     "probe_baseline",
+    "probe_baseline_scores",
 ]
 
 POSITIVE_INDEX = 1
@@ -327,6 +332,10 @@ class EncodedImages:
     features: torch.Tensor
     labels: np.ndarray
     unreadable: np.ndarray
+    # Pooled features of the untouched pretrained network (view 0), by network config: they
+    # depend only on the image, so :func:`pretrained_embeddings` computes them once per cache and
+    # subsets keep their rows (the benchmarks' seeds share them; a job computes them once).
+    pretrained_pooled: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return int(self.features.shape[1])
@@ -341,11 +350,12 @@ class EncodedImages:
         new_labels = self.labels[indices] if labels is None else np.asarray(labels, np.int64)
         unreadable = self.unreadable[indices]
         new_labels = np.where(unreadable, -1, new_labels)
-        return EncodedImages(self.features[:, index], new_labels, unreadable)
+        pooled = {key: value[indices] for key, value in self.pretrained_pooled.items()}
+        return EncodedImages(self.features[:, index], new_labels, unreadable, pooled)
 
     def relabel(self, labels: np.ndarray) -> EncodedImages:
         labels = np.where(self.unreadable, -1, np.asarray(labels, dtype=np.int64))
-        return EncodedImages(self.features, labels, self.unreadable)
+        return EncodedImages(self.features, labels, self.unreadable, self.pretrained_pooled)
 
 
 def _view_seed(seed: int, view: int) -> Callable[[int], int]:
@@ -715,22 +725,38 @@ def fit_loss_prediction(
     fitted after the cascade, with the margin ranking loss against stage 1's per-sample
     cross-entropy, so the cascade's training stays exactly the method's and the module costs a
     few cheap epochs over frozen features.
+
+    Stage 1 is frozen here and the loader's inputs are deterministic (the plain view), so each
+    item's pooled taps and target loss are computed on its first appearance and looked up after:
+    one forward pass over the training set instead of one per epoch (the module pools each map
+    first, so it sees the same numbers).
     """
     seed_everything(seed)
     module = LossPredictionModule(list(stage1.feature_channels), hidden=hidden).to(device)
     optimizer = torch.optim.SGD(module.parameters(), lr=lr, momentum=0.9)
     stage1.eval()
+    taps = len(stage1.feature_channels)
+    memo: dict[int, tuple[list[torch.Tensor], torch.Tensor]] = {}
     for _ in range(epochs):
         module.train()
-        for inputs, labels, _ in loader:
+        for inputs, labels, indices in loader:
             labels = torch.as_tensor(labels)
-            keep = labels >= 0
-            if keep.sum() < 2:
+            kept = [int(index) for index, label in zip(indices, labels.tolist()) if label >= 0]
+            rows = [i for i, label in enumerate(labels.tolist()) if label >= 0]
+            if len(kept) < 2:
                 continue
-            with torch.no_grad():
-                logits, features = stage1.forward_with_features(inputs[keep].to(device))
-                targets = F.cross_entropy(logits, labels[keep].to(device), reduction="none")
-            loss = margin_ranking_loss(module([f.detach() for f in features]), targets)
+            new = [(row, index) for row, index in zip(rows, kept) if index not in memo]
+            if new:
+                with torch.no_grad():
+                    chosen = torch.as_tensor([row for row, _ in new])
+                    logits, maps = stage1.forward_with_features(inputs[chosen].to(device))
+                    losses = F.cross_entropy(logits, labels[chosen].to(device), reduction="none")
+                    pooled = [m.mean(dim=(2, 3)) if m.ndim == 4 else m for m in maps]
+                for j, (_, index) in enumerate(new):
+                    memo[index] = ([p[j] for p in pooled], losses[j])
+            features = [torch.stack([memo[k][0][t] for k in kept]) for t in range(taps)]
+            targets = torch.stack([memo[k][1] for k in kept])
+            loss = margin_ranking_loss(module(features), targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -747,12 +773,45 @@ def pretrained_embeddings(
     config: BackboneConfig, encoded: EncodedImages, *, device: str | torch.device = "cpu"
 ) -> np.ndarray:
     """(N, D) pooled features of the untouched pretrained network (no CBAM, no fine-tuning)
-    from cached trunk outputs (view 0): what the logistic probe baseline sees."""
-    network = build_backbone(replace(config, cbam=False)).to(device).eval()
+    from cached trunk outputs (view 0): what the logistic probe baseline sees. Computed once
+    per cache and network (``EncodedImages.pretrained_pooled``)."""
+    plain = replace(config, cbam=False)
+    key = repr(plain)
+    cached = encoded.pretrained_pooled.get(key)
+    if cached is not None:
+        return cached
+    network = build_backbone(plain).to(device).eval()
     head = HeadOnly(network)
     loader = make_loader(_EncodedFirstView(encoded), batch_size=256, shuffle=False, seed=0)
     chunks = [head.forward_embedding(inputs.to(device)).float().cpu() for inputs, _, _ in loader]
-    return torch.cat(chunks).numpy()
+    pooled = torch.cat(chunks).numpy()
+    encoded.pretrained_pooled[key] = pooled
+    return pooled
+
+
+def fit_probe_baseline(
+    config: BackboneConfig, train: EncodedImages, *, seed: int, device: str | torch.device = "cpu"
+) -> LinearProbe:
+    """The logistic probe (``mlcore.probe.fit_linear_probe``) on frozen pretrained features of
+    ``train``'s labeled, readable items: the simple strong baseline a fine-tuned cascade has to
+    beat, on the same labels. Score other images with :func:`probe_baseline_scores`."""
+    from mlcore.probe import fit_linear_probe
+
+    keep = (train.labels >= 0) & ~train.unreadable
+    return fit_linear_probe(
+        pretrained_embeddings(config, train, device=device)[keep], train.labels[keep], seed=seed
+    )
+
+
+def probe_baseline_scores(
+    probe: LinearProbe,
+    config: BackboneConfig,
+    evaluate: EncodedImages,
+    *,
+    device: str | torch.device = "cpu",
+) -> np.ndarray:
+    """Positive probabilities (N_eval,) of a baseline probe on ``evaluate``'s images."""
+    return probe.predict_proba(pretrained_embeddings(config, evaluate, device=device))
 
 
 def probe_baseline(
@@ -764,15 +823,9 @@ def probe_baseline(
     device: str | torch.device = "cpu",
 ) -> np.ndarray:
     """Positive probabilities (N_eval,) of the logistic probe on frozen pretrained features
-    (``mlcore.probe.fit_linear_probe``) trained on ``train``'s labeled, readable items: the
-    simple strong baseline a fine-tuned cascade has to beat, on the same labels."""
-    from mlcore.probe import fit_linear_probe
-
-    keep = (train.labels >= 0) & ~train.unreadable
-    probe = fit_linear_probe(
-        pretrained_embeddings(config, train, device=device)[keep], train.labels[keep], seed=seed
-    )
-    return probe.predict_proba(pretrained_embeddings(config, evaluate, device=device))
+    (:func:`fit_probe_baseline`) trained on ``train``'s labeled, readable items."""
+    probe = fit_probe_baseline(config, train, seed=seed, device=device)
+    return probe_baseline_scores(probe, config, evaluate, device=device)
 
 
 # --------------------------------------------------------------------------------------------
@@ -830,7 +883,8 @@ class CascadeFit:
     the LP module, thresholds and temperatures chosen on validation, the metrics, the validation
     scores (s1, s2: calibrated (N,), y: (N,) bool; readable items only), the training history,
     the indices of undecodable training / validation items, wall seconds, the resolved spec,
-    what the networks started from, and the function that ran."""
+    what the networks started from, the function that ran, and the baseline probe fitted on the
+    same labels (cached presets; score other images with :func:`probe_baseline_scores`)."""
 
     stage1: Classifier
     stage2: Classifier
@@ -846,6 +900,7 @@ class CascadeFit:
     spec: CascadeSpec | None = None
     started_from: dict[str, Any] = field(default_factory=dict)
     function: str = ""
+    baseline_probe: LinearProbe | None = None
 
 
 def _encoded_or_none(value: Any) -> EncodedImages | None:
@@ -1072,14 +1127,19 @@ def fit_cascade(
         "negatives": int((~y).sum()),
         "unreadable": int((~readable).sum()),
     }
+    baseline_probe = None
     if cached:
-        baseline = probe_baseline(
-            config1, train_encoded, validation_encoded, seed=spec.seed, device=device
+        began = time.perf_counter()
+        baseline_probe = fit_probe_baseline(config1, train_encoded, seed=spec.seed, device=device)
+        baseline_seconds = time.perf_counter() - began
+        baseline = probe_baseline_scores(
+            baseline_probe, config1, validation_encoded, device=device
         )[readable]
         metrics["baseline"] = {
             "name": "logistic probe on frozen pretrained features, same labels",
             "function": "mlcore.probe.fit_linear_probe",
             "ap": _finite(average_precision(y, baseline)),
+            "seconds": baseline_seconds,
         }
     if selection is not None:
         metrics["epoch_selection"] = {
@@ -1118,4 +1178,5 @@ def fit_cascade(
         seconds=time.perf_counter() - started,
         spec=spec,
         started_from=origin,
+        baseline_probe=baseline_probe,
     )
