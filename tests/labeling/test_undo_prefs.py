@@ -161,3 +161,37 @@ def test_preferences_api_per_person_and_project(world):
     assert client.get(url).json()["protection"] == "blur"  # Bob's own, still the default
     other = make_project(slug="elsewhere", blur_images=False)
     assert client.get(f"/api/v1/projects/{other.slug}/preferences/").status_code == 404
+
+
+@pytest.mark.parametrize("key", ["c", "f", "b", "r", "l", "z", " "])
+def test_a_class_hotkey_a_page_reserves_is_refused_when_the_schema_is_saved(key):
+    from labeling.keys import reserved_keys
+    from labeling.services.projects import project_create
+
+    assert key in reserved_keys()
+    schema = {
+        "classes": [
+            {"key": "normal", "name": "Normal", "hotkey": "1"},
+            {"key": "bad", "name": "Bad", "hotkey": key},
+        ],
+        "positive": "bad",
+        "default": "normal",
+    }
+    with pytest.raises(ValidationError, match="reserved by the labeling pages"):
+        project_create(name="K", slug=f"k{ord(key)}", label_schema=schema)
+
+
+def test_pages_get_their_keys_from_the_one_declaration(world, client):
+    import json
+    import re
+
+    from labeling.keys import PAGE_KEYS
+
+    project, queue, alice, _bob, _lead = world
+    client.force_login(alice)
+    for page, path in (("single", "label"), ("grid", "grid")):
+        html = client.get(f"/projects/{project.slug}/queues/{queue.pk}/{path}/").content.decode()
+        raw = re.search(r'id="labeling-config" type="application/json">(.*?)</script>', html, re.S)
+        config = json.loads(raw.group(1))
+        assert config["keys"] == {a: list(k) for a, k in PAGE_KEYS[page].items()}
+        assert config["preferences"]["protection"] == "blur"
