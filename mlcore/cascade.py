@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -39,6 +39,7 @@ from torch import nn
 from mlcore.config import TrainConfig, resolve_device, seed_everything
 from mlcore.mean_teacher import MeanTeacherConfig, MeanTeacherLoop
 from mlcore.metrics import threshold_for_precision, threshold_for_recall
+from mlcore.resume import TrainingState
 from mlcore.train import (
     EpochCallback,
     call_on_epoch,
@@ -136,6 +137,8 @@ def train_cascade(
     stage1_teacher: nn.Module | None = None,
     on_epoch: EpochCallback | None = None,
     stage2_exclude: Collection[int] | np.ndarray | None = None,
+    resume: TrainingState | None = None,
+    on_checkpoint: Callable[[TrainingState], Any] | None = None,
 ) -> list[dict[str, float]]:
     """Train both stages together for ``train.epochs`` epochs; returns one dict per epoch.
 
@@ -169,6 +172,14 @@ def train_cascade(
     with Mean Teacher consistency_loss, logit_distance, consistency_weight and ema_decay.
     ``on_epoch(epoch, metrics)`` returning False or raising ``TrainingCancelled`` stops after
     that epoch.
+
+    Resuming (supervised training only): after each epoch that ``on_epoch`` let continue,
+    ``on_checkpoint(state)`` receives a :class:`mlcore.resume.TrainingState` (both stages,
+    optimizers, schedules, the global and the loader's random generators, the history); passing
+    it back as ``resume`` (with the same networks, loader and configs) goes on from the next
+    epoch and ends with the networks an uninterrupted run would have. The returned history
+    includes the resumed epochs. With Mean Teacher the unlabeled stream's position is not
+    part of the state, so there is no checkpoint and ``resume`` is refused.
     """
     use_teacher = mean_teacher is not None
     if use_teacher and (stage1_teacher is None or unlabeled_loader is None):
@@ -180,6 +191,8 @@ def train_cascade(
         raise ValueError(
             f"loader batch size {batch_size} differs from CascadeConfig.batch_a {config.batch_a}"
         )
+    if use_teacher and (resume is not None or on_checkpoint is not None):
+        raise ValueError("resuming is supported for supervised training only (no Mean Teacher)")
     excluded = _exclusion_lookup(stage2_exclude)
     seed_everything(train.seed)
     device = resolve_device(train.device)
@@ -209,7 +222,21 @@ def train_cascade(
     )
     scheduler2 = make_scheduler(optimizer2, total_steps=total_steps)
     history: list[dict[str, float]] = []
-    for epoch in range(train.epochs):
+    loader_generator = getattr(loader, "generator", None)
+    first_epoch = 0
+    if resume is not None:
+        stage1.load_state_dict(resume.modules["stage1"])
+        stage2.load_state_dict(resume.modules["stage2"])
+        optimizer1.load_state_dict(resume.optimizers["stage1"])
+        optimizer2.load_state_dict(resume.optimizers["stage2"])
+        scheduler1.load_state_dict(resume.schedulers["stage1"])
+        scheduler2.load_state_dict(resume.schedulers["stage2"])
+        torch.set_rng_state(resume.rng["torch"])
+        if loader_generator is not None and "loader" in resume.rng:
+            loader_generator.set_state(resume.rng["loader"])
+        history = [dict(epoch) for epoch in resume.history]
+        first_epoch = resume.epochs_done
+    for epoch in range(first_epoch, train.epochs):
         started = time.perf_counter()
         lr = optimizer1.param_groups[0]["lr"]
         stage1.train()
@@ -280,6 +307,26 @@ def train_cascade(
         history.append(metrics)
         if not call_on_epoch(on_epoch, epoch, metrics):
             break
+        if on_checkpoint is not None:
+            rng = {"torch": torch.get_rng_state()}
+            if loader_generator is not None:
+                rng["loader"] = loader_generator.get_state()
+            on_checkpoint(
+                TrainingState(
+                    epochs_done=epoch + 1,
+                    modules={"stage1": stage1.state_dict(), "stage2": stage2.state_dict()},
+                    optimizers={
+                        "stage1": optimizer1.state_dict(),
+                        "stage2": optimizer2.state_dict(),
+                    },
+                    schedulers={
+                        "stage1": scheduler1.state_dict(),
+                        "stage2": scheduler2.state_dict(),
+                    },
+                    rng=rng,
+                    history=[dict(item) for item in history],
+                )
+            )
     return history
 
 

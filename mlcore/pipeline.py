@@ -66,6 +66,7 @@ from mlcore.metrics import (
     threshold_for_precision,
 )
 from mlcore.presets import DEFAULT_PRESET, FULL_WEIGHT_FILES, PRESETS, WEIGHTS_DIR_ENV
+from mlcore.resume import TrainingState
 
 if TYPE_CHECKING:
     from mlcore.probe import LinearProbe
@@ -918,6 +919,8 @@ def fit_cascade(
     on_epoch: Callable[[int, dict[str, float]], Any] | None = None,
     on_stage: Callable[[str, int, int], None] | None = None,
     title: str = "validation",
+    resume: TrainingState | None = None,
+    on_checkpoint: Callable[[TrainingState], Any] | None = None,
 ) -> CascadeFit:
     """Train the OHEM cascade on labeled ``train`` (labels 0/1; -1 ignored), choose its
     thresholds on ``validation``, fit the loss-prediction module.
@@ -930,6 +933,12 @@ def fit_cascade(
     seeds); otherwise the trunk is run here. ``on_epoch(epoch, metrics)`` after each epoch (an
     exception it raises, e.g. a cancelled job, propagates); ``on_stage(name, done, total)``
     reports the encoding progress.
+
+    ``on_checkpoint(state)`` receives the training state after every epoch (a
+    :class:`mlcore.resume.TrainingState`, the epoch selection included); a fit given it back as
+    ``resume``, with the same data and spec, skips the probe initialisation and the epochs
+    already done and ends where the uninterrupted fit would have. Mean Teacher fits make no
+    checkpoints (the unlabeled stream's position is not saved) and refuse ``resume``.
     """
     started = time.perf_counter()
     spec = spec.resolved()
@@ -966,8 +975,9 @@ def fit_cascade(
         student1, student2 = HeadOnly(stage1), HeadOnly(stage2)
         stage1.to(device)
         stage2.to(device)
-        for student in (student1, student2):
-            initialise_from_probe(student, train_encoded, seed=spec.seed, device=device)
+        if resume is None:  # a resumed fit loads its trained weights instead
+            for student in (student1, student2):
+                initialise_from_probe(student, train_encoded, seed=spec.seed, device=device)
         train_set: Dataset = _EncodedViews(train_encoded, two_views=use_teacher)
         unlabeled_set = (
             _EncodedViews(unlabeled_encoded, two_views=True)
@@ -1041,8 +1051,17 @@ def fit_cascade(
                     copy.deepcopy(student2.state_dict()),
                 )
 
-            start = validation_ap()
-            selection = {"epoch": 0, "ap": start, "by_epoch": [start], "state": snapshot()}
+            if resume is not None and "selection" in resume.extra:
+                kept = resume.extra["selection"]
+                selection = {
+                    "epoch": kept["epoch"],
+                    "ap": kept["ap"],
+                    "by_epoch": list(kept["by_epoch"]),
+                    "state": (resume.modules["best_stage1"], resume.modules["best_stage2"]),
+                }
+            else:
+                start = validation_ap()
+                selection = {"epoch": 0, "ap": start, "by_epoch": [start], "state": snapshot()}
 
     def on_epoch_selecting(epoch: int, metrics: dict[str, float]) -> Any:
         if selection is not None:
@@ -1053,6 +1072,18 @@ def fit_cascade(
                 selection.update(epoch=epoch + 1, ap=ap, state=snapshot())
         return on_epoch(epoch, metrics) if on_epoch is not None else None
 
+    def checkpoint_with_selection(state: TrainingState) -> Any:
+        if selection is not None:
+            state.modules["best_stage1"], state.modules["best_stage2"] = selection["state"]
+            state.extra["selection"] = {key: selection[key] for key in ("epoch", "ap", "by_epoch")}
+        return on_checkpoint(state) if on_checkpoint is not None else None
+
+    if use_teacher and resume is not None:
+        raise ValueError("a Mean Teacher fit cannot resume: train it from the start")
+    if not use_teacher:
+        train_kwargs["resume"] = resume
+        if on_checkpoint is not None:
+            train_kwargs["on_checkpoint"] = checkpoint_with_selection
     history = train_cascade(
         student1,
         student2,

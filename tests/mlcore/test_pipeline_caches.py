@@ -102,3 +102,33 @@ def test_the_fit_returns_the_baseline_probe_it_reported():
     expected = fit.metrics["baseline"]["ap"]
     assert round(average_precision(validation.labels == 1, scores), 6) == expected
     assert fit.metrics["baseline"]["seconds"] >= 0
+
+
+def test_a_fit_resumed_from_its_epoch_checkpoint_ends_where_an_uninterrupted_fit_ends(tmp_path):
+    """A training job killed after epoch 1 of 2 resumes from the state saved then (written to
+    disk and read back as weights only) and ends with the same networks, history and epoch
+    selection as the run that was never interrupted."""
+    from mlcore.resume import load_training_state, save_training_state
+
+    _config, _trunk, train = _encoded(48, seed=3)
+    _config, _trunk, validation = _encoded(24, seed=4)
+    spec = CascadeSpec(preset="cpu_transfer", views=1, epochs=2, batch_a=8, hard_b=4, lp_epochs=1)
+    saved: list[int] = []
+
+    def keep(state):
+        saved.append(state.epochs_done)
+        save_training_state(tmp_path / f"epoch{state.epochs_done}.safetensors", state)
+
+    whole = fit_cascade(train, validation, spec=spec, on_checkpoint=keep)
+    assert saved == [1, 2]
+
+    state, _meta = load_training_state(tmp_path / "epoch1.safetensors")
+    resumed = fit_cascade(train, validation, spec=spec, resume=state)
+
+    for a, b in zip(whole.stage1.state_dict().values(), resumed.stage1.state_dict().values()):
+        torch.testing.assert_close(a, b)
+    for a, b in zip(whole.stage2.state_dict().values(), resumed.stage2.state_dict().values()):
+        torch.testing.assert_close(a, b)
+    assert [h["stage1_loss"] for h in whole.history] == [h["stage1_loss"] for h in resumed.history]
+    assert whole.metrics["epoch_selection"] == resumed.metrics["epoch_selection"]
+    assert whole.thresholds == resumed.thresholds
