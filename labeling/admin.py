@@ -84,3 +84,21 @@ class ScoreAdmin(admin.ModelAdmin):
 class JobAdmin(admin.ModelAdmin):
     list_display = ("id", "project", "kind", "status", "stage", "percent", "created_at")
     list_filter = ("project", "kind", "status")
+
+
+@admin.register(models.AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    """Read-only: the audit log is append-only (labeling.services.audit_log writes it)."""
+
+    list_display = ("at", "actor_name", "action", "project_slug", "target")
+    list_filter = ("action", "project_slug")
+    search_fields = ("actor_name", "target")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -769,3 +769,70 @@ class TriageDecision(models.Model):
 
     def __str__(self) -> str:
         return f"{self.route} image {self.image_id} (run {self.run_id})"
+
+
+class AppendOnlyError(Exception):
+    """Something tried to change or remove an audit event."""
+
+
+class AuditEventQuerySet(models.QuerySet):
+    """Append-only: a queryset of audit events refuses bulk updates and deletes."""
+
+    def update(self, **kwargs):
+        raise AppendOnlyError(_("The audit log is append-only."))
+
+    def delete(self):
+        raise AppendOnlyError(_("The audit log is append-only."))
+
+
+class AuditEvent(models.Model):
+    """One thing someone did that matters (issue 8, item 10), written by one service
+    (labeling.services.audit_log) in the same transaction as the deed. Append-only: the model
+    refuses saves of an existing row and deletes, the admin shows events read-only, and on
+    PostgreSQL a trigger refuses UPDATE and DELETE (migration 0009). The actor and the project
+    are kept as plain ids with their names copied, so deleting a person or a project never
+    touches the log."""
+
+    class Action(models.TextChoices):
+        ROLE_CHANGED = "role_changed", _("Role changed")
+        USER_CREATED = "user_created", _("Person added")
+        MEMBERSHIP_CHANGED = "membership_changed", _("Project membership changed")
+        PROJECT_CREATED = "project_created", _("Project created")
+        IMAGES_IMPORTED = "images_imported", _("Images imported")
+        LABELS_IMPORTED = "labels_imported", _("Labels imported")
+        LABELS_EXPORTED = "labels_exported", _("Labels exported")
+        JOB_STARTED = "job_started", _("Job started")
+        JOB_CANCELLED = "job_cancelled", _("Job cancelled")
+        MODEL_PROMOTED = "model_promoted", _("Model version promoted")
+        MODEL_ROLLED_BACK = "model_rolled_back", _("Model version rolled back")
+        LABEL_CORRECTED = "label_corrected", _("Label corrected by a lead")
+        AUDIT_EXPORTED = "audit_exported", _("Audit log exported")
+
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # None: the system itself (an automatic promotion, a job started by another job).
+    actor_id = models.IntegerField(null=True, blank=True, db_index=True)
+    actor_name = models.CharField(max_length=150, blank=True)
+    action = models.CharField(max_length=24, choices=Action.choices)
+    # None: not about one project (a role change, a new person).
+    project_id = models.IntegerField(null=True, blank=True, db_index=True)
+    project_slug = models.CharField(max_length=80, blank=True)
+    # What it was done to, e.g. "user 12 (ann)", "job 40 (train_cascade)".
+    target = models.CharField(max_length=300, blank=True)
+    details = models.JSONField(default=dict, blank=True)
+
+    objects = AuditEventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [models.Index(fields=["project_id", "-at"], name="audit_project_at")]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor_name or 'system'} {self.action}"
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None or not self._state.adding:
+            raise AppendOnlyError(_("The audit log is append-only."))
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise AppendOnlyError(_("The audit log is append-only."))

@@ -129,6 +129,12 @@ def can_manage_people(user) -> bool:
     return is_site_wide(user)
 
 
+def can_see_audit_log(user) -> bool:
+    """The audit log's page, API and export: engineers, each seeing the events of the projects
+    they may manage (labeling.selectors.audit_log); site-wide engineers see every event."""
+    return has_role(user, Role.ENGINEER)
+
+
 def can_manage_token_of(user, owner) -> bool:
     """See and revoke `owner`'s API token: the owner themselves, or a site-wide engineer."""
     return user.is_authenticated and (user.pk == owner.pk or can_manage_people(user))

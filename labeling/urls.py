@@ -12,6 +12,7 @@ urlpatterns = [
     path("", include("labeling.views.import_urls")),
     path("", include("labeling.views.admin_urls")),
     path("", include("labeling.views.engineer_urls")),
+    path("", include("labeling.views.audit_urls")),
     path("", include("labeling.views.estimate_urls")),
     path("", include("labeling.views.quality_urls")),
 ]

@@ -10,5 +10,6 @@ urlpatterns = [
     path("", include("labeling.api.review_urls")),
     path("", include("labeling.api.estimate_urls")),
     path("", include("labeling.api.loop_urls")),
+    path("", include("labeling.api.audit_urls")),
     path("", include("labeling.api.quality_urls")),
 ]

@@ -220,7 +220,9 @@ class LabelsExportApi(APIView):
             if request.accepted_renderer.format in ("csv", "jsonl")
             else "csv"
         )
-        lines = exports.labels_export(project=project, fmt=fmt, include_history=params["history"])
+        lines = exports.labels_export(
+            project=project, fmt=fmt, include_history=params["history"], by=request.user
+        )
         content_type = "text/csv" if fmt == "csv" else "application/x-ndjson"
         response = StreamingHttpResponse(lines, content_type=f"{content_type}; charset=utf-8")
         response["Content-Disposition"] = f'attachment; filename="{project.slug}-labels.{fmt}"'

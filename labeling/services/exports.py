@@ -162,8 +162,25 @@ def _rows(project, batch, current, subcategories, include_history) -> Iterator[d
         yield row
 
 
-def labels_export(*, project: Project, fmt: str, include_history: bool = False) -> Iterator[str]:
-    """Lines of the export file (CSV with a header, or one JSON object per line)."""
+def labels_export(
+    *, project: Project, fmt: str, include_history: bool = False, by: User | None = None
+) -> Iterator[str]:
+    """Lines of the export file (CSV with a header, or one JSON object per line). The export
+    is recorded in the audit log at once, before the first line is read."""
+    if fmt not in ("csv", "jsonl"):
+        raise ValidationError(_("Unknown export format %(fmt)r; use csv or jsonl.") % {"fmt": fmt})
+    from labeling.services.audit_log import Action, audit_record
+
+    audit_record(
+        actor=by,
+        action=Action.LABELS_EXPORTED,
+        project=project,
+        details={"format": fmt, "history": include_history},
+    )
+    return _export_lines(project=project, fmt=fmt, include_history=include_history)
+
+
+def _export_lines(*, project: Project, fmt: str, include_history: bool) -> Iterator[str]:
     rows = labels_export_rows(project=project, include_history=include_history)
     if fmt == "jsonl":
         for row in rows:
@@ -418,6 +435,14 @@ def labels_import(
                     for image_id, value, subcategory in accepted[start : start + 2000]
                 ]
             )
+        from labeling.services.audit_log import Action, audit_record
+
+        audit_record(
+            actor=by,
+            action=Action.LABELS_IMPORTED,
+            project=project,
+            details={"rows": report.rows, "created": len(accepted), "mode": report.mode},
+        )
     report.created = len(accepted)
     report.written = True
     return report

@@ -318,8 +318,23 @@ class _Importer:
         )
 
     def finish(self) -> ImportReport:
-        """The report; new pool images are triaged as they come when triage is running (its
-        task scores and routes them, labeling.services.triage)."""
+        """The report, recorded in the audit log; new pool images are triaged as they come
+        when triage is running (its task scores and routes them, labeling.services.triage)."""
+        from labeling.services.audit_log import Action, audit_record
+
+        report = self.report
+        audit_record(
+            actor=self.created_by,
+            action=Action.IMAGES_IMPORTED,
+            project=self.project,
+            details={
+                "imported": report.imported,
+                "duplicates": report.duplicates,
+                "rejected": report.rejected,
+                "skipped": report.skipped,
+                "archive_errors": len(report.archive_errors),
+            },
+        )
         if self.report.imported:
             from labeling.services.triage import triage_after_new_images
 

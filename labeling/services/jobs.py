@@ -42,6 +42,7 @@ from django.utils.translation import gettext as _
 
 from labeling.models import Job, Project
 from labeling.permissions import can_manage
+from labeling.services.audit_log import Action, audit_record
 from labeling.services.params import JobSpec
 
 logger = logging.getLogger(__name__)
@@ -149,6 +150,13 @@ def job_create(
             log=[_line(f"queued by {created_by.get_username() if created_by else 'system'}")],
         )
         task_enqueue(JOB_KINDS[kind].task_name, job.pk)
+        audit_record(
+            actor=created_by,
+            action=Action.JOB_STARTED,
+            project=project,
+            target=job,
+            details={"kind": kind, "params": cleaned},
+        )
     return job
 
 
@@ -172,6 +180,13 @@ def job_cancel(*, job: Job, by: User | None = None) -> Job:
         else:
             _append_log(locked, f"cancel requested by {who}")
         locked.save(update_fields=["cancel_requested", "status", "finished_at", "log"])
+        audit_record(
+            actor=by,
+            action=Action.JOB_CANCELLED,
+            project=job.project,
+            target=locked,
+            details={"kind": locked.kind, "status": locked.status},
+        )
     return locked
 
 

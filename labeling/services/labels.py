@@ -30,6 +30,7 @@ from django.utils.translation import gettext as _
 from labeling.models import Image, Label, Lease, Project, Queue, QueueItem, Strategy
 from labeling.permissions import can_label, can_review
 from labeling.selectors.labels import image_current_label
+from labeling.services.audit_log import Action, audit_record
 from labeling.services.gold import gold_answer_locked
 from labeling.services.label_limits import (
     MAX_BATCH,
@@ -584,6 +585,19 @@ def _review_resolve_locked(
     item.labels_done = item.labels_needed
     item.status, item.done_at = QueueItem.Status.DONE, now
     item.save(update_fields=["labels_done", "status", "done_at"])
+    if kind == Label.Kind.CORRECTION:
+        audit_record(
+            actor=lead,
+            action=Action.LABEL_CORRECTED,
+            project=project,
+            target=f"image {item.image_id}",
+            details={
+                "label_id": label.pk,
+                "from": current.value if current is not None else None,
+                "to": value,
+                "subcategory": subcategory,
+            },
+        )
     return label
 
 

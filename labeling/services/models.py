@@ -19,6 +19,7 @@ from django.utils.translation import gettext as _
 
 from labeling.models import ModelVersion, Project
 from labeling.permissions import can_manage
+from labeling.services.audit_log import Action, audit_record
 
 COMPARED = ("precision", "recall", "ap")
 
@@ -45,8 +46,16 @@ def model_version_promote(*, version: ModelVersion, by: User | None) -> ModelVer
             )
         locked.promoted_at = timezone.now()
         locked.save(update_fields=["promoted_at"])
+        previous_id = project.active_model_version_id
         project.active_model_version = locked
         project.save(update_fields=["active_model_version"])
+        audit_record(
+            actor=by,
+            action=Action.MODEL_PROMOTED,
+            project=project,
+            target=locked,
+            details={"previous_version_id": previous_id},
+        )
     version.promoted_at = locked.promoted_at
     version.project.active_model_version = locked
     return locked
@@ -79,6 +88,13 @@ def model_version_rollback(*, project: Project, by: User | None) -> ModelVersion
         ModelVersion.objects.filter(pk=active.pk).update(promoted_at=None)
         locked_project.active_model_version = previous
         locked_project.save(update_fields=["active_model_version"])
+        audit_record(
+            actor=by,
+            action=Action.MODEL_ROLLED_BACK,
+            project=locked_project,
+            target=previous,
+            details={"from_version_id": active.pk, "from_version": active.name},
+        )
     project.active_model_version = previous
     return previous
 

@@ -16,6 +16,7 @@ from django.utils.translation import gettext as _
 from labeling.models import Label, Project, Queue
 from labeling.permissions import is_site_wide
 from labeling.project_settings import QUALITY_FIELDS
+from labeling.services.audit_log import Action, audit_record
 
 RESERVED_SLUGS = frozenset({"create"})
 EDITABLE_FIELDS = (
@@ -66,6 +67,13 @@ def project_create(
         members.append(created_by)
     if members:
         project.members.add(*members)
+    audit_record(
+        actor=created_by,
+        action=Action.PROJECT_CREATED,
+        project=project,
+        target=project,
+        details={"members": sorted(m.get_username() for m in members)},
+    )
     return project
 
 

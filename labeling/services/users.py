@@ -17,7 +17,8 @@ from django.utils.translation import gettext as _
 
 from labeling.models import Project
 from labeling.permissions import can_manage_people
-from labeling.roles import ROLE_ORDER, Role
+from labeling.roles import ROLE_ORDER, Role, user_role
+from labeling.services.audit_log import Action, audit_record, describe
 
 
 def _require_engineer(by: User) -> None:
@@ -53,11 +54,22 @@ def user_role_set(*, user: User, role: Role | str | None, by: User) -> User:
     if user.pk == by.pk and new_role != Role.SITE_ENGINEER:
         # Otherwise the last site-wide engineer could lock everyone out of the users' page.
         raise ValidationError(_("You cannot remove your own site-wide engineer role."))
+    before = user_role(user)
     role_groups = Group.objects.filter(name__in=[r.value for r in ROLE_ORDER])
     user.groups.remove(*role_groups)
     if new_role is not None:
         user.groups.add(Group.objects.get(name=new_role.value))
     user.__dict__.pop("_cached_role_names", None)
+    if before != new_role:
+        audit_record(
+            actor=by,
+            action=Action.ROLE_CHANGED,
+            target=user,
+            details={
+                "from": before.value if before else None,
+                "to": new_role.value if new_role else None,
+            },
+        )
     return user
 
 
@@ -84,7 +96,17 @@ def user_create(
     user.save()
     if new_role is not None:
         user.groups.add(Group.objects.get(name=new_role.value))
-    user.projects.set(list(projects))
+    projects = list(projects)
+    user.projects.set(projects)
+    audit_record(
+        actor=by,
+        action=Action.USER_CREATED,
+        target=user,
+        details={
+            "role": new_role.value if new_role else None,
+            "projects": sorted(p.slug for p in projects),
+        },
+    )
     return user
 
 
@@ -92,5 +114,18 @@ def user_create(
 def user_projects_set(*, user: User, projects: Iterable[Project], by: User) -> User:
     """Replace the set of projects the user is a member of."""
     _require_engineer(by)
-    user.projects.set(list(projects))
+    projects = list(projects)
+    before = {p.pk: p for p in user.projects.all()}
+    after = {p.pk: p for p in projects}
+    user.projects.set(projects)
+    # One event per project whose membership changed, so each project's engineers see theirs.
+    for pk in sorted(set(before) ^ set(after)):
+        project = after.get(pk) or before[pk]
+        audit_record(
+            actor=by,
+            action=Action.MEMBERSHIP_CHANGED,
+            project=project,
+            target=describe(user),
+            details={"change": "added" if pk in after else "removed"},
+        )
     return user

@@ -43,6 +43,7 @@ from labeling.models import (
     Score,
     TriageRun,
 )
+from labeling.services.audit_log import audit_record
 from tests.factories import make_image, make_project, make_queue, make_user
 
 pytestmark = [pytest.mark.authz, pytest.mark.django_db]
@@ -297,6 +298,11 @@ MATRIX: dict[str, Route] = {
     ),
     "api-project-triage-stop": Route(API_ENGINEER, API_ENGINEER, method="POST"),
     "api-project-triage-revert": Route(API_ENGINEER, API_ENGINEER, method="POST", obj="triage_run"),
+    # --- The audit log (issue 8, item 10): engineers, each seeing the events of the projects they
+    # may manage (tests/labeling/test_audit_log.py checks what each sees); read only.
+    "audit": Route(PAGE_ENGINEER),
+    "api-audit-list": Route(API_ENGINEER),
+    "api-audit-export": Route(API_ENGINEER),
     # --- Django admin --------------------------------------------------------------------------
     "admin:index": Route(ADMIN),
     "admin:login": Route(EVERYONE),  # the form, or "not authorized"; superusers go to index
@@ -329,6 +335,7 @@ ADMIN_MODELS = [
     "labeling.modelversion",
     "labeling.score",
     "labeling.job",
+    "labeling.auditevent",
 ]
 for _model in ADMIN_MODELS:
     _app, _name = _model.split(".")
@@ -341,6 +348,10 @@ for _model in ADMIN_MODELS:
     MATRIX[f"pattern:admin/{_app}/{_name}/<path:object_id>/"] = Route(ADMIN, obj=_obj)
 # Labels are append-only: nobody deletes one, not even a superuser (labeling.admin.LabelAdmin).
 MATRIX["admin:labeling_label_delete"] = Route(ADMIN_DENIED, obj="admin:labeling.label")
+# The audit log is append-only: nobody adds, changes or deletes an event through the admin (the
+# change page shows it read-only).
+MATRIX["admin:labeling_auditevent_add"] = Route(ADMIN_DENIED)
+MATRIX["admin:labeling_auditevent_delete"] = Route(ADMIN_DENIED, obj="admin:labeling.auditevent")
 
 
 # --- Walking the URL tree -------------------------------------------------------------------------
@@ -416,6 +427,9 @@ def _side(project, annotator, lead):
             image=image, model_version=version, stage1=0.5, score=0.5
         ),
         "admin:labeling.job": Job.objects.create(project=project, kind=Job.Kind.SCORE_POOL),
+        "admin:labeling.auditevent": audit_record(
+            actor=annotator, action="labels_exported", project=project
+        ),
         "triage_run": TriageRun.objects.create(
             project=project, model_version=version, params={"max_error": 0.02}, status="stopped"
         ),
