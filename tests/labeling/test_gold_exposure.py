@@ -331,3 +331,59 @@ def test_gold_leases_do_not_change_the_lease_constraint(world):
     gold_answers = Label.objects.filter(annotator=world["alice"], strategy=Strategy.GOLD).count()
     assert gold_answers == 2
     assert not Lease.objects.filter(annotator=world["alice"], state=Lease.State.ACTIVE).exists()
+
+
+def _token_post(client, url, body, token):
+    return client.post(
+        url,
+        data=json.dumps(body),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Token {token.key}",
+    )
+
+
+def test_claim_and_submit_query_counts_with_the_rules_on(client, world):
+    """With every rule off the hot path runs the queries tests/labeling/test_hot_path_queries.py
+    pins. Each rule turned on adds a bounded few: the pause check (1), the day's positives (1);
+    a gold lease costs its candidates' read (1), its slots (1) and the insert with its savepoint
+    (3), like an ordinary lease; answering a gold item costs what an ordinary submit costs."""
+    from django.core.cache import cache
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+    from rest_framework.authtoken.models import Token
+
+    from tests.labeling.test_hot_path_queries import NEXT_QUERIES, SUBMIT_QUERIES
+
+    token = Token.objects.create(user=world["alice"])
+    url = reverse("api-queue-next", args=[world["queue"].pk])
+    cache.clear()
+    first = _token_post(client, url, {"count": 1, "progress": False}, token).json()
+    lease = first["leases"][0]["lease"]
+    _token_post(client, reverse("api-lease-submit", args=[lease]), {"value": "normal"}, token)
+
+    project_update(project=world["project"], exposure_daily_cap=100, gold_pause_below=0.5)
+    with CaptureQueriesContext(connection) as rules:
+        data = _token_post(client, url, {"count": 1, "progress": False}, token).json()
+    assert len(data["leases"]) == 1
+    assert len(rules) == NEXT_QUERIES + 2, [q["sql"][:80] for q in rules]
+    _token_post(
+        client,
+        reverse("api-lease-submit", args=[data["leases"][0]["lease"]]),
+        {"value": "normal"},
+        token,
+    )
+
+    _gold_on(world, rate=1.0, exposure_daily_cap=0, gold_pause_below=0.0)
+    with CaptureQueriesContext(connection) as gold:
+        data = _token_post(client, url, {"count": 1, "progress": False}, token).json()
+    (served,) = data["leases"]
+    assert Lease.objects.get(pk=served["lease"]).item.strategy == Strategy.GOLD
+    # Instead of the claim's own select and the item's leases: is there work (1), the gold
+    # candidates (1) and the gold item's slots (1).
+    assert len(gold) == NEXT_QUERIES + 1, [q["sql"][:80] for q in gold]
+    with CaptureQueriesContext(connection) as answer:
+        response = _token_post(
+            client, reverse("api-lease-submit", args=[served["lease"]]), {"value": "normal"}, token
+        )
+    assert response.status_code == 200
+    assert len(answer) <= SUBMIT_QUERIES, [q["sql"][:80] for q in answer]

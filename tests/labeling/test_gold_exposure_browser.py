@@ -224,3 +224,39 @@ def test_the_exposure_cap_stops_the_queue_with_a_clear_message(live_server):
             lead_context.close()
         finally:
             browser.close()
+
+
+def test_the_exposure_cap_stops_a_grid_page_too(live_server):
+    from playwright.sync_api import sync_playwright
+
+    carol = make_user("annotator", username="carol")
+    project = make_project(
+        members=[carol], slug="capg", name="Cap grid", blur_images=False, exposure_daily_cap=3
+    )
+    queue = make_queue(project, name="Grid")
+    queue_items_add(queue=queue, images=[make_image(project) for _ in range(30)], strategy="manual")
+    base = live_server.url
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            context, page = _login(browser, base, "carol")
+            page.goto(f"{base}/projects/capg/queues/{queue.pk}/grid/")
+            _dismiss_dialogs(page)
+            tiles = page.locator("#tiles .tile")
+            tiles.first.wait_for(timeout=10_000)
+            for index in range(3):  # three positives on one page: the day's cap
+                tiles.nth(index).click()
+            for index in range(tiles.count()):  # a person looks at every tile first
+                tiles.nth(index).scroll_into_view_if_needed()
+            page.click("#submit-page")
+            stop = page.locator("#tiles .placeholder")
+            stop.wait_for(timeout=5_000)
+            text = stop.inner_text()
+            assert "Labeling stopped" in text and "daily limit" in text, text
+            assert page.locator("#tiles .tile").count() == 0
+            _wait_saved(page)
+            assert Label.objects.filter(annotator=carol, value="disgusting").count() == 3
+            context.close()
+        finally:
+            browser.close()
