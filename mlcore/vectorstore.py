@@ -8,8 +8,11 @@ project and embedder). It is a directory:
 - ``seg-NNNNNN.ids.npy`` / ``seg-NNNNNN.vec.npy``: a segment, the keys (int64, e.g. image ids)
   and their L2-normalised vectors (float32), written once and never changed. Readers map them
   (``np.load(mmap_mode="r")``), so a million 1280-d vectors (5 GB) need not fit in memory;
-- ``index-NNNNNN.faiss``: an IVF index (8-bit scalar quantised) over the rows of the segments in
-  order, built only past ``exact_below`` rows and only when faiss is installed.
+- ``index-NNNNNN.faiss``: an IVF index with 8-bit scalar-quantised codes (``IVF<nlist>,SQ8``,
+  a quarter of the float32 size) over the rows of the segments in order, built only past
+  ``exact_below`` rows and only when faiss is installed. The codes only pick candidates; every
+  candidate is scored again from its float32 vector, so the codes' error does not reach the
+  ranking.
 
 Crash safety: every file is written to a temporary name, flushed to disk (fsync) and renamed
 into place (atomic on POSIX); the manifest is renamed last. A crash at any point leaves the
