@@ -1,7 +1,8 @@
 """Labels out of and into a project, as CSV or JSON Lines.
 
 Export: one row per image that has at least one label: image_id, content_hash, source, split,
-current_label, subcategory, n_labels (every label row in the image's history, all kinds), and
+current_label, subcategory, n_labels (every label row in the image's history, all kinds, but
+answers to gold items, which measure annotators and never label the image), and
 with `include_history` the history itself (a JSON list; in CSV a JSON string in one column).
 Rows stream from the database in chunks, so a big project never sits in memory as text. In
 CSV, a text cell that a spreadsheet would run as a formula (it begins with =, +, -, @, a tab or a
@@ -41,10 +42,10 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Count
+from django.db.models import Count, Q
 from django.utils.translation import gettext as _
 
-from labeling.models import Image, Label, Project
+from labeling.models import Image, Label, Project, Strategy
 from labeling.selectors.labels import current_labels, labels_active
 
 EXPORT_COLUMNS = [
@@ -112,7 +113,7 @@ def labels_export_rows(
     subcategories = _current_subcategories(project, current)
     images = (
         Image.objects.filter(project=project)
-        .annotate(n_labels=Count("labels"))
+        .annotate(n_labels=Count("labels", filter=~Q(labels__strategy=Strategy.GOLD)))
         .filter(n_labels__gt=0)
         .order_by("id")
         .values("id", "content_hash", "source", "split", "n_labels")
@@ -132,6 +133,8 @@ def _rows(project, batch, current, subcategories, include_history) -> Iterator[d
     if include_history:
         labels = (
             Label.objects.filter(project=project, image_id__in=[b["id"] for b in batch])
+            # Answers to gold items measure annotators; they are no label of the image.
+            .exclude(strategy=Strategy.GOLD)
             .select_related("annotator")
             .order_by("created_at", "id")
         )

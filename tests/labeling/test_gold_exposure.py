@@ -387,3 +387,20 @@ def test_claim_and_submit_query_counts_with_the_rules_on(client, world):
         )
     assert response.status_code == 200
     assert len(answer) <= SUBMIT_QUERIES, [q["sql"][:80] for q in answer]
+
+
+def test_exports_leave_gold_answers_out(world):
+    from labeling.services.exports import labels_export_rows
+
+    _gold_on(world, rate=1.0)
+    (lease,) = queue_claim_next(queue=world["queue"], annotator=world["alice"], count=1)
+    assert _is_gold(lease)
+    lease_submit(lease=lease, annotator=world["alice"], value="disgusting")
+    rows = {
+        row["image_id"]: row
+        for row in labels_export_rows(project=world["project"], include_history=True)
+    }
+    row = rows[lease.item.image_id]
+    truth = Label.objects.get(image_id=lease.item.image_id, kind=Label.Kind.IMPORTED).value
+    assert row["n_labels"] == 1 and row["current_label"] == truth
+    assert [entry["annotator"] for entry in row["history"]] == [world["lead"].username]
