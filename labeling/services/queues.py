@@ -16,6 +16,10 @@ lease per slot, one active/completed lease per person and item) are the guard of
 Lock order, everywhere: item rows (ascending id) before lease rows, and the image row last (only
 label writes take it). The periodic expiry sweep skips rows that are locked instead of waiting,
 so it can never join a deadlock.
+
+Gold items (labeling.services.gold) are claimed after the ordinary items, with SKIP LOCKED only:
+a claim that already holds item locks never waits for another lock, so mixing gold in cannot
+join a deadlock either (tests/labeling/test_gold_race.py).
 """
 
 from __future__ import annotations
