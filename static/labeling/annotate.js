@@ -394,6 +394,7 @@ $("toggle-pixel").addEventListener("click", () => prefs.set({ pixelated: !prefs.
 prefs.onChange(() => $("toggle-pixel").setAttribute("aria-pressed", String(Boolean(prefs.values.pixelated))));
 $("toggle-pixel").setAttribute("aria-pressed", String(Boolean(prefs.values.pixelated)));
 $("open-help").addEventListener("click", () => toggleDialog(help));
+$("open-recent").addEventListener("mousedown", (e) => e.preventDefault());
 $("open-recent").addEventListener("click", () => recent.toggle());
 stage.addEventListener("click", reveal);
 

@@ -12,12 +12,14 @@ export class NetworkError extends Error {}
 
 // POST (or GET, PATCH) JSON; resolves to {ok, status, data}; rejects with NetworkError when the
 // server could not be reached at all.
-export async function api(url, { method = "POST", body } = {}) {
+// `keepalive`: the request outlives the page (a preference changed just before leaving).
+export async function api(url, { method = "POST", body, keepalive = false } = {}) {
   let response;
   try {
     response = await fetch(url, {
       method,
       credentials: "same-origin",
+      keepalive,
       headers: {
         Accept: "application/json",
         ...(method === "GET" ? {} : { "Content-Type": "application/json", "X-CSRFToken": csrfToken() }),

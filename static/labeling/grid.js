@@ -458,6 +458,10 @@ bindKeys({
   },
 });
 
+// Toolbar clicks must not move focus to the button (Space would then press it as well as flip).
+for (const id of ["submit-page", "open-help", "open-recent", "reopen-page", "reveal-page"]) {
+  $(id).addEventListener("mousedown", (e) => e.preventDefault());
+}
 $("submit-page").addEventListener("click", submitPage);
 $("open-help").addEventListener("click", () => toggleDialog(help));
 $("open-recent").addEventListener("click", () => recent.toggle());

@@ -37,7 +37,7 @@ export class Preferences {
     Object.assign(this.values, patch);
     for (const fn of this.listeners) fn(this);
     try {
-      const { ok, data } = await api(this.url, { method: "PATCH", body: patch });
+      const { ok, data } = await api(this.url, { method: "PATCH", body: patch, keepalive: true });
       if (ok && data) this.values = { ...this.values, ...data, ...patch };
     } catch {
       // Offline: the page keeps the choice for now.

@@ -170,6 +170,10 @@ def test_protection_undo_recent_and_grid_reopen(live_server):
 
             # --- Grid: fits 1440x900, reveal per page, a submitted page reopened ----------
             page.select_option("#protection", "blur")
+            page.wait_for_function(
+                "async () => (await (await fetch('/api/v1/projects/gross/preferences/')).json())"
+                ".protection === 'blur'"
+            )
             page.goto(f"{base}/projects/gross/queues/{grid.pk}/grid/")
             page.wait_for_function("() => document.querySelectorAll('.tile').length === 24")
             bottoms = page.eval_on_selector_all(
