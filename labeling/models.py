@@ -624,6 +624,10 @@ class Job(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # Who runs it: "host:pid:attempt" of the worker process that started it. A redelivery
+    # takes the job over at once when that process is provably gone (same host, no such
+    # process), else only when the heartbeat stops (labeling.services.jobs.job_start).
+    owner = models.CharField(max_length=200, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

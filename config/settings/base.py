@@ -332,6 +332,10 @@ CELERY_BEAT_SCHEDULE = {
 # heartbeats, so a busy database does not make a live job look dead.
 IMAGECLEAN_JOB_HEARTBEAT_SECONDS = float(os.environ.get("IMAGECLEAN_JOB_HEARTBEAT_SECONDS", 10))
 IMAGECLEAN_JOB_STALE_SECONDS = int(os.environ.get("IMAGECLEAN_JOB_STALE_SECONDS", 60))
+# Where a training job keeps its state after each epoch, so a redelivery after a dead worker
+# resumes there (labeling.services.training). Workers on several hosts need it on shared disk
+# to resume each other's jobs; otherwise a job taken over elsewhere trains from the start.
+IMAGECLEAN_JOB_STATE_DIR = Path(os.environ.get("IMAGECLEAN_JOB_STATE_DIR", VAR_DIR / "job-state"))
 # Per-queue task time limits (soft raises inside the task, hard kills it). ml tasks stay under
 # the Redis visibility_timeout above, or Redis would hand a running task to a second worker.
 IMAGECLEAN_ML_TASK_SOFT_TIME_LIMIT = int(os.environ.get("IMAGECLEAN_ML_SOFT_LIMIT", 5 * 3600))

@@ -10,8 +10,10 @@ or dataset variant lives here.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from django.core.files.storage import Storage, default_storage
@@ -23,6 +25,7 @@ from mlcore.loss_prediction import LossPredictionModule
 from mlcore.pipeline import LP_HIDDEN, POSITIVE_INDEX, fit_cascade, pr_curve_png
 from mlcore.pipeline import CascadeSpec as CascadeTrainingSpec
 from mlcore.presets import PRESETS
+from mlcore.resume import TrainingState, load_training_state, save_training_state
 
 __all__ = [
     "LP_HIDDEN",
@@ -31,9 +34,13 @@ __all__ = [
     "CascadeTrainingOutcome",
     "CascadeTrainingSpec",
     "LabeledRow",
+    "read_training_state",
     "storage_dataset",
     "train_cascade_on_rows",
+    "write_training_state",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,51 @@ def storage_dataset(
     )
 
 
+def _rows_to_json(data: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "train": [[r.image_id, r.name, r.label] for r in data["train"]],
+        "validation": [[r.image_id, r.name, r.label] for r in data["validation"]],
+        "unlabeled": [[r.image_id, r.name] for r in data["unlabeled"]],
+        "doubtful": sorted(data["doubtful"]),
+        "snapshot": data["snapshot"],
+    }
+
+
+def _rows_from_json(saved: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "train": [LabeledRow(int(i), str(n), int(y)) for i, n, y in saved["train"]],
+        "validation": [LabeledRow(int(i), str(n), int(y)) for i, n, y in saved["validation"]],
+        "unlabeled": [ImageRow(int(i), str(n)) for i, n in saved["unlabeled"]],
+        "doubtful": {int(i) for i in saved["doubtful"]},
+        "snapshot": dict(saved["snapshot"]),
+    }
+
+
+def write_training_state(
+    path: Path, state: TrainingState, *, params: dict[str, Any], data: dict[str, Any]
+) -> None:
+    """Save a training job's state after an epoch, with the job's parameters and the rows it
+    trains on: a resumed attempt must train on the same rows, not on labels added since."""
+    save_training_state(path, state, metadata={"params": params, "data": _rows_to_json(data)})
+
+
+def read_training_state(
+    path: Path, *, params: dict[str, Any]
+) -> tuple[TrainingState, dict[str, Any]] | None:
+    """(state, training rows) saved by an interrupted attempt of the job with these `params`,
+    or None when there is none usable (absent, damaged, or saved for other parameters)."""
+    if not path.is_file():
+        return None
+    try:
+        state, metadata = load_training_state(path)
+        if metadata.get("params") != params:
+            return None
+        return state, _rows_from_json(metadata["data"])
+    except (ValueError, KeyError, TypeError, OSError) as error:
+        logger.warning("training state %s not usable (%s); training from the start", path, error)
+        return None
+
+
 def train_cascade_on_rows(
     *,
     train_rows: Sequence[LabeledRow],
@@ -94,12 +146,16 @@ def train_cascade_on_rows(
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     on_stage: Callable[[str, int, int], None] | None = None,
     title: str = "validation",
+    resume: TrainingState | None = None,
+    on_checkpoint: Callable[[TrainingState], None] | None = None,
 ) -> CascadeTrainingOutcome:
     """Train with `mlcore.pipeline.fit_cascade`. `doubtful_ids`: training images whose label is
     under noise review; they train stage 1 but never reach stage 2 as hard examples.
 
     `on_epoch(epoch, metrics)` runs after each epoch and `on_stage(name, done, total)` while the
-    trunk encodes images; an exception either raises (a cancelled job) propagates."""
+    trunk encodes images; an exception either raises (a cancelled job) propagates.
+    `on_checkpoint(state)` receives the training state after each epoch and `resume` goes on
+    from one (`mlcore.pipeline.fit_cascade`; see `write_training_state`)."""
     train = storage_dataset(
         [ImageRow(r.image_id, r.name) for r in train_rows], [r.label for r in train_rows]
     )
@@ -117,6 +173,8 @@ def train_cascade_on_rows(
         stage2_exclude=exclude or None,
         on_epoch=on_epoch,
         on_stage=on_stage,
+        resume=resume,
+        on_checkpoint=on_checkpoint,
     )
     s1, s2, y = fit.validation_scores
     unreadable = sorted(

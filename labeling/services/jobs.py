@@ -25,10 +25,13 @@ JobCancelled) and stops. A job that has not started yet is cancelled at once.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import kombu.exceptions
@@ -195,10 +198,46 @@ def _stale_after() -> timedelta:
     return timedelta(seconds=settings.IMAGECLEAN_JOB_STALE_SECONDS)
 
 
+def worker_identity() -> str:
+    """This process as a job owner: "host:pid"."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _process_gone(pid: int) -> bool:
+    """True when no live process has this pid here (a zombie, killed but not yet reaped by
+    its parent, counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, someone else's
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    # The state letter follows the command name in parentheses: "pid (comm) S ...".
+    return stat.rsplit(")", 1)[-1].split()[:1] == ["Z"]
+
+
+def owner_gone(owner: str) -> bool:
+    """The job's owner is provably gone: it ran on this host and its process no longer exists
+    (a worker's pool process killed, the worker restarted). An owner on another host is never
+    provably gone from here: only its heartbeat stopping says so."""
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if not pid.isdigit() or host != socket.gethostname():
+        return False
+    return int(pid) != os.getpid() and _process_gone(int(pid))
+
+
 def job_start(*, job: Job, retry: bool = False) -> bool:
-    """The status guard: move a QUEUED job to RUNNING and return True. A RUNNING job proceeds
-    only when its heartbeat is stale (its worker died) or `retry` (this same task is retrying
-    after a transient error). Anything else returns False: the delivery is a duplicate."""
+    """The status guard: move a QUEUED job to RUNNING, record this process as its owner and
+    return True. A RUNNING job is taken over only when its owner is gone: provably (it ran on
+    this host and its process no longer exists: a redelivery after a killed worker proceeds at
+    once) or by its heartbeat going stale (an owner on another host), or with `retry` (this
+    same task retrying after a transient error). Anything else returns False: the delivery is
+    a duplicate and the job is never run by two workers at once."""
     now = timezone.now()
     with transaction.atomic():
         locked = Job.objects.select_for_update().filter(pk=job.pk).first()
@@ -212,14 +251,23 @@ def job_start(*, job: Job, retry: bool = False) -> bool:
             _append_log(locked, "started")
         elif locked.status == Job.Status.RUNNING:
             stale = locked.heartbeat_at is None or locked.heartbeat_at < now - _stale_after()
-            if not (stale or retry):
+            gone = bool(locked.owner) and owner_gone(locked.owner)
+            if not (stale or gone or retry):
                 return False
-            _append_log(locked, "retrying" if retry else "resumed after its worker was lost")
+            if retry:
+                _append_log(locked, "retrying")
+            elif gone:
+                _append_log(locked, f"resumed: its worker process ({locked.owner}) is gone")
+            else:
+                _append_log(locked, "resumed after its worker was lost (heartbeat stopped)")
         else:
             return False
         locked.heartbeat_at = now
         locked.attempts += 1
-        locked.save(update_fields=["status", "started_at", "heartbeat_at", "attempts", "log"])
+        locked.owner = f"{worker_identity()}:{locked.attempts}"[:200]
+        locked.save(
+            update_fields=["status", "started_at", "heartbeat_at", "attempts", "owner", "log"]
+        )
     job.refresh_from_db()
     return True
 
@@ -358,15 +406,20 @@ class JobHeartbeat(threading.Thread):
 
 # --- Recovery ---------------------------------------------------------------------------------
 def jobs_recover() -> list[int]:
-    """Enqueue again every RUNNING job whose heartbeat is older than
-    IMAGECLEAN_JOB_STALE_SECONDS (the same threshold `job_start` applies): its worker died.
-    Returns the ids re-enqueued."""
+    """Enqueue again every RUNNING job whose worker died: its heartbeat is older than
+    IMAGECLEAN_JOB_STALE_SECONDS (the same threshold `job_start` applies), or its owner ran on
+    this host and its process is gone (run at a worker's start, so a restarted worker picks up
+    its predecessor's jobs in seconds). Returns the ids re-enqueued."""
     cutoff = timezone.now() - _stale_after()
-    stalled = list(
-        Job.objects.filter(status=Job.Status.RUNNING, heartbeat_at__lt=cutoff).values_list(
-            "pk", "kind"
+    running = Job.objects.filter(status=Job.Status.RUNNING)
+    stalled = list(running.filter(heartbeat_at__lt=cutoff).values_list("pk", "kind"))
+    stalled += [
+        (pk, kind)
+        for pk, kind, owner in running.filter(heartbeat_at__gte=cutoff).values_list(
+            "pk", "kind", "owner"
         )
-    )
+        if owner and owner_gone(owner)
+    ]
     recovered = []
     with transaction.atomic():
         for pk, kind in stalled:

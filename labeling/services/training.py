@@ -26,8 +26,11 @@ second one.
 from __future__ import annotations
 
 import random
+import shutil
+from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
@@ -35,7 +38,7 @@ from labeling.ml.presets import DEFAULT_PRESET, preset_defaults
 from labeling.ml.presets import PRESETS as ML_PRESETS
 from labeling.models import Image, Job, ModelVersion, Project, Queue, QueueItem
 from labeling.selectors.labels import current_labels
-from labeling.services.jobs import job_progress, job_run
+from labeling.services.jobs import TRANSIENT_ERRORS, job_progress, job_run
 from labeling.services.models import model_version_promote, model_versions_compare
 from labeling.services.params import (
     JobSpec,
@@ -370,9 +373,23 @@ def _result(version: ModelVersion, comparison: dict, promoted: bool) -> dict:
     }
 
 
+def _training_state_path(job: Job) -> Path:
+    return Path(settings.IMAGECLEAN_JOB_STATE_DIR) / f"job-{job.pk}" / "training.safetensors"
+
+
+def _training_state_discard(job: Job) -> None:
+    shutil.rmtree(_training_state_path(job).parent, ignore_errors=True)
+
+
 def _train(job: Job) -> dict:
     from labeling.ml.cascade import save_cascade
-    from labeling.ml.training import LP_HIDDEN, POSITIVE_INDEX, train_cascade_on_rows
+    from labeling.ml.training import (
+        LP_HIDDEN,
+        POSITIVE_INDEX,
+        read_training_state,
+        train_cascade_on_rows,
+        write_training_state,
+    )
 
     project = job.project
     params = job.params
@@ -382,8 +399,23 @@ def _train(job: Job) -> dict:
         old = active if active and active.pk != already.pk else None
         return _result(already, model_versions_compare(new=already, old=old), False)
 
-    job_progress(job_id=job.pk, stage="gathering labels", percent=1.0)
-    data = training_data(project=project, params=params)
+    # A redelivery after the worker died finds the state its last epoch saved and goes on
+    # from there, on the rows that attempt trained on (labels added since wait for the next
+    # version).
+    state_path = _training_state_path(job)
+    saved = read_training_state(state_path, params=params)
+    if saved is not None:
+        resume, data = saved
+        job_progress(
+            job_id=job.pk,
+            stage="resuming",
+            percent=2.0,
+            line=f"resuming after epoch {resume.epochs_done} of the interrupted attempt",
+        )
+    else:
+        resume = None
+        job_progress(job_id=job.pk, stage="gathering labels", percent=1.0)
+        data = training_data(project=project, params=params)
     snapshot = data["snapshot"]
     job_progress(
         job_id=job.pk,
@@ -423,6 +455,10 @@ def _train(job: Job) -> dict:
         on_epoch=on_epoch,
         on_stage=on_stage,
         title=f"{project.slug}: validation PR",
+        resume=resume,
+        on_checkpoint=lambda state: write_training_state(
+            state_path, state, params=params, data=data
+        ),
     )
     job_progress(job_id=job.pk, stage="saving", percent=95.0)
     snapshot = {**snapshot, "job_id": job.pk, "unreadable_images": outcome.unreadable[:100]}
@@ -447,6 +483,7 @@ def _train(job: Job) -> dict:
         pr_curve_png=outcome.pr_curve_png,
         on_saved=lambda saved: Job.objects.filter(pk=job.pk).update(model_version=saved),
     )
+    _training_state_discard(job)
     project.refresh_from_db()
     comparison = model_versions_compare(new=version, old=project.active_model_version)
     promoted = False
@@ -506,4 +543,17 @@ def _stored_line(name: str, metrics: dict, promoted: bool) -> str:
 
 def train_cascade_run(*, job_id: int, retry: bool = False) -> None:
     """The task body: train under job_run's status guard (errors land on the Job)."""
-    job_run(job_id=job_id, body=_train, retry=retry)
+    job_run(job_id=job_id, body=_train_keeping_state_for_retries, retry=retry)
+
+
+def _train_keeping_state_for_retries(job: Job) -> dict:
+    """The epoch state outlives an attempt only when the job will run again: a transient error
+    (Celery retries it) or a dead worker (no code runs then). A job that fails, is cancelled or
+    succeeds leaves nothing behind."""
+    try:
+        return _train(job)
+    except TRANSIENT_ERRORS:
+        raise
+    except Exception:
+        _training_state_discard(job)
+        raise

@@ -89,3 +89,93 @@ def test_scoring_survives_a_worker_killed_mid_job(settings, tmp_path):
     assert list(Label.objects.order_by("pk").values_list("pk", "image_id", "value")) == (
         labels_before
     )
+
+
+@pytest.mark.parametrize("pool", ["prefork", "solo"])
+def test_training_resumes_from_its_last_epoch_after_its_worker_process_is_killed(
+    settings, tmp_path, pool
+):
+    """kill -9 of the process running a training job, after an epoch was saved.
+
+    prefork: the worker's master replaces its pool process and the message, rejected on the
+    lost worker, comes back at once. solo: the worker is started again and asks for the
+    recovery sweep when ready. Either way the new process sees that the job's owner (host and
+    pid on the Job row) is gone and takes the job over without waiting for the stale window
+    (set to 10 minutes here), resumes from the saved epoch, finishes once and stores one
+    model version."""
+    import os
+    import signal
+
+    from labeling.models import ModelVersion
+    from tests.labeling.test_training import labeled_world
+
+    var_dir = tmp_path / "var"
+    use_worker_storage(settings, var_dir)
+    engineer = make_user("site_engineer")
+    project, _annotator, _images = labeled_world(pool_pos=20, pool_neg=40, unlabeled=0)
+    env = {"IMAGECLEAN_JOB_STALE_SECONDS": "600"}
+    broker_flush()
+    worker = CeleryWorker(var_dir=var_dir, env=env, name=f"trainer-{pool}", pool=pool).start()
+    rescuer = None
+    try:
+        job = job_create(
+            project=project,
+            kind=Job.Kind.TRAIN_CASCADE,
+            params={"epochs": 6, "batch_a": 8, "hard_b": 4, "min_per_class": 6, "lp_epochs": 1},
+            created_by=engineer,
+        )
+
+        def an_epoch_saved() -> bool:
+            job.refresh_from_db()
+            return any(" epoch 2/6:" in line for line in job.log)
+
+        wait_for(an_epoch_saved, timeout=240, worker=worker, what="two training epochs")
+        owner = job.owner
+        os.kill(int(owner.split(":")[1]), signal.SIGKILL)
+        killed_at = time.monotonic()
+        if pool == "solo":
+            worker.process.wait(timeout=10)
+            rescuer = CeleryWorker(var_dir=var_dir, env=env, name="trainer-again").start()
+        restarted_at = time.monotonic()
+
+        def taken_over() -> bool:
+            job.refresh_from_db()
+            return job.attempts >= 2
+
+        wait_for(taken_over, timeout=30, worker=rescuer or worker, what="the job to be taken over")
+        took = time.monotonic() - restarted_at
+
+        def finished() -> bool:
+            job.refresh_from_db()
+            return job.is_finished
+
+        try:
+            wait_for(finished, timeout=600, worker=rescuer or worker, what="the job to finish")
+        except BaseException:
+            print("job log:", *job.log, sep="\n")
+            raise
+    finally:
+        worker.stop()
+        if rescuer is not None:
+            rescuer.stop()
+
+    assert job.status == Job.Status.SUCCEEDED, (job.error, job.log[-12:])
+    assert took < 30 and time.monotonic() - killed_at > 0
+    assert job.attempts == 2 and job.owner != owner, (job.attempts, job.owner, owner)
+    assert any("is gone" in line for line in job.log), job.log
+    resumed = [line for line in job.log if "resuming after epoch" in line]
+    assert len(resumed) == 1, job.log
+    done_before_kill = int(resumed[0].rsplit("resuming after epoch", 1)[1].split()[0])
+    assert done_before_kill >= 1
+    # Not trained from the start: epoch 1 ran once; at most the epoch in flight at the kill
+    # ran twice.
+    epochs_logged = [
+        line.split(" epoch ", 1)[1].split("/")[0]
+        for line in job.log
+        if " epoch " in line and "/6:" in line
+    ]
+    assert epochs_logged.count("1") == 1 and len(epochs_logged) <= 7, job.log
+    assert ModelVersion.objects.filter(project=project).count() == 1
+    assert job.model_version is not None
+    state_dir = var_dir / "job-state" / f"job-{job.pk}"
+    assert not state_dir.exists(), "the finished job left its epoch state behind"

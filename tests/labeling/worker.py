@@ -41,7 +41,17 @@ def broker_flush() -> None:
 
 
 class CeleryWorker:
-    def __init__(self, *, var_dir: Path, env: dict[str, str] | None = None, name: str = "w1"):
+    def __init__(
+        self,
+        *,
+        var_dir: Path,
+        env: dict[str, str] | None = None,
+        name: str = "w1",
+        pool: str = "solo",
+    ):
+        """``pool``: "solo" (one process) or "prefork" (a master and one pool process, the
+        production layout: the master replaces a pool process that dies)."""
+        self.pool = pool
         self.var_dir = var_dir
         self.extra_env = env or {}
         self.name = name
@@ -73,7 +83,9 @@ class CeleryWorker:
                 "-Q",
                 "default,ml",
                 "--pool",
-                "solo",
+                self.pool,
+                "--concurrency",
+                "1",
                 "--without-heartbeat",
                 "--without-gossip",
                 "--without-mingle",
