@@ -54,7 +54,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import stats
 
 __all__ = [
     "DEFAULT_CONFIDENCE",
@@ -539,6 +538,8 @@ def _posterior_counts(
     a, b = prior
     use_n = np.where(cell_n > 0, cell_n, fallback_n)
     use_k = np.where(cell_n > 0, cell_k, fallback_k)
+    from scipy import stats  # lazy: web workers import this module (scipy.stats ~80 MB)
+
     rates = stats.beta.rvs(
         a + use_k, b + use_n - use_k, size=(draws, len(cell_sizes)), random_state=rng
     )
@@ -723,6 +724,8 @@ def labels_for_width(
         scale = float(max(mask.sum(), 1))
     else:
         scale = float(max((rates[strata.index]).sum(), 1e-9))
+    from scipy import stats  # lazy: web workers import this module (scipy.stats ~80 MB)
+
     z = float(stats.norm.ppf(0.5 + confidence / 2.0))
 
     def forecast(total: int) -> float:
@@ -786,6 +789,8 @@ def labels_to_find(
     capped = False
     if remaining is not None and remaining < goal:
         goal, capped = max(0.0, float(remaining)), True
+    from scipy import stats  # lazy: web workers import this module (scipy.stats ~80 MB)
+
     posterior = stats.beta(0.5 + positives, 0.5 + labels - positives)
     tail = (1.0 - confidence) / 2.0
     rate = (positives + 0.5) / (labels + 1.0)
@@ -851,6 +856,8 @@ def exact_rate_interval(
         raise ValueError("need 0 <= errors <= labels")
     if labels == 0:
         return Interval(float("nan"), 0.0, 1.0)
+    from scipy import stats  # lazy: web workers import this module (scipy.stats ~80 MB)
+
     ci = stats.binomtest(int(errors), int(labels)).proportion_ci(
         confidence_level=confidence, method="exact"
     )

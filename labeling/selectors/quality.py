@@ -15,7 +15,6 @@ from datetime import timedelta
 from django.contrib.auth.models import User
 from django.db.models import Count, Q
 from django.utils import timezone
-from scipy.stats import binomtest
 
 from labeling.models import AnnotatorPause, GoldItem, Label, Project, Strategy
 from labeling.services.gold import day_start, positive_streak
@@ -30,6 +29,8 @@ def wilson(correct: int, answers: int) -> tuple[float, float] | None:
     """95% Wilson score interval of correct / answers; None with no answers."""
     if answers <= 0:
         return None
+    from scipy.stats import binomtest  # lazy: web workers import this module (~80 MB)
+
     ci = binomtest(correct, answers).proportion_ci(confidence_level=CONFIDENCE, method="wilson")
     return round(float(ci.low), 4), round(float(ci.high), 4)
 
