@@ -123,7 +123,9 @@ def pool_estimates(
         )
         forecasts[metric] = {"width": width, "current_width": now, "more_labels": more}
     out["forecast"] = forecasts
-    return out
+    # An undefined figure (precision when the model calls nothing positive) is NaN here; JSON,
+    # PostgreSQL's jsonb and SQLite's JSON_VALID refuse NaN, so it leaves as None.
+    return _json_safe(out)
 
 
 def yield_forecast(

@@ -14,7 +14,10 @@ queue, a seeded random share of the pool, and what cold start queued;
 (3) train the cascade (v1) and promote it, as an engineer would; (4) score the pool and fill the
 queue by selection (confidence band ∪ loss top-K); (5) label what was selected; (6) noise
 detection (O2U), when the `detect_noise` job kind exists, and the lead's re-review of the
-suspects; (7) retrain on the cleaned labels (v2) and compare with v1.
+suspects; (7) retrain on the cleaned labels (v2) and compare with v1; (8) a pool audit of the
+active version (the audit job of labeling.services.audit), answered by a SIMULATED annotator who
+gives the datasets' true class, and the pool estimates it yields (what the project's estimates
+page shows) beside the truth only a simulation knows.
 
 Inline (default): each job is created with `job_create` like any other and its body runs in this
 process right away; its Celery message still goes to the broker, and a worker that takes it
@@ -50,6 +53,7 @@ RUNNERS = {
     Job.Kind.SELECT: "labeling.services.selection.select_run",
     Job.Kind.DETECT_NOISE: "labeling.services.noise.detect_noise_run",
     Job.Kind.TRAIN_CASCADE: "labeling.services.training.train_cascade_run",
+    Job.Kind.AUDIT: "labeling.services.audit.audit_run",
 }
 
 
@@ -88,6 +92,12 @@ class Command(BaseCommand):
             "--preset",
             default=None,
             help="cpu_transfer (the default: pretrained), cpu_small, cpu_tiny or full.",
+        )
+        parser.add_argument(
+            "--audit-labels",
+            type=int,
+            default=200,
+            help="Labels of the pool audit at the end (0 skips it).",
         )
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--worker", action="store_true", help="Wait for a real worker.")
@@ -168,6 +178,7 @@ class Command(BaseCommand):
         seed,
         worker,
         job_timeout,
+        audit_labels=200,
         **options,
     ):
         self.started = time.monotonic()
@@ -268,7 +279,76 @@ class Command(BaseCommand):
         # 7. Retrain on the cleaned labels and compare.
         v2 = self.train({**train_params, "seed": seed + 1})
         self.say(f"{v2.name} vs {v1.name}: {self.last_comparison}")
+
+        # 8. A pool audit of the active version and its estimates.
+        if audit_labels > 0:
+            self.audit_round(v1, audit_labels, labeling_queue)
         self.say(f"done: open {v2.name} on /projects/{self.project.slug}/models/ to promote it")
+
+    def audit_round(self, version: ModelVersion, labels: int, queue: Queue) -> None:
+        """The audit job draws a stratified sample of the pool the active version scored; a
+        SIMULATED annotator answers every open item with the dataset's true class (no planted
+        mistakes: the audit measures the model); then the estimates, as the page shows them,
+        beside the truth that only this simulation knows."""
+        from labeling.models import Score
+        from labeling.services.audit import pool_estimates_get
+
+        began = time.monotonic()
+        job = self.run_job(Job.Kind.AUDIT, {"labels": labels, "strata": 6, "seed": self.seed})
+        self.say(
+            f"pool audit (job {job.pk}) of {version.name}: {len(job.result['drawn'])} images "
+            f"drawn by score stratum, {job.result['queued']} queued among the labeling work"
+        )
+        report = simulate_labeling(
+            project=self.project,
+            queue=queue,
+            annotator=self.annotator,
+            labels=queue.items.filter(status=QueueItem.Status.OPEN).count(),
+            seed=self.seed + 7,
+        )
+        self.say(
+            f"audit round: SIMULATED annotator answered {report.labeled} items from the "
+            f"datasets' true classes ({report.positives} positive)"
+        )
+        figures = pool_estimates_get(project=self.project)
+        estimates = (figures or {}).get("estimates")
+        if not estimates:
+            self.say("audit round: no audit label yet, no estimates")
+            return
+        positive = self.project.positive_class
+        rows = Score.objects.filter(
+            model_version=version, image__project=self.project, image__split=Image.Split.POOL
+        ).values_list("decision", "image__metadata__true_label")
+        truth = [(bool(d), t == positive) for d, t in rows]
+        positives = sum(t for _d, t in truth)
+        caught = sum(d and t for d, t in truth)
+        called = sum(d for d, _t in truth)
+
+        def shown(interval: dict, digits: int) -> str:
+            values = [interval.get(key) for key in ("estimate", "low", "high")]
+            if any(v is None or v != v for v in values):  # nan: e.g. nothing called positive
+                return "undefined"
+            low, high = f"{values[1]:.{digits}f}", f"{values[2]:.{digits}f}"
+            return f"{values[0]:.{digits}f} (95% interval {low}-{high})"
+
+        def ratio(hits: int, total: int) -> str:
+            return f"{hits / total:.3f}" if total else "undefined"
+
+        cascade = estimates["decisions"]["cascade"]
+        self.say(
+            f"pool estimates from {estimates['labels']} audit labels "
+            f"(/projects/{self.project.slug}/estimates/): prevalence "
+            f"{shown(estimates['prevalence'], 4)}, positives {shown(estimates['positives'], 1)}, "
+            f"cascade precision {shown(cascade['precision'], 3)}, "
+            f"recall {shown(cascade['recall'], 3)}"
+        )
+        self.say(
+            f"the truth, known only to this SIMULATION: prevalence "
+            f"{positives / max(len(truth), 1):.4f} ({positives} positives in {len(truth)}), "
+            f"precision {ratio(caught, called)} ({called} called positive), "
+            f"recall {ratio(caught, positives)}"
+        )
+        self.say(f"audit round: {time.monotonic() - began:.1f} s")
 
     def build_project(self, slug: str, pool: int) -> Project:
         project = Project.objects.filter(slug=slug).first()
