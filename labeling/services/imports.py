@@ -39,8 +39,8 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
+from PIL import ExifTags, ImageOps, UnidentifiedImageError
 from PIL import Image as PILImage
-from PIL import ImageOps, UnidentifiedImageError
 
 from labeling.models import Image, Project, Queue, QueueItem, Strategy
 from labeling.services.projects import (
@@ -453,12 +453,22 @@ def decode_image(content: bytes) -> tuple[str, int, int, bytes]:
                 _check_decoded_bytes(probe)
                 probe.verify()  # structure and checksums, without decoding pixels
             # verify() leaves the image unusable, and does not notice truncated pixel data:
-            # decode it fully from a fresh handle, in one of the process's decoding slots.
+            # decode it again from a fresh handle, in one of the process's decoding slots.
             with decode_slot(), PILImage.open(io.BytesIO(content)) as img:
+                width, height = img.size
+                # A JPEG is decoded at the smallest DCT scale still twice the thumbnail (what
+                # Pillow's thumbnail() asks for itself): every byte of the entropy-coded data is
+                # still read, so truncated or corrupt data fails as in a full decode, but the
+                # raster is 1/4 to 1/64 of the full one (bench/memory.py's import peak).
+                size = settings.IMAGECLEAN_THUMBNAIL_SIZE
+                img.draft(None, (2 * size, 2 * size))
                 img.load()
-                shown = ImageOps.exif_transpose(img)
-                width, height = shown.size
-                thumbnail = _thumbnail(shown)
+                orientation = img.getexif().get(ExifTags.Base.Orientation, 1)
+                if orientation in (5, 6, 7, 8):  # displayed turned by 90 degrees
+                    width, height = height, width
+                # In place: no copy of the raster for an image that needs no turning.
+                ImageOps.exif_transpose(img, in_place=True)
+                thumbnail = _thumbnail(img)
         except RejectedFile:
             raise
         except UnidentifiedImageError:
@@ -514,8 +524,8 @@ def _thumbnail(img: PILImage.Image) -> bytes:
         canvas = PILImage.new("RGB", rgba.size, (255, 255, 255))
         canvas.paste(rgba, mask=rgba.getchannel("A"))
         img = canvas
-    else:
-        img = img.convert("RGB")
+    elif img.mode != "RGB":
+        img = img.convert("RGB")  # convert() to the same mode would copy the raster
     size = settings.IMAGECLEAN_THUMBNAIL_SIZE
     img.thumbnail((size, size), PILImage.Resampling.LANCZOS)
     out = io.BytesIO()
