@@ -46,7 +46,14 @@ from labeling.models import Image, Job, ModelVersion, Project, Queue, QueueItem,
 from labeling.selectors.labels import current_labels
 from labeling.selectors.strategies import strategy_yield
 from labeling.services.jobs import job_progress, job_run
-from labeling.services.params import JobSpec, choice, integer, model_version, seed_param
+from labeling.services.params import (
+    JobSpec,
+    choice,
+    integer,
+    model_version,
+    project_version,
+    seed_param,
+)
 from labeling.services.queues import queue_get_or_create, queue_items_add
 
 DECISIONS = ("cascade", "stage1", "stage2")
@@ -61,32 +68,14 @@ DEFAULT_WIDTH = 0.1
 NEXT_POSITIVES = 10
 
 
-def _audited_version_id(*, project: Project, value: int | None) -> int:
-    """The named ready version of the project, or its active one."""
-    if value is None:
-        if project.active_model_version_id is None:
-            raise ValidationError(
-                {"model_version_id": gettext("This project has no active model version to audit.")}
-            )
-        return project.active_model_version_id
-    if not ModelVersion.objects.filter(
-        pk=value, project=project, status=ModelVersion.Status.READY
-    ).exists():
-        raise ValidationError(
-            {
-                "model_version_id": gettext("No ready model version %(id)s in this project.")
-                % {"id": value}
-            }
-        )
-    return value
-
-
 # The parameters of an audit job (labeling.services.params; docs/jobs.md).
 AUDIT = JobSpec(
     kind=Job.Kind.AUDIT,
     params=(
         model_version(
-            resolve=_audited_version_id,
+            resolve=project_version(
+                no_active=_("This project has no active model version to audit."), ready_only=True
+            ),
             help_text=_(
                 "The model version to audit; the project's active version if empty. A second "
                 "audit job of the same version continues its audit (same strata, more labels)."

@@ -364,6 +364,34 @@ def model_version(
     )
 
 
+def project_version(*, no_active: str | Promise, ready_only: bool) -> Resolver:
+    """The resolver most `model_version` parameters use: the named version of the project
+    (only a READY one when `ready_only`), or the project's active version when the field is
+    empty; a ValidationError naming the field otherwise. `no_active` says what is missing
+    when the project has no active version (the job's own words: "to audit", "to select
+    with")."""
+    from labeling.models import ModelVersion
+
+    def resolve(*, project, value: int | None) -> int:
+        if value is None:
+            if project.active_model_version_id is None:
+                raise ValidationError({"model_version_id": str(no_active)})
+            return project.active_model_version_id
+        versions = ModelVersion.objects.filter(pk=value, project=project)
+        if ready_only:
+            versions = versions.filter(status=ModelVersion.Status.READY)
+        if not versions.exists():
+            message = (
+                gettext("No ready model version %(id)s in this project.")
+                if ready_only
+                else gettext("No model version %(id)s in this project.")
+            )
+            raise ValidationError({"model_version_id": message % {"id": value}})
+        return value
+
+    return resolve
+
+
 def image_ids(
     name: str,
     *,

@@ -71,6 +71,7 @@ from labeling.services.params import (
     model_version,
     not_above,
     number,
+    project_version,
     seed_param,
 )
 from labeling.services.queues import (
@@ -85,34 +86,15 @@ MAX_K = 100_000
 RATE_WINDOW = timedelta(days=7)
 
 
-def _selecting_version_id(*, project: Project, value: int | None) -> int:
-    """The named version of the project, or its active one."""
-    if value is None:
-        if project.active_model_version_id is None:
-            raise ValidationError(
-                {
-                    "model_version_id": gettext(
-                        "This project has no active model version to select with."
-                    )
-                }
-            )
-        return project.active_model_version_id
-    if not ModelVersion.objects.filter(pk=value, project=project).exists():
-        raise ValidationError(
-            {
-                "model_version_id": gettext("No model version %(id)s in this project.")
-                % {"id": value}
-            }
-        )
-    return value
-
-
 # The parameters of a select job (labeling.services.params; docs/jobs.md).
 SELECT = JobSpec(
     kind=Job.Kind.SELECT,
     params=(
         model_version(
-            resolve=_selecting_version_id,
+            resolve=project_version(
+                no_active=_("This project has no active model version to select with."),
+                ready_only=False,
+            ),
             help_text=_(
                 "The model version whose scores choose the images; the project's active "
                 "version if empty."

@@ -55,7 +55,6 @@ from labeling.models import (
     Image,
     Label,
     Lease,
-    ModelVersion,
     Project,
     Queue,
     QueueItem,
@@ -67,7 +66,14 @@ from labeling.models import (
 from labeling.permissions import can_manage
 from labeling.selectors.labels import current_labels
 from labeling.services.jobs import task_enqueue
-from labeling.services.params import JobSpec, model_version, not_above, number, seed_param
+from labeling.services.params import (
+    JobSpec,
+    model_version,
+    not_above,
+    number,
+    project_version,
+    seed_param,
+)
 from labeling.services.queues import queue_get_or_create, queue_items_add
 
 logger = logging.getLogger(__name__)
@@ -81,34 +87,15 @@ SCORING_BATCH = 64
 LIVE = (TriageRun.Status.RUNNING, TriageRun.Status.PAUSED)
 
 
-def _triage_version_id(*, project: Project, value: int | None) -> int:
-    """The named ready version of the project, or its active one (triage needs a promoted or
-    explicitly chosen model)."""
-    if value is None:
-        if project.active_model_version_id is None:
-            raise ValidationError(
-                {"model_version_id": gettext("This project has no active model version.")}
-            )
-        value = project.active_model_version_id
-    if not ModelVersion.objects.filter(
-        pk=value, project=project, status=ModelVersion.Status.READY
-    ).exists():
-        raise ValidationError(
-            {
-                "model_version_id": gettext("No ready model version %(id)s in this project.")
-                % {"id": value}
-            }
-        )
-    return value
-
-
 # The parameters of a triage run (labeling.services.params): the estimates page's form, the
 # API's serializer and `triage_start`'s validation all come from this declaration.
 TRIAGE = JobSpec(
     kind="triage",
     params=(
         model_version(
-            resolve=_triage_version_id,
+            resolve=project_version(
+                no_active=_("This project has no active model version."), ready_only=True
+            ),
             help_text=_("The model version that triages; the project's active version if empty."),
         ),
         number(
