@@ -176,6 +176,7 @@ MATRIX: dict[str, Route] = {
     # --- Jobs (engineers only; the strategies' yield also for leads of the project) ---------
     "jobs": Route(PAGE_ENGINEER),
     "job-detail": Route(PAGE_ENGINEER, PAGE_ENGINEER, obj="admin:labeling.job"),
+    "job-cancel": Route(PAGE_ENGINEER, PAGE_ENGINEER, method="POST", obj="admin:labeling.job"),
     "project-jobs": Route(PAGE_ENGINEER, PAGE_ENGINEER),
     "project-job-start": Route(PAGE_ENGINEER, PAGE_ENGINEER, method="POST"),
     "api-project-jobs": Route(API_ENGINEER, API_ENGINEER),
