@@ -7,6 +7,7 @@ from . import models as model_pages
 urlpatterns: list = [
     path("jobs/", jobs.jobs_page, name="jobs"),
     path("jobs/<int:pk>/", jobs.job_detail, name="job-detail"),
+    path("jobs/<int:pk>/cancel/", jobs.job_cancel_page, name="job-cancel"),
     path("projects/<slug:slug>/jobs/", jobs.project_jobs, name="project-jobs"),
     path("projects/<slug:slug>/jobs/start/", jobs.project_job_start, name="project-job-start"),
     path("models/", model_pages.models_index, name="models"),

@@ -13,13 +13,10 @@ const STATUS_NAMES = {
   cancelled: pgettext("job status", "Cancelled"),
 };
 
-function csrfToken() {
-  const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
-  return match ? decodeURIComponent(match[1]) : "";
-}
-
 function render(job) {
-  $("job-status").textContent = STATUS_NAMES[job.status] || job.status;
+  const status = $("job-status");
+  status.textContent = STATUS_NAMES[job.status] || job.status;
+  status.className = `tag job-status job-${job.status}`;
   $("job-stage").textContent = job.stage || "—";
   const percent = Math.round(job.percent);
   $("job-percent").textContent = `${percent}%`;
@@ -29,14 +26,15 @@ function render(job) {
   $("job-shards").textContent = job.shards.total ? `${job.shards.done} / ${job.shards.total}` : "—";
   $("job-log").textContent = job.log_tail.join("\n");
   $("job-result").textContent = JSON.stringify(job.result, null, 2);
-  // A job that found nothing to do says why (result.notice), in plain words above the JSON.
+  // A job that found nothing to do says why (result.notice), in plain words above the result.
   const notice = $("job-notice");
   notice.textContent = (job.result && job.result.notice) || "";
   notice.hidden = !notice.textContent;
   const error = $("job-error");
   error.hidden = !job.error;
   error.textContent = job.error;
-  $("job-cancel").hidden = job.is_finished;
+  const cancel = $("job-cancel-form");
+  if (cancel) cancel.hidden = job.is_finished;
   if (job.cancel_requested && !job.is_finished) $("job-message").textContent = gettext("Cancel requested…");
 }
 
@@ -47,7 +45,7 @@ async function poll() {
     const job = await response.json();
     render(job);
     if (!job.is_finished) setTimeout(poll, POLL_MS);
-    else $("job-message").textContent = "";
+    else if (root.dataset.finished !== "true") window.location.reload();
   } catch (error) {
     $("job-message").textContent = interpolate(
       gettext("Could not refresh (%(error)s); retrying…"),
@@ -57,20 +55,5 @@ async function poll() {
     setTimeout(poll, POLL_MS * 3);
   }
 }
-
-$("job-cancel").addEventListener("click", async () => {
-  $("job-cancel").disabled = true;
-  const response = await fetch(root.dataset.cancelUrl, {
-    method: "POST",
-    headers: { "X-CSRFToken": csrfToken(), Accept: "application/json" },
-  });
-  if (response.ok) render(await response.json());
-  else {
-    const body = await response.json().catch(() => ({}));
-    const why = body.detail ? String(body.detail) : JSON.stringify(body);
-    $("job-message").textContent = interpolate(gettext("Cancel refused: %(why)s"), { why }, true);
-  }
-  $("job-cancel").disabled = false;
-});
 
 poll();
