@@ -17,6 +17,16 @@ urlpatterns = [
         name="api-quality-checks",
     ),
     path(
+        "projects/<slug:slug>/quality/agreement/",
+        v.AgreementApi.as_view(),
+        name="api-quality-agreement",
+    ),
+    path(
+        "projects/<slug:slug>/quality/disagreements/queue/",
+        v.DisagreementsQueueApi.as_view(),
+        name="api-quality-disagreements-queue",
+    ),
+    path(
         "projects/<slug:slug>/pauses/<int:pk>/lift/",
         v.PauseLiftApi.as_view(),
         name="api-pause-lift",

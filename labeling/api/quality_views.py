@@ -7,6 +7,11 @@
   interval (overall, per class, per day), rubber-stamped grid pages, exposure to the positive
   class, and any active pause.
 - `projects/<slug>/pauses/<pk>/lift/`: POST lifts an annotator's pause.
+- `projects/<slug>/quality/agreement/`: GET agreement on items with more than one annotator:
+  Cohen's kappa per pair, per annotator the mean kappa and the share against the majority,
+  Fleiss' kappa, and the disagreements (labeling.selectors.agreement).
+- `projects/<slug>/quality/disagreements/queue/`: POST sends the disagreements to the
+  re-review queue (labeling.services.agreement).
 
 Annotators get 403 (gold items and accuracy must stay invisible to them); another project is a
 404. Views parse, call one service or selector, and serialize.
@@ -25,7 +30,9 @@ from rest_framework.views import APIView
 from labeling.models import AnnotatorPause, Project
 from labeling.permissions import IsLead, can_review, project_visible_or_404
 from labeling.project_settings import QUALITY_FIELDS
+from labeling.selectors.agreement import agreement
 from labeling.selectors.quality import annotator_checks, gold_items
+from labeling.services.agreement import disagreements_queue
 from labeling.services.gold import MAX_GOLD_MARK, gold_mark, gold_unmark, pause_lift
 
 
@@ -180,3 +187,76 @@ class PauseLiftApi(APIView):
                 "lifted_at": pause.lifted_at,
             }
         )
+
+
+class PairOutput(serializers.Serializer):
+    annotator_a = serializers.CharField()
+    annotator_b = serializers.CharField()
+    items = serializers.IntegerField()
+    agreed = serializers.IntegerField()
+    observed = serializers.FloatField()
+    kappa = serializers.FloatField(allow_null=True)
+
+
+class AnnotatorAgreementOutput(serializers.Serializer):
+    annotator_id = serializers.IntegerField()
+    username = serializers.CharField()
+    shared_items = serializers.IntegerField()
+    mean_kappa = serializers.FloatField(allow_null=True)
+    majority_items = serializers.IntegerField()
+    against_majority = serializers.IntegerField()
+    against_majority_share = serializers.FloatField(allow_null=True)
+
+
+class FleissOutput(serializers.Serializer):
+    k = serializers.IntegerField()
+    items = serializers.IntegerField()
+    kappa = serializers.FloatField(allow_null=True)
+
+
+class DisagreementOutput(serializers.Serializer):
+    image = serializers.IntegerField()
+    votes = serializers.DictField(child=serializers.CharField())
+    current = serializers.CharField(allow_null=True)
+    review_item = serializers.IntegerField(allow_null=True)
+
+
+class AgreementOutput(serializers.Serializer):
+    overlap = serializers.IntegerField()
+    shared_items = serializers.IntegerField()
+    fleiss = FleissOutput()
+    pairs = PairOutput(many=True)
+    annotators = AnnotatorAgreementOutput(many=True)
+    disagreement_count = serializers.IntegerField()
+    disagreements = DisagreementOutput(many=True)
+
+
+class DisagreementsQueuedOutput(serializers.Serializer):
+    disagreements = serializers.IntegerField()
+    added = serializers.IntegerField()
+    already_queued = serializers.IntegerField()
+
+
+class AgreementApi(APIView):
+    """Agreement on items labeled by more than one annotator: Cohen's kappa per pair, per
+    annotator the mean kappa and the share of items against the majority, Fleiss' kappa, and
+    the newest disagreements with their votes and re-review item."""
+
+    permission_classes = [IsLead]
+
+    @extend_schema(responses=AgreementOutput)
+    def get(self, request, slug: str):
+        project = _project_for_lead(request.user, slug)
+        return Response(AgreementOutput(agreement(project=project)).data)
+
+
+class DisagreementsQueueApi(APIView):
+    """Send the items annotators disagreed on to the project's re-review queue."""
+
+    permission_classes = [IsLead]
+
+    @extend_schema(request=None, responses=DisagreementsQueuedOutput)
+    def post(self, request, slug: str):
+        project = _project_for_lead(request.user, slug)
+        result = disagreements_queue(project=project, lead=request.user)
+        return Response(DisagreementsQueuedOutput(result).data)

@@ -1,7 +1,7 @@
 """The quality page's gold, exposure and rubber-stamp part (issue 9, items 3 and 4), and its
-forms: mark or unmark gold items, lift a pause (leads), the project's quality settings
-(engineers). `quality_context` feeds the page (labeling.views.review.project_quality); the
-posts redirect back to it with a message.
+forms: mark or unmark gold items, lift a pause, send disagreements to re-review (leads), the
+project's quality settings (engineers). `quality_context` feeds the page
+(labeling.views.review.project_quality); the posts redirect back to it with a message.
 
 Annotators get 403 on all of these; another project is a 404.
 """
@@ -19,7 +19,9 @@ from labeling.models import AnnotatorPause, Project
 from labeling.permissions import can_manage, can_review, project_visible_or_404, role_required
 from labeling.project_settings import PROJECT_QUALITY, QUALITY_FIELDS, quality_settings_clean
 from labeling.roles import Role
+from labeling.selectors.agreement import agreement
 from labeling.selectors.quality import annotator_checks, gold_items
+from labeling.services.agreement import disagreements_queue
 from labeling.services.gold import gold_mark, gold_unmark, pause_lift
 from labeling.services.projects import project_update
 from labeling.views.job_forms import job_form, params_from_post
@@ -34,6 +36,7 @@ def quality_context(*, project: Project, user) -> dict:
     return {
         "checks": annotator_checks(project=project),
         "gold_items": gold_items(project=project),
+        "agreement": agreement(project=project),
         "settings_form": form,
         "positive_class": project.positive_class,
     }
@@ -122,4 +125,25 @@ def quality_settings_view(request, slug: str):
         messages.error(request, _("Not saved: %(why)s") % {"why": " ".join(error.messages)})
     else:
         messages.success(request, _("Quality settings saved."))
+    return _back(project)
+
+
+@require_POST
+@role_required(Role.LEAD)
+def disagreements_queue_view(request, slug: str):
+    """Send the items annotators disagreed on to re-review (labeling.services.agreement)."""
+    project = _lead_project(request.user, slug)
+    result = disagreements_queue(project=project, lead=request.user)
+    messages.success(
+        request,
+        _(
+            "Sent %(added)s disagreements to re-review (%(already)s were already there, "
+            "%(total)s in all)."
+        )
+        % {
+            "added": result["added"],
+            "already": result["already_queued"],
+            "total": result["disagreements"],
+        },
+    )
     return _back(project)

@@ -16,6 +16,11 @@ urlpatterns: list = [
         name="project-pause-lift",
     ),
     path(
+        "projects/<slug:slug>/quality/disagreements/queue/",
+        quality.disagreements_queue_view,
+        name="project-disagreements-queue",
+    ),
+    path(
         "projects/<slug:slug>/quality/settings/",
         quality.quality_settings_view,
         name="project-quality-settings",

@@ -269,6 +269,15 @@ MATRIX: dict[str, Route] = {
         obj="pause",
     ),
     "project-quality-settings": Route(PAGE_ENGINEER, PAGE_ENGINEER, method="POST"),
+    "project-disagreements-queue": Route(
+        row(LOGIN, DENIED, OK, OK, OK), row(LOGIN, DENIED, NOT_FOUND, OK, OK), method="POST"
+    ),
+    "api-quality-agreement": Route(
+        row(DENIED, DENIED, OK, OK, OK), row(DENIED, DENIED, NOT_FOUND, OK, OK)
+    ),
+    "api-quality-disagreements-queue": Route(
+        row(DENIED, DENIED, OK, OK, OK), row(DENIED, DENIED, NOT_FOUND, OK, OK), method="POST"
+    ),
     "api-gold": Route(row(DENIED, DENIED, OK, OK, OK), row(DENIED, DENIED, NOT_FOUND, OK, OK)),
     "api-gold-unmark": Route(
         row(DENIED, DENIED, OK, OK, OK), row(DENIED, DENIED, NOT_FOUND, OK, OK), method="POST"
