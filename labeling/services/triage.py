@@ -612,5 +612,10 @@ def triage_after_new_images(*, project: Project) -> bool:
 
 def triage_after_label(*, label: Label) -> None:
     """A triage-audit label arrived: queue the pause rule's check (on commit)."""
-    if label.strategy == Strategy.TRIAGE_AUDIT:
+    if (
+        label.strategy == Strategy.TRIAGE_AUDIT
+        and TriageRun.objects.filter(
+            project_id=label.project_id, status=TriageRun.Status.RUNNING
+        ).exists()
+    ):
         task_enqueue(CHECK_TASK, label.project_id)

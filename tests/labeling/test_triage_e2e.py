@@ -175,14 +175,15 @@ def test_triage_accepts_a_share_and_its_audit_measures_its_error(celery_worker, 
         assert figures["status"] == "running"
 
     # Run 2 after reverting run 1: a threshold far too loose, a tight bound. Its audit finds
-    # the positives it let through and the worker pauses it.
+    # the positives it let through and the worker pauses it: whatever the order the labels come
+    # in, with all of them in even the lower end of the interval is above 0.5% (5 of 207).
     reverted = apis[engineer].post(
         reverse("api-project-triage-revert", args=[project.slug, run.pk]), format="json"
     )
     assert reverted.status_code == 200 and reverted.json()["reverted"] == POOL
     started = apis[engineer].post(
         url,
-        {"accept_below": 0.5, "confirm_at": 0.95, "audit_rate": 1.0, "max_error": 0.01},
+        {"accept_below": 0.5, "confirm_at": 0.95, "audit_rate": 1.0, "max_error": 0.005},
         format="json",
     )
     assert started.status_code == 201, started.json()
@@ -197,11 +198,13 @@ def test_triage_accepts_a_share_and_its_audit_measures_its_error(celery_worker, 
         loose.refresh_from_db()
         return loose.status == TriageRun.Status.PAUSED
 
-    wait_for(paused, timeout=60, worker=celery_worker, what="triage pausing itself")
+    # One check per audit label, in the worker's order: on a loaded machine the last ones may
+    # take a while to come round.
+    wait_for(paused, timeout=240, worker=celery_worker, what="triage pausing itself")
     figures = apis[lead].get(url).json()["triage"]
     assert figures["pause_reason"] in ("upper_bound", "lower_bound")
-    assert figures["pause_figures"]["rate"]["high"] > 0.01
-    assert "0.0100" in figures["pause_reason_text"]
+    assert figures["pause_figures"]["rate"]["high"] > 0.005
+    assert "0.0050" in figures["pause_reason_text"]
     true_rate = sum(truth[i] for i in accepted) / len(accepted)
     print(f"run 2: {len(accepted)} accepted, true miss rate {true_rate:.4f}; {figures}")
     assert figures["error"]["rate"]["low"] <= true_rate <= figures["error"]["rate"]["high"]
