@@ -82,3 +82,39 @@ def test_engineer_cancels_a_queued_job_from_the_jobs_page(live_server):
     queued.refresh_from_db()
     assert queued.status == Job.Status.CANCELLED
     assert not errors, errors
+
+
+@pytest.mark.django_db(transaction=True)
+def test_job_page_shows_the_summary_once_the_job_finishes(live_server):
+    """The job's page polls; when the job finishes it reloads once, and the server's summary
+    replaces the waiting line while the cancel button goes."""
+    from playwright.sync_api import expect, sync_playwright
+
+    engineer = make_user("site_engineer")
+    project = make_project()
+    job = Job.objects.create(project=project, kind=Job.Kind.SCORE_POOL, status=Job.Status.RUNNING)
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            context = browser.new_context()
+            context.add_cookies([_cookie(engineer, live_server)])
+            page = context.new_page()
+            page.on("response", lambda r: r.status >= 400 and errors.append(f"{r.status} {r.url}"))
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(f"{live_server.url}/jobs/{job.pk}/")
+            expect(page.locator("#job-cancel")).to_be_visible()
+            expect(page.locator("#job-summary")).to_contain_text("when the job finishes")
+            Job.objects.filter(pk=job.pk).update(
+                status=Job.Status.SUCCEEDED,
+                percent=100.0,
+                result={"images": 3, "scored": 3, "shards": 1, "shards_done": 1},
+            )
+            expect(page.locator("#job-summary")).to_contain_text("Scored 3 of 3 images.")
+            expect(page.locator("#job-cancel")).to_have_count(0)
+            expect(page.locator("#job-status")).to_have_class("tag job-status job-succeeded")
+            expect(page.locator("details.raw-json pre")).to_be_hidden()
+            context.close()
+        finally:
+            browser.close()
+    assert not errors, errors
