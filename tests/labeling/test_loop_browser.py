@@ -77,28 +77,37 @@ def test_engineer_lead_and_annotator_in_real_chromium(live_server, celery_worker
             page.wait_for_url(f"{base}/jobs/*/")
             job = Job.objects.get(project=project, kind=Job.Kind.DETECT_NOISE)
             assert job.params["pretrain_epochs"] == 40 and job.params["fraction"] == 0.05
-            # Record every percentage the page shows, and mark this document: a reload would
-            # drop the mark.
-            page.evaluate(
-                """() => {
-                    window.__seen = [document.getElementById('job-percent').textContent];
-                    window.__same_document = true;
-                    new MutationObserver(() => window.__seen.push(
-                        document.getElementById('job-percent').textContent
-                    )).observe(document.getElementById('job-percent'),
-                               {childList: true, characterData: true, subtree: true});
-                }"""
+            # Record every percentage the page shows while the job runs (reported to the test,
+            # so the record outlives the document) and every navigation: the page follows the
+            # job by polling, without reloading, and reloads once when the job finishes so the
+            # server-written summary appears.
+            seen: list[str] = []
+            navigations: list[str] = []
+            page.expose_function("reportPercent", lambda text: seen.append(text))
+            page.on(
+                "framenavigated",
+                lambda frame: navigations.append(frame.url) if frame == page.main_frame else None,
             )
+            with page.expect_navigation(timeout=240_000):  # the one reload, at the finish
+                page.evaluate(
+                    """() => {
+                        const percent = document.getElementById('job-percent');
+                        window.reportPercent(percent.textContent);
+                        const report = () => window.reportPercent(percent.textContent);
+                        new MutationObserver(report).observe(
+                            percent, {childList: true, characterData: true, subtree: true}
+                        );
+                    }"""
+                )
             page.wait_for_function(
-                "() => document.getElementById('job-status').textContent === 'Succeeded'",
-                timeout=240_000,
+                "() => document.getElementById('job-status').textContent === 'Succeeded'"
             )
-            assert page.evaluate("window.__same_document") is True
-            seen = [int(text.rstrip("%")) for text in page.evaluate("window.__seen")]
-            assert seen[-1] == 100
-            in_between = sorted({value for value in seen if 0 < value < 100})
-            assert len(in_between) >= 2, seen  # it advanced in steps, not in one jump
-            assert seen == sorted(seen), seen  # and never went backwards
+            assert len(navigations) == 1, navigations  # no reload while it ran
+            assert page.locator("#job-percent").text_content().strip() == "100%"
+            values = [int(text.rstrip("%")) for text in seen]
+            in_between = sorted({value for value in values if 0 < value < 100})
+            assert len(in_between) >= 2, values  # it advanced in steps, not in one jump
+            assert values == sorted(values), values  # and never went backwards
             job.refresh_from_db()
             assert job.status == Job.Status.SUCCEEDED and job.result["suspects"] == 2
             context.close()
