@@ -49,11 +49,6 @@ SOURCES = ("config", "labeling", "templates", "static")
 ALLOWED = {"imageclean", "AP", "CBAM", "Grad-CAM", "O2U"}
 USER_FACING_ATTRIBUTES = ("title", "alt", "placeholder", "aria-label")
 
-pytestmark = pytest.mark.skipif(
-    not all(shutil.which(tool) for tool in ("xgettext", "msgmerge", "msgattrib", "msgfmt")),
-    reason="GNU gettext is not installed (Debian package gettext)",
-)
-
 
 @pytest.fixture(scope="module")
 def merged_catalogs(tmp_path_factory) -> dict[tuple[str, str], Path]:

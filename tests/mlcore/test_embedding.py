@@ -14,7 +14,6 @@ from mlcore.data import ImageDataset, ImageRecord, make_loader
 from mlcore.embedding import embed_pipeline
 
 STAMPS = Path("/usr/share/tuxpaint/stamps")
-pytestmark = pytest.mark.skipif(not STAMPS.is_dir(), reason="tuxpaint-stamps-default missing")
 
 
 @pytest.fixture(scope="module")

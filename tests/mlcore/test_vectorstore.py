@@ -18,8 +18,6 @@ from mlcore import vectorstore
 from mlcore.recall import nearest_neighbours
 from mlcore.vectorstore import ANN_FUNCTION, EXACT_FUNCTION, VectorStore
 
-pytest.importorskip("faiss")
-
 
 def _unit(rows: np.ndarray) -> np.ndarray:
     return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
