@@ -11,16 +11,10 @@ import pytest
 
 from labeling.models import Label, Queue, QueueItem, Strategy
 from tests.factories import PASSWORD, make_image, make_project, make_user
+from tests.labeling.browser import ARGS, CHROMIUM
 
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-]
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -16,16 +16,10 @@ import pytest
 from labeling.models import Label, Preference, Strategy
 from labeling.services.queues import queue_items_add
 from tests.factories import PASSWORD, make_image, make_project, make_queue, make_user
+from tests.labeling.browser import ARGS, CHROMIUM
 
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-]
 
 pytestmark = pytest.mark.browser
 

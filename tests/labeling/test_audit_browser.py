@@ -24,6 +24,7 @@ from labeling.models import Image, Job, Queue, Score, Strategy
 from labeling.services.queues import queue_get_or_create, queue_items_add
 from tests.factories import make_project, make_user
 from tests.labeling import worker as loop_worker
+from tests.labeling.browser import ARGS, CHROMIUM, session_cookie
 from tests.labeling.test_audit_e2e import simulated_pool, simulated_version
 from tests.labeling.test_browser import (
     all_keys,
@@ -31,7 +32,6 @@ from tests.labeling.test_browser import (
     wait_for_other_image,
     wait_until_saved,
 )
-from tests.labeling.test_loop_browser import ARGS, CHROMIUM, session_cookie
 
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 

@@ -23,12 +23,12 @@ from PIL import Image as PILImage
 from labeling.models import Image, Label, ModelVersion, Score, Strategy
 from labeling.services.queues import queue_items_add
 from tests.factories import PASSWORD, make_image, make_project, make_queue, make_user
+from tests.labeling.browser import CHROMIUM
 
 # Playwright's sync API runs an event loop in this thread; the ORM calls made between browser
 # steps are ordinary synchronous calls, so Django's async-safety guard is told so.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
-CHROMIUM = "/usr/bin/chromium"
 STAMPS = Path("/usr/share/tuxpaint/stamps/animals")
 REPO = Path(__file__).resolve().parents[2]
 PLANTED_SCORE = 0.8765432

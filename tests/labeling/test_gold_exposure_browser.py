@@ -20,16 +20,10 @@ from labeling.services.gold import gold_mark
 from labeling.services.labels import lease_submit
 from labeling.services.queues import queue_claim_next, queue_items_add
 from tests.factories import PASSWORD, make_image, make_project, make_queue, make_user
+from tests.labeling.browser import ARGS, CHROMIUM
 
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-]
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -29,10 +29,10 @@ import pytest
 from labeling.models import Label, Strategy
 from labeling.services.queues import queue_items_add
 from tests.factories import PASSWORD, make_image, make_project, make_queue, make_user
+from tests.labeling.browser import CHROMIUM
 
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
-CHROMIUM = "/usr/bin/chromium"
 REPO = Path(__file__).resolve().parents[2]
 ALLOWED = {"imageclean"}
 SCHEMA = {

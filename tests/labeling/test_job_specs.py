@@ -387,7 +387,7 @@ def test_the_form_shows_the_default_of_the_preset_picked(live_server):
 
     from playwright.sync_api import sync_playwright
 
-    from tests.labeling.test_loop_browser import ARGS, CHROMIUM, session_cookie
+    from tests.labeling.browser import ARGS, CHROMIUM, session_cookie
 
     os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     project = make_project()

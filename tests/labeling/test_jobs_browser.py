@@ -8,33 +8,15 @@ from __future__ import annotations
 import os
 
 import pytest
-from django.test import Client
 
 from labeling.models import Job
 from tests.factories import make_project, make_user
+from tests.labeling.browser import ARGS, CHROMIUM, session_cookie
 
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-]
 
 pytestmark = pytest.mark.browser
-
-
-def _cookie(user, live_server) -> dict:
-    client = Client()
-    client.force_login(user)
-    return {
-        "name": "sessionid",
-        "value": client.cookies["sessionid"].value,
-        "domain": live_server.url.split("//")[1].split(":")[0],
-        "path": "/",
-    }
 
 
 @pytest.mark.django_db(transaction=True)
@@ -55,7 +37,7 @@ def test_engineer_cancels_a_queued_job_from_the_jobs_page(live_server):
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
             context = browser.new_context()
-            context.add_cookies([_cookie(engineer, live_server)])
+            context.add_cookies([session_cookie(engineer, live_server)])
             page = context.new_page()
             page.on("response", lambda r: r.status >= 400 and errors.append(f"{r.status} {r.url}"))
             page.goto(f"{live_server.url}/projects/{project.slug}/jobs/")
@@ -98,7 +80,7 @@ def test_job_page_shows_the_summary_once_the_job_finishes(live_server):
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
             context = browser.new_context()
-            context.add_cookies([_cookie(engineer, live_server)])
+            context.add_cookies([session_cookie(engineer, live_server)])
             page = context.new_page()
             page.on("response", lambda r: r.status >= 400 and errors.append(f"{r.status} {r.url}"))
             page.on("pageerror", lambda e: errors.append(str(e)))

@@ -13,40 +13,21 @@ from __future__ import annotations
 import os
 
 import pytest
-from django.test import Client
 
 from labeling.models import Job, Label, Queue, QueueItem
 from tests.factories import make_user
 from tests.labeling import worker as loop_worker
+from tests.labeling.browser import ARGS, CHROMIUM, session_cookie
 from tests.labeling.test_noise import labeled_pool
 
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-]
 
 celery_worker = loop_worker.celery_worker
 worker_storage = loop_worker.worker_storage
 worker_var_dir = loop_worker.worker_var_dir
 
 pytestmark = pytest.mark.browser
-
-
-def session_cookie(user, live_server) -> dict:
-    client = Client()
-    client.force_login(user)
-    host = live_server.url.split("//")[1].split(":")[0]
-    return {
-        "name": "sessionid",
-        "value": client.cookies["sessionid"].value,
-        "domain": host,
-        "path": "/",
-    }
 
 
 @pytest.mark.django_db(transaction=True)

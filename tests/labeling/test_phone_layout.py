@@ -13,18 +13,12 @@ import pytest
 from labeling.models import Strategy
 from labeling.services.queues import queue_items_add
 from tests.factories import make_image, make_project, make_queue, make_user
+from tests.labeling.browser import ARGS, CHROMIUM
 from tests.labeling.test_review_pages import flagged_world
 
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
-CHROMIUM = "/usr/bin/chromium"
 PHONE = {"width": 390, "height": 844}
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-]
 
 pytestmark = pytest.mark.browser
 

@@ -8,23 +8,16 @@ from __future__ import annotations
 import os
 
 import pytest
-from django.test import Client
 
 from labeling.models import ModelVersion, Queue, Score, Strategy
 from labeling.services.projects import project_default_queues_ensure
 from labeling.services.queues import queue_items_add, queue_items_place
 from tests.factories import make_image, make_project, make_user
+from tests.labeling.browser import ARGS, CHROMIUM, session_cookie
 from tests.labeling.test_browser import all_keys
 
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-]
 # What explains an item; none of it may reach an annotator.
 EXPLAINING = {
     "strategy",
@@ -44,17 +37,6 @@ EXPLAINING = {
 }
 
 pytestmark = pytest.mark.browser
-
-
-def _cookie(user, live_server) -> dict:
-    client = Client()
-    client.force_login(user)
-    return {
-        "name": "sessionid",
-        "value": client.cookies["sessionid"].value,
-        "domain": live_server.url.split("//")[1].split(":")[0],
-        "path": "/",
-    }
 
 
 @pytest.mark.django_db(transaction=True)
@@ -114,7 +96,7 @@ def test_engineer_sees_strategy_and_rank_annotator_sees_none_of_it(live_server):
         try:
             # --- The engineer: the project page links to the queue's contents ----------------
             context = browser.new_context()
-            context.add_cookies([_cookie(engineer, live_server)])
+            context.add_cookies([session_cookie(engineer, live_server)])
             page = context.new_page()
             page.goto(f"{base}/projects/{project.slug}/")
             page.locator(f"a[href='/projects/{project.slug}/queues/{labeling.pk}/items/']").click()
@@ -159,7 +141,7 @@ def test_engineer_sees_strategy_and_rank_annotator_sees_none_of_it(live_server):
 
             # --- The annotator labels the queue: no payload explains anything --------------
             context = browser.new_context()
-            context.add_cookies([_cookie(annotator, live_server)])
+            context.add_cookies([session_cookie(annotator, live_server)])
             page = context.new_page()
             payloads = []
 

@@ -24,9 +24,9 @@ import pytest
 from labeling.models import Image, Queue, QueueItem, Strategy, TriageRun
 from tests.factories import make_project, make_user
 from tests.labeling import worker as loop_worker
+from tests.labeling.browser import ARGS, CHROMIUM, session_cookie
 from tests.labeling.test_audit_e2e import simulated_pool, simulated_version
 from tests.labeling.test_browser import all_keys, wait_for_other_image, wait_until_saved
-from tests.labeling.test_loop_browser import ARGS, CHROMIUM, session_cookie
 
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
