@@ -158,6 +158,10 @@ class Project(models.Model):
     grid_min_ms_per_tile = models.PositiveIntegerField(
         default=quality_default("grid_min_ms_per_tile")
     )
+    # Webhooks (issue 9, item 15): declared in labeling.project_settings (PROJECT_WEBHOOK);
+    # empty URL = no webhooks. The secret signs every delivery and is never shown back.
+    webhook_url = models.CharField(max_length=500, blank=True, default="")
+    webhook_secret = models.CharField(max_length=200, blank=True, default="")
     members = models.ManyToManyField(User, blank=True, related_name="projects")
     active_model_version = models.ForeignKey(
         "ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -840,3 +844,43 @@ class AuditEvent(models.Model):
 
     def delete(self, *args, **kwargs):
         raise AppendOnlyError(_("The audit log is append-only."))
+
+
+class WebhookDelivery(models.Model):
+    """One event sent (or being sent) to a project's webhook URL: the delivery log engineers
+    read (labeling.services.webhooks). The body is kept exactly as signed, so a retry sends the
+    same bytes and the same delivery id (receivers deduplicate on it)."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("Pending")
+        DELIVERED = "delivered", _("Delivered")
+        FAILED = "failed", _("Failed")
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="webhooks")
+    event = models.CharField(max_length=40)
+    url = models.CharField(max_length=500)
+    body = models.TextField()
+    # Set for events that must fire once per occurrence (a queue emptied): a second insert of
+    # the same key is dropped by the unique constraint.
+    dedupe_key = models.CharField(max_length=120, blank=True, default="")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["project", "-created_at"], name="webhook_project_at")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "dedupe_key"],
+                condition=~models.Q(dedupe_key=""),
+                name="webhook_unique_dedupe_key",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event} #{self.pk} ({self.status})"
