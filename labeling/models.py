@@ -632,6 +632,10 @@ class Job(models.Model):
     # takes the job over at once when that process is provably gone (same host, no such
     # process), else only when the heartbeat stops (labeling.services.jobs.job_start).
     owner = models.CharField(max_length=200, blank=True)
+    # When its task was last handed to the broker; None while never sent (the broker was down).
+    # The recovery sweep sends a queued job again when this is missing or older than the
+    # broker's last start (a Redis restart loses its messages): labeling.services.jobs.
+    enqueued_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -884,3 +888,44 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event} #{self.pk} ({self.status})"
+
+
+class ReviewDecision(models.Model):
+    """One step of a lead's review stream (labeling.services.review): a decision on a flagged
+    item (confirm, correct, send back to the annotator) or a skip, with the lead's comment.
+    The lead's "undo" walks back the latest one that is not undone yet (`undone_at`); the
+    labels it wrote stay in the append-only history, retracted."""
+
+    class Action(models.TextChoices):
+        CONFIRM = "confirm", _("Confirmed")
+        CORRECT = "correct", _("Corrected")
+        SEND_BACK = "send_back", _("Sent back to the annotator")
+        SKIP = "skip", _("Skipped")
+
+    item = models.ForeignKey(QueueItem, on_delete=models.CASCADE, related_name="review_decisions")
+    lead = models.ForeignKey(User, on_delete=models.CASCADE, related_name="review_decisions")
+    action = models.CharField(max_length=10, choices=Action.choices)
+    comment = models.TextField(blank=True, max_length=2000)
+    # The CONFIRMATION or CORRECTION a decision wrote; the RETRACTION a send-back wrote.
+    label = models.ForeignKey(
+        Label, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    # A send-back: the annotator whose label went back, and their labeling-queue item.
+    returned_to = models.ForeignKey(
+        User, null=True, blank=True, on_delete=models.CASCADE, related_name="returned_reviews"
+    )
+    returned_item = models.ForeignKey(
+        QueueItem, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    undone_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["lead", "-created_at"], name="reviewdecision_lead_at"),
+            models.Index(fields=["returned_to", "-created_at"], name="reviewdecision_returned"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action} of item {self.item_id} by {self.lead_id}"
