@@ -348,6 +348,15 @@ IMAGECLEAN_SCORING_SHARD_SIZE = int(os.environ.get("IMAGECLEAN_SCORING_SHARD_SIZ
 IMAGECLEAN_SCORING_BATCH_SIZE = int(os.environ.get("IMAGECLEAN_SCORING_BATCH_SIZE", 64))
 IMAGECLEAN_SCORING_LOADER_WORKERS = int(os.environ.get("IMAGECLEAN_SCORING_LOADER_WORKERS", 0))
 IMAGECLEAN_ML_DEVICE = os.environ.get("IMAGECLEAN_ML_DEVICE", "auto")
+# Webhooks (labeling.services.webhooks, docs/webhooks.md). Private, loopback and link-local
+# addresses are refused as targets (SSRF: a project's URL must not reach the cluster's own
+# services) unless this is set, e.g. for a receiver on the same host in tests or a lab.
+IMAGECLEAN_WEBHOOK_ALLOW_PRIVATE = os.environ.get("IMAGECLEAN_WEBHOOK_ALLOW_PRIVATE", "") == "1"
+IMAGECLEAN_WEBHOOK_TIMEOUT = float(os.environ.get("IMAGECLEAN_WEBHOOK_TIMEOUT", 10))
+# Attempts per delivery, and the first retry's wait in seconds: it doubles each time (30 s,
+# 1 min, 2 min, ... about 16 min before the sixth attempt).
+IMAGECLEAN_WEBHOOK_MAX_ATTEMPTS = int(os.environ.get("IMAGECLEAN_WEBHOOK_MAX_ATTEMPTS", 6))
+IMAGECLEAN_WEBHOOK_BACKOFF = float(os.environ.get("IMAGECLEAN_WEBHOOK_BACKOFF", 30))
 CELERY_BEAT_SCHEDULE["recover-stalled-jobs"] = {
     "task": "labeling.tasks.jobs_recover",
     "schedule": 60.0,
