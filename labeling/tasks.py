@@ -15,7 +15,18 @@ from __future__ import annotations
 from celery import shared_task
 from django.conf import settings
 
-from .services import audit, jobs, noise, queues, recall, scoring, selection, training, triage
+from .services import (
+    audit,
+    jobs,
+    noise,
+    queues,
+    recall,
+    scoring,
+    selection,
+    training,
+    triage,
+    webhooks,
+)
 
 _RETRY = {
     "autoretry_for": jobs.TRANSIENT_ERRORS,
@@ -105,3 +116,12 @@ def ml_triage(project_id: int) -> dict:
 def triage_check(project_id: int) -> str | None:
     """Triage's pause rule, after an audit label arrives."""
     return triage.triage_check(project_id=project_id)
+
+
+@shared_task(bind=True, name="labeling.tasks.webhook_deliver", **DEFAULT_TASK)
+def webhook_deliver(self, delivery_id: int) -> None:
+    """One POST of a webhook delivery; another one later, with the wait doubled, while the
+    receiver is down or answers 5xx (the service counts the attempts on the delivery's row)."""
+    delay = webhooks.webhook_attempt(delivery_id=delivery_id)
+    if delay is not None:
+        raise self.retry(countdown=delay, max_retries=None)

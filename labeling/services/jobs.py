@@ -45,6 +45,7 @@ from django.utils.translation import gettext as _
 
 from labeling.models import Job, Project
 from labeling.permissions import can_manage
+from labeling.services import webhooks
 from labeling.services.audit_log import Action, audit_record
 from labeling.services.params import JobSpec
 
@@ -326,9 +327,14 @@ def job_succeed(*, job_id: int, result: dict | None = None) -> bool:
 
 
 def job_fail(*, job_id: int, error: str) -> bool:
-    return _finish(
+    failed = _finish(
         job_id=job_id, status=Job.Status.FAILED, log_line=f"failed: {error}", error=error
     )
+    if failed:
+        job = Job.objects.select_related("project").filter(pk=job_id).first()
+        if job is not None:
+            webhooks.emit_job_failed(job)
+    return failed
 
 
 def job_mark_cancelled(*, job_id: int) -> bool:

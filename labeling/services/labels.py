@@ -30,6 +30,7 @@ from django.utils.translation import gettext as _
 from labeling.models import Image, Label, Lease, Project, Queue, QueueItem, Strategy
 from labeling.permissions import can_label, can_review
 from labeling.selectors.labels import image_current_label
+from labeling.services import webhooks
 from labeling.services.audit_log import Action, audit_record
 from labeling.services.gold import gold_answer_locked
 from labeling.services.label_limits import (
@@ -135,6 +136,7 @@ def _count_completion(item: QueueItem, lease: Lease, now: datetime) -> None:
         item.status = QueueItem.Status.DONE
         item.done_at = now
         fields += ["status", "done_at"]
+        webhooks.emit_queue_empty_on_commit(item.queue)
     item.save(update_fields=fields)
 
 
@@ -585,6 +587,7 @@ def _review_resolve_locked(
     item.labels_done = item.labels_needed
     item.status, item.done_at = QueueItem.Status.DONE, now
     item.save(update_fields=["labels_done", "status", "done_at"])
+    webhooks.emit_queue_empty_on_commit(item.queue)
     if kind == Label.Kind.CORRECTION:
         audit_record(
             actor=lead,

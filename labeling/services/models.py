@@ -19,6 +19,7 @@ from django.utils.translation import gettext as _
 
 from labeling.models import ModelVersion, Project
 from labeling.permissions import can_manage
+from labeling.services import webhooks
 from labeling.services.audit_log import Action, audit_record
 
 COMPARED = ("precision", "recall", "ap")
@@ -56,6 +57,7 @@ def model_version_promote(*, version: ModelVersion, by: User | None) -> ModelVer
             target=locked,
             details={"previous_version_id": previous_id},
         )
+        webhooks.emit_promoted(locked, previous_id=previous_id, by=by)
     version.promoted_at = locked.promoted_at
     version.project.active_model_version = locked
     return locked
@@ -95,6 +97,7 @@ def model_version_rollback(*, project: Project, by: User | None) -> ModelVersion
             target=previous,
             details={"from_version_id": active.pk, "from_version": active.name},
         )
+        webhooks.emit_rolled_back(project=locked_project, to=previous, from_=active, by=by)
     project.active_model_version = previous
     return previous
 

@@ -38,6 +38,7 @@ from labeling.ml.presets import DEFAULT_PRESET, preset_defaults
 from labeling.ml.presets import PRESETS as ML_PRESETS
 from labeling.models import Image, Job, ModelVersion, Project, Queue, QueueItem
 from labeling.selectors.labels import current_labels
+from labeling.services import webhooks
 from labeling.services.jobs import TRANSIENT_ERRORS, job_progress, job_run
 from labeling.services.models import model_version_promote, model_versions_compare
 from labeling.services.params import (
@@ -484,6 +485,7 @@ def _train(job: Job) -> dict:
         on_saved=lambda saved: Job.objects.filter(pk=job.pk).update(model_version=saved),
     )
     _training_state_discard(job)
+    webhooks.emit_trained(version, job_id=job.pk)
     project.refresh_from_db()
     comparison = model_versions_compare(new=version, old=project.active_model_version)
     promoted = False
