@@ -17,6 +17,7 @@ from django.conf import settings
 
 from .services import (
     audit,
+    embeddings,
     jobs,
     noise,
     queues,
@@ -96,6 +97,13 @@ def ml_detect_noise(self, job_id: int) -> None:
 def ml_cold_start(self, job_id: int) -> None:
     """Embed the pool (cached) and queue the seed images' nearest neighbours for labeling."""
     recall.cold_start_run(job_id=job_id, retry=self.request.retries > 0)
+
+
+@shared_task(name="labeling.tasks.ml_embed_images", **ML_TASK)
+def ml_embed_images(project_id: int, image_ids: list[int]) -> dict:
+    """Add newly imported images' vectors to the project's store (those it lacks; safe to run
+    twice), so cold-start recall finds them embedded."""
+    return embeddings.embed_images_run(project_id=project_id, image_ids=image_ids)
 
 
 @shared_task(bind=True, name="labeling.tasks.pool_audit", **DEFAULT_TASK)

@@ -174,11 +174,14 @@ def embed_rows(
     storage: Storage | None = None,
     load_vectors: bool = True,
     decode_threads: int = DECODE_THREADS,
+    save_index: bool = True,
 ) -> Embeddings:
     """Make sure `store` holds a vector for each of `rows`: read from the store, imported from
     an earlier per-image file, or computed in batches (and added to the store in blocks).
     `on_batch(done, to_compute)` after each batch may raise to stop; what was embedded before
-    stays stored. Returns the rows' vectors (`load_vectors`) in row order."""
+    stays stored. Returns the rows' vectors (`load_vectors`) in row order. `save_index`: write
+    the store's index file afterwards (the embedding-on-import task decides that itself, so
+    small imports do not rewrite a large index each time; labeling.services.embeddings)."""
     storage = storage or default_storage
     ids = [row.image_id for row in rows]
     stored_before = int(store.contains(ids).sum()) if ids else 0
@@ -208,10 +211,11 @@ def embed_rows(
                 on_batch=on_batch,
             )
         finally:
-            store.save_index()  # what was added, even when a cancel stopped the job
+            if save_index:
+                store.save_index()  # what was added, even when a cancel stopped the job
         computed = stats.embedded
         unreadable = [image_id for image_id, _ in stats.unreadable]
-    elif imported:
+    elif imported and save_index:
         store.save_index()
     present = [pk for pk, ok in zip(ids, store.contains(ids), strict=True) if ok] if ids else []
     vectors = None

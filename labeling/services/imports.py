@@ -336,9 +336,17 @@ class _Importer:
             },
         )
         if self.report.imported:
+            from labeling.services.embeddings import enqueue_embedding_for
             from labeling.services.triage import triage_after_new_images
 
             triage_after_new_images(project=self.project)
+            # Their vectors for cold-start recall, in the background once this commits.
+            enqueue_embedding_for(
+                project=self.project,
+                image_ids=[
+                    e.image_id for e in report.entries if e.status == Status.IMPORTED and e.image_id
+                ],
+            )
         return self.report
 
     def import_one(self, name: str, data: bytes | IO[bytes], *, metadata=None) -> None:
