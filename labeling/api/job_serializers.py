@@ -62,15 +62,9 @@ def _field(param: ParamSpec) -> serializers.Field:
         return serializers.ChoiceField(choices=param.choices, **options)
     if param.kind == ParamKind.MODEL_VERSION:
         return serializers.IntegerField(min_value=1, allow_null=True, **options)
-    if param.kind in (ParamKind.URL, ParamKind.SECRET):
-        # The spec's own parse (length, and a URL's check) runs where the value is saved.
-        return serializers.CharField(
-            allow_blank=True,
-            max_length=param.max_length,
-            write_only=param.write_only,
-            trim_whitespace=True,
-            **options,
-        )
+    if param.kind == ParamKind.URL:
+        # The spec's own parse (its check: the webhook URL's rule) runs where the value is saved.
+        return serializers.CharField(allow_blank=True, max_length=param.max_length, **options)
     if param.kind == ParamKind.IMAGE_IDS:
         return serializers.ListField(
             child=serializers.IntegerField(), min_length=1, max_length=param.max_items, **options

@@ -56,8 +56,6 @@ class ParamKind(enum.StrEnum):
     IMAGE_IDS = "image_ids"
     # An http(s) address, or "" for none (a project's webhook URL); `check` adds its own rule.
     URL = "url"
-    # A shared secret, or "" for none: written, never shown back (forms, API output).
-    SECRET = "secret"  # noqa: S105 (a kind of parameter, not a password)
 
 
 @dataclass(frozen=True)
@@ -100,20 +98,14 @@ class ParamSpec:
     max_items: int | None = None
     empty_message: str | Promise = ""
     resolve: Resolver | None = None
-    # URL and SECRET: the longest (and for a secret the shortest non-empty) value accepted, and
-    # for a URL a further rule, `check(value)` raising ValidationError (webhook SSRF rule).
+    # URL: the longest value accepted, and a further rule, `check(value)` raising
+    # ValidationError (the webhook URL's SSRF rule).
     max_length: int | None = None
-    min_length: int = 0
     check: Callable[[str], Any] | None = None
 
     @property
     def is_numeric(self) -> bool:
         return self.kind in (ParamKind.INTEGER, ParamKind.NUMBER, ParamKind.OPTIONAL_NUMBER)
-
-    @property
-    def write_only(self) -> bool:
-        """Never sent back: forms render it empty, API outputs leave it out."""
-        return self.kind == ParamKind.SECRET
 
     @property
     def choice_values(self) -> tuple[str, ...]:
@@ -255,22 +247,17 @@ def _parse_image_ids(spec: ParamSpec, value: Any) -> list[int]:
     return ids
 
 
-def _parse_text(spec: ParamSpec, value: Any) -> str:
+def _parse_url(spec: ParamSpec, value: Any) -> str:
     if value is None:
         value = ""
     if not isinstance(value, str):
         raise spec._error(gettext("%(name)s must be text.") % {"name": spec.name})
     value = value.strip()
-    if value and not (spec.min_length <= len(value) <= (spec.max_length or len(value))):
+    if spec.max_length is not None and len(value) > spec.max_length:
         raise spec._error(
-            gettext("%(name)s must be %(low)d to %(high)d characters long.")
-            % {"name": spec.name, "low": spec.min_length, "high": spec.max_length or len(value)}
+            gettext("%(name)s must be at most %(high)d characters long.")
+            % {"name": spec.name, "high": spec.max_length}
         )
-    return value
-
-
-def _parse_url(spec: ParamSpec, value: Any) -> str:
-    value = _parse_text(spec, value)
     if value and spec.check is not None:
         spec.check(value)
     return value
@@ -285,7 +272,6 @@ _PARSERS: dict[ParamKind, Callable[[ParamSpec, Any], Any]] = {
     ParamKind.MODEL_VERSION: _parse_model_version,
     ParamKind.IMAGE_IDS: _parse_image_ids,
     ParamKind.URL: _parse_url,
-    ParamKind.SECRET: _parse_text,
 }
 
 
@@ -469,26 +455,6 @@ def url(
         help_text=help_text,
         max_length=max_length,
         check=check,
-    )
-
-
-def secret(
-    name: str,
-    *,
-    label: str | Promise,
-    help_text: str | Promise,
-    min_length: int = 16,
-    max_length: int = 200,
-) -> ParamSpec:
-    """A shared secret or "" (none), `min_length` to `max_length` characters; write-only."""
-    return ParamSpec(
-        name=name,
-        kind=ParamKind.SECRET,
-        default="",
-        label=label,
-        help_text=help_text,
-        min_length=min_length,
-        max_length=max_length,
     )
 
 

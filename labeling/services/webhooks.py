@@ -30,6 +30,7 @@ import http.client
 import json
 import logging
 import random
+import secrets
 import socket
 import ssl
 import time
@@ -81,6 +82,29 @@ EVENT_DESCRIPTIONS = {
     Event.QUEUE_EMPTY: gettext_lazy("A queue's last open item was done."),
     Event.PING: gettext_lazy("A test event sent from the webhooks page."),
 }
+
+
+# --- The secret --------------------------------------------------------------------------------
+def webhook_secret(*, project: Project) -> str:
+    """The project's signing secret, made on first need (32 random bytes, URL-safe text): a
+    secret people pick is weaker, and one made here is never typed into a form. Engineers read
+    it on the webhooks page to configure their receiver."""
+    if project.webhook_secret:
+        return project.webhook_secret
+    made = secrets.token_urlsafe(32)
+    # Two first uses at once keep the one written first.
+    Project.objects.filter(pk=project.pk, webhook_secret="").update(webhook_secret=made)
+    project.webhook_secret = (
+        Project.objects.filter(pk=project.pk).values_list("webhook_secret", flat=True).get()
+    )
+    return project.webhook_secret
+
+
+def webhook_secret_rotate(*, project: Project) -> str:
+    """A new secret; deliveries signed from now on use it (a retry of an older one too)."""
+    project.webhook_secret = secrets.token_urlsafe(32)
+    Project.objects.filter(pk=project.pk).update(webhook_secret=project.webhook_secret)
+    return project.webhook_secret
 
 
 # --- Signing -----------------------------------------------------------------------------------
@@ -332,7 +356,7 @@ def webhook_attempt(*, delivery_id: int) -> float | None:
     if not claimed:
         return None
     delivery = WebhookDelivery.objects.select_related("project").get(pk=delivery_id)
-    secret = delivery.project.webhook_secret
+    secret = webhook_secret(project=delivery.project)
     body = delivery.body.encode()
     headers = {
         "Content-Type": "application/json",

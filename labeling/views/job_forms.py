@@ -100,13 +100,6 @@ def _field(param: ParamSpec, versions: Iterable[ModelVersion]) -> forms.Field:
         return forms.CharField(
             max_length=param.max_length, widget=forms.URLInput(attrs={"inputmode": "url"}), **common
         )
-    if param.kind == ParamKind.SECRET:
-        # Never rendered back (render_value=False): an empty field keeps the current secret.
-        return forms.CharField(
-            max_length=param.max_length,
-            widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
-            **common,
-        )
     raise ValueError(f"{param.name}: no form field for a {param.kind} parameter")
 
 
