@@ -22,7 +22,12 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext_lazy
 
 from labeling.keys import ACTION_NAMES, PAGE_NAMES, key_label, reserved_keys
-from labeling.project_settings import PROJECT_QUALITY, QUALITY_FIELDS, quality_default
+from labeling.project_settings import (
+    PROJECT_QUALITY,
+    PROJECT_WEBHOOK,
+    QUALITY_FIELDS,
+    quality_default,
+)
 
 User = settings.AUTH_USER_MODEL
 
@@ -185,6 +190,8 @@ class Project(models.Model):
             raise ValidationError({"labels_per_item": _("At least one label per item.")})
         for name in QUALITY_FIELDS:
             PROJECT_QUALITY.param(name).parse(getattr(self, name))
+        # http(s), and a public address (labeling.services.webhook_url): DNS is asked here.
+        PROJECT_WEBHOOK.param("webhook_url").parse(self.webhook_url)
 
     # Schema helpers ---------------------------------------------------------------------------
     @property
@@ -350,6 +357,10 @@ class QueueItem(models.Model):
         ]
         indexes = [
             models.Index(fields=["queue", "status", "-priority", "id"], name="queueitem_next"),
+            # The queue items page in serving order without a status filter, and the image
+            # list's strategy filter (migration 0011).
+            models.Index(fields=["queue", "-priority", "id"], name="queueitem_order"),
+            models.Index(fields=["strategy", "image"], name="queueitem_strategy"),
         ]
 
     def __str__(self) -> str:
@@ -457,6 +468,8 @@ class Label(models.Model):
         indexes = [
             models.Index(fields=["project", "image"]),
             models.Index(fields=["project", "annotator", "created_at"]),
+            # The image list's annotator filter (migration 0011).
+            models.Index(fields=["project", "annotator", "image"], name="label_annotator_image"),
         ]
 
     def __str__(self) -> str:
@@ -469,6 +482,30 @@ class Label(models.Model):
                 _("Labels are append-only; write a new Label that supersedes it.")
             )
         super().save(*args, **kwargs)
+
+
+class CurrentLabel(models.Model):
+    """Each labeled image's current value, kept by a database trigger on labeling_label
+    (labeling.selectors.current_sql, migration 0011) so pages and list filters read one row per
+    image instead of deriving it from the whole history (issue 11, item 3). Read-only for the
+    code: only the trigger writes it. `split` is the image's (fixed at import), copied so the
+    split's counts are index-only."""
+
+    image = models.OneToOneField(
+        Image, primary_key=True, on_delete=models.CASCADE, related_name="+"
+    )
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False)
+    split = models.CharField(max_length=12)
+    value = models.CharField(max_length=64)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["project", "value", "image"], name="currentlabel_value"),
+            models.Index(fields=["project", "split", "value", "image"], name="currentlabel_split"),
+        ]
+
+    def __str__(self) -> str:
+        return f"image {self.image_id}: {self.value!r}"
 
 
 class GoldItem(models.Model):
