@@ -42,3 +42,48 @@ def test_the_audited_threshold_has_the_best_f1_on_validation():
     y = np.array([0, 0, 0, 1, 0, 1, 1])
     scores = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7])
     assert bench._f1_threshold(y, scores) == pytest.approx(0.4)
+
+
+def _scored(n_neg=900, n_pos=100):
+    rng = np.random.default_rng(0)
+    truth = np.r_[np.zeros(n_neg), np.ones(n_pos)].astype(np.int8)
+    score = np.r_[rng.uniform(0, 0.6, n_neg), rng.uniform(0.4, 1, n_pos)]
+    return {
+        "truth": truth,
+        "cascade_score": score,
+        # The cascade's AND decision is not a threshold on the ranking score: keep it as given.
+        "cascade_decision": score >= 0.5,
+        "cascade_cut_points": [0.5],
+        "probe_score": score,
+        "probe_cut_points": [0.7],
+    }
+
+
+def test_the_bootstrap_population_has_the_asked_size_and_prevalence_and_keeps_each_images_pair():
+    scored = _scored()
+    pool = bench._population(scored, "cascade", 0.001, 200_000, seed=3)
+    assert len(pool["scores"]) == 200_000 and int(pool["truth"].sum()) == 200
+    # Every drawn item is one scored image: its score, decision and truth travel together.
+    assert np.array_equal(pool["decision"], pool["scores"] >= 0.5)
+    assert (pool["scores"][pool["truth"] == 1] >= 0.4).all()
+    assert pool["distinct_positives"] <= 100 and pool["cut_points"] == [0.5]
+    probe = bench._population(scored, "probe", 0.01, 50_000, seed=3)
+    assert np.array_equal(probe["decision"], probe["scores"] >= 0.7)
+    assert int(probe["truth"].sum()) == 500
+
+
+def test_population_zero_audits_the_scored_images_themselves():
+    pool = bench._population(_scored(), "cascade", 0.1, 0, seed=0)
+    assert len(pool["scores"]) == 1000 and int(pool["truth"].sum()) == 100
+    assert pool["distinct_positives"] == 100
+
+
+def test_the_labeled_validation_and_scored_rows_are_disjoint_and_carry_positives():
+    budget = bench.QUICK
+    rows = bench._rows(budget, seed=0)
+    every = np.concatenate(list(rows.values()))
+    assert len(np.unique(every)) == len(every)
+    _, classes = bench.common.fashion_mnist("train")
+    y = bench.common.to_binary(classes, bench.POSITIVE_CLASSES)
+    assert int(y[rows["source"]].sum()) == budget.source_positives
+    assert int(y[rows["train"]].sum()) == max(5, round(budget.train_negatives / 99))
