@@ -329,6 +329,13 @@ class Command(BaseCommand):
             if any(v is None or v != v for v in values):  # nan: e.g. nothing called positive
                 return "undefined"
             low, high = f"{values[1]:.{digits}f}", f"{values[2]:.{digits}f}"
+            if values[1] == values[2]:
+                # Not a collapse: every posterior draw gave this value, as when the audit
+                # labeled every image the figure rests on (all the images called positive).
+                return (
+                    f"{values[0]:.{digits}f} (zero-width 95% interval: every posterior draw "
+                    "gives it, as when the audit labeled every image it rests on)"
+                )
             return f"{values[0]:.{digits}f} (95% interval {low}-{high})"
 
         def ratio(hits: int, total: int) -> str:
