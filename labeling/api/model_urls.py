@@ -2,9 +2,15 @@
 
 from django.urls import path
 
+from . import model_compare_views
 from . import model_views as v
 
 urlpatterns = [
+    path(
+        "projects/<slug:slug>/model-versions/compare/",
+        model_compare_views.ModelComparisonApi.as_view(),
+        name="api-model-version-compare",
+    ),
     path(
         "projects/<slug:slug>/model-versions/<int:pk>/",
         v.ModelVersionDetailApi.as_view(),

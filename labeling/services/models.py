@@ -63,6 +63,24 @@ def model_version_promote(*, version: ModelVersion, by: User | None) -> ModelVer
     return locked
 
 
+def model_version_rollback_target(*, project: Project) -> ModelVersion | None:
+    """The version a rollback would make active (the one promoted most recently before the
+    active one), or None; a read, so the rollback page can compare before anyone confirms."""
+    active = project.active_model_version
+    if active is None:
+        return None
+    previous = (
+        ModelVersion.objects.filter(
+            project=project, status=ModelVersion.Status.READY, promoted_at__isnull=False
+        )
+        .exclude(pk=active.pk)
+        .exclude(checkpoint="")
+    )
+    if active.promoted_at is not None:
+        previous = previous.filter(promoted_at__lt=active.promoted_at)
+    return previous.order_by("-promoted_at", "-pk").first()
+
+
 def model_version_rollback(*, project: Project, by: User | None) -> ModelVersion:
     """Back to the version promoted before the active one; returns the version now active."""
     if by is not None and not can_manage(by, project):
@@ -72,16 +90,7 @@ def model_version_rollback(*, project: Project, by: User | None) -> ModelVersion
         active = locked_project.active_model_version
         if active is None:
             raise ValidationError(_("This project has no active model version to roll back."))
-        previous = (
-            ModelVersion.objects.filter(
-                project=project, status=ModelVersion.Status.READY, promoted_at__isnull=False
-            )
-            .exclude(pk=active.pk)
-            .exclude(checkpoint="")
-        )
-        if active.promoted_at is not None:
-            previous = previous.filter(promoted_at__lt=active.promoted_at)
-        previous = previous.order_by("-promoted_at", "-pk").first()
+        previous = model_version_rollback_target(project=locked_project)
         if previous is None:
             raise ValidationError(
                 _("No version was promoted before %(name)r; nothing to roll back to.")

@@ -1,7 +1,7 @@
 # Engineers' and leads' pages for the active-learning loop: jobs, model versions, noise review.
 from django.urls import path
 
-from . import jobs, loop, review
+from . import jobs, loop, model_compare, review
 from . import models as model_pages
 
 urlpatterns: list = [
@@ -12,6 +12,11 @@ urlpatterns: list = [
     path("projects/<slug:slug>/jobs/start/", jobs.project_job_start, name="project-job-start"),
     path("models/", model_pages.models_index, name="models"),
     path("projects/<slug:slug>/models/", model_pages.project_models, name="project-models"),
+    path(
+        "projects/<slug:slug>/models/compare/",
+        model_compare.project_models_compare,
+        name="project-models-compare",
+    ),
     path(
         "projects/<slug:slug>/models/<int:pk>/promote/",
         model_pages.model_promote,

@@ -26,7 +26,11 @@ from labeling.permissions import (
 )
 from labeling.roles import Role
 from labeling.services.audit import pool_estimates_get
-from labeling.services.models import model_version_promote, model_version_rollback
+from labeling.services.models import (
+    model_version_promote,
+    model_version_rollback,
+    model_version_rollback_target,
+)
 
 STAGES = ("stage1", "stage2", "cascade")
 
@@ -94,11 +98,45 @@ def model_pr_curve(request, slug: str, pk: int):
     return FileResponse(version.pr_curve.open("rb"), content_type="image/png")
 
 
+def _confirm_page(request, project: Project, *, action: str, candidate, current, worse):
+    """The confirmation page: the version that would become active beside the active one."""
+    from labeling.views.model_compare import comparison_context
+
+    versions = [v for v in (current, candidate) if v is not None]
+    context = {
+        "project": project,
+        "action": action,
+        "candidate": candidate,
+        "current": current,
+        "worse": worse,
+        **comparison_context(project=project, versions=versions),
+    }
+    return render(request, "labeling/models_confirm.html", context)
+
+
+def _confirmed(request) -> bool:
+    return request.POST.get("confirm") == "yes"
+
+
 @require_POST
 @role_required(Role.ENGINEER)
 def model_promote(request, slug: str, pk: int):
+    """Promote after a confirmation: a POST without confirm=yes shows what would change."""
+    from labeling.selectors.model_comparison import worse_figures
+
     project = _project_for(request.user, slug)
     version = get_object_or_404(ModelVersion, project=project, pk=pk)
+    active = project.active_model_version
+    # The confirmation names the active version it compared against: if another was promoted
+    # in between, the comparison shown is stale and the page asks again.
+    shown = request.POST.get("current", "")
+    stale = shown != (str(active.pk) if active else "none")
+    if (not _confirmed(request) or stale) and version.pk != project.active_model_version_id:
+        worse = worse_figures(candidate=version, current=active)
+        return _confirm_page(
+            request, project, action="promote", candidate=version, current=active, worse=worse
+        )
+    # The one place that promotes (labeling.services.models; webhooks hook there too).
     try:
         model_version_promote(version=version, by=request.user)
     except ValidationError as exc:
@@ -113,7 +151,21 @@ def model_promote(request, slug: str, pk: int):
 @require_POST
 @role_required(Role.ENGINEER)
 def model_rollback(request, slug: str):
+    """Roll back; when the version it would go back to is worse than the active one on any
+    cascade figure, only after a confirmation naming them. The confirmation carries the target
+    it was shown, so a promotion in between asks again instead of rolling back elsewhere."""
+    from labeling.selectors.model_comparison import worse_figures
+
     project = _project_for(request.user, slug)
+    active = project.active_model_version
+    target = model_version_rollback_target(project=project)
+    if target is not None:
+        worse = worse_figures(candidate=target, current=active)
+        shown = request.POST.get("target")
+        if worse and not (_confirmed(request) and shown == str(target.pk)):
+            return _confirm_page(
+                request, project, action="rollback", candidate=target, current=active, worse=worse
+            )
     try:
         active = model_version_rollback(project=project, by=request.user)
     except ValidationError as exc:

@@ -1,9 +1,15 @@
 # The quality page's forms: gold items and pauses (leads), quality settings (engineers).
 from django.urls import path
 
-from . import quality
+from . import quality, quality_drilldown
 
 urlpatterns: list = [
+    # One annotator's flagged, overturned and gold-failed items (the quality row's drill-down).
+    path(
+        "projects/<slug:slug>/quality/annotators/<int:pk>/",
+        quality_drilldown.project_quality_annotator,
+        name="project-quality-annotator",
+    ),
     path("projects/<slug:slug>/gold/mark/", quality.gold_mark_view, name="project-gold-mark"),
     path(
         "projects/<slug:slug>/gold/<int:image_id>/unmark/",

@@ -204,6 +204,13 @@ MATRIX: dict[str, Route] = {
     # --- Model versions (leads of the project read; engineers promote, roll back, predict) ---
     "models": Route(row(LOGIN, DENIED, OK, OK, OK)),
     "project-models": Route(row(LOGIN, DENIED, OK, OK, OK), row(LOGIN, DENIED, NOT_FOUND, OK, OK)),
+    # Versions side by side (issue 9, item 11): read like the versions page.
+    "project-models-compare": Route(
+        row(LOGIN, DENIED, OK, OK, OK), row(LOGIN, DENIED, NOT_FOUND, OK, OK)
+    ),
+    "api-model-version-compare": Route(
+        row(DENIED, DENIED, OK, OK, OK), row(DENIED, DENIED, NOT_FOUND, OK, OK)
+    ),
     "project-model-promote": Route(
         PAGE_ENGINEER, PAGE_ENGINEER, method="POST", obj="model_version"
     ),
@@ -242,6 +249,11 @@ MATRIX: dict[str, Route] = {
         obj="image",
     ),
     "project-quality": Route(row(LOGIN, DENIED, OK, OK, OK), row(LOGIN, DENIED, NOT_FOUND, OK, OK)),
+    # One annotator's flagged, overturned and gold-failed items (issue 9, item 9): leads of the
+    # project; the other project's person is not found through it.
+    "project-quality-annotator": Route(
+        row(LOGIN, DENIED, OK, OK, OK), row(LOGIN, DENIED, NOT_FOUND, OK, OK), obj="user"
+    ),
     "project-cold-start": Route(PAGE_ENGINEER, PAGE_ENGINEER),
     "api-review-next": Route(
         row(DENIED, DENIED, OK, OK, OK), row(DENIED, DENIED, NOT_FOUND, OK, OK)

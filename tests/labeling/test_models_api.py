@@ -156,7 +156,12 @@ def test_models_page_side_by_side_with_pr_curve_and_buttons_for_engineers(world)
     page = engineer.get(url).content.decode()
     assert "Promote v1" in page and "Promote v2" in page
     promote = reverse("project-model-promote", kwargs={"slug": project.slug, "pk": v2.pk})
+    # Promote asks first (tests/labeling/test_model_compare.py covers the confirmation).
     response = engineer.post(promote)
+    assert response.status_code == 200 and "Yes, promote v2" in response.content.decode()
+    project.refresh_from_db()
+    assert project.active_model_version_id is None
+    response = engineer.post(promote, {"confirm": "yes", "current": "none"})
     assert response.status_code == 302
     project.refresh_from_db()
     assert project.active_model_version_id == v2.pk
