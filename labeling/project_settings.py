@@ -21,7 +21,8 @@ from typing import Any
 
 from django.utils.translation import gettext_lazy as _
 
-from labeling.services.params import JobSpec, integer, number
+from labeling.services.params import JobSpec, integer, number, url
+from labeling.services.webhook_url import webhook_url_check
 
 PROJECT_QUALITY = JobSpec(
     kind="project_quality",
@@ -97,6 +98,24 @@ PROJECT_QUALITY = JobSpec(
 )
 
 QUALITY_FIELDS = PROJECT_QUALITY.names
+
+# Where the project's events go (issue 9, item 15; labeling.services.webhooks). The signing
+# secret is not a setting: the service makes it, and engineers read it on the webhooks page.
+PROJECT_WEBHOOK = JobSpec(
+    kind="project_webhook",
+    params=(
+        url(
+            "webhook_url",
+            label=_("Webhook URL"),
+            help_text=_(
+                "Where this project's events are POSTed, signed (a model version trained, "
+                "promoted or rolled back; a job failed; a queue became empty). http:// or "
+                "https:// to a public address; empty = no webhooks."
+            ),
+            check=webhook_url_check,
+        ),
+    ),
+)
 
 
 def quality_default(name: str) -> Any:
