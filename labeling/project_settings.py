@@ -1,4 +1,6 @@
-"""A project's quality and well-being settings, declared once (issue 9, items 3 and 4).
+"""A project's settings, declared once: its labeling settings (overlap k, lease time,
+validation share, blur; issue 9, item 10) and its quality and well-being settings (items 3
+and 4).
 
 Each setting is a `ParamSpec` (labeling.services.params, the declaration the job parameters
 use), so everything else is built from this one tuple:
@@ -7,7 +9,10 @@ use), so everything else is built from this one tuple:
   `Project.clean` validates with it;
 - the API's project create/update serializers get one field per setting with its bounds and
   help text (labeling.api.serializers);
-- the quality page's settings form is the same spec rendered (labeling.views.job_forms).
+- the quality page's settings form is the same spec rendered (labeling.views.job_forms);
+- the project setup page (labeling.views.project_setup) renders every group of
+  `PROJECT_SETTINGS` in order, so a setting declared in a group listed there appears on it
+  with no change to the page.
 
 tests/labeling/test_gold_exposure.py checks that the three agree.
 
@@ -21,8 +26,58 @@ from typing import Any
 
 from django.utils.translation import gettext_lazy as _
 
-from labeling.services.params import JobSpec, integer, number, url
+from labeling.services.params import JobSpec, boolean, integer, number, url
 from labeling.services.webhook_url import webhook_url_check
+
+# How the labeling of a project works. Bounds here are the ones the API, the model's clean()
+# and the setup page enforce.
+PROJECT_LABELING = JobSpec(
+    kind="project_labeling",
+    params=(
+        integer(
+            "labels_per_item",
+            default=1,
+            low=1,
+            high=20,
+            label=_("Overlap k"),
+            help_text=_(
+                "How many different annotators label each item (1 = one label per image; "
+                "3 measures agreement between annotators)."
+            ),
+        ),
+        integer(
+            "lease_seconds",
+            default=600,
+            low=30,
+            high=7 * 24 * 3600,
+            label=_("Lease time (seconds)"),
+            help_text=_(
+                "How long an item served to an annotator stays theirs; unanswered after that, "
+                "it goes back to the queue for someone else."
+            ),
+        ),
+        number(
+            "validation_fraction",
+            default=0.1,
+            low=0.0,
+            high=0.99,
+            label=_("Validation share"),
+            help_text=_(
+                "Share of images frozen into the validation split when they are imported. "
+                "Changing it affects later imports only: existing splits never move."
+            ),
+        ),
+        boolean(
+            "blur_images",
+            default=True,
+            label=_("Blur images by default"),
+            help_text=_(
+                "Whether images start blurred for a person who has not chosen their own image "
+                "protection (disturbing content)."
+            ),
+        ),
+    ),
+)
 
 PROJECT_QUALITY = JobSpec(
     kind="project_quality",
@@ -116,6 +171,21 @@ PROJECT_WEBHOOK = JobSpec(
         ),
     ),
 )
+LABELING_FIELDS = PROJECT_LABELING.names
+
+# Every group of project settings, in the order the setup page shows them. A new group of
+# settings (a `JobSpec` of `ParamSpec`s, each backed by a Project field of the same name) is
+# listed here and appears on the setup page, in the API's project serializers and in
+# Project.clean() without more code.
+PROJECT_SETTINGS: tuple[JobSpec, ...] = (PROJECT_LABELING, PROJECT_QUALITY, PROJECT_WEBHOOK)
+
+
+def settings_param(name: str):
+    """The declaration of one project setting, whichever group holds it."""
+    for group in PROJECT_SETTINGS:
+        if name in group.names:
+            return group.param(name)
+    raise KeyError(name)
 
 
 def quality_default(name: str) -> Any:

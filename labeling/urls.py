@@ -8,6 +8,8 @@ urlpatterns = [
     # Database and broker reachable? 200 or 503 (labeling/views/health.py); open to anyone.
     path("health/", health.health, name="health"),
     path("api/v1/", include("labeling.api.urls")),
+    # Before annotate_urls: projects/create/ is not a project's page (setup_urls.py).
+    path("", include("labeling.views.setup_urls")),
     path("", include("labeling.views.annotate_urls")),
     path("", include("labeling.views.import_urls")),
     path("", include("labeling.views.admin_urls")),

@@ -66,10 +66,16 @@ class ExportQueryInput(serializers.Serializer):
     # `as`, not `format`: DRF reserves ?format= for choosing a renderer. `as` is a Python
     # keyword, so the field is added in get_fields().
     history = serializers.BooleanField(required=False, default=False)
+    # The filters (labeling.services.exports.EXPORT_FILTERS); their values are checked against
+    # the project's choices by the service.
+    label = serializers.CharField(max_length=64, required=False, allow_blank=True)
+    split = serializers.CharField(max_length=12, required=False, allow_blank=True)
+    strategy = serializers.CharField(max_length=20, required=False, allow_blank=True)
+    annotator = serializers.CharField(max_length=150, required=False, allow_blank=True)
 
     def get_fields(self):
         fields = super().get_fields()
-        fields["as"] = serializers.ChoiceField(choices=["csv", "jsonl"], required=False)
+        fields["as"] = serializers.ChoiceField(choices=["csv", "jsonl", "zip"], required=False)
         return fields
 
 

@@ -8,7 +8,7 @@ from rest_framework import serializers
 
 from labeling.api.job_serializers import _field as param_field
 from labeling.models import Image, Label, ModelVersion, Project, Score
-from labeling.project_settings import PROJECT_QUALITY, QUALITY_FIELDS
+from labeling.project_settings import PROJECT_SETTINGS
 from labeling.roles import ROLE_ORDER, user_role
 
 
@@ -22,36 +22,29 @@ class ProjectOutput(serializers.ModelSerializer):
             "name",
             "description",
             "label_schema",
-            "labels_per_item",
-            "validation_fraction",
-            "blur_images",
-            "lease_seconds",
-            *QUALITY_FIELDS,
+            *(name for group in PROJECT_SETTINGS for name in group.names),
             "active_model_version",
             "created_at",
         ]
         read_only_fields = fields
 
 
-# The gold and exposure settings: one field per declaration (labeling.project_settings), with
-# its bounds, default and help text, as the jobs' parameters get theirs.
-ProjectQualityInput = type(
-    "ProjectQualityInput",
+# The project's settings (overlap k, lease, gold, exposure, ...): one field per declaration
+# (labeling.project_settings.PROJECT_SETTINGS), with its bounds, default and help text, as the
+# jobs' parameters get theirs.
+ProjectSettingsInput = type(
+    "ProjectSettingsInput",
     (serializers.Serializer,),
-    {param.name: param_field(param) for param in PROJECT_QUALITY.params},
+    {param.name: param_field(param) for group in PROJECT_SETTINGS for param in group.params},
 )
 
 
-class ProjectCreateInput(ProjectQualityInput):
+class ProjectCreateInput(ProjectSettingsInput):
     name = serializers.CharField(max_length=200)
     slug = serializers.SlugField(max_length=80)
     description = serializers.CharField(required=False, allow_blank=True)
     # Validated by the model (validate_label_schema) inside the service.
     label_schema = serializers.JSONField(required=False)
-    labels_per_item = serializers.IntegerField(min_value=1, max_value=20, required=False)
-    validation_fraction = serializers.FloatField(min_value=0.0, max_value=0.99, required=False)
-    blur_images = serializers.BooleanField(required=False)
-    lease_seconds = serializers.IntegerField(min_value=30, max_value=7 * 24 * 3600, required=False)
 
 
 class ProjectUpdateInput(ProjectCreateInput):

@@ -195,21 +195,38 @@ class JSONLinesRenderer(_PassthroughRenderer):
     format = "jsonl"
 
 
+class ZipRenderer(_PassthroughRenderer):
+    media_type = "application/zip"
+    format = "zip"
+    charset = None
+
+
+EXPORT_CONTENT_TYPES = {
+    "csv": "text/csv; charset=utf-8",
+    "jsonl": "application/x-ndjson; charset=utf-8",
+    "zip": "application/zip",
+}
+
+
 class LabelsExportApi(APIView):
-    """Current labels of every labeled image, as CSV or JSON Lines (`?as=csv|jsonl` or the
-    Accept header; CSV by default). `?history=true` adds each image's full label history."""
+    """Current labels of the labeled images, as CSV, JSON Lines, or a zip of the images in one
+    folder per class (`?as=csv|jsonl|zip` or the Accept header; CSV by default), filtered by
+    `label`, `split`, `strategy` and `annotator` (labeling.services.exports). `?history=true`
+    adds each image's full label history (CSV and JSON Lines). The file streams."""
 
     permission_classes = [IsEngineer]
-    renderer_classes = [JSONRenderer, CSVRenderer, JSONLinesRenderer]
+    renderer_classes = [JSONRenderer, CSVRenderer, JSONLinesRenderer, ZipRenderer]
 
     @extend_schema(
         parameters=[
-            OpenApiParameter("as", str, enum=["csv", "jsonl"]),
+            OpenApiParameter("as", str, enum=list(exports.EXPORT_FORMATS)),
             OpenApiParameter("history", bool),
+            *(OpenApiParameter(name, str) for name in exports.EXPORT_FILTERS),
         ],
         responses={
             (200, "text/csv"): OpenApiTypes.STR,
             (200, "application/x-ndjson"): OpenApiTypes.STR,
+            (200, "application/zip"): OpenApiTypes.BINARY,
         },
     )
     def get(self, request, slug: str):
@@ -217,15 +234,20 @@ class LabelsExportApi(APIView):
         params = f.parse_query(request, f.ExportQueryInput)
         fmt = params.get("as") or (
             request.accepted_renderer.format
-            if request.accepted_renderer.format in ("csv", "jsonl")
+            if request.accepted_renderer.format in exports.EXPORT_FORMATS
             else "csv"
         )
-        lines = exports.labels_export(
-            project=project, fmt=fmt, include_history=params["history"], by=request.user
+        filters = exports.export_filters_clean(project=project, values=params)
+        body = exports.labels_export(
+            project=project,
+            fmt=fmt,
+            include_history=params["history"],
+            by=request.user,
+            filters=filters,
         )
-        content_type = "text/csv" if fmt == "csv" else "application/x-ndjson"
-        response = StreamingHttpResponse(lines, content_type=f"{content_type}; charset=utf-8")
-        response["Content-Disposition"] = f'attachment; filename="{project.slug}-labels.{fmt}"'
+        response = StreamingHttpResponse(body, content_type=EXPORT_CONTENT_TYPES[fmt])
+        name = "images" if fmt == "zip" else "labels"
+        response["Content-Disposition"] = f'attachment; filename="{project.slug}-{name}.{fmt}"'
         return response
 
     def handle_exception(self, exc):

@@ -4,7 +4,19 @@ Export: one row per image that has at least one label: image_id, content_hash, s
 current_label, subcategory, n_labels (every label row in the image's history, all kinds, but
 answers to gold items, which measure annotators and never label the image), and
 with `include_history` the history itself (a JSON list; in CSV a JSON string in one column).
-Rows stream from the database in chunks, so a big project never sits in memory as text. In
+Rows stream from the database in chunks, so a big project never sits in memory as text.
+
+Filters (`ExportFilters`, the same for every format, declared once in `EXPORT_FILTERS` with
+their choices per project, which the API and the export page both use): the image's current
+label, its split, a selection strategy (images with an active label given through an item of
+that strategy) and an annotator (images with an active label by that person).
+
+Three formats: CSV, JSON Lines, and a zip of the images themselves in one folder per current
+label (`<class>/<image id>.<ext>`, the layout torchvision's ImageFolder and Keras's
+image_dataset_from_directory read). The zip is written while it is sent: each image is copied
+from storage a megabyte at a time into a zip stream that is never seeked, so neither the
+archive nor a whole image batch sits in memory; images are stored, not deflated (JPEG and PNG
+are compressed already). In
 CSV, a text cell that a spreadsheet would run as a formula (it begins with =, +, -, @, a tab or a
 carriage return; OWASP's CSV injection) is written with a leading apostrophe: a file name such as
 `=HYPERLINK(...)` shows as text in Excel or LibreOffice instead of acting. JSON Lines is left as
@@ -35,17 +47,20 @@ import csv
 import io
 import json
 import re
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+import zipfile
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from functools import partial
 
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Count, Q
+from django.db.models import Count, Exists, OuterRef, Q
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
-from labeling.models import Image, Label, Project, Strategy
+from labeling.models import Image, Label, Project, Strategy, schema_entry_name
 from labeling.selectors.labels import current_labels, labels_active
 
 EXPORT_COLUMNS = [
@@ -64,6 +79,11 @@ _HASH_RE = re.compile(r"^[0-9a-f]{64}$")
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 # Rows looked up per query, under every database's parameter limit (SQLite: 999 by default).
 LOOKUP_CHUNK = 900
+EXPORT_FORMATS = ("csv", "jsonl", "zip")
+# Bytes read from an image file at a time while the zip streams.
+ZIP_READ_CHUNK = 1 << 20
+# File name extension per Pillow format in the zip (others: the format's name, lower case).
+ZIP_EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp"}
 
 
 def csv_cell(value):
@@ -89,6 +109,80 @@ def format_from_name(name: str) -> str | None:
     return None
 
 
+# --- Export filters ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ExportFilters:
+    """Which labeled images an export holds; an empty value does not filter."""
+
+    label: str = ""
+    split: str = ""
+    strategy: str = ""
+    annotator: str = ""  # a username
+
+    def given(self) -> dict[str, str]:
+        return {name: value for name, value in asdict(self).items() if value}
+
+
+# The filters as people see them (the export page's labels), in the order they are shown.
+EXPORT_FILTERS = {
+    "label": gettext_lazy("Current label"),
+    "split": gettext_lazy("Split"),
+    "strategy": gettext_lazy("Strategy"),
+    "annotator": gettext_lazy("Annotator"),
+}
+
+
+def export_filter_choices(*, project: Project, language: str | None = None) -> dict[str, list]:
+    """Each filter's possible values in `project` as (value, label) pairs: the schema's
+    classes, the splits, the selection strategies (gold answers are never exported) and the
+    people who gave an active label in the project."""
+    annotators = (
+        labels_active(project=project)
+        .order_by("annotator__username")
+        .values_list("annotator__username", flat=True)
+        .distinct()
+    )
+    return {
+        "label": [
+            (c["key"], schema_entry_name(c, language)) for c in project.label_schema["classes"]
+        ],
+        "split": list(Image.Split.choices),
+        "strategy": [(v, label) for v, label in Strategy.choices if v != Strategy.GOLD],
+        "annotator": [(name, name) for name in annotators],
+    }
+
+
+def export_filters_clean(*, project: Project, values: Mapping[str, str]) -> ExportFilters:
+    """The filters given (empty ones dropped), each one of its choices in this project;
+    ValidationError naming the filter otherwise."""
+    given = {name: (values.get(name) or "").strip() for name in EXPORT_FILTERS}
+    given = {name: value for name, value in given.items() if value}
+    if given:
+        choices = export_filter_choices(project=project)
+        for name, value in given.items():
+            allowed = [choice for choice, _label in choices[name]]
+            if value not in allowed:
+                raise ValidationError(
+                    {
+                        name: _("%(value)r is not one of this project's %(choices)s.")
+                        % {"value": value, "choices": ", ".join(allowed) or "-"}
+                    }
+                )
+    return ExportFilters(**given)
+
+
+def _filtered_images(project: Project, filters: ExportFilters):
+    images = Image.objects.filter(project=project)
+    if filters.split:
+        images = images.filter(split=filters.split)
+    active = labels_active(project=project).filter(image_id=OuterRef("pk"))
+    if filters.strategy:
+        images = images.filter(Exists(active.filter(strategy=filters.strategy)))
+    if filters.annotator:
+        images = images.filter(Exists(active.filter(annotator__username=filters.annotator)))
+    return images
+
+
 # --- Export -----------------------------------------------------------------------------------
 def _current_subcategories(project: Project, current: dict[int, str]) -> dict[int, str]:
     """Sub-category of each image's current label: the latest active label that carries the
@@ -107,12 +201,19 @@ def _current_subcategories(project: Project, current: dict[int, str]) -> dict[in
 
 
 def labels_export_rows(
-    *, project: Project, include_history: bool = False, chunk_size: int = 2000
+    *,
+    project: Project,
+    include_history: bool = False,
+    chunk_size: int = 2000,
+    filters: ExportFilters | None = None,
 ) -> Iterator[dict]:
-    current = current_labels(project=project)
+    filters = filters or ExportFilters()
+    current = current_labels(project=project, split=filters.split or None)
+    if filters.label:
+        current = {pk: value for pk, value in current.items() if value == filters.label}
     subcategories = _current_subcategories(project, current)
     images = (
-        Image.objects.filter(project=project)
+        _filtered_images(project, filters)
         .annotate(n_labels=Count("labels", filter=~Q(labels__strategy=Strategy.GOLD)))
         .filter(n_labels__gt=0)
         .order_by("id")
@@ -120,6 +221,8 @@ def labels_export_rows(
     )
     batch: list[dict] = []
     for image in images.iterator(chunk_size=chunk_size):
+        if filters.label and image["id"] not in current:
+            continue
         batch.append(image)
         if len(batch) >= chunk_size:
             yield from _rows(project, batch, current, subcategories, include_history)
@@ -166,25 +269,109 @@ def _rows(project, batch, current, subcategories, include_history) -> Iterator[d
 
 
 def labels_export(
-    *, project: Project, fmt: str, include_history: bool = False, by: User | None = None
-) -> Iterator[str]:
-    """Lines of the export file (CSV with a header, or one JSON object per line). The export
-    is recorded in the audit log at once, before the first line is read."""
-    if fmt not in ("csv", "jsonl"):
-        raise ValidationError(_("Unknown export format %(fmt)r; use csv or jsonl.") % {"fmt": fmt})
+    *,
+    project: Project,
+    fmt: str,
+    include_history: bool = False,
+    by: User | None = None,
+    filters: ExportFilters | None = None,
+) -> Iterator[str] | Iterator[bytes]:
+    """The export file as it streams: text lines for CSV (with a header) and JSON Lines, bytes
+    for the zip of images. The export is recorded in the audit log at once, with its filters,
+    before the first line is read."""
+    if fmt not in EXPORT_FORMATS:
+        raise ValidationError(
+            _("Unknown export format %(fmt)r; use csv, jsonl or zip.") % {"fmt": fmt}
+        )
+    if fmt == "zip" and include_history:
+        raise ValidationError(
+            {"history": _("The zip of images has no label history; export CSV or JSON Lines.")}
+        )
+    filters = filters or ExportFilters()
     from labeling.services.audit_log import Action, audit_record
 
     audit_record(
         actor=by,
         action=Action.LABELS_EXPORTED,
         project=project,
-        details={"format": fmt, "history": include_history},
+        details={"format": fmt, "history": include_history, "filters": filters.given()},
     )
-    return _export_lines(project=project, fmt=fmt, include_history=include_history)
+    if fmt == "zip":
+        return _export_zip(project=project, filters=filters)
+    return _export_lines(project=project, fmt=fmt, include_history=include_history, filters=filters)
 
 
-def _export_lines(*, project: Project, fmt: str, include_history: bool) -> Iterator[str]:
-    rows = labels_export_rows(project=project, include_history=include_history)
+class _ZipSink(io.RawIOBase):
+    """Where zipfile writes: bytes collected until the response takes them. It cannot seek, so
+    zipfile writes each entry's sizes after its data (a data descriptor) instead of going back
+    to its header, and the archive streams."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self.parts.append(bytes(data))
+        return len(data)
+
+    def take(self) -> bytes:
+        data = b"".join(self.parts)
+        self.parts.clear()
+        return data
+
+
+def _export_zip(*, project: Project, filters: ExportFilters) -> Iterator[bytes]:
+    sink = _ZipSink()
+    missing: list[str] = []
+    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for rows in _batches(labels_export_rows(project=project, filters=filters), 500):
+            # A tie between annotators has no current label: no class folder to put it in.
+            labeled = [row for row in rows if row["current_label"] is not None]
+            files = Image.objects.only("file", "format", "byte_size", "created_at").in_bulk(
+                [row["image_id"] for row in labeled]
+            )
+            for row in labeled:
+                image = files[row["image_id"]]
+                extension = ZIP_EXTENSIONS.get(image.format.upper(), image.format.lower() or "bin")
+                info = zipfile.ZipInfo(
+                    f"{row['current_label']}/{image.pk}.{extension}",
+                    date_time=image.created_at.timetuple()[:6],
+                )
+                info.compress_type = zipfile.ZIP_STORED
+                info.file_size = image.byte_size  # lets zipfile choose ZIP64 before writing
+                try:
+                    source = image.file.open("rb")
+                except OSError:
+                    missing.append(f"{image.pk}\t{image.file.name}")
+                    continue
+                with source, archive.open(info, "w") as target:
+                    for chunk in iter(partial(source.read, ZIP_READ_CHUNK), b""):
+                        target.write(chunk)
+                        yield sink.take()
+        if missing:
+            # The response has begun, so a missing file cannot be an error status any more:
+            # the archive says which images it lacks.
+            archive.writestr("missing-files.txt", "\n".join(missing) + "\n")
+    yield sink.take()
+
+
+def _batches(items: Iterable, size: int) -> Iterator[list]:
+    batch: list = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _export_lines(
+    *, project: Project, fmt: str, include_history: bool, filters: ExportFilters
+) -> Iterator[str]:
+    rows = labels_export_rows(project=project, include_history=include_history, filters=filters)
     if fmt == "jsonl":
         for row in rows:
             yield json.dumps(row, ensure_ascii=False) + "\n"

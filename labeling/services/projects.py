@@ -11,11 +11,13 @@ from collections.abc import Iterable
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Count
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 from labeling.models import Label, Project, Queue
 from labeling.permissions import is_site_wide
-from labeling.project_settings import QUALITY_FIELDS
+from labeling.project_settings import PROJECT_SETTINGS
 from labeling.services.audit_log import Action, audit_record
 
 RESERVED_SLUGS = frozenset({"create"})
@@ -23,12 +25,9 @@ EDITABLE_FIELDS = (
     "name",
     "description",
     "label_schema",
-    "labels_per_item",
-    "validation_fraction",
-    "blur_images",
-    "lease_seconds",
-    # Gold items and exposure limits, declared in labeling.project_settings.
-    *QUALITY_FIELDS,
+    # Overlap k, lease, validation share, blur, gold, exposure, ...: every setting declared in
+    # labeling.project_settings.
+    *(name for group in PROJECT_SETTINGS for name in group.names),
 )
 DEFAULT_LABELING_QUEUE = "Labeling"
 DEFAULT_REVIEW_QUEUE = "Re-review"
@@ -127,10 +126,27 @@ def project_update(*, project: Project, **fields) -> Project:
 
 
 @transaction.atomic
-def project_members_set(*, project: Project, members: Iterable[User]) -> Project:
-    """Replace the project's members. Membership scopes annotators and leads to the project;
-    engineers see every project regardless (labeling.permissions)."""
-    project.members.set(list(members))
+def project_members_set(
+    *, project: Project, members: Iterable[User], by: User | None = None
+) -> Project:
+    """Replace the project's members. Membership scopes annotators, leads and engineers who are
+    not site-wide to the project (labeling.permissions). With `by`, each person added or removed
+    is recorded in the audit log, as the users' page records it."""
+    members = list(members)
+    before = {u.pk: u for u in project.members.all()}
+    after = {u.pk: u for u in members}
+    project.members.set(members)
+    if by is not None:
+        from labeling.services.audit_log import describe
+
+        for pk in sorted(set(before) ^ set(after)):
+            audit_record(
+                actor=by,
+                action=Action.MEMBERSHIP_CHANGED,
+                project=project,
+                target=describe(after.get(pk) or before[pk]),
+                details={"change": "added" if pk in after else "removed"},
+            )
     return project
 
 
@@ -141,25 +157,35 @@ def _refuse_dropping_used_keys(project: Project, new_schema: dict) -> None:
     keep_sub = {
         c.get("key") for c in (new_schema.get("subcategories") or []) if isinstance(c, dict)
     }
-    used = set(
-        Label.objects.filter(project=project)
-        .exclude(value="")
-        .order_by()
-        .values_list("value", flat=True)
-        .distinct()
+    labels = Label.objects.filter(project=project).order_by()
+    # Every label row counts, gold answers and retracted ones included: none is ever rewritten.
+    used = dict(
+        labels.exclude(value="").values("value").annotate(n=Count("id")).values_list("value", "n")
     )
-    used_sub = set(
-        Label.objects.filter(project=project)
-        .exclude(subcategory="")
-        .order_by()
-        .values_list("subcategory", flat=True)
-        .distinct()
+    used_sub = dict(
+        labels.exclude(subcategory="")
+        .values("subcategory")
+        .annotate(n=Count("id"))
+        .values_list("subcategory", "n")
     )
-    missing = sorted((used - keep) | (used_sub - keep_sub))
+    missing = sorted(
+        [(key, n) for key, n in used.items() if key not in keep]
+        + [(key, n) for key, n in used_sub.items() if key not in keep_sub]
+    )
     if missing:
         raise ValidationError(
             {
-                "label_schema": _("Labels already use %(keys)s; keep those keys in the schema.")
-                % {"keys": missing}
+                "label_schema": _(
+                    "Cannot remove %(keys)s: labels use them. Labels are never rewritten, so a "
+                    "key in use stays in the schema; you may rename it (its display name) or "
+                    "change its hotkey."
+                )
+                % {
+                    "keys": ", ".join(
+                        ngettext("%(key)s (%(count)d label)", "%(key)s (%(count)d labels)", n)
+                        % {"key": key, "count": n}
+                        for key, n in missing
+                    )
+                }
             }
         )

@@ -110,6 +110,14 @@ MATRIX: dict[str, Route] = {
     "queue-grid": Route(PAGE_ALL, MEMBERS_OTHER, obj="queue"),
     "import": Route(PAGE_ENGINEER),
     "project-import": Route(PAGE_ENGINEER, PAGE_ENGINEER),
+    # Project setup and export (issue 9, items 10 and 12): engineers who manage the project;
+    # members and roles are people's accounts, so site-wide engineers only.
+    "project-create": Route(PAGE_ENGINEER),
+    "project-setup": Route(PAGE_ENGINEER, PAGE_ENGINEER),
+    "project-members-update": Route(
+        row(LOGIN, DENIED, DENIED, OK, OK, project_engineer=DENIED), PAGE_ENGINEER, method="POST"
+    ),
+    "project-export": Route(PAGE_ENGINEER, PAGE_ENGINEER),
     "image-file": Route(PAGE_ALL, MEMBERS_OTHER, obj="image"),
     "image-thumb": Route(PAGE_ALL, MEMBERS_OTHER, obj="image"),
     "users": Route(PAGE_SITE),
