@@ -2,9 +2,15 @@
 
 from django.urls import path
 
+from . import annotator_items_views
 from . import quality_views as v
 
 urlpatterns = [
+    path(
+        "projects/<slug:slug>/quality/annotators/<int:pk>/items/",
+        annotator_items_views.AnnotatorItemsApi.as_view(),
+        name="api-quality-annotator-items",
+    ),
     path("projects/<slug:slug>/gold/", v.GoldApi.as_view(), name="api-gold"),
     path(
         "projects/<slug:slug>/gold/<int:image_id>/unmark/",

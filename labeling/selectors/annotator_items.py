@@ -153,6 +153,20 @@ def gold_failed_items(*, project: Project, annotator: User, limit: int = DRILL_L
     return {"total": total, "items": items}
 
 
+def project_person(*, project: Project, pk: int) -> User | None:
+    """The person with id `pk` if they belong to the project's work (a member, or someone who
+    labeled in it), else None: ids of other projects' people reveal nothing."""
+    person = User.objects.filter(pk=pk).first()
+    if person is None:
+        return None
+    if (
+        project.members.filter(pk=person.pk).exists()
+        or Label.objects.filter(project=project, annotator=person).exists()
+    ):
+        return person
+    return None
+
+
 def annotator_items(*, project: Project, annotator: User, limit: int = DRILL_LIMIT) -> dict:
     """The three lists of one annotator, each {total, items}."""
     return {

@@ -6,29 +6,15 @@ another project, or a person with neither membership nor labels in this one, is 
 
 from __future__ import annotations
 
-from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from labeling.models import Label, Project
 from labeling.permissions import can_review, project_visible_or_404, role_required
 from labeling.roles import Role
-from labeling.selectors.annotator_items import annotator_items
+from labeling.selectors.annotator_items import annotator_items, project_person
 from labeling.services.preferences import preference_read
-
-
-def annotator_of(project: Project, pk: int) -> User:
-    """The person, if they belong to the project's work (a member, or someone who labeled in
-    it); 404 otherwise, so ids of other projects' people reveal nothing."""
-    person = get_object_or_404(User, pk=pk)
-    if (
-        not project.members.filter(pk=person.pk).exists()
-        and not Label.objects.filter(project=project, annotator=person).exists()
-    ):
-        raise Http404
-    return person
 
 
 @require_GET
@@ -37,7 +23,9 @@ def project_quality_annotator(request, slug: str, pk: int):
     project = project_visible_or_404(request.user, slug)
     if not can_review(request.user, project):
         raise PermissionDenied
-    person = annotator_of(project, pk)
+    person = project_person(project=project, pk=pk)
+    if person is None:
+        raise Http404
     return render(
         request,
         "labeling/quality_annotator.html",

@@ -262,6 +262,9 @@ MATRIX: dict[str, Route] = {
     "project-quality-annotator": Route(
         row(LOGIN, DENIED, OK, OK, OK), row(LOGIN, DENIED, NOT_FOUND, OK, OK), obj="user"
     ),
+    "api-quality-annotator-items": Route(
+        row(DENIED, DENIED, OK, OK, OK), row(DENIED, DENIED, NOT_FOUND, OK, OK), obj="user"
+    ),
     "project-cold-start": Route(PAGE_ENGINEER, PAGE_ENGINEER),
     "api-review-next": Route(
         row(DENIED, DENIED, OK, OK, OK), row(DENIED, DENIED, NOT_FOUND, OK, OK)

@@ -75,3 +75,24 @@ def test_page_from_the_row_link_shows_image_answers_and_time(world):
     make_project(members=[stranger])
     other = reverse("project-quality-annotator", kwargs={"slug": project.slug, "pk": stranger.pk})
     assert client.get(other).status_code == 404
+
+
+def test_api_gives_the_same_lists_to_leads_only(world):
+    from rest_framework.test import APIClient
+
+    project, ann = world["project"], world["ann"]
+    url = reverse("api-quality-annotator-items", kwargs={"slug": project.slug, "pk": ann.pk})
+    client = APIClient()
+    client.force_authenticate(world["lead"])
+    body = client.get(url).json()
+    assert body["username"] == "drill-ann"
+    assert body["gold_failed"]["total"] == 2 and body["overturned"]["total"] == 1
+    first = world["gold_images"][0]
+    row = next(r for r in body["gold_failed"]["items"] if r["image_id"] == first.pk)
+    assert (row["answer"], row["correct"]) == (N, D)
+    assert row["image_url"] == reverse("image-file", kwargs={"pk": first.pk})
+    undecided = next(r for r in body["flagged"]["items"] if r["image_id"] == world["flagged"].pk)
+    assert undecided["correct"] is None and undecided["o2u_rank"] == 2
+    annotator = APIClient()
+    annotator.force_authenticate(ann)
+    assert annotator.get(url).status_code == 403
