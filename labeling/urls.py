@@ -17,4 +17,5 @@ urlpatterns = [
     path("", include("labeling.views.audit_urls")),
     path("", include("labeling.views.estimate_urls")),
     path("", include("labeling.views.quality_urls")),
+    path("", include("labeling.views.webhook_urls")),
 ]

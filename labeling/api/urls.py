@@ -12,4 +12,5 @@ urlpatterns = [
     path("", include("labeling.api.loop_urls")),
     path("", include("labeling.api.audit_urls")),
     path("", include("labeling.api.quality_urls")),
+    path("", include("labeling.api.webhook_urls")),
 ]

@@ -292,6 +292,13 @@ MATRIX: dict[str, Route] = {
         obj="pause",
     ),
     "project-quality-settings": Route(PAGE_ENGINEER, PAGE_ENGINEER, method="POST"),
+    # Webhooks (issue 9, item 15): engineers of the project only (the page shows the secret).
+    "project-webhooks": Route(PAGE_ENGINEER, PAGE_ENGINEER),
+    "project-webhooks-save": Route(PAGE_ENGINEER, PAGE_ENGINEER, method="POST"),
+    "project-webhooks-ping": Route(PAGE_ENGINEER, PAGE_ENGINEER, method="POST"),
+    "project-webhooks-rotate": Route(PAGE_ENGINEER, PAGE_ENGINEER, method="POST"),
+    "api-webhook-deliveries": Route(API_ENGINEER, API_ENGINEER),
+    "api-webhook-ping": Route(API_ENGINEER, API_ENGINEER, method="POST"),
     "project-disagreements-queue": Route(
         row(LOGIN, DENIED, OK, OK, OK), row(LOGIN, DENIED, NOT_FOUND, OK, OK), method="POST"
     ),
