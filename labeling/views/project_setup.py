@@ -42,9 +42,8 @@ def _managed_project(user, slug: str) -> Project:
 
 
 def _error_lines(error: ValidationError) -> list[str]:
-    if hasattr(error, "error_dict"):
-        return [message for messages_ in error.message_dict.values() for message in messages_]
-    return list(error.messages)
+    # The schema's rule runs as the field's validator and in Project.clean: one line each.
+    return list(dict.fromkeys(error.messages))
 
 
 def _render(request, project: Project | None, forms_: dict, errors=(), status=200):
