@@ -35,6 +35,12 @@ PAGE_KEYS: dict[str, dict[str, tuple[str, ...]]] = {
     "review": {
         "confirm": ("c",),
         "flip": ("f",),
+        "skip": (" ", "s"),
+        "undo": ("z", "u"),
+        "comment": ("m",),
+        "send_back": ("x",),
+        "help": ("?",),
+        "protection": ("b",),
         "reveal": ("r",),
     },
 }
@@ -55,6 +61,8 @@ ACTION_NAMES = {
     "recent": _("recent labels"),
     "flip": _("flip"),
     "confirm": _("confirm"),
+    "comment": _("comment"),
+    "send_back": _("send back to the annotator"),
 }
 
 

@@ -11,5 +11,13 @@ urlpatterns = [
         v.ReviewResolveApi.as_view(),
         name="api-review-resolve",
     ),
+    path("review/items/<int:pk>/skip/", v.ReviewSkipApi.as_view(), name="api-review-skip"),
+    path(
+        "review/items/<int:pk>/send-back/",
+        v.ReviewSendBackApi.as_view(),
+        name="api-review-send-back",
+    ),
+    path("projects/<slug:slug>/review/undo/", v.ReviewUndoApi.as_view(), name="api-review-undo"),
+    path("review/returned/", v.ReturnedApi.as_view(), name="api-review-returned"),
     path("projects/<slug:slug>/quality/", v.QualityApi.as_view(), name="api-quality"),
 ]

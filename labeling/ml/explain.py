@@ -73,9 +73,25 @@ def _render(
     rendered = []
     for picture, heatmap in zip(pictures, heatmaps, strict=True):
         buffer = io.BytesIO()
-        overlay(picture, heatmap, alpha=alpha).save(buffer, format="PNG")
+        overlay(picture, heatmap, alpha=alpha, colormap=COLORMAP).save(buffer, format="PNG")
         rendered.append(GradcamPicture(png=buffer.getvalue(), focused=has_focus(heatmap)))
     return rendered
+
+
+COLORMAP = "turbo"  # mlcore.explain.overlay's default, named here for the legend
+
+
+def legend_colours(steps: int = 11) -> list[str]:
+    """The overlay's colour map as `steps` CSS hex colours from no evidence (0) to the map's
+    hottest region (1): the page draws its legend from these, so it matches the picture."""
+    from matplotlib import colormaps
+
+    cmap = colormaps[COLORMAP]
+    colours = []
+    for i in range(steps):
+        r, g, b, _a = cmap(i / (steps - 1))
+        colours.append(f"#{round(r * 255):02x}{round(g * 255):02x}{round(b * 255):02x}")
+    return colours
 
 
 def gradcam_overlay(

@@ -163,6 +163,8 @@ def annotator_quality(*, project: Project) -> list[dict]:
         kind=Label.Kind.CORRECTION,
         created_at__gte=OuterRef("created_at"),
     ).exclude(value=OuterRef("value"))
+    # A correction the lead undid (labeling.services.review) overturned nobody.
+    corrected = corrected.exclude(superseded_by__kind=Label.Kind.RETRACTION)
     rows = (
         Label.objects.filter(project=project, kind=Label.Kind.ANNOTATION)
         .filter(_not_retracted())

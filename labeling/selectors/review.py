@@ -7,11 +7,21 @@ rule from labeling.permissions, so a view cannot forget it.
 from __future__ import annotations
 
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery
 from django.utils.translation import gettext as _
 
-from labeling.models import Image, Project, Queue, QueueItem, Score
+from labeling.models import (
+    Image,
+    Label,
+    Project,
+    Queue,
+    QueueItem,
+    ReviewDecision,
+    Score,
+    Strategy,
+)
 from labeling.permissions import can_review
+from labeling.selectors.labels import VOTE_KINDS
 
 
 def review_item_for_lead(*, project: Project, lead, item_id: int | None = None) -> QueueItem | None:
@@ -24,7 +34,80 @@ def review_item_for_lead(*, project: Project, lead, item_id: int | None = None) 
     )
     if item_id is not None:
         return items.filter(pk=item_id).first()
-    return items.filter(status=QueueItem.Status.OPEN).order_by("-priority", "id").first()
+    return review_upcoming(project=project, lead=lead, limit=1).first()
+
+
+def review_upcoming(
+    *, project: Project, lead, limit: int = 3, exclude_id: int | None = None
+) -> QuerySet[QueueItem]:
+    """The lead's next open items in serving order: those they have not deferred (skipped),
+    most suspicious (highest priority) first, then the deferred ones, longest-deferred first."""
+    if not can_review(lead, project):
+        raise PermissionDenied(_("Re-review is for leads of this project."))
+    skipped = ReviewDecision.objects.filter(
+        item=OuterRef("pk"), lead=lead, action=ReviewDecision.Action.SKIP, undone_at__isnull=True
+    )
+    items = (
+        QueueItem.objects.select_related("image", "queue")
+        .filter(
+            queue__project=project,
+            queue__kind=Queue.Kind.REVIEW,
+            status=QueueItem.Status.OPEN,
+        )
+        .annotate(deferred_at=Subquery(skipped.order_by("-created_at").values("created_at")[:1]))
+        .order_by(F("deferred_at").asc(nulls_first=True), "-priority", "id")
+    )
+    if exclude_id is not None:
+        items = items.exclude(pk=exclude_id)
+    return items[:limit]
+
+
+def review_answers(*, image: Image) -> list[Label]:
+    """Each annotator's answer on the image (overlap k > 1 gives several), oldest first: their
+    latest vote that nobody retracted (an answer a lead's decision superseded is still what they
+    said; an undone or sent-back one is not). Gold answers are not answers about the image."""
+    votes = (
+        Label.objects.filter(image=image, kind__in=VOTE_KINDS)
+        .exclude(superseded_by__kind=Label.Kind.RETRACTION)
+        .exclude(strategy=Strategy.GOLD)
+        .select_related("annotator", "queue")
+        .order_by("created_at", "id")
+    )
+    latest: dict[int, Label] = {}
+    for label in votes:
+        latest[label.annotator_id] = label
+    return sorted(latest.values(), key=lambda label: (label.created_at, label.pk))
+
+
+def review_decisions(*, item: QueueItem) -> QuerySet[ReviewDecision]:
+    """The lead steps taken on an item (comments included), newest first."""
+    return ReviewDecision.objects.filter(item=item).select_related("lead", "returned_to")
+
+
+def review_last_decision(*, project: Project, lead) -> ReviewDecision | None:
+    """What "undo" would walk back: the lead's latest step in the project not undone yet."""
+    return (
+        ReviewDecision.objects.filter(
+            lead=lead, item__queue__project=project, undone_at__isnull=True
+        )
+        .select_related("item__image")
+        .order_by("-created_at", "-id")
+        .first()
+    )
+
+
+def returned_for_annotator(*, annotator, limit: int = 20) -> QuerySet[ReviewDecision]:
+    """Labels of this annotator a lead sent back (not undone), newest first, with the comment,
+    the image and the labeling queue it went back to."""
+    return (
+        ReviewDecision.objects.filter(
+            returned_to=annotator,
+            action=ReviewDecision.Action.SEND_BACK,
+            undone_at__isnull=True,
+        )
+        .select_related("lead", "returned_item__queue__project", "returned_item__image", "label")
+        .order_by("-created_at", "-id")[:limit]
+    )
 
 
 def review_item_of_image(*, project: Project, image: Image) -> QueueItem | None:

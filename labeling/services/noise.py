@@ -21,7 +21,10 @@ at `gradcam/v<version id>/<image id>.png` in Django storage and recorded on its 
 `details["gradcam"]` = {model_version_id, model_version, file, focused}; the result counts them
 (`heatmaps`, `heatmaps_existing`, `heatmaps_no_focus`, errors). `review_gradcam` serves the
 stored one to the review page and renders on request only when it is missing (another version
-became active, or the job ran with none).
+became active, the job ran with none, or the item came from elsewhere: a disagreement, a manual
+re-review); what it renders on request it stores and records the same way, so each map is
+rendered once per version. The review page asks for the next items' maps ahead of time
+(static/labeling/review.js), so they are stored before the lead gets there.
 
 Leads answer with `review_resolve` (labeling.services.labels): confirm keeps the label (a
 CONFIRMATION), a flip writes a superseding CORRECTION.
@@ -33,6 +36,7 @@ idempotent (unique (queue, image)); a re-delivered job after a crash recomputes 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -434,7 +438,37 @@ def review_gradcam(*, image: Image, user, storage: Storage | None = None) -> Rev
         picture = gradcam_overlay(model_version=version, image=image)
     except (CheckpointError, OSError, ValueError) as error:
         raise GradcamUnavailable(str(error)) from error
+    if item is not None:
+        # Kept like the job's, so the next request (the page opened again, another lead, or
+        # the page's prefetch of the items after this one having rendered it) is instant.
+        _gradcam_keep(item=item, version=version, picture=picture, storage=storage)
     return ReviewGradcam(png=picture.png, focused=picture.focused, stored=False)
+
+
+def _gradcam_keep(*, item: QueueItem, version: ModelVersion, picture, storage: Storage) -> None:
+    name = gradcam_storage_name(model_version_id=version.pk, image_id=item.image_id)
+    if storage.exists(name):  # another request rendered it meanwhile: same version, same picture
+        storage.delete(name)
+    stored = storage.save(name, ContentFile(picture.png))
+    record = {
+        "model_version_id": version.pk,
+        "model_version": version.name,
+        "file": stored,
+        "focused": picture.focused,
+        "made_by": "review",  # rendered for the review page, not by the noise job
+    }
+    with transaction.atomic():
+        locked = QueueItem.objects.select_for_update().get(pk=item.pk)
+        locked.details = {**(locked.details or {}), "gradcam": record}
+        locked.save(update_fields=["details"])
+
+
+@functools.cache
+def gradcam_legend() -> tuple[str, ...]:
+    """The heat map's colours, low to high, for the review page's legend."""
+    from labeling.ml.explain import legend_colours
+
+    return tuple(legend_colours())
 
 
 def review_gradcam_png(*, image: Image, user) -> bytes:

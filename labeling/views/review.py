@@ -1,13 +1,15 @@
 """Leads' re-review pages and annotator quality; the engineers' cold-start page.
 
 - `review` lists the lead's projects with their open re-review items.
-- `project-review` shows ONE flagged item at a time: the image, its label history (who, when,
-  kind), the active version's scores for it (stage 1, stage 2, decision) and every version's
-  below, the O2U rank and score that flagged it, and a Grad-CAM overlay from the active version
-  (the one the noise job stored, or rendered on request when there is none; a flat map is
-  said to have "no focus"). Keys (static/labeling/review.js): C confirms, F
-  flips (two-class schemas), a class hotkey chooses that class. Both answers go through
-  `review_resolve` (CONFIRMATION or a superseding CORRECTION).
+- `project-review` shows ONE flagged item at a time, the lead's review stream
+  (docs/review.md): the image beside its Grad-CAM overlay (with the colour map's legend and the
+  stage it explains; the noise job's stored map, or rendered on request and then kept; a flat
+  map is said to have "no focus"), every annotator's active answer, the active version's scores
+  (or the latest score when it has none), the O2U rank, the label history and the review steps
+  with their comments. It hands the next items' heat maps to the page to fetch ahead. Leads see
+  it unblurred unless they chose a protection. Keys (static/labeling/review.js, declared in
+  labeling/keys.py): confirm, flip, a class or sub-category key, skip, comment, send back, undo.
+- `project-review-resolve` takes one step (`labeling.services.review.review_decide`).
 - `project-review-gradcam` serves the Grad-CAM PNG (leads only, private cache): the stored one
   when the noise job made it with the active version, else rendered now. Headers say which
   (`X-Gradcam-Source: stored | rendered`) and whether the map had a focus
@@ -43,15 +45,19 @@ from labeling.roles import Role
 from labeling.selectors.labels import annotator_quality, image_current_label, label_history
 from labeling.selectors.review import (
     image_scores,
+    review_answers,
     review_counts,
+    review_decisions,
     review_gradcam_stored,
     review_item_for_lead,
+    review_last_decision,
+    review_upcoming,
     seed_candidates,
 )
-from labeling.services.labels import review_resolve
-from labeling.services.noise import GradcamUnavailable, review_gradcam
+from labeling.services.noise import GradcamUnavailable, gradcam_legend, review_gradcam
 from labeling.services.preferences import preference_read
 from labeling.services.recall import COLD_START, cold_start_start
+from labeling.services.review import MAX_COMMENT, review_decide, review_undo_last
 from labeling.views.job_forms import job_form, params_from_post
 from labeling.views.quality import quality_context
 
@@ -81,6 +87,52 @@ def _flip_value(project: Project, current: str | None) -> str | None:
     return keys[1 - keys.index(current)]
 
 
+def _choices(project: Project, current_value: str | None) -> list[dict]:
+    """The class and sub-category buttons: each one's `choice` ("class" or
+    "positive/sub-category"), its name in the reader's language, hotkey, and whether it keeps
+    the current value (a confirm, possibly naming a sub-category) or changes it (a correction)."""
+    language = get_language()
+    schema = project.label_schema
+    rows = [
+        {
+            "choice": c["key"],
+            "name": schema_entry_name(c, language),
+            "hotkey": c.get("hotkey", ""),
+            "keeps": c["key"] == current_value,
+        }
+        for c in schema["classes"]
+        if c["key"] != current_value
+    ]
+    positive = project.positive_class
+    for sub in schema.get("subcategories") or []:
+        rows.append(
+            {
+                "choice": f"{positive}/{sub['key']}",
+                "name": schema_entry_name(sub, language),
+                "hotkey": sub.get("hotkey", ""),
+                "subcategory": True,
+                "keeps": positive == current_value,
+            }
+        )
+    return rows
+
+
+def _prefetch_urls(project: Project, upcoming: list[QueueItem]) -> list[str]:
+    """The next items' heat maps (the slow part: rendered on the server when no job made them,
+    then kept) and images, nearest first."""
+    active = project.active_model_version
+    urls = []
+    for upcoming_item in upcoming:
+        if active is not None:
+            gradcam = reverse(
+                "project-review-gradcam",
+                kwargs={"slug": project.slug, "pk": upcoming_item.image_id},
+            )
+            urls.append(f"{gradcam}?v={active.pk}")
+        urls.append(reverse("image-file", kwargs={"pk": upcoming_item.image_id}))
+    return urls
+
+
 @require_GET
 @role_required(Role.LEAD)
 def project_review(request, slug: str):
@@ -93,36 +145,50 @@ def project_review(request, slug: str):
     item = review_item_for_lead(project=project, lead=request.user, item_id=item_id)
     if item_id is not None and item is None:
         raise Http404(_("No such review item in this project."))
+    preference = preference_read(user=request.user, project=project)
+    active = project.active_model_version
     context = {
         "project": project,
         "item": item,
         "counts": review_counts(project=project),
-        # The page's keys (labeling/keys.py) and the lead's own image protection.
+        # The page's keys (labeling/keys.py) and the lead's own image protection: leads see
+        # the evidence unblurred unless they chose a protection themselves.
         "review_keys": page_keys("review"),
         "key_hints": key_hints("review"),
-        "protection": preference_read(user=request.user, project=project)["protection"],
+        "protection": preference["protection"] if preference["chosen"] else "off",
+        "last_decision": review_last_decision(project=project, lead=request.user),
+        "active_version": active,
+        "comment_max": MAX_COMMENT,
+        "legend": gradcam_legend() if active else (),
     }
     if item is not None:
         current = image_current_label(image=item.image)
         current_value = current.value if current else None
-        active = project.active_model_version
         scores = list(image_scores(image=item.image))
+        answers = review_answers(image=item.image)
+        upcoming = list(
+            review_upcoming(project=project, lead=request.user, limit=2, exclude_id=item.pk)
+        )
         context.update(
             image=item.image,
             history=list(label_history(image=item.image)),
+            answers=answers,
+            annotators=len({a.annotator_id for a in answers}),
+            decisions=list(review_decisions(item=item)),
             scores=scores,
-            active_version=active,
             active_score=next(
                 (s for s in scores if active and s.model_version_id == active.pk), None
             ),
+            latest_score=scores[0] if scores else None,
             gradcam=review_gradcam_stored(item=item, model_version_id=active and active.pk),
             current=current,
             flip_value=_flip_value(project, current_value),
-            classes=[
-                {**c, "name": schema_entry_name(c, get_language())}
-                for c in project.label_schema["classes"]
-            ],
+            choices=_choices(project, current_value),
+            sendable=current is not None and current.kind == current.Kind.ANNOTATION,
             details=item.details or {},
+            # The next items' images and heat maps, fetched ahead (rendered and kept on the
+            # server the first time), so each is on screen when the lead gets to it.
+            prefetch=_prefetch_urls(project, upcoming),
         )
     return render(request, "labeling/review.html", context)
 
@@ -130,6 +196,8 @@ def project_review(request, slug: str):
 @require_POST
 @role_required(Role.LEAD)
 def project_review_resolve(request, slug: str, pk: int):
+    """One step of the stream: `action` confirm / skip / send_back, or `choice` (a class key,
+    or "positive/sub-category") for a class button; `comment` with any of them."""
     project = _project_for(request.user, slug)
     item = get_object_or_404(
         QueueItem.objects.select_related("queue__project", "image"),
@@ -137,30 +205,70 @@ def project_review_resolve(request, slug: str, pk: int):
         queue__project=project,
         queue__kind=Queue.Kind.REVIEW,
     )
-    # The confirm button sends action=confirm; each class button sends value=<class key>.
-    confirm = request.POST.get("action") == "confirm"
-    value = request.POST.get("value", "")
-    if not confirm and not value:
-        return HttpResponseBadRequest("Choose confirm or a class.")
+    action = request.POST.get("action", "")
+    # `value` is the older form's name for a class button.
+    choice = request.POST.get("choice") or request.POST.get("value", "")
+    value, _slash, subcategory = choice.partition("/")
+    if not action:
+        if not value:
+            return HttpResponseBadRequest("Choose confirm, skip, send back or a class.")
+        current = image_current_label(image=item.image)
+        action = "confirm" if current is not None and current.value == value else "correct"
     try:
-        label = review_resolve(
+        decision = review_decide(
             item=item,
             lead=request.user,
-            confirm=confirm,
+            action=action,
             value=value or None,
-            subcategory=request.POST.get("subcategory", ""),
+            subcategory=subcategory,
+            comment=request.POST.get("comment", ""),
         )
     except ValidationError as error:
         messages.error(request, _("Not saved: ") + " ".join(error.messages))
-        return redirect(reverse("project-review", kwargs={"slug": project.slug}))
-    if label.kind == label.Kind.CONFIRMATION:
-        text = _("Confirmed %(value)r (image %(image)s).")
+        back = reverse("project-review", kwargs={"slug": project.slug}) + f"?item={item.pk}"
+        return redirect(back)
+    name = item.image.source or item.image_id
+    if decision.action == "skip":
+        text = _("Skipped image %(image)s: it comes back after the others.") % {"image": name}
+    elif decision.action == "send_back":
+        text = _("Sent image %(image)s back to %(user)s with your comment.") % {
+            "image": name,
+            "user": decision.returned_to.username,
+        }
+    elif decision.action == "confirm":
+        text = _("Confirmed %(value)r (image %(image)s).") % {
+            "value": decision.label.value,
+            "image": name,
+        }
     else:
-        text = _("Corrected to %(value)r (image %(image)s).")
-    messages.success(
-        request, text % {"value": label.value, "image": item.image.source or item.image_id}
-    )
+        text = _("Corrected to %(value)r (image %(image)s).") % {
+            "value": decision.label.value,
+            "image": name,
+        }
+    messages.success(request, text)
     return redirect(reverse("project-review", kwargs={"slug": project.slug}))
+
+
+@require_POST
+@role_required(Role.LEAD)
+def project_review_undo(request, slug: str):
+    """Undo the lead's last step in the project; the page shows that item again."""
+    project = _project_for(request.user, slug)
+    try:
+        decision = review_undo_last(project=project, lead=request.user)
+    except ValidationError as error:
+        messages.error(request, _("Not undone: ") + " ".join(error.messages))
+        return redirect(reverse("project-review", kwargs={"slug": project.slug}))
+    messages.success(
+        request,
+        _("Undone: %(action)s of image %(image)s.")
+        % {
+            "action": decision.get_action_display(),
+            "image": decision.item.image.source or decision.item.image_id,
+        },
+    )
+    back = reverse("project-review", kwargs={"slug": project.slug})
+    return redirect(f"{back}?item={decision.item_id}")
 
 
 @require_GET

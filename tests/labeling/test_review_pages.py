@@ -173,8 +173,9 @@ def test_noise_job_heat_maps_are_stored_served_instantly_and_not_made_twice():
     rendered = lead_client.get(url)
     assert rendered.status_code == 200 and rendered["X-Gradcam-Source"] == "rendered"
     assert rendered.content == stored_png
-    # ... and the next run makes it again.
-    assert noise_suspects_explain(project=project, image_ids=[image.pk])["heatmaps"] == 1
+    # ... and keeps it, so the next request and the next run find it made.
+    assert lead_client.get(url)["X-Gradcam-Source"] == "stored"
+    assert noise_suspects_explain(project=project, image_ids=[image.pk])["heatmaps_existing"] == 1
     assert client_for(annotator).get(url).status_code == 403
 
 
