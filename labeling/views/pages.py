@@ -23,6 +23,7 @@ from labeling.permissions import (
 )
 from labeling.selectors.labels import annotator_stats
 from labeling.selectors.queues import queue_progress, queues_for_user
+from labeling.selectors.review import returned_for_annotator
 from labeling.services.gold import exposure_status
 from labeling.services.preferences import preference_read
 
@@ -60,7 +61,9 @@ def _labeling_queue(user, slug: str, pk: int) -> Queue:
 def home(request):
     projects = list(projects_visible_to(request.user).order_by("name"))
     rows = [{"project": p, "queues": _queues_for(request.user, p)} for p in projects]
-    return render(request, "labeling/home.html", {"rows": rows})
+    # Labels a lead sent back to this person, with the lead's comment (labeling.services.review).
+    returned = list(returned_for_annotator(annotator=request.user, limit=10))
+    return render(request, "labeling/home.html", {"rows": rows, "returned": returned})
 
 
 @login_required

@@ -275,6 +275,25 @@ MATRIX: dict[str, Route] = {
         method="POST",
         obj="review_item",
     ),
+    # The review stream's steps (issue 9, item 7): an empty body is a skip without a comment
+    # (201), a send-back without its required comment (400), an undo with nothing to undo (400).
+    "api-review-skip": Route(
+        row(DENIED, DENIED, OK, OK, OK),
+        row(DENIED, DENIED, NOT_FOUND, OK, OK),
+        method="POST",
+        obj="review_item",
+    ),
+    "api-review-send-back": Route(
+        row(DENIED, DENIED, OK, OK, OK),
+        row(DENIED, DENIED, NOT_FOUND, OK, OK),
+        method="POST",
+        obj="review_item",
+    ),
+    "api-review-undo": Route(
+        row(DENIED, DENIED, OK, OK, OK), row(DENIED, DENIED, NOT_FOUND, OK, OK), method="POST"
+    ),
+    # One's own labels that leads sent back, with their comments: anyone logged in.
+    "api-review-returned": Route(API_ALL),
     "api-quality": Route(row(DENIED, DENIED, OK, OK, OK), row(DENIED, DENIED, NOT_FOUND, OK, OK)),
     # --- Gold items, pauses and quality settings (issue 9, items 3 and 4): leads of the project
     # mark gold and lift pauses (empty forms: a message, back to the page); engineers set the
