@@ -172,7 +172,9 @@ def _skeleton(source: str) -> str:
                 in_comment = False
             elif re.match(r"block \w+_class$", content):
                 in_class_block = True
-            elif content.startswith("endblock"):
+            # "endblocktranslate" starts with "endblock" too: it closes a translation, not a
+            # block, and must reach the depth count below (else nothing after it is scanned).
+            elif content.startswith("endblock") and not _CLOSING.match(content):
                 in_class_block = False
             elif _OPENING.match(content):
                 depth += 1
@@ -217,6 +219,8 @@ def test_the_scan_finds_bare_text():
     assert _bare_texts('<img alt="A cat" src="{{ url }}">') == ["A cat"]
     assert _bare_texts("{% load i18n %}<p>{% translate 'Hello' %}</p>") == []
     assert _bare_texts("<p>{% blocktranslate %}Hi {{ x }}{% endblocktranslate %}</p>") == []
+    # Text after a translated block is still scanned.
+    assert _bare_texts("{% blocktranslate %}Hi{% endblocktranslate %}<p>Bye</p>") == ["Bye"]
     assert _bare_texts("<kbd>Ctrl</kbd> <code>manage.py</code> imageclean") == []
     assert _bare_texts("{# a comment #}{% comment %}Notes{% endcomment %}") == []
     assert _bare_texts("<style>.a { color: red }</style>") == []
