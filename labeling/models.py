@@ -492,7 +492,7 @@ class CurrentLabel(models.Model):
     split's counts are index-only."""
 
     image = models.OneToOneField(
-        Image, primary_key=True, on_delete=models.CASCADE, related_name="+"
+        Image, primary_key=True, on_delete=models.CASCADE, related_name="current_row"
     )
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False)
     split = models.CharField(max_length=12)

@@ -3,7 +3,7 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from . import auth_views, views
+from . import auth_views, image_views, views
 
 urlpatterns = [
     path("auth/token/", auth_views.TokenObtainApi.as_view(), name="api-auth-token"),
@@ -25,7 +25,7 @@ urlpatterns = [
         views.ProjectUpdateApi.as_view(),
         name="api-project-update",
     ),
-    path("projects/<slug:slug>/images/", views.ImageListApi.as_view(), name="api-image-list"),
+    path("projects/<slug:slug>/images/", image_views.ImageListApi.as_view(), name="api-image-list"),
     path("images/<int:pk>/", views.ImageDetailApi.as_view(), name="api-image-detail"),
     path(
         "projects/<slug:slug>/model-versions/",

@@ -25,7 +25,7 @@ from labeling.permissions import (
     projects_visible_to,
 )
 from labeling.selectors.jobs import LOG_TAIL, job_shard_counts, jobs_list
-from labeling.selectors.strategies import strategy_yield
+from labeling.selectors.strategies import strategy_yield_recent
 from labeling.services.jobs import job_cancel, job_create
 
 
@@ -161,4 +161,4 @@ class StrategyYieldApi(APIView):
         project = project_visible_or_404(request.user, slug)
         if not can_see_scores(request.user, project):
             raise PermissionDenied(_("Selection yields are for the project's leads."))
-        return Response(StrategyYieldOutput(strategy_yield(project=project), many=True).data)
+        return Response(StrategyYieldOutput(strategy_yield_recent(project=project), many=True).data)

@@ -16,7 +16,12 @@ from labeling.selectors import current_sql
 def install(apps, schema_editor):
     vendor = schema_editor.connection.vendor
     if vendor == "postgresql":
-        statements = current_sql.postgresql_install()
+        statements = current_sql.postgresql_install() + [
+            # Per-queue, per-status row estimates for the pages' counts of large queues
+            # (labeling.selectors.counts): the two columns are far from independent.
+            "CREATE STATISTICS IF NOT EXISTS queueitem_queue_status (mcv) "
+            "ON queue_id, status FROM labeling_queueitem",
+        ]
     elif vendor == "sqlite":
         statements = current_sql.sqlite_install()
     else:
@@ -30,7 +35,7 @@ def install(apps, schema_editor):
 def uninstall(apps, schema_editor):
     vendor = schema_editor.connection.vendor
     statements = (
-        current_sql.postgresql_uninstall()
+        [*current_sql.postgresql_uninstall(), "DROP STATISTICS IF EXISTS queueitem_queue_status"]
         if vendor == "postgresql"
         else current_sql.sqlite_uninstall()
     )
@@ -53,7 +58,7 @@ class Migration(migrations.Migration):
                     models.OneToOneField(
                         on_delete=django.db.models.deletion.CASCADE,
                         primary_key=True,
-                        related_name="+",
+                        related_name="current_row",
                         serialize=False,
                         to="labeling.image",
                     ),

@@ -11,8 +11,17 @@ from django.core.exceptions import ValidationError
 from django.db.models import Exists, OuterRef, QuerySet, Subquery
 from django.utils.translation import gettext as _
 
-from labeling.models import Image, ModelVersion, Project, Queue, QueueItem, Score
-from labeling.selectors.labels import current_labels
+from labeling.models import (
+    CurrentLabel,
+    Image,
+    Label,
+    ModelVersion,
+    Project,
+    Queue,
+    QueueItem,
+    Score,
+    Strategy,
+)
 
 
 def image_score_version(*, project: Project, model_version_id: int | None) -> ModelVersion | None:
@@ -40,11 +49,20 @@ def images_list(
     model_version: ModelVersion | None = None,
     min_score: float | None = None,
     max_score: float | None = None,
+    strategy: str | None = None,
+    annotator_id: int | None = None,
 ) -> QuerySet[Image]:
     """Images of `project`, ordered by id; with `model_version`, each row carries `score`.
 
     label: the image's current label is this class key. labeled: True/False keeps images with /
     without a current label. min_score / max_score need a model version (inclusive bounds).
+    strategy: the image has a queue item queued by that strategy. annotator_id: that person
+    gave the image a label.
+
+    Every filter is an EXISTS on an indexed table (current labels: labeling.models.CurrentLabel,
+    kept by a trigger; scores: score_unique and (model_version, score); queue items:
+    queueitem_strategy; labels: label_annotator_image), so a page of the list costs the same
+    with a thousand images or a million (tests/labeling/test_page_queries.py checks the plans).
     """
     qs = Image.objects.filter(project=project).order_by("id")
     if split is not None:
@@ -55,23 +73,34 @@ def images_list(
         if queue.project_id != project.pk:
             raise ValidationError({"queue": _("That queue belongs to another project.")})
         qs = qs.filter(Exists(QueueItem.objects.filter(queue=queue, image=OuterRef("pk"))))
-    if label is not None or labeled is not None:
-        if label is not None and label not in project.class_keys:
+    if label is not None and label not in project.class_keys:
+        raise ValidationError(
+            {
+                "label": _("Unknown class %(label)r; the schema has %(keys)s.")
+                % {"label": label, "keys": project.class_keys}
+            }
+        )
+    current = CurrentLabel.objects.filter(project=project, image=OuterRef("pk"))
+    if label is not None:
+        qs = qs.filter(Exists(current.filter(value=label)))
+    if labeled is True:
+        qs = qs.filter(Exists(current))
+    elif labeled is False:
+        qs = qs.exclude(Exists(current))
+    if strategy is not None:
+        if strategy not in Strategy.values:
             raise ValidationError(
-                {
-                    "label": _("Unknown class %(label)r; the schema has %(keys)s.")
-                    % {"label": label, "keys": project.class_keys}
-                }
+                {"strategy": _("Unknown strategy %(strategy)r.") % {"strategy": strategy}}
             )
-        # Current labels are derived (append-only history), so they come from the labels
-        # selector rather than a column; one dict per request keeps the rule in one place.
-        current = current_labels(project=project, split=split)
-        if label is not None:
-            qs = qs.filter(pk__in=[pk for pk, value in current.items() if value == label])
-        if labeled is True:
-            qs = qs.filter(pk__in=list(current))
-        elif labeled is False:
-            qs = qs.exclude(pk__in=list(current))
+        qs = qs.filter(Exists(QueueItem.objects.filter(strategy=strategy, image=OuterRef("pk"))))
+    if annotator_id is not None:
+        qs = qs.filter(
+            Exists(
+                Label.objects.filter(
+                    project=project, annotator_id=annotator_id, image=OuterRef("pk")
+                )
+            )
+        )
     if (min_score is not None or max_score is not None) and model_version is None:
         raise ValidationError(
             {
@@ -85,11 +114,23 @@ def images_list(
             raise ValidationError({"model_version": _("That model version is another project's.")})
         scores = Score.objects.filter(model_version=model_version, image=OuterRef("pk"))
         qs = qs.annotate(score=Subquery(scores.values("score")[:1]))
-        if min_score is not None:
-            qs = qs.filter(score__gte=min_score)
-        if max_score is not None:
-            qs = qs.filter(score__lte=max_score)
+        if min_score is not None or max_score is not None:
+            band = scores
+            if min_score is not None:
+                band = band.filter(score__gte=min_score)
+            if max_score is not None:
+                band = band.filter(score__lte=max_score)
+            qs = qs.filter(Exists(band))
     return qs
+
+
+def images_current_labels(*, project: Project, image_ids: list[int]) -> dict[int, str]:
+    """{image id: current value} of these images (one page of a list), from CurrentLabel."""
+    return dict(
+        CurrentLabel.objects.filter(project=project, image_id__in=image_ids).values_list(
+            "image_id", "value"
+        )
+    )
 
 
 def image_get_visible(*, pk: int, projects: QuerySet[Project]) -> Image | None:

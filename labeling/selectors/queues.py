@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from labeling.models import Lease, Project, Queue, QueueItem
 from labeling.permissions import can_label, queue_kinds_closed_to
+from labeling.selectors.counts import EXACT_UP_TO, count_or_estimate, estimated_rows
 
 
 def queue_progress(*, queue: Queue, now: datetime | None = None) -> dict:
@@ -38,6 +39,41 @@ def queue_progress(*, queue: Queue, now: datetime | None = None) -> dict:
         "total": counts["open"] + counts["done"],
         "removed": counts["removed"],
         "leased": leased,
+    }
+
+
+def queue_progress_page(*, queue: Queue, now: datetime | None = None) -> dict:
+    """`queue_progress` for pages that list queues (home, project, queue items): the same
+    counts, exact for a queue of up to EXACT_UP_TO items and PostgreSQL's estimates per status
+    beyond (labeling.selectors.counts); `estimated` says which. The labeling pages' own progress
+    (the queue API) stays `queue_progress`."""
+    items = QueueItem.objects.filter(queue=queue)
+    size = estimated_rows(items)
+    if size is None or size <= EXACT_UP_TO:
+        return {**queue_progress(queue=queue, now=now), "estimated": False}
+    counts = {
+        status: count_or_estimate(items.filter(status=status))[0]
+        for status in (QueueItem.Status.OPEN, QueueItem.Status.DONE, QueueItem.Status.REMOVED)
+    }
+    now = now or timezone.now()
+    leased = (
+        Lease.objects.filter(
+            item__queue=queue,
+            item__status=QueueItem.Status.OPEN,
+            state=Lease.State.ACTIVE,
+            expires_at__gt=now,
+        )
+        .values("item")
+        .distinct()
+        .count()
+    )
+    return {
+        "open": counts["open"],
+        "done": counts["done"],
+        "total": counts["open"] + counts["done"],
+        "removed": counts["removed"],
+        "leased": leased,
+        "estimated": True,
     }
 
 

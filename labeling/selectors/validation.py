@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-from django.db.models import Exists, OuterRef
+from django.db.models import Count, Exists, OuterRef, Q
 
-from labeling.models import Image, Project, Queue, QueueItem
-from labeling.selectors.labels import current_labels
+from labeling.models import CurrentLabel, Image, Project, Queue, QueueItem
 
 
 def validation_progress(*, project: Project) -> dict:
     """How far the validation split is labeled: its images, labeled ones (positive / other),
     the validation queue's open items, and unlabeled images no open item will bring to anyone
-    (`not_queued`: the refill action queues them)."""
+    (`not_queued`: the refill action queues them).
+
+    Counts come from indexes: the images by (project, split), the labeled ones from the
+    current-label table (labeling.models.CurrentLabel, which carries the split), so the page
+    does not read the split's label history."""
     images = Image.objects.filter(project=project, split=Image.Split.VALIDATION)
-    labels = current_labels(project=project, split=Image.Split.VALIDATION)
-    positive = sum(1 for value in labels.values() if value == project.positive_class)
+    labeled = CurrentLabel.objects.filter(project=project, split=Image.Split.VALIDATION).aggregate(
+        labeled=Count("image"), positive=Count("image", filter=Q(value=project.positive_class))
+    )
     queue = Queue.objects.filter(project=project, kind=Queue.Kind.VALIDATION).order_by("id").first()
     open_items = QueueItem.objects.filter(
         queue__project=project,
@@ -22,14 +26,21 @@ def validation_progress(*, project: Project) -> dict:
         image=OuterRef("pk"),
         status=QueueItem.Status.OPEN,
     )
-    unlabeled = images.exclude(pk__in=list(labels))
+    unlabeled = images.exclude(
+        Exists(
+            CurrentLabel.objects.filter(
+                project=project, split=Image.Split.VALIDATION, image=OuterRef("pk")
+            )
+        )
+    )
     total = images.count()
+    done = labeled["labeled"]
     return {
         "images": total,
-        "labeled": len(labels),
-        "positive": positive,
-        "negative": len(labels) - positive,
-        "percent": round(100 * len(labels) / total) if total else 0,
+        "labeled": done,
+        "positive": labeled["positive"],
+        "negative": done - labeled["positive"],
+        "percent": round(100 * done / total) if total else 0,
         "queue_id": queue.pk if queue else None,
         "queue_name": queue.name if queue else None,
         "open": QueueItem.objects.filter(queue=queue, status=QueueItem.Status.OPEN).count()

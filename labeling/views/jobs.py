@@ -25,7 +25,7 @@ from labeling.permissions import project_visible_or_404, projects_visible_to, ro
 from labeling.roles import Role
 from labeling.selectors.jobs import jobs_list
 from labeling.selectors.model_versions import model_versions_ready
-from labeling.selectors.strategies import strategy_yield
+from labeling.selectors.strategies import strategy_yield_recent
 from labeling.selectors.validation import validation_progress
 from labeling.services.jobs import JOB_KINDS, job_cancel, job_create, job_spec
 from labeling.services.selection import selection_preview
@@ -65,7 +65,7 @@ def project_jobs(request, slug: str):
             "selection_preview": preview,
             "selection_preview_error": preview_error,
             "jobs": job_rows(list(jobs_list(project=project)[:RECENT_JOBS])),
-            "yields": strategy_yield(project=project),
+            "yields": strategy_yield_recent(project=project),
             "active_version": project.active_model_version,
             "forms": {kind: job_form(job_spec(kind), versions=versions) for kind in PAGE_KINDS},
         },

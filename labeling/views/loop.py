@@ -23,7 +23,7 @@ from labeling.permissions import (
 )
 from labeling.roles import Role
 from labeling.selectors.queue_items import queue_items_explained
-from labeling.selectors.queues import queue_progress
+from labeling.selectors.queues import queue_progress_page
 from labeling.services.validation import validation_queue_fill
 
 PAGE_SIZE = 200
@@ -57,7 +57,7 @@ def queue_items_page(request, slug: str, pk: int):
             "queue": queue,
             "rows": rows,
             "count": count,
-            "progress": queue_progress(queue=queue),
+            "progress": queue_progress_page(queue=queue),
             "status": status or "",
             "strategy": strategy or "",
             "statuses": QueueItem.Status.choices,
