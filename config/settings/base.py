@@ -99,6 +99,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
+# A connection kept between requests (CONN_MAX_AGE) is checked before its first use in each
+# request or task, so the first one after a PostgreSQL restart reconnects instead of failing.
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -163,6 +166,14 @@ IMAGECLEAN_MAX_REQUEST_BYTES = int(
     os.environ.get("IMAGECLEAN_MAX_REQUEST_BYTES", 256 * 1024 * 1024)
 )
 IMAGECLEAN_MAX_UPLOAD_BYTES = int(os.environ.get("IMAGECLEAN_MAX_UPLOAD_BYTES", 50 * 1024 * 1024))
+# An import request over either of these (all its files together) is not imported in the
+# request: its files are staged to disk and an import job does it, with progress and a report
+# on the job's page (labeling.services.imports.import_runs_as_job; docs/jobs.md).
+IMAGECLEAN_IMPORT_JOB_BYTES = int(os.environ.get("IMAGECLEAN_IMPORT_JOB_BYTES", 16 * 1024 * 1024))
+IMAGECLEAN_IMPORT_JOB_FILES = int(os.environ.get("IMAGECLEAN_IMPORT_JOB_FILES", 100))
+IMAGECLEAN_IMPORT_STAGING_DIR = Path(
+    os.environ.get("IMAGECLEAN_IMPORT_STAGING_DIR", VAR_DIR / "import-staging")
+)
 IMAGECLEAN_MAX_IMAGE_BYTES = int(os.environ.get("IMAGECLEAN_MAX_IMAGE_BYTES", 20 * 1024 * 1024))
 IMAGECLEAN_MAX_IMAGE_PIXELS = int(os.environ.get("IMAGECLEAN_MAX_IMAGE_PIXELS", 40_000_000))
 # Pixels x bands x bytes per band of the decoded raster (a palette image counts 4 bands: it is
@@ -311,7 +322,15 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ALWAYS_EAGER = False
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# The broker restarting (docs/jobs.md, "Faults"): a worker, beat or web process waits for it
+# at start and reconnects after losing it, for ever rather than 100 tries (a worker that gave up
+# would sit idle beside a healthy broker). A task running when the connection drops runs on:
+# its Job row, not the message, says what is done, and `jobs_recover` sends again what the
+# broker lost.
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_RETRY = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 
 LOGGING = {
     "version": 1,

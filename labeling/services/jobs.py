@@ -16,7 +16,10 @@ Recovery: a worker killed with SIGKILL never acknowledges its message, and Redis
 only after the broker's visibility_timeout (hours, longer than the longest task). The periodic
 `jobs_recover` sweep finds RUNNING jobs whose heartbeat is older than
 IMAGECLEAN_JOB_STALE_SECONDS and enqueues their task again, which resumes where the database
-says the job stands (pending shards only).
+says the job stands (pending shards only). It also sends again a QUEUED job whose message the
+broker does not hold: never sent (the broker was down; `task_enqueue` logs and goes on rather
+than failing a committed request) or sent before the broker last started (Redis keeps nothing
+on disk). docs/jobs.md, "Faults".
 
 Cancel: `job_cancel` sets a flag; the job notices it at its next `job_progress` (which raises
 JobCancelled) and stops. A job that has not started yet is cancelled at once.
@@ -104,17 +107,56 @@ JOB_KINDS: dict[str, JobKind] = {
 }
 
 
+# Jobs the app starts itself, never from a form or the API (no JobSpec: their parameters are
+# written by the service that creates them): kind -> task name.
+INTERNAL_JOB_TASKS: dict[str, str] = {
+    Job.Kind.IMPORT: "labeling.tasks.images_import_staged",
+}
+
+
+def job_task_name(kind: str) -> str | None:
+    """The task that runs a job of `kind`, or None for a kind no longer known."""
+    if kind in JOB_KINDS:
+        return JOB_KINDS[kind].task_name
+    return INTERNAL_JOB_TASKS.get(kind)
+
+
 def job_spec(kind: str) -> JobSpec:
     """The parameters of job kind `kind` (a key of JOB_KINDS)."""
     return import_string(JOB_KINDS[kind].spec)
 
 
+def _send(task_name: str, args: list) -> bool:
+    """Hand one task to the broker; False (logged) when the broker cannot be reached. The
+    database rows are the record of what should run, so a message that could not be sent is
+    sent again by `jobs_recover` (a job's pending shards with the job), never lost for good."""
+    from config.celery import app
+
+    try:
+        app.send_task(task_name, args=args)
+    except kombu.exceptions.OperationalError as exc:
+        logger.warning("broker unreachable, %s%s not sent now: %s", task_name, args, exc)
+        return False
+    return True
+
+
 def task_enqueue(task_name: str, *args: Any) -> None:
     """Send the task once the surrounding transaction commits (a task never sees uncommitted
     rows). By name, so services need not import labeling.tasks (which imports services)."""
-    from config.celery import app
+    transaction.on_commit(lambda: _send(task_name, list(args)))
 
-    transaction.on_commit(lambda: app.send_task(task_name, args=list(args)))
+
+def job_enqueue(job_id: int, kind: str) -> None:
+    """Send job `job_id`'s task on commit and record when it reached the broker
+    (`Job.enqueued_at`), which tells `jobs_recover` whether a queued job's message may have
+    been lost (never sent, or sent before the broker last started)."""
+    task_name = job_task_name(kind)
+
+    def send() -> None:
+        if _send(task_name, [job_id]):
+            Job.objects.filter(pk=job_id).update(enqueued_at=timezone.now())
+
+    transaction.on_commit(send)
 
 
 def _line(text: str) -> str:
@@ -153,13 +195,37 @@ def job_create(
             created_by=created_by,
             log=[_line(f"queued by {created_by.get_username() if created_by else 'system'}")],
         )
-        task_enqueue(JOB_KINDS[kind].task_name, job.pk)
+        job_enqueue(job.pk, kind)
         audit_record(
             actor=created_by,
             action=Action.JOB_STARTED,
             project=project,
             target=job,
             details={"kind": kind, "params": cleaned},
+        )
+    return job
+
+
+def job_create_internal(
+    *, project: Project, kind: str, params: dict, created_by: User | None = None
+) -> Job:
+    """Store a QUEUED job of one of INTERNAL_JOB_TASKS' kinds with the `params` its service
+    wrote, and enqueue it. The caller checks permissions (it is a service, not a form)."""
+    with transaction.atomic():
+        job = Job.objects.create(
+            project=project,
+            kind=kind,
+            params=params,
+            created_by=created_by,
+            log=[_line(f"queued by {created_by.get_username() if created_by else 'system'}")],
+        )
+        job_enqueue(job.pk, kind)
+        audit_record(
+            actor=created_by,
+            action=Action.JOB_STARTED,
+            project=project,
+            target=job,
+            details={"kind": kind, "params": params},
         )
     return job
 
@@ -402,6 +468,9 @@ class JobHeartbeat(threading.Thread):
                     )
                 except DatabaseError as exc:  # the next beat tries again
                     logger.warning("job %s: heartbeat not recorded: %s", self.job_id, exc)
+                    # A broken connection (PostgreSQL restarted) is dropped, so the next beat
+                    # connects afresh instead of failing on the dead one for ever.
+                    connections["default"].close_if_unusable_or_obsolete()
         finally:
             connections.close_all()  # this thread's connections only
 
@@ -411,11 +480,46 @@ class JobHeartbeat(threading.Thread):
 
 
 # --- Recovery ---------------------------------------------------------------------------------
+def broker_started_at() -> Any:
+    """When the broker last started, for a Redis broker (its INFO uptime); None for others or
+    when it cannot be asked. Redis as deployed here keeps nothing on disk, so every message
+    sent before that moment is gone (docs/jobs.md, "Faults")."""
+    from config.celery import app
+
+    url = app.conf.broker_url or ""
+    if not url.startswith(("redis://", "rediss://")):
+        return None  # the filesystem broker keeps its messages across restarts
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        uptime = int(client.info("server")["uptime_in_seconds"])
+    except (redis.RedisError, OSError, KeyError, ValueError) as exc:
+        logger.warning("broker start time unknown: %s", exc)
+        return None
+    # Whole seconds: one more, so a message sent in the broker's first second counts as lost
+    # (sending it again is harmless: `job_start` drops a duplicate delivery).
+    return timezone.now() - timedelta(seconds=uptime + 1)
+
+
+def _queued_and_lost(cutoff) -> list[tuple[int, str]]:
+    """QUEUED jobs whose message is not in the broker: never sent (the broker was down when the
+    job was created) or sent before the broker last started. `cutoff` leaves a job just created
+    the moment its own on-commit send takes."""
+    queued = Job.objects.filter(status=Job.Status.QUEUED, cancel_requested=False)
+    lost = queued.filter(enqueued_at__isnull=True, created_at__lt=cutoff)
+    started = broker_started_at()
+    if started is not None:
+        lost = lost | queued.filter(enqueued_at__lt=started)
+    return list(lost.values_list("pk", "kind"))
+
+
 def jobs_recover() -> list[int]:
     """Enqueue again every RUNNING job whose worker died: its heartbeat is older than
     IMAGECLEAN_JOB_STALE_SECONDS (the same threshold `job_start` applies), or its owner ran on
     this host and its process is gone (run at a worker's start, so a restarted worker picks up
-    its predecessor's jobs in seconds). Returns the ids re-enqueued."""
+    its predecessor's jobs in seconds); and every QUEUED job whose message the broker does not
+    hold (`_queued_and_lost`). Returns the ids re-enqueued."""
     cutoff = timezone.now() - _stale_after()
     running = Job.objects.filter(status=Job.Status.RUNNING)
     stalled = list(running.filter(heartbeat_at__lt=cutoff).values_list("pk", "kind"))
@@ -426,13 +530,13 @@ def jobs_recover() -> list[int]:
         )
         if owner and owner_gone(owner)
     ]
+    stalled += _queued_and_lost(cutoff)
     recovered = []
     with transaction.atomic():
         for pk, kind in stalled:
-            spec = JOB_KINDS.get(kind)
-            if spec is None:
+            if job_task_name(kind) is None:
                 continue
-            task_enqueue(spec.task_name, pk)
+            job_enqueue(pk, kind)
             recovered.append(pk)
     if recovered:
         logger.warning("re-enqueued stalled jobs %s", recovered)
