@@ -18,6 +18,7 @@ from django.conf import settings
 from .services import (
     audit,
     embeddings,
+    imports,
     jobs,
     noise,
     queues,
@@ -118,6 +119,18 @@ def ml_triage(project_id: int) -> dict:
     confirm queue, normal queues), sample the accepted for triage's audit, check the pause rule.
     On the ml queue: it may run the model."""
     return triage.triage_pass(project_id=project_id)
+
+
+@shared_task(
+    bind=True,
+    name="labeling.tasks.images_import_staged",
+    # The default queue (no model runs), with the ml queue's hours: a big batch may take long.
+    **{**DEFAULT_TASK, **{key: ML_TASK[key] for key in ("soft_time_limit", "time_limit")}},
+)
+def images_import_staged(self, job_id: int) -> None:
+    """Import a big batch of uploads staged to disk by the import page (resumes after the last
+    file recorded when a worker died)."""
+    imports.staged_import_run(job_id=job_id, retry=self.request.retries > 0)
 
 
 @shared_task(name="labeling.tasks.triage_check", **DEFAULT_TASK)

@@ -25,8 +25,12 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
+import re
+import shutil
 import threading
+import uuid
 import warnings
 import zipfile
 from collections.abc import Iterable, Iterator
@@ -37,6 +41,7 @@ from typing import IO, Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.core.exceptions import PermissionDenied
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
 from PIL import ExifTags, ImageOps, UnidentifiedImageError
@@ -277,17 +282,22 @@ def uploads_import(
     from memory or from a temporary file on disk, never read whole unless under the caps."""
     importer = _Importer(project=project, created_by=created_by, add_to_queue=add_to_queue)
     for upload in uploads:
-        name = os.path.basename(upload.name or "upload")
-        if not name.lower().endswith(".zip"):
-            importer.import_one(name, upload)
-        elif upload.size > settings.IMAGECLEAN_MAX_UPLOAD_BYTES:
-            importer.report.archive_errors.append(
-                f"{name}: {_mb(upload.size)}, over the upload limit of "
-                f"{_mb(settings.IMAGECLEAN_MAX_UPLOAD_BYTES)}; use `manage.py import_images`."
-            )
-        else:
-            _import_zip_into(importer, upload, name)
+        _import_upload(importer, os.path.basename(upload.name or "upload"), upload.size, upload)
     return importer.finish()
+
+
+def _import_upload(importer: _Importer, name: str, size: int, source: IO[bytes]) -> None:
+    """One file of an upload form, in the request or staged for a job: a `.zip` is opened as
+    an archive (and must be a real zip, under the upload cap), anything else is one image."""
+    if not name.lower().endswith(".zip"):
+        importer.import_one(name, source)
+    elif size > settings.IMAGECLEAN_MAX_UPLOAD_BYTES:
+        importer.report.archive_errors.append(
+            f"{name}: {_mb(size)}, over the upload limit of "
+            f"{_mb(settings.IMAGECLEAN_MAX_UPLOAD_BYTES)}; use `manage.py import_images`."
+        )
+    else:
+        _import_zip_into(importer, source, name)
 
 
 # --- The per-file work --------------------------------------------------------------------------
@@ -320,34 +330,42 @@ class _Importer:
     def finish(self) -> ImportReport:
         """The report, recorded in the audit log; new pool images are triaged as they come
         when triage is running (its task scores and routes them, labeling.services.triage)."""
-        from labeling.services.audit_log import Action, audit_record
-
         report = self.report
-        audit_record(
-            actor=self.created_by,
-            action=Action.IMAGES_IMPORTED,
-            project=self.project,
-            details={
+        self._audit(
+            {
                 "imported": report.imported,
                 "duplicates": report.duplicates,
                 "rejected": report.rejected,
                 "skipped": report.skipped,
                 "archive_errors": len(report.archive_errors),
-            },
+            }
         )
-        if self.report.imported:
-            from labeling.services.embeddings import enqueue_embedding_for
-            from labeling.services.triage import triage_after_new_images
-
-            triage_after_new_images(project=self.project)
-            # Their vectors for cold-start recall, in the background once this commits.
-            enqueue_embedding_for(
-                project=self.project,
-                image_ids=[
-                    e.image_id for e in report.entries if e.status == Status.IMPORTED and e.image_id
-                ],
-            )
+        self.after_new_images(
+            [e.image_id for e in report.entries if e.status == Status.IMPORTED and e.image_id]
+        )
         return self.report
+
+    def _audit(self, counts: dict) -> None:
+        from labeling.services.audit_log import Action, audit_record
+
+        audit_record(
+            actor=self.created_by,
+            action=Action.IMAGES_IMPORTED,
+            project=self.project,
+            details=counts,
+        )
+
+    def after_new_images(self, image_ids: list[int]) -> None:
+        """What follows new images, once their transaction commits; called once per request,
+        and once per chunk by an import job (so a job that dies later loses none of it)."""
+        if not image_ids:
+            return
+        from labeling.services.embeddings import enqueue_embedding_for
+        from labeling.services.triage import triage_after_new_images
+
+        triage_after_new_images(project=self.project)
+        # Their vectors for cold-start recall, in the background once this commits.
+        enqueue_embedding_for(project=self.project, image_ids=image_ids)
 
     def import_one(self, name: str, data: bytes | IO[bytes], *, metadata=None) -> None:
         try:
@@ -436,6 +454,229 @@ class _Importer:
             image.thumbnail.delete(save=False)
             raise
         return image
+
+
+# --- Big batches: staged to disk, imported by a job ----------------------------------------------
+# One request's uploads together above IMAGECLEAN_IMPORT_JOB_BYTES, or more files than
+# IMAGECLEAN_IMPORT_JOB_FILES, are not imported in the request: they are copied to
+# IMAGECLEAN_IMPORT_STAGING_DIR/<token>/ and an import Job (kind "import", task
+# labeling.tasks.images_import_staged) imports them with progress and a report on its page.
+# The same per-file code and caps run either way (docs/jobs.md, "Imports as a job").
+STAGING_MANIFEST = "manifest.json"
+# Progress is saved with every image (in the image's own transaction); the job's problems list
+# keeps the first this many rejected, duplicate or skipped files by name.
+MAX_RECORDED_PROBLEMS = 200
+# New images' follow-up work (triage, embedding) is sent per chunk of this many images.
+HOOK_CHUNK = 256
+
+
+def import_runs_as_job(uploads: list[Any]) -> bool:
+    """The one rule: does this request's batch go to a job rather than run in the request?"""
+    total = sum(int(getattr(upload, "size", 0) or 0) for upload in uploads)
+    return (
+        total > settings.IMAGECLEAN_IMPORT_JOB_BYTES
+        or len(uploads) > settings.IMAGECLEAN_IMPORT_JOB_FILES
+    )
+
+
+def _staging_dir(token: str) -> Path:
+    if not isinstance(token, str) or not re.fullmatch(r"[0-9a-f]{32}", token):
+        raise ValueError("not a staging token")  # only tokens this module made
+    return Path(settings.IMAGECLEAN_IMPORT_STAGING_DIR) / token
+
+
+def import_job_start(
+    *, project: Project, uploads: list[Any], created_by: User, add_to_queue: bool = True
+):
+    """Copy the uploads to a staging folder and start an import job on it; returns the Job.
+    Only engineers who manage the project import (the view checks it too)."""
+    from labeling.models import Job
+    from labeling.permissions import can_manage
+    from labeling.services.jobs import job_create_internal
+
+    if not can_manage(created_by, project):
+        raise PermissionDenied
+    token = uuid.uuid4().hex
+    folder = _staging_dir(token)
+    folder.mkdir(parents=True)
+    try:
+        manifest = []
+        for index, upload in enumerate(uploads):
+            stored = f"{index:06d}"
+            with (folder / stored).open("wb") as out:
+                for chunk in upload.chunks():
+                    out.write(chunk)
+            name = os.path.basename(upload.name or "upload")
+            manifest.append({"file": stored, "name": name, "size": upload.size})
+        (folder / STAGING_MANIFEST).write_text(json.dumps(manifest))
+        return job_create_internal(
+            project=project,
+            kind=Job.Kind.IMPORT,
+            params={
+                "staging": token,
+                "add_to_queue": bool(add_to_queue),
+                "files": len(manifest),
+                "bytes": sum(entry["size"] for entry in manifest),
+            },
+            created_by=created_by,
+        )
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+class _ResumedReport(ImportReport):
+    """A report that counts every entry (an image, a duplicate, a rejected or skipped file, in
+    the order the batch is read, which is always the same) and drops the first `skip`: the ones
+    an earlier attempt of the job already recorded."""
+
+    def __init__(self, skip: int):
+        super().__init__()
+        self.skip = skip
+        self.position = 0
+
+    @property
+    def replaying(self) -> bool:
+        return self.position < self.skip
+
+    def add(self, name: str, status: str, reason: str = "", image_id: int | None = None) -> None:
+        self.position += 1
+        if self.position > self.skip:
+            super().add(name, status, reason, image_id)
+
+
+class _JobImporter(_Importer):
+    """The importer of an import job: each image is stored in one transaction together with the
+    job's progress (its position in the batch, the counts, the problems), so a job taken over
+    after its worker died resumes at the next file and reports every file once."""
+
+    def __init__(self, *, job):
+        super().__init__(
+            project=job.project,
+            created_by=job.created_by,
+            add_to_queue=bool(job.params.get("add_to_queue", True)),
+        )
+        self.job = job
+        self.progress = {
+            "files": int(job.params.get("files", 0)),
+            "done": 0,
+            "imported": 0,
+            "duplicates": 0,
+            "rejected": 0,
+            "skipped": 0,
+            "archive_errors": [],
+            "problems": [],
+            "pending_image_ids": [],
+            **(job.result or {}),
+        }
+        self.report = _ResumedReport(skip=int(self.progress["done"]))
+        self.saved_entries = 0  # entries of self.report already folded into self.progress
+        self.file_index = 0
+
+    def import_one(self, name: str, data: bytes | IO[bytes], *, metadata=None) -> None:
+        from labeling.services.jobs import job_progress
+
+        if self.report.replaying:
+            self.report.add(name, Status.SKIPPED)  # counted, not recorded: done before
+            return
+        # Cancelled? (Raises JobCancelled, which stops the job.) Also beats the heartbeat.
+        job_progress(job_id=self.job.pk)
+        with transaction.atomic():
+            super().import_one(name, data, metadata=metadata)
+            self._save()
+
+    def _save(self) -> None:
+        from labeling.models import Job
+
+        progress = self.progress
+        for entry in self.report.entries[self.saved_entries :]:
+            key = {
+                Status.IMPORTED: "imported",
+                Status.DUPLICATE: "duplicates",
+                Status.REJECTED: "rejected",
+                Status.SKIPPED: "skipped",
+            }[entry.status]
+            progress[key] += 1
+            if entry.status == Status.IMPORTED and entry.image_id:
+                progress["pending_image_ids"].append(entry.image_id)
+            elif entry.status != Status.IMPORTED:
+                problems = progress["problems"]
+                if len(problems) < MAX_RECORDED_PROBLEMS:
+                    problems.append(
+                        {"name": entry.name[:300], "status": entry.status, "reason": entry.reason}
+                    )
+        self.saved_entries = len(self.report.entries)
+        for error in self.report.archive_errors:
+            if error not in progress["archive_errors"]:
+                progress["archive_errors"].append(error)
+        progress["done"] = self.report.position
+        if len(progress["pending_image_ids"]) >= HOOK_CHUNK:
+            self.after_new_images(progress["pending_image_ids"])
+            progress["pending_image_ids"] = []
+        files = max(1, progress["files"])
+        Job.objects.filter(pk=self.job.pk).update(
+            result=progress,
+            percent=min(99.0, 100.0 * self.file_index / files),
+            stage=f"file {min(self.file_index + 1, files)} of {files}",
+        )
+
+    def finish_job(self) -> dict:
+        """Save what is left, send the last chunk's follow-up work, record the audit event and
+        return the job's result."""
+        with transaction.atomic():
+            self._save()
+            self.after_new_images(self.progress["pending_image_ids"])
+            self.progress["pending_image_ids"] = []
+            from labeling.models import Job
+
+            Job.objects.filter(pk=self.job.pk).update(result=self.progress)
+            self._audit(
+                {
+                    "imported": self.progress["imported"],
+                    "duplicates": self.progress["duplicates"],
+                    "rejected": self.progress["rejected"],
+                    "skipped": self.progress["skipped"],
+                    "archive_errors": len(self.progress["archive_errors"]),
+                    "job_id": self.job.pk,
+                }
+            )
+        result = dict(self.progress)
+        del result["pending_image_ids"]
+        return result
+
+
+def staged_import_body(job) -> dict:
+    """The import job's body (run under labeling.services.jobs.job_run): import the staged
+    files in order, resuming after the last file an earlier attempt recorded."""
+    from labeling.services.jobs import TRANSIENT_ERRORS
+
+    folder = _staging_dir(job.params.get("staging", ""))
+    try:
+        manifest = json.loads((folder / STAGING_MANIFEST).read_text())
+    except FileNotFoundError:
+        raise RuntimeError(
+            "the uploaded files are no longer on the server; upload them again."
+        ) from None
+    importer = _JobImporter(job=job)
+    try:
+        for index, entry in enumerate(manifest):
+            importer.file_index = index
+            with (folder / entry["file"]).open("rb") as handle:
+                _import_upload(importer, entry["name"], int(entry["size"]), handle)
+        result = importer.finish_job()
+    except TRANSIENT_ERRORS:
+        raise  # retried: the staged files stay for the next attempt
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    shutil.rmtree(folder, ignore_errors=True)
+    return result
+
+
+def staged_import_run(*, job_id: int, retry: bool = False) -> None:
+    from labeling.services.jobs import job_run
+
+    job_run(job_id=job_id, body=staged_import_body, retry=retry)
 
 
 def decode_image(content: bytes) -> tuple[str, int, int, bytes]:

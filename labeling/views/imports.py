@@ -1,11 +1,15 @@
 """The engineers' import page: several images and/or zip archives in one form, then a per-file
-report. The import runs in the request; uploads over FILE_UPLOAD_MAX_MEMORY_SIZE are spooled to
-temporary files by Django, and each image is read with a size cap, so memory stays bounded."""
+report. A small batch is imported in the request; uploads over FILE_UPLOAD_MAX_MEMORY_SIZE are
+spooled to temporary files by Django, and each image is read with a size cap, so memory stays
+bounded. A big batch (`import_runs_as_job`) is staged to disk and imported by a job: the
+request answers at once with a redirect to the job's page, which shows progress and the
+report."""
 
 from __future__ import annotations
 
+from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
 
 from labeling.permissions import (
@@ -15,7 +19,12 @@ from labeling.permissions import (
     role_required,
 )
 from labeling.roles import Role
-from labeling.services.imports import ALLOWED_FORMATS, uploads_import
+from labeling.services.imports import (
+    ALLOWED_FORMATS,
+    import_job_start,
+    import_runs_as_job,
+    uploads_import,
+)
 
 
 @role_required(Role.ENGINEER)
@@ -40,11 +49,19 @@ def project_import(request, slug: str):
         if not uploads:
             context["error"] = _("Choose at least one image or zip archive.")
             return render(request, "labeling/import.html", context, status=400)
+        add_to_queue = request.POST.get("add_to_queue") == "on"
+        if import_runs_as_job(uploads):
+            job = import_job_start(
+                project=project, uploads=uploads, created_by=request.user, add_to_queue=add_to_queue
+            )
+            messages.info(
+                request,
+                _("%(count)s files are being imported in the background; this page follows it.")
+                % {"count": len(uploads)},
+            )
+            return redirect("job-detail", pk=job.pk)
         report = uploads_import(
-            project=project,
-            uploads=uploads,
-            created_by=request.user,
-            add_to_queue=request.POST.get("add_to_queue") == "on",
+            project=project, uploads=uploads, created_by=request.user, add_to_queue=add_to_queue
         )
         context.update(report=report, image_count=project.images.count())
         return render(request, "labeling/import_report.html", context)

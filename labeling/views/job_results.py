@@ -45,6 +45,8 @@ QUIET_KEYS = frozenset(
         "by_rule",
         "summary",
         "notice",
+        "archive_errors",
+        "pending_image_ids",
     }
 )
 
@@ -221,6 +223,33 @@ def _audit(r: dict) -> list[str]:
     ]
 
 
+def _import(r: dict) -> list[str]:
+    if "done" not in r:
+        return []  # not an import job's progress (an older shape): the fallback line reads it
+    lines = [
+        _(
+            "%(done)s files read: %(imported)s imported, %(duplicates)s duplicates, "
+            "%(rejected)s rejected, %(skipped)s skipped."
+        )
+        % {
+            "done": r.get("done", 0),
+            "imported": r.get("imported", 0),
+            "duplicates": r.get("duplicates", 0),
+            "rejected": r.get("rejected", 0),
+            "skipped": r.get("skipped", 0),
+        }
+    ]
+    lines += [str(error) for error in r.get("archive_errors") or []]
+    # Each file that was not imported, with its reason (the first MAX_RECORDED_PROBLEMS).
+    status = {"duplicate": _("duplicate"), "rejected": _("rejected"), "skipped": _("skipped")}
+    lines += [
+        _("%(name)s: %(status)s, %(reason)s")
+        % {"name": p["name"], "status": status.get(p["status"], p["status"]), "reason": p["reason"]}
+        for p in r.get("problems") or []
+    ]
+    return lines
+
+
 FORMATTERS: dict[str, Callable[[dict], list[str]]] = {
     Job.Kind.SCORE_POOL: _score_pool,
     Job.Kind.SELECT: _select,
@@ -228,6 +257,7 @@ FORMATTERS: dict[str, Callable[[dict], list[str]]] = {
     Job.Kind.DETECT_NOISE: _detect_noise,
     Job.Kind.COLD_START: _cold_start,
     Job.Kind.AUDIT: _audit,
+    Job.Kind.IMPORT: _import,
 }
 # The keys each formatter reads (the fallback shows the others).
 KNOWN_KEYS: dict[str, frozenset[str]] = {
@@ -239,6 +269,9 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
     ),
     Job.Kind.COLD_START: frozenset({"recalled", "pool", "seeds", "queued", "added", "moved"}),
     Job.Kind.AUDIT: frozenset({"drawn", "queued", "already_labeled"}),
+    Job.Kind.IMPORT: frozenset(
+        {"done", "files", "imported", "duplicates", "rejected", "skipped", "problems"}
+    ),
 }
 
 
