@@ -23,9 +23,12 @@ from labeling.views.job_forms import _field, params_from_post
 # Blank rows offered under the schema's rows (more appear after each save).
 EXTRA_CLASS_ROWS = 2
 EXTRA_SUBCATEGORY_ROWS = 2
-# Languages other than the default get a display-name column each ("names" in the schema).
+# Languages other than the default get a display-name column each ("names" in the schema);
+# "name" is the default language's (LANGUAGE_CODE "en-us" is the switcher's "en").
 OTHER_LANGUAGES = [
-    (code, name) for code, name in settings.LANGUAGES if code != settings.LANGUAGE_CODE
+    (code, name)
+    for code, name in settings.LANGUAGES
+    if code.split("-")[0] != settings.LANGUAGE_CODE.split("-")[0]
 ]
 
 

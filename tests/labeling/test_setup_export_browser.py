@@ -11,7 +11,7 @@ import io
 import os
 import zipfile
 from collections import Counter
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 import pytest
 
@@ -22,6 +22,7 @@ from tests.labeling.browser import ARGS, CHROMIUM, session_cookie
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 pytestmark = pytest.mark.browser
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _unpacked(path) -> Counter:
@@ -72,6 +73,11 @@ def test_engineer_creates_imports_and_exports_a_folder_per_class_zip(live_server
             with page.expect_navigation():
                 page.get_by_role("button", name="Create project").click()
             expect(page.locator(".messages")).to_contain_text("Project Pantry created.")
+            if os.environ.get("SAVE_SCREENSHOTS") == "1":
+                page.set_viewport_size({"width": 1280, "height": 900})
+                page.screenshot(
+                    path=str(REPO / "docs" / "img" / "project-setup.png"), full_page=True
+                )
             project = Project.objects.get(slug="pantry")
             assert project.class_keys == ["clean", "spoiled", "unsure"]
             assert project.positive_class == "spoiled" and project.default_class == "clean"
@@ -116,6 +122,8 @@ def test_engineer_creates_imports_and_exports_a_folder_per_class_zip(live_server
             page.goto(f"{live_server.url}/projects/pantry/")
             page.locator("nav.project-links").get_by_role("link", name="Export").click()
             page.check('input[name="as"][value="zip"]')
+            if os.environ.get("SAVE_SCREENSHOTS") == "1":
+                page.screenshot(path=str(REPO / "docs" / "img" / "export-page.png"), full_page=True)
             with page.expect_download() as download:
                 page.get_by_role("button", name="Download").click()
             whole = tmp_path / "whole.zip"
