@@ -219,3 +219,10 @@ def test_project_page_links_by_role():
         assert href in pages[engineer], area
         assert href not in pages[annotator], area
         assert (href in pages[lead]) == (area in lead_too), area
+
+
+def test_home_offers_new_project_to_engineers_only():
+    create = 'href="/projects/create/"'
+    assert create in _client(make_user("engineer")).get("/").content.decode()
+    for role in ("annotator", "lead"):
+        assert create not in _client(make_user(role)).get("/").content.decode()

@@ -53,7 +53,9 @@ def test_engineer_creates_imports_and_exports_a_folder_per_class_zip(live_server
             page.on("response", lambda r: r.status >= 400 and errors.append(f"{r.status} {r.url}"))
 
             # 1. Create the project with its schema: three classes, one sub-category.
-            page.goto(f"{live_server.url}/projects/create/")
+            page.goto(f"{live_server.url}/")
+            with page.expect_navigation():
+                page.get_by_role("link", name="New project").click()
             page.fill("#project-name", "Pantry")
             page.fill("#project-slug", "pantry")
             rows = [("clean", "Clean", "干净", "1"), ("spoiled", "Spoiled", "", "2")]
