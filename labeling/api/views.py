@@ -16,26 +16,23 @@ from django.utils.translation import gettext as _
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, serializers, status
-from rest_framework.exceptions import PermissionDenied
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from labeling.models import ModelVersion, Queue
+from labeling.models import ModelVersion
 from labeling.permissions import (
     IsAnnotator,
     IsEngineer,
     IsLead,
     IsSiteEngineer,
     can_review,
-    can_see_scores,
     project_visible_or_404,
     projects_visible_to,
-    queue_access_check,
 )
-from labeling.selectors.images import image_get_visible, image_score_version, images_list
-from labeling.selectors.labels import current_labels, image_current_label, label_history
+from labeling.selectors.images import image_get_visible
+from labeling.selectors.labels import image_current_label, label_history
 from labeling.services import exports, projects, users
 
 from . import filters as f
@@ -90,57 +87,7 @@ class ProjectUpdateApi(APIView):
 
 
 # --- Images -----------------------------------------------------------------------------------
-@extend_schema(parameters=[f.ImageFilterInput])
-class ImageListApi(generics.ListAPIView):
-    """Images of a project. Annotators see what labeling needs (no source, split, hash, labels
-    or scores; serializers.ImageOutput) and may filter by labeling queue only; leads and
-    engineers also see where each image came from and may filter by split, current label and
-    score range of a model version (the active one unless `model_version` is given)."""
-
-    permission_classes = [IsAnnotator]
-
-    def get_serializer_class(self):
-        if getattr(self, "reviewer", False):
-            return s.ImageReviewOutput
-        return s.ImageOutput
-
-    def get_queryset(self):
-        project = project_visible_or_404(self.request.user, self.kwargs["slug"])
-        params = f.parse_query(self.request, f.ImageFilterInput)
-        self.reviewer = can_see_scores(self.request.user, project)
-        asked = [name for name in f.ImageFilterInput.REVIEWER_ONLY if name in params]
-        if asked and not self.reviewer:
-            raise PermissionDenied(
-                _("Filters %(filters)s are for leads and engineers.") % {"filters": asked}
-            )
-        queue = None
-        if "queue" in params:
-            queue = Queue.objects.filter(pk=params["queue"], project=project).first()
-            if queue is None:
-                raise serializers.ValidationError({"queue": _("No such queue in this project.")})
-            queue_access_check(self.request.user, queue)
-        model_version = None
-        if self.reviewer:
-            model_version = image_score_version(
-                project=project, model_version_id=params.get("model_version")
-            )
-        self.project = project
-        return images_list(
-            project=project,
-            split=params.get("split"),
-            queue=queue,
-            label=params.get("label"),
-            labeled=params.get("labeled"),
-            model_version=model_version,
-            min_score=params.get("min_score"),
-            max_score=params.get("max_score"),
-        )
-
-    def get_serializer_context(self):
-        context = super().get_serializer_context()
-        if getattr(self, "reviewer", False):
-            context["current_labels"] = current_labels(project=self.project)
-        return context
+# The image list: labeling/api/image_views.py (keyset pages).
 
 
 class ImageDetailApi(APIView):
