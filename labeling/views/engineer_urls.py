@@ -41,6 +41,9 @@ urlpatterns: list = [
         name="project-review-resolve",
     ),
     path(
+        "projects/<slug:slug>/review/undo/", review.project_review_undo, name="project-review-undo"
+    ),
+    path(
         "projects/<slug:slug>/review/images/<int:pk>/gradcam.png",
         review.project_review_gradcam,
         name="project-review-gradcam",

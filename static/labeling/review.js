@@ -4,7 +4,7 @@
 // button's own (data-hotkey), and the schema validator keeps the two apart (shared module
 // keys.js). The decision buttons are ordinary submit buttons, so the page works without this
 // script; keys click them. A form submits once: repeated keys are ignored.
-import { api, errorText } from "./api.js";
+import { api } from "./api.js";
 import { bindKeys } from "./keys.js";
 
 const page = document.getElementById("review-page");
@@ -57,24 +57,15 @@ function press(button) {
   return true;
 }
 
-async function undo() {
-  if (sent) return;
+// Undo is a form too (the server walks back the last step and shows that item again).
+function undo() {
+  const undoForm = document.getElementById("review-undo-form");
+  if (!undoForm || sent) return false;
   sent = true;
-  try {
-    const { ok, status, data } = await api(page.dataset.undoUrl);
-    if (!ok) {
-      sent = false;
-      say(errorText(data, status));
-      return;
-    }
-    window.location.assign(`${page.dataset.pageUrl}?item=${data.item}`);
-  } catch {
-    sent = false;
-    say(gettext("Offline: nothing was undone. Try again."));
-  }
+  undoForm.requestSubmit();
+  return true;
 }
 
-document.getElementById("review-undo")?.addEventListener("click", undo);
 
 // The next items' images and heat maps, asked for once this page has loaded: the server renders
 // a missing heat map and keeps it, and the browser caches both, so the next item is on screen
@@ -119,11 +110,7 @@ bindKeys({
       comment.focus();
       return true;
     },
-    undo: () => {
-      if (!document.getElementById("review-undo")) return false;
-      undo();
-      return true;
-    },
+    undo: () => undo(),
     help: () => {
       const help = document.getElementById("review-help");
       if (help) help.open = !help.open;

@@ -159,6 +159,8 @@ MATRIX: dict[str, Route] = {
     "api-queue-next": Route(API_ALL, API_MEMBERS_OTHER, method="POST", obj="queue"),
     "api-queue-undo": Route(API_ALL, API_MEMBERS_OTHER, method="POST", obj="queue"),
     "api-queue-submit-batch": Route(API_ALL, API_MEMBERS_OTHER, method="POST", obj="queue"),
+    # Submit-and-claim (issue 11, item 1): the same people as submit-batch and next.
+    "api-queue-submit-next": Route(API_ALL, API_MEMBERS_OTHER, method="POST", obj="queue"),
     "api-queue-stats": Route(API_ALL, API_MEMBERS_OTHER, obj="queue"),
     "api-queue-recent-labels": Route(API_ALL, API_MEMBERS_OTHER, obj="queue"),  # one's own
     "api-project-preferences": Route(API_ALL, API_MEMBERS_OTHER),  # one's own preferences
@@ -248,6 +250,10 @@ MATRIX: dict[str, Route] = {
         row(LOGIN, DENIED, NOT_FOUND, OK, OK),
         method="POST",
         obj="review_item",
+    ),
+    # Undo of the lead's last review step: with nothing to undo, a redirect with a message.
+    "project-review-undo": Route(
+        row(LOGIN, DENIED, OK, OK, OK), row(LOGIN, DENIED, NOT_FOUND, OK, OK), method="POST"
     ),
     # No active model version in the world: 404 for those allowed to look
     # (tests/labeling/test_review_pages.py renders a real Grad-CAM).

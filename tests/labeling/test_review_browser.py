@@ -195,6 +195,14 @@ def test_a_lead_works_ten_flagged_items_by_keyboard(live_server):
         )
         for nxt in items[1:3]:
             wait_until(lambda nxt=nxt: "gradcam" in _details(nxt))
+        # For the report: how long the heat map took on this page (fetched ahead by the page
+        # before; a cache hit transfers nothing).
+        timing = page.evaluate(
+            "() => performance.getEntriesByType('resource').filter(e => e.name.includes"
+            "('gradcam')).map(e => ({ms: Math.round(e.responseEnd - e.startTime),"
+            " bytes: e.transferSize}))"
+        )
+        print("next item's Grad-CAM:", timing)
         # 2. flip (F)
         assert step("f") == items[2].pk
         # 3. skip (S): comes back after the others

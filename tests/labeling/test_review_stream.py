@@ -262,6 +262,23 @@ def test_api_steps_and_page_show_latest_score_and_decisions():
     assert sent.status_code == 400 and "comment" in sent.json()
 
 
+def test_the_page_undoes_by_form_and_shows_the_undone_item():
+    project, _annotators, lead, _queue, items = world(2)
+    client = _client(lead)
+    undo = reverse("project-review-undo", kwargs={"slug": project.slug})
+    nothing = client.post(undo, follow=True)
+    assert "no review decision of yours to undo" in nothing.content.decode()
+    resolve = reverse("project-review-resolve", kwargs={"slug": project.slug, "pk": items[0].pk})
+    client.post(resolve, {"action": "confirm", "comment": "fine"})
+    page = client.get(reverse("project-review", kwargs={"slug": project.slug})).content.decode()
+    assert f'data-item="{items[1].pk}"' in page and 'id="review-undo-form"' in page
+    back = client.post(undo)
+    assert back.status_code == 302 and back["Location"].endswith(f"?item={items[0].pk}")
+    items[0].refresh_from_db()
+    assert items[0].status == QueueItem.Status.OPEN
+    assert image_current_label(image=items[0].image).value == "normal"
+
+
 def test_review_page_is_unblurred_for_leads_unless_they_chose_a_protection():
     from labeling.services.preferences import preference_update
 
