@@ -32,6 +32,10 @@ MIN_TRUSTED = 10
 WORSE_BY = 1e-6
 
 
+def _metric_label(name: str) -> str:
+    return {"precision": _("precision"), "recall": _("recall"), "ap": "AP"}[name]
+
+
 def _stage_figures(metrics: dict, stage: str) -> dict:
     found = metrics.get(stage) or {}
     tp, fp, fn = found.get("tp"), found.get("fp"), found.get("fn")
@@ -158,7 +162,7 @@ def worse_figures(*, candidate: ModelVersion, current: ModelVersion | None) -> l
     new = _stage_figures(candidate.metrics or {}, "cascade")
     old = _stage_figures(current.metrics or {}, "cascade")
     return [
-        {"name": name, "candidate": new[name], "current": old[name]}
+        {"name": name, "label": _metric_label(name), "candidate": new[name], "current": old[name]}
         for name in COMPARED
         if new[name] is not None and old[name] is not None and new[name] < old[name] - WORSE_BY
     ]
