@@ -141,14 +141,13 @@ def webhook_verify(
 def _version(version: ModelVersion | None) -> dict[str, Any] | None:
     if version is None:
         return None
-    metrics = version.metrics or {}
+    # The cascade's figures on the frozen validation split (stage figures stay on the page).
+    cascade = (version.metrics or {}).get("cascade") or {}
     return {
         "id": version.pk,
         "name": version.name,
         "status": version.status,
-        "metrics": {
-            key: metrics.get(key) for key in ("precision", "recall", "ap") if key in metrics
-        },
+        "metrics": {key: cascade.get(key) for key in ("precision", "recall", "ap")},
     }
 
 
