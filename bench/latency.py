@@ -11,13 +11,18 @@ The simulated annotators are cheap on purpose, because they share the machine's 
 server and the database: one asyncio event loop in this process, 50 keep-alive connections,
 hand-written HTTP/1.1 requests, each annotator with its own token looping
 POST /api/v1/queues/<id>/next/ ({"count": 1}, with the progress counts the labeling page shows)
-then POST /api/v1/leases/<id>/submit/. The latency of a label is the wall time of that pair.
-Two shapes:
+then POST /api/v1/leases/<id>/submit/ (pattern "one_by_one", comparable with Label Studio); the
+latency of a label is the wall time of that pair. Pattern "submit_and_claim" is the labeling
+page's: AHEAD items claimed first, then one POST /api/v1/queues/<id>/submit-next/ per label that
+submits it and claims one more; the latency of a label is that one request.
+Shapes:
 - saturation: no pause between labels (comparable with TARGETS.md's Label Studio table), run
   once per gunicorn configuration (workers x threads), side by side, on the same database;
 - saturation again with the best configuration but `"progress": false` in next (full run only):
   what the page's progress counts (two count queries over the whole queue) cost;
-- human pace: a random 1-3 s pause between labels, as people do, with the best configuration.
+- saturation in the page's pattern (submit_and_claim) with the best configuration;
+- human pace: a random 1-3 s pause between labels, as people do, with the best configuration,
+  in both patterns.
 Each phase also reports the CPU the server processes and the PostgreSQL backends spent per
 label, which other people's load on the shared cores changes far less than wall-clock figures.
 After each phase the database itself is asked how many items two annotators held at once
@@ -198,10 +203,16 @@ class _Connection:
         raise AssertionError("unreachable")
 
 
+# How many items the page's pattern keeps claimed ahead (the labeling page prefetches a few).
+AHEAD = 3
+PATTERNS = ("one_by_one", "submit_and_claim")
+
+
 class Annotator:
-    def __init__(self, port, token, queue_id, *, stop_at, pause, rng, value, progress):
+    def __init__(self, port, token, queue_id, *, stop_at, pause, rng, value, progress, pattern):
         self.conn = _Connection(port, token)
         self.claim = {"count": 1, "progress": progress}
+        self.progress, self.pattern = progress, pattern
         self.queue_id, self.stop_at, self.pause, self.rng, self.value = (
             queue_id, stop_at, pause, rng, value,
         )  # fmt: skip
@@ -211,6 +222,64 @@ class Annotator:
         self.empty = False
 
     async def run(self) -> None:
+        if self.pattern == "submit_and_claim":
+            await self.run_submit_and_claim()
+        else:
+            await self.run_one_by_one()
+
+    async def run_submit_and_claim(self) -> None:
+        """The labeling page's pattern: AHEAD items claimed ahead, then one request per label
+        that submits it and claims one more (POST /api/v1/queues/<id>/submit-next/). The
+        latency of a label is that one request."""
+        loop = asyncio.get_running_loop()
+        held: list[int] = []
+        seen: set[int] = set()
+        url = f"/api/v1/queues/{self.queue_id}/submit-next/"
+        try:
+            status, body = await self.conn.post(
+                f"/api/v1/queues/{self.queue_id}/next/",
+                {"count": AHEAD, "progress": self.progress},
+            )
+        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+            self.errors[type(exc).__name__] += 1
+            return
+        if status != 200:
+            self.errors[f"next {status}"] += 1
+            self.error_examples.setdefault(f"next {status}", json.dumps(body)[:300])
+            return
+        for lease in body["leases"]:
+            seen.add(lease["lease"])
+            held.append(lease["lease"])
+        while loop.time() < self.stop_at:
+            if not held:
+                self.empty = True
+                break
+            if self.pause:
+                await asyncio.sleep(self.rng.uniform(*self.pause))
+                if loop.time() >= self.stop_at:
+                    break
+            lease_id = held.pop(0)
+            entry = {"lease": lease_id, "value": self.value, "client_id": uuid.uuid4().hex}
+            started = time.perf_counter()
+            try:
+                status, body = await self.conn.post(
+                    url, {"entries": [entry], "count": AHEAD, "progress": self.progress}
+                )
+            except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+                self.errors[type(exc).__name__] += 1
+                continue
+            if status != 200:
+                self.errors[f"submit-next {status}"] += 1
+                self.error_examples.setdefault(f"submit-next {status}", json.dumps(body)[:300])
+                continue
+            self.latencies_ms.append((time.perf_counter() - started) * 1000)
+            for lease in body["leases"]:
+                if lease["lease"] not in seen:
+                    seen.add(lease["lease"])
+                    held.append(lease["lease"])
+        await self.conn.close()
+
+    async def run_one_by_one(self) -> None:
         loop = asyncio.get_running_loop()
         while loop.time() < self.stop_at:
             if self.pause:
@@ -252,7 +321,7 @@ def _percentile(values: list[float], q: float) -> float | None:
     return round(ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))], 1)
 
 
-async def _drive_async(port, tokens, queue_id, *, classes, seconds, pause, seed, progress):
+async def _drive_async(port, tokens, queue_id, *, classes, seconds, pause, seed, progress, pattern):
     rng = random.Random(seed)
     loop = asyncio.get_running_loop()
     stop_at = loop.time() + seconds
@@ -260,6 +329,7 @@ async def _drive_async(port, tokens, queue_id, *, classes, seconds, pause, seed,
         Annotator(
             port, token, queue_id, stop_at=stop_at, pause=pause,
             rng=random.Random(rng.random()), value=rng.choice(classes), progress=progress,
+            pattern=pattern,
         )
         for token in tokens
     ]  # fmt: skip
@@ -268,19 +338,22 @@ async def _drive_async(port, tokens, queue_id, *, classes, seconds, pause, seed,
     return annotators
 
 
-def _drive(port, tokens, queue_id, *, classes, seconds, pause, seed, progress=True) -> dict:
+def _drive(
+    port, tokens, queue_id, *, classes, seconds, pause, seed, progress=True, pattern="one_by_one"
+) -> dict:
     started = time.perf_counter()
     cpu_started = time.process_time()
     annotators = asyncio.run(
         _drive_async(
             port, tokens, queue_id, classes=classes, seconds=seconds, pause=pause, seed=seed,
-            progress=progress,
+            progress=progress, pattern=pattern,
         )
     )  # fmt: skip
     wall = time.perf_counter() - started
     latencies = [ms for a in annotators for ms in a.latencies_ms]
     errors = sum((a.errors for a in annotators), Counter())
     return {
+        "pattern": pattern,
         "annotators": len(tokens),
         "seconds": round(wall, 1),
         "pause_s": list(pause) if pause else None,
@@ -354,8 +427,11 @@ def _pg_sessions(database_url: str) -> int | None:
         conn.close()
 
 
-def _phase(env, database_url, seeded, srv, *, seconds, pause, seed, progress=True) -> dict:
+def _phase(
+    env, database_url, seeded, srv, *, seconds, pause, seed, progress=True, pattern="one_by_one"
+) -> dict:
     before = json.loads(_child(env, "-m", "bench.latency", "check", str(seeded["queue"])))
+    load_before = [round(x, 2) for x in os.getloadavg()]
     sessions_before = _pg_sessions(database_url)
     server_pids = [srv.proc.pid, *_children(srv.proc.pid)]
     server_cpu_before = _cpu_seconds(server_pids)
@@ -364,9 +440,10 @@ def _phase(env, database_url, seeded, srv, *, seconds, pause, seed, progress=Tru
     result.update(
         _drive(
             srv.port, seeded["tokens"], seeded["queue"], classes=seeded["classes"],
-            seconds=seconds, pause=pause, seed=seed, progress=progress,
+            seconds=seconds, pause=pause, seed=seed, progress=progress, pattern=pattern,
         )
     )  # fmt: skip
+    result["load_average_before"] = load_before
     # CPU the server spent in this phase: the gunicorn processes and, on PostgreSQL, the
     # backends serving them (persistent connections opened by this phase's fresh server; a
     # backend that exited meanwhile is missed, db_connections_opened says whether any could
@@ -420,14 +497,27 @@ def _scenario(
             )  # fmt: skip
         finally:
             srv.stop()
+    # The labeling page's pattern (claim ahead, then submit-and-claim in one request), on the
+    # configuration the one-by-one pattern liked best.
+    srv = Server(env, **best["server"])
+    try:
+        out["saturation_submit_and_claim"] = _phase(
+            env, database_url, seeded, srv, seconds=saturation_s, pause=None, seed=seed,
+            pattern="submit_and_claim",
+        )  # fmt: skip
+    finally:
+        srv.stop()
     if human_s:
-        srv = Server(env, **best["server"])
-        try:
-            out["human_pace"] = _phase(
-                env, database_url, seeded, srv, seconds=human_s, pause=(1.0, 3.0), seed=seed
-            )
-        finally:
-            srv.stop()
+        human = (("human_pace", "one_by_one"), ("human_pace_submit_and_claim", "submit_and_claim"))
+        for key, pattern in human:
+            srv = Server(env, **best["server"])
+            try:
+                out[key] = _phase(
+                    env, database_url, seeded, srv, seconds=human_s, pause=(1.0, 3.0),
+                    seed=seed, pattern=pattern,
+                )  # fmt: skip
+            finally:
+                srv.stop()
     return out
 
 

@@ -1,11 +1,16 @@
-# Labeling: next item, submit, skip and unskip, undo, batch (grid) submit, own throughput,
-# own recent labels, own view preferences.
+# Labeling: next item, submit, submit-and-claim, skip and unskip, undo, batch (grid) submit, own
+# throughput, own recent labels, own view preferences.
 from django.urls import path
 
 from . import queue_views as v
 
 urlpatterns = [
     path("queues/<int:pk>/next/", v.QueueNextApi.as_view(), name="api-queue-next"),
+    path(
+        "queues/<int:pk>/submit-next/",
+        v.QueueSubmitNextApi.as_view(),
+        name="api-queue-submit-next",
+    ),
     path("queues/<int:pk>/undo/", v.QueueUndoApi.as_view(), name="api-queue-undo"),
     path(
         "queues/<int:pk>/submit-batch/",

@@ -15,8 +15,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from django.core.cache import cache
+from django.core.exceptions import PermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import transaction
 from django.db.models import Q
-from django.shortcuts import get_object_or_404
+from django.http import Http404
 from django.utils.translation import gettext as _
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
@@ -26,17 +29,19 @@ from rest_framework.views import APIView
 from labeling.models import Lease, Queue
 from labeling.permissions import (
     IsAnnotator,
+    is_site_wide,
     project_access_known,
     project_visible_or_404,
-    projects_visible_to,
     queue_access_check,
 )
+from labeling.roles import user_role
 from labeling.selectors.labels import annotator_recent_labels, annotator_stats
 from labeling.selectors.queues import queue_progress
+from labeling.services import hot_sql
+from labeling.services.hot_path import labels_submit_in_order, lease_in_queue, lease_submit_quick
 from labeling.services.labels import (
     label_undo_last,
     labels_submit_batch,
-    lease_submit,
     lease_unskip,
 )
 from labeling.services.preferences import preference_read, preference_update
@@ -49,18 +54,25 @@ def _check_queue_roles(user, queue: Queue) -> None:
     queue_access_check(user, queue)  # the one statement of who may open a queue
 
 
+def _visible(user) -> tuple[bool, bool]:
+    """(has a role at all, sees every project): labeling.permissions.projects_visible_to's
+    two questions, answered from the roles read with the token (no query)."""
+    return user_role(user) is not None, is_site_wide(user)
+
+
 @contextmanager
 def _queue_for(user, pk: int) -> Iterator[Queue]:
     """The queue, if the user may label in it: 404 outside their projects, 403 for a review
     queue when they are not a lead.
 
-    The queue is looked up *inside* the caller's projects, so finding it proves membership:
-    within the block the permission checks (this view's and the service's) reuse that answer
-    instead of asking the database again."""
-    queue = get_object_or_404(
-        Queue.objects.select_related("project").filter(project__in=projects_visible_to(user)),
-        pk=pk,
-    )
+    The queue is looked up *inside* the caller's projects (one statement, with its project:
+    labeling.services.hot_sql), so finding it proves membership: within the block the
+    permission checks (this view's and the service's) reuse that answer instead of asking the
+    database again."""
+    has_role, site_wide = _visible(user)
+    queue = has_role and hot_sql.visible_queue(queue_id=pk, user=user, site_wide=site_wide)
+    if not queue:
+        raise Http404
     with project_access_known(user, queue.project_id, True):
         _check_queue_roles(user, queue)
         yield queue
@@ -68,19 +80,17 @@ def _queue_for(user, pk: int) -> Iterator[Queue]:
 
 @contextmanager
 def _own_lease(user, pk: int) -> Iterator[Lease]:
-    """The caller's own lease in a project they can see; anybody else's lease is a 404. Same
-    role checks as the queue (a lead demoted to annotator loses their review leases), on the
-    queue loaded with the lease."""
-    lease = get_object_or_404(
-        # The image is not read: submit and skip need only the item, its queue and project.
-        Lease.objects.select_related("item__queue__project", "served_in").filter(
-            annotator=user, item__queue__project__in=projects_visible_to(user)
-        ),
-        pk=pk,
-    )
+    """The caller's own lease in a project they can see, with its item, queue and project (one
+    statement); anybody else's lease is a 404. Same role checks as the queue (a lead demoted to
+    annotator loses their review leases)."""
+    has_role, site_wide = _visible(user)
+    lease = has_role and hot_sql.own_lease(lease_id=pk, annotator=user, site_wide=site_wide)
+    if not lease:
+        raise Http404
     queue = lease.item.queue
-    if queue.kind == Queue.Kind.GOLD and lease.served_in is not None:
+    if queue.kind == Queue.Kind.GOLD and lease.served_in_id is not None:
         # A gold item mixed into a queue (labeling.services.gold): that queue's roles apply.
+        lease.served_in = Queue.objects.get(pk=lease.served_in_id)
         lease.served_in.project = queue.project
         queue = lease.served_in
     with project_access_known(user, queue.project_id, True):
@@ -113,7 +123,7 @@ def _leases_payload(leases, queue: Queue, *, progress: bool = True, recent: bool
     counts = None
     if progress:
         counts = _recent_progress(queue) if recent else _progress(queue)
-    return {"leases": s.LeaseOutput(leases, many=True).data, "progress": counts}
+    return {"leases": [s.lease_payload(lease) for lease in leases], "progress": counts}
 
 
 class _LabelingApi(APIView):
@@ -153,8 +163,76 @@ class LeaseSubmitApi(_LabelingApi):
         with _own_lease(request.user, pk) as lease:
             data = s.SubmitInput(data=request.data, context={"project": lease.item.queue.project})
             data.is_valid(raise_exception=True)
-            label = lease_submit(lease=lease, annotator=request.user, **data.validated_data)
-            return Response({"label": s.LabelOutput(label).data})
+            label = lease_submit_quick(lease=lease, annotator=request.user, **data.validated_data)
+            return Response({"label": s.label_payload(label)})
+
+
+@extend_schema(request=s.SubmitNextInput, responses=s.SubmitNextResponse)
+class QueueSubmitNextApi(_LabelingApi):
+    """Submit and claim in one round trip (the labeling page's pattern: answer one, take one
+    more). The labels are stored as by `submit` (each lease the caller's own in this queue; all
+    or none; a retried `client_id` stores nothing twice), then `count` items are claimed
+    exactly as `next` claims them (own unfinished leases first). When the labels are stored but
+    no item may be claimed (a paused queue, today's cap), the answer is still 200, with no
+    leases and the reason in `stopped`, so a page never sends stored labels again."""
+
+    def post(self, request, pk: int):
+        with _queue_for(request.user, pk) as queue:
+            data = s.SubmitNextInput(data=request.data, context={"project": queue.project})
+            data.is_valid(raise_exception=True)
+            entries = data.validated_data["entries"]
+            has_role, site_wide = _visible(request.user)
+            leases = {}
+            for entry in entries:
+                lease = hot_sql.own_lease(
+                    lease_id=entry["lease"], annotator=request.user, site_wide=site_wide
+                )
+                if lease is not None and lease_in_queue(lease, queue):
+                    lease.item.queue.project = queue.project
+                    leases[lease.pk] = lease
+            missing = [e["lease"] for e in entries if e["lease"] not in leases]
+            if missing:
+                raise serializers.ValidationError(
+                    {
+                        "entries": [
+                            _("Leases %(leases)s are not yours in this queue.")
+                            % {"leases": missing}
+                        ]
+                    }
+                )
+            count = data.validated_data["count"]
+            claimed, stopped = [], None
+            # One transaction, so one commit (one WAL flush) per label. The claim never waits
+            # for a lock here (this transaction holds the submitted items' locks), and a claim
+            # refused (a paused queue, today's cap) is raised before it writes anything, so the
+            # labels stay.
+            with transaction.atomic():
+                if len(entries) == 1:
+                    entry = dict(entries[0])
+                    labels = [
+                        lease_submit_quick(
+                            lease=leases[entry.pop("lease")], annotator=request.user, **entry
+                        )
+                    ]
+                else:
+                    labels = labels_submit_in_order(
+                        annotator=request.user,
+                        entries=[{**e, "lease": leases[e["lease"]]} for e in entries],
+                    )
+                if count:
+                    try:
+                        claimed = queue_claim_next(
+                            queue=queue, annotator=request.user, count=count, may_wait=False
+                        )
+                    except (DjangoValidationError, PermissionDenied) as exc:
+                        stopped = " ".join(getattr(exc, "messages", None) or [str(exc)])
+            payload = {"labels": [s.label_payload(label) for label in labels], "stopped": stopped}
+            payload.update(
+                _leases_payload(
+                    claimed, queue, progress=data.validated_data["progress"], recent=True
+                )
+            )
+            return Response(payload)
 
 
 @extend_schema(request=None, responses=s.SkipResponse)

@@ -38,6 +38,7 @@ from django.utils.translation import gettext as _
 
 from labeling.models import Image, Label, Lease, Project, Queue, QueueItem, Strategy
 from labeling.permissions import queue_access_check
+from labeling.services import hot_sql
 from labeling.services.gold import (
     gold_claim_locked,
     gold_draws,
@@ -303,18 +304,9 @@ def lease_create_locked(
 
 
 def leases_own_active(*, queue: Queue, annotator: User, now: datetime) -> list[Lease]:
-    return list(
-        Lease.objects.select_related("item__image")
-        .filter(
-            # Gold items mixed into this queue live in the hidden gold queue.
-            Q(item__queue=queue) | Q(served_in=queue),
-            annotator=annotator,
-            state=Lease.State.ACTIVE,
-            expires_at__gt=now,
-            item__status=QueueItem.Status.OPEN,
-        )
-        .order_by("created_at", "id")
-    )
+    """The person's unexpired active leases on open items of this queue (gold items served in
+    it included), oldest first, with item and image: one statement (labeling.services.hot_sql)."""
+    return hot_sql.own_active_leases(queue=queue, annotator=annotator, now=now)
 
 
 def _claimable(*, queue: Queue, annotator: User, now: datetime):
@@ -363,28 +355,42 @@ def _claim_ordinary(
     """New leases on up to `needed` items of the queue, in serving order. `may_wait`: the
     transaction holds no row lock yet, so it may wait for a claim in flight (see below)."""
     new: list[Lease] = []
+    cooldown_since = now - skip_cooldown(queue.project)
+    expires_at = now + timedelta(seconds=lease_seconds)
+
+    def candidates_locked(limit: int, skip_locked: bool) -> list[QueueItem]:
+        # _claimable's rules, written out as SQL (labeling.services.hot_sql), locked.
+        return hot_sql.claimable_locked(
+            queue=queue,
+            annotator=annotator,
+            now=now,
+            cooldown_since=cooldown_since,
+            tried=tried,
+            limit=limit,
+            skip_locked=skip_locked,
+        )
+
     while needed > 0:
-        claimable = _claimable(queue=queue, annotator=annotator, now=now).exclude(pk__in=tried)
         # Lock exactly as many rows as still needed: every spare row locked here would be
         # skipped by everybody else until this transaction ends.
-        candidates = list(
-            claimable.select_related("image").select_for_update(skip_locked=True, of=("self",))[
-                :needed
-            ]
-        )
+        candidates = candidates_locked(needed, True)
         if not candidates and not tried and may_wait:
             # Everything claimable is locked by claims in flight right now. Rather than tell
             # this person the queue is empty, wait for the first such item's holder to
             # finish and re-check it. Safe from deadlock: this transaction holds no row lock
             # yet (nothing tried), so nobody can be waiting for it.
-            candidates = list(claimable.select_related("image").select_for_update(of=("self",))[:1])
+            candidates = candidates_locked(1, False)
         if not candidates:
             break
         for item in candidates:
             tried.add(item.pk)
             if needed == 0:
                 break
-            lease = lease_create_locked(
+            # One statement in the usual case; when it cannot tell (a stale lease on the
+            # item, no slot), the general function decides under the same lock.
+            lease = hot_sql.lease_insert_locked(
+                item=item, annotator=annotator, now=now, expires_at=expires_at
+            ) or lease_create_locked(
                 item=item, annotator=annotator, now=now, lease_seconds=lease_seconds
             )
             if lease is not None:
@@ -395,10 +401,20 @@ def _claim_ordinary(
 
 
 def queue_claim_next(
-    *, queue: Queue, annotator: User, count: int = 1, now: datetime | None = None
+    *,
+    queue: Queue,
+    annotator: User,
+    count: int = 1,
+    now: datetime | None = None,
+    may_wait: bool = True,
 ) -> list[Lease]:
     """The annotator's own unexpired leases in this queue (so reloading the page burns no
     items), then new leases on the next items, up to `count` in all.
+
+    `may_wait=False`: never wait for another claim's row lock, for a caller whose transaction
+    already holds row locks (submit-and-claim, labeling.api.queue_views): waiting then could
+    deadlock. When everything claimable is locked at that moment, fewer items come back (the
+    page asks `next`, which waits, when it runs short).
 
     Returns every own active lease even when there are more than `count`, oldest first, then the
     new ones in serving order (-priority, id). Leases carry `item` and `item.image` loaded.
@@ -415,7 +431,9 @@ def queue_claim_next(
     # project turns the rule on).
     labeling_stop_check(queue=queue, annotator=annotator, now=now)
     lease_seconds = queue.project.lease_seconds
-    with transaction.atomic():
+    # Inside a caller's transaction (submit-and-claim) no savepoint: two round trips saved, and
+    # an error here fails that whole request anyway.
+    with transaction.atomic(savepoint=False):
         own = leases_own_active(queue=queue, annotator=annotator, now=now)
         needed = count - len(own)
         # Gold items (labeling.services.gold) replace some of the new items: each one with the
@@ -433,7 +451,7 @@ def queue_claim_next(
             needed=needed - gold_wanted,
             lease_seconds=lease_seconds,
             tried=tried,
-            may_wait=True,
+            may_wait=may_wait,
         )
         if gold_wanted:
             gold: list[Lease] = []
@@ -466,7 +484,7 @@ def queue_claim_next(
                     needed=gold_wanted,
                     lease_seconds=lease_seconds,
                     tried=tried,
-                    may_wait=not new,
+                    may_wait=may_wait and not new,
                 )
             new = gold_mix(new, gold)
     return own + new

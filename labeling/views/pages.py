@@ -111,6 +111,8 @@ def _page_config(request, queue: Queue, *, page: str, **extra) -> dict:
             "next": reverse("api-queue-next", args=[queue.pk]),
             "undo": reverse("api-queue-undo", args=[queue.pk]),
             "batch": reverse("api-queue-submit-batch", args=[queue.pk]),
+            # Submit-and-claim in one round trip (static/labeling/annotate.js).
+            "submitNext": reverse("api-queue-submit-next", args=[queue.pk]),
             "stats": reverse("api-queue-stats", args=[queue.pk]),
             # The page puts the lease id in place of the 0.
             "submit": reverse("api-lease-submit", args=[0]),

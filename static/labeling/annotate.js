@@ -7,9 +7,12 @@
 // (which gives a fresh lease); a saved skip is walked back by an unskip. "My recent labels" (L)
 // lists the person's own latest answers; a current one can be changed from there.
 //
-// Cards: cards[0] is on screen, the rest are claimed and prefetched. A card whose label was
-// undone on the server waits for the fresh lease the undo returns (lease === null); it can be
-// labeled at once, and the outbox fills the lease in before sending (the undo goes first).
+// Cards: cards[0] is on screen, the rest are claimed and prefetched. A label is sent together
+// with the claim of the next image (submit-and-claim, POST .../submit-next/), so at a steady pace
+// each label costs one round trip; `next` is asked only when nothing else will claim. A card
+// whose label was undone on the server waits for the fresh lease the undo returns (lease ===
+// null); it can be labeled at once, and the outbox fills the lease in before sending (the undo
+// goes first).
 
 import { api, errorText, newClientId, NetworkError } from "./api.js";
 import { renderProgress, loadStats as fetchStats, placeholder, toggleDialog } from "./counters.js";
@@ -59,12 +62,18 @@ const outbox = new Outbox({
     if (entry.type === "unskip") return { url: config.urls.unskip.replace("/0/", `/${entry.lease}/`), body: {} };
     const lease = entry.lease ?? freshLeaseByItem.get(entry.item);
     if (!lease) return null;
-    const template = entry.type === "skip" ? config.urls.skip : config.urls.submit;
-    return { url: template.replace("/0/", `/${lease}/`), body: entry.body || {} };
+    if (entry.type === "submit") {
+      // One round trip: the label, and the claim that keeps PREFETCH images ready (what
+      // refill() would ask `next` for, less this label's lease, which the submit completes).
+      const count = Math.max(0, Math.min(50, knownActiveLeases() - 1 + PREFETCH - cards.length));
+      return { url: config.urls.submitNext, body: { entries: [{ ...(entry.body || {}), lease }], count } };
+    }
+    return { url: config.urls.skip.replace("/0/", `/${lease}/`), body: entry.body || {} };
   },
   onDone(entry, data) {
     if (entry.type === "undo" || entry.type === "unskip") adoptUndoneLeases(entry, data);
-    if (data && data.progress) renderProgress(data.progress);
+    if (entry.type === "submit" && data) adoptClaimed(data);
+    else if (data && data.progress) renderProgress(data.progress);
     scheduleStats();
   },
   onRejected(entry, status, data) {
@@ -80,6 +89,7 @@ const outbox = new Outbox({
       show();
       refill();
     }
+    refill(); // the claim that came with the submit did not happen
     const why = status || gettext("no lease");
     showFlash(
       interpolate(gettext("Not saved (%(why)s): %(error)s"), { why, error: errorText(data, status) }, true),
@@ -117,9 +127,42 @@ function knownActiveLeases() {
   return n;
 }
 
+// A label waiting in the outbox claims the next items when it is sent (submit-and-claim), so
+// `next` is asked only when nothing on the way will: the screen is empty, or the outbox cannot
+// reach the server now.
+function claimOnTheWay() {
+  return cards.length > 0 && outbox.state !== "offline" && outbox.state !== "error"
+    && outbox.entries.some((e) => e.type === "submit");
+}
+
+function adoptLeases(leases) {
+  const fresh = leases.filter((l) => !seenLeases.has(l.lease));
+  for (const l of fresh) seenLeases.add(l.lease);
+  const wasEmpty = cards.length === 0;
+  cards.push(...fresh.map((l) => makeCard(l)));
+  if (wasEmpty && fresh.length) show();
+  return fresh.length;
+}
+
+// The answer of a submit-and-claim: the claimed leases join the cards as refill()'s would.
+function adoptClaimed(data) {
+  if (data.progress) renderProgress(data.progress, { recent: true });
+  if (data.stopped) {
+    fatal = data.stopped;
+    show();
+    return;
+  }
+  const leases = data.leases || [];
+  const added = adoptLeases(leases);
+  // Nothing new although images were asked for: the queue may be empty; refill() knows how
+  // to say so and to check again later.
+  if (!added && cards.length <= REFILL_BELOW) refill();
+}
+
 async function refill() {
   if (fetching || fatal || cards.length > REFILL_BELOW) return;
   if (exhausted && recheckTimer) return;
+  if (claimOnTheWay()) return;
   fetching = true;
   const count = Math.min(50, knownActiveLeases() + PREFETCH - cards.length);
   try {
@@ -132,11 +175,8 @@ async function refill() {
       return;
     }
     renderProgress(data.progress, { recent: true });
-    const fresh = data.leases.filter((l) => !seenLeases.has(l.lease));
-    for (const l of fresh) seenLeases.add(l.lease);
     const wasEmpty = cards.length === 0;
-    cards.push(...fresh.map((l) => makeCard(l)));
-    exhausted = fresh.length === 0;
+    exhausted = adoptLeases(data.leases) === 0;
     if (exhausted) retryRefill(EMPTY_RECHECK_MS);
     if (wasEmpty) show();
   } catch (err) {
