@@ -49,6 +49,10 @@ class ComparedVersionOutput(serializers.Serializer):
         child=serializers.JSONField(),
         help_text="Training job parameters: {name, label, value}.",
     )
+    training_job = serializers.JSONField(
+        allow_null=True,
+        help_text="The training job: {id, labels_as_of} (labels given later are not in it).",
+    )
     pool = serializers.JSONField(
         allow_null=True, help_text="Pool-level estimates of the version's audit (issue 10)."
     )

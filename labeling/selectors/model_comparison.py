@@ -125,6 +125,15 @@ def _training(version: ModelVersion, jobs: dict[int, Job]) -> list[dict]:
     ]
 
 
+def _training_job(version: ModelVersion, jobs: dict[int, Job]) -> dict | None:
+    """The job that trained the version and when it gathered its labels (its start): labels
+    given later are not in the version."""
+    job = jobs.get((version.data_snapshot or {}).get("job_id"))
+    if job is None:
+        return None
+    return {"id": job.pk, "labels_as_of": job.started_at or job.created_at}
+
+
 def _pool(project: Project, version: ModelVersion) -> dict | None:
     """The cascade's pool-level estimates from the version's audit (issue 10), or None."""
     from labeling.services.audit import pool_estimates_get
@@ -234,6 +243,7 @@ def compare_versions(*, project: Project, versions: Sequence[ModelVersion]) -> d
                 "warnings": _warnings(version, stages),
                 "data": version.data_snapshot or {},
                 "training": _training(version, jobs),
+                "training_job": _training_job(version, jobs),
                 "pool": _pool(project, version),
             }
         )

@@ -15,7 +15,7 @@ from datetime import timedelta
 from django.core.files.base import ContentFile
 from django.utils import timezone
 
-from labeling.models import Label, ModelVersion, Score, Strategy
+from labeling.models import Job, Label, ModelVersion, Score, Strategy
 from tests.factories import make_image, make_project, make_user
 
 D, N = "disgusting", "normal"
@@ -60,6 +60,14 @@ METRICS = {
 
 
 def make_version(project, name: str, *, promoted_minutes_ago: int | None) -> ModelVersion:
+    # The training job the version names in its snapshot, as labeling.services.training does.
+    job = Job.objects.create(
+        project=project,
+        kind=Job.Kind.TRAIN_CASCADE,
+        status=Job.Status.SUCCEEDED,
+        params={"preset": "cpu_tiny", "epochs": 3 if name == "v1" else 5},
+        started_at=timezone.now() - timedelta(hours=2),
+    )
     version = ModelVersion(
         project=project,
         name=name,
@@ -74,6 +82,7 @@ def make_version(project, name: str, *, promoted_minutes_ago: int | None) -> Mod
             "validation_size": 20,
             "validation_positive": 7,
             "validation_negative": 13,
+            "job_id": job.pk,
         },
         promoted_at=(
             timezone.now() - timedelta(minutes=promoted_minutes_ago)

@@ -45,6 +45,9 @@ def test_compare_page_shows_deltas_intervals_warning_and_curves(world):
     assert "train: 30 positive / 300 negative labels" in page
     assert "train: 41 positive / 420 negative labels" in page
     assert "no audit of this version" in page
+    # ...and what trained it: the job's parameters, labeled as on the jobs page, and its start.
+    assert "Epochs: 3" in page and "Epochs: 5" in page and "labels as of" in page
+    assert reverse("job-detail", kwargs={"pk": v1.data_snapshot["job_id"]}) in page
     # Leads read it but get no promote button; engineers do.
     assert "Promote v2" not in page
     page = client_for(world["engineer"]).get(url, {"v": [v1.pk, v2.pk]}).content.decode()
@@ -130,6 +133,8 @@ def test_api_compare_matches_scikit_learn_on_the_stored_scores(world):
     assert rows["v2"]["worse_than_active"] and rows["v1"]["worse_than_active"] == []
     assert any("rests on 1 true positive" in text for text in rows["v2"]["warnings"])
     assert body["curves"]["images"] == 20 and body["curves"]["positives"] == 7
+    assert rows["v1"]["training_job"]["id"] == v1.data_snapshot["job_id"]
+    assert {"name": "epochs", "label": "Epochs", "value": 3} in rows["v1"]["training"]
     y = np.array(TRUTH)
     for name in ("v1", "v2"):
         curve = rows[name]["curve"]
