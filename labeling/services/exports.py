@@ -290,12 +290,10 @@ def labels_export(
     filters = filters or ExportFilters()
     from labeling.services.audit_log import Action, audit_record
 
-    audit_record(
-        actor=by,
-        action=Action.LABELS_EXPORTED,
-        project=project,
-        details={"format": fmt, "history": include_history, "filters": filters.given()},
-    )
+    details: dict = {"format": fmt, "history": include_history}
+    if filters.given():
+        details["filters"] = filters.given()  # no key: the whole project was exported
+    audit_record(actor=by, action=Action.LABELS_EXPORTED, project=project, details=details)
     if fmt == "zip":
         return _export_zip(project=project, filters=filters)
     return _export_lines(project=project, fmt=fmt, include_history=include_history, filters=filters)
