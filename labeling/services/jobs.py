@@ -303,8 +303,9 @@ def job_start(*, job: Job, retry: bool = False) -> bool:
     return True. A RUNNING job is taken over only when its owner is gone: provably (it ran on
     this host and its process no longer exists: a redelivery after a killed worker proceeds at
     once) or by its heartbeat going stale (an owner on another host), or with `retry` (this
-    same task retrying after a transient error). Anything else returns False: the delivery is
-    a duplicate and the job is never run by two workers at once."""
+    same task retrying after a transient error) when the owner is this process. Anything else
+    returns False: the delivery is a duplicate and the job is never run by two workers at
+    once."""
     now = timezone.now()
     with transaction.atomic():
         locked = Job.objects.select_for_update().filter(pk=job.pk).first()
@@ -319,9 +320,14 @@ def job_start(*, job: Job, retry: bool = False) -> bool:
         elif locked.status == Job.Status.RUNNING:
             stale = locked.heartbeat_at is None or locked.heartbeat_at < now - _stale_after()
             gone = bool(locked.owner) and owner_gone(locked.owner)
-            if not (stale or gone or retry):
+            # A retry takes over at once only from an earlier attempt in this same process
+            # (which has ended: a process runs one task at a time). Elsewhere the owner may be
+            # a delivery the recovery sweep sent while this retry waited out its backoff (a
+            # long database outage): the heartbeat decides, as for any other delivery.
+            mine = locked.owner.rpartition(":")[0] == worker_identity()
+            if not (stale or gone or (retry and mine)):
                 return False
-            if retry:
+            if retry and mine:
                 _append_log(locked, "retrying")
             elif gone:
                 _append_log(locked, f"resumed: its worker process ({locked.owner}) is gone")

@@ -3,7 +3,9 @@ health endpoint says which part is down and recovers by itself; pages answer the
 and the API a JSON 503, not a traceback.
 
 The outage is real, made without stopping the shared services: the connection is pointed at a
-port where nothing listens (connection refused, as while PostgreSQL restarts), then back.
+port where nothing listens (connection refused, as while PostgreSQL restarts), then back. Real
+restarts of a private PostgreSQL and Redis in the middle of a job, with a worker running, are in
+tests/labeling/test_service_restarts.py.
 """
 
 from __future__ import annotations

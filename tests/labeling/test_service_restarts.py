@@ -22,10 +22,11 @@ from django.contrib.auth.models import Group
 from django.db import DatabaseError, connection
 from django.db.models import Count
 from django.test import Client
+from django.utils import timezone
 
 from labeling.models import Job, JobShard, Label, ModelVersion, Score
 from labeling.roles import ROLE_ORDER
-from labeling.services.jobs import job_create
+from labeling.services.jobs import job_create, job_start, worker_identity
 from tests.factories import make_image, make_project, make_user
 from tests.labeling.private_services import DB_NAME, PrivatePostgres, PrivateRedis
 from tests.labeling.worker import CeleryWorker, make_cascade_version, use_worker_storage, wait_for
@@ -241,3 +242,24 @@ def test_scoring_jobs_through_a_redis_restart(services, how):
     assert per_image.count() == IMAGES and {row["n"] for row in per_image} == {1}
     # The late job scored nothing new (the queued one had scored every image) and did no harm.
     assert late.status == Job.Status.SUCCEEDED, (late.error, late.log[-5:])
+
+
+def test_a_retry_takes_over_only_from_its_own_process():
+    """A task retried after a long database outage may find its job already resumed by the
+    recovery sweep's delivery in another worker: it must not run the job a second time."""
+    project = make_project()
+    job = Job.objects.create(
+        project=project,
+        kind=Job.Kind.SCORE_POOL,
+        status=Job.Status.RUNNING,
+        heartbeat_at=timezone.now(),
+        owner="another-host:4242:2",
+        attempts=2,
+    )
+    assert not job_start(job=job, retry=True)
+    job.refresh_from_db()
+    assert job.owner == "another-host:4242:2"
+    Job.objects.filter(pk=job.pk).update(owner=f"{worker_identity()}:2")
+    assert job_start(job=job, retry=True)
+    job.refresh_from_db()
+    assert job.owner == f"{worker_identity()}:3" and job.log[-1].endswith("retrying")
