@@ -7,7 +7,7 @@ rule from labeling.permissions, so a view cannot forget it.
 from __future__ import annotations
 
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
 from django.utils.translation import gettext as _
 
 from labeling.models import (
@@ -34,32 +34,49 @@ def review_item_for_lead(*, project: Project, lead, item_id: int | None = None) 
     )
     if item_id is not None:
         return items.filter(pk=item_id).first()
-    return review_upcoming(project=project, lead=lead, limit=1).first()
+    upcoming = review_upcoming(project=project, lead=lead, limit=1)
+    return upcoming[0] if upcoming else None
 
 
 def review_upcoming(
     *, project: Project, lead, limit: int = 3, exclude_id: int | None = None
-) -> QuerySet[QueueItem]:
+) -> list[QueueItem]:
     """The lead's next open items in serving order: those they have not deferred (skipped),
-    most suspicious (highest priority) first, then the deferred ones, longest-deferred first."""
+    most suspicious (highest priority) first, then the deferred ones, longest-deferred first.
+
+    Two queries rather than one sort over a computed column: the first walks the queue's
+    serving index (queue, status, -priority, id) and skips deferred items by an anti-join, so
+    a long review queue costs the same as a short one; the second runs only when fewer than
+    `limit` undeferred items are left, and reads the lead's own skips."""
     if not can_review(lead, project):
         raise PermissionDenied(_("Re-review is for leads of this project."))
-    skipped = ReviewDecision.objects.filter(
-        item=OuterRef("pk"), lead=lead, action=ReviewDecision.Action.SKIP, undone_at__isnull=True
+    skips = ReviewDecision.objects.filter(
+        lead=lead, action=ReviewDecision.Action.SKIP, undone_at__isnull=True
     )
-    items = (
-        QueueItem.objects.select_related("image", "queue")
-        .filter(
-            queue__project=project,
-            queue__kind=Queue.Kind.REVIEW,
-            status=QueueItem.Status.OPEN,
-        )
-        .annotate(deferred_at=Subquery(skipped.order_by("-created_at").values("created_at")[:1]))
-        .order_by(F("deferred_at").asc(nulls_first=True), "-priority", "id")
+    # The review queue's id first (a project has one or a few), so the item query is a plain
+    # walk of the (queue, status, -priority, id) index rather than a join the planner sorts.
+    queue_ids = list(
+        Queue.objects.filter(project=project, kind=Queue.Kind.REVIEW).values_list("pk", flat=True)
+    )
+    open_items = QueueItem.objects.select_related("image", "queue").filter(
+        queue_id__in=queue_ids, status=QueueItem.Status.OPEN
     )
     if exclude_id is not None:
-        items = items.exclude(pk=exclude_id)
-    return items[:limit]
+        open_items = open_items.exclude(pk=exclude_id)
+    fresh = list(
+        open_items.exclude(Exists(skips.filter(item=OuterRef("pk")))).order_by("-priority", "id")[
+            :limit
+        ]
+    )
+    if len(fresh) >= limit:
+        return fresh
+    last_skip = skips.filter(item=OuterRef("pk")).order_by("-created_at").values("created_at")[:1]
+    deferred = (
+        open_items.filter(Exists(skips.filter(item=OuterRef("pk"))))
+        .annotate(deferred_at=Subquery(last_skip))
+        .order_by("deferred_at", "-priority", "id")[: limit - len(fresh)]
+    )
+    return fresh + list(deferred)
 
 
 def review_answers(*, image: Image) -> list[Label]:
