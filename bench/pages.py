@@ -14,8 +14,10 @@ applies), then VACUUM ANALYZE, as autovacuum would do after such a load.
 Then each page and API is requested through the whole Django stack (django.test.Client: URL
 routing, middleware, sessions, authentication, permissions, templates, DRF) as the role that
 uses it, `reps` times after one warm-up request, and its p50 / p95 / max and SQL statement count
-are reported. A request slower than `give_up_s` stops that endpoint's repetitions (the figure
-says so), so a page that does grow with the pool cannot hold the run up for an hour.
+are reported. A request slower than `give_up_s` stops that endpoint's repetitions, and a SQL
+statement slower than it fails its request (PostgreSQL's statement_timeout: the endpoint is
+reported as answering 500), so a page that does grow with the pool cannot hold the run up for an
+hour; the figures say which.
 
 --quick seeds 20,000 images / 100,000 labels and repeats each request 10 times (CI: seconds).
 """
@@ -421,9 +423,13 @@ def _measure(reps: int, give_up_s: int) -> dict:
         "lead": User.objects.get(username="bench-lead"),
         "engineer": User.objects.get(username="bench-engineer"),
     }
+    # A statement slower than this fails its request (answered 500, reported as such), so a
+    # page that reads the whole pool cannot hold the run up for an hour.
+    with connection.cursor() as cur:
+        cur.execute(f"SET statement_timeout = {int(give_up_s * 1000)}")
     clients = {}
     for role, user in users.items():
-        client = Client(HTTP_HOST="localhost")
+        client = Client(HTTP_HOST="localhost", raise_request_exception=False)
         client.force_login(user)
         clients[role] = client
     results: dict[str, dict] = {}
@@ -457,6 +463,11 @@ def _measure(reps: int, give_up_s: int) -> dict:
             "max_ms": round(times[-1], 1),
             "sql_statements": statements,
             **({"stopped_early": f"a request took over {give_up_s} s"} if stopped else {}),
+            **(
+                {"failed": "answered 500 (a statement ran past statement_timeout)"}
+                if response.status_code >= 500 or first.status_code >= 500
+                else {}
+            ),
         }
         print(f"{name}: p95 {p95:.1f} ms", file=sys.stderr)
     return {"reps": reps, "endpoints": results}
