@@ -27,7 +27,7 @@ from django.test import Client
 from django.urls import reverse
 
 from labeling.api.serializers import ProjectUpdateInput
-from labeling.models import Job, ModelVersion, QueueItem, WebhookDelivery
+from labeling.models import Job, ModelVersion, Project, QueueItem, WebhookDelivery
 from labeling.project_settings import PROJECT_WEBHOOK
 from labeling.services import webhooks
 from labeling.services.jobs import job_fail
@@ -293,6 +293,50 @@ def test_a_rolled_back_action_sends_nothing_and_no_url_records_nothing(worker, a
         time.sleep(2)
         assert not WebhookDelivery.objects.exists()
         assert receiver.requests == []
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_training_job_sends_trained_then_its_automatic_promotion(worker, allow_private):
+    import torch
+
+    from labeling.services.training import train_cascade_params_clean, train_cascade_run
+    from tests.labeling.test_training import TINY, labeled_world
+
+    project, _annotator, _images = labeled_world(seed0=7000)
+    params = {**TINY, "epochs": 1, "auto_promote_precision": 0.0, "auto_promote_recall": 0.0}
+    # The job row without job_create: its task must not reach the worker, which would race the
+    # inline run below (the same body the worker runs).
+    job = Job.objects.create(
+        project=project,
+        kind=Job.Kind.TRAIN_CASCADE,
+        params=train_cascade_params_clean(project=project, params=params),
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with Receiver() as receiver:
+            project_update(project=project, webhook_url=receiver.url)
+            train_cascade_run(job_id=job.pk)
+            job.refresh_from_db()
+            assert job.status == Job.Status.SUCCEEDED, job.error
+            version = ModelVersion.objects.get(pk=job.result["model_version_id"])
+            wait_for(_settled(project, 2), timeout=60, worker=worker, what="two deliveries")
+            secret = Project.objects.get(pk=project.pk).webhook_secret
+            bodies = [_verified(request, secret) for request in receiver.requests]
+    finally:
+        torch.set_num_threads(threads)
+    assert sorted(body["event"] for body in bodies) == [
+        "model_version.promoted",
+        "model_version.trained",
+    ]
+    trained = next(body for body in bodies if body["event"] == "model_version.trained")
+    assert trained["data"]["job_id"] == job.pk
+    assert trained["data"]["model_version"]["id"] == version.pk
+    assert trained["data"]["model_version"]["metrics"]["ap"] == version.metrics["cascade"]["ap"]
+    promoted = next(body for body in bodies if body["event"] == "model_version.promoted")
+    assert promoted["data"]["by"] is None  # the system promoted it, targets met
 
 
 # --- The URL rule, wherever the setting is written --------------------------------------------
