@@ -22,7 +22,7 @@ from labeling.permissions import (
     queue_access_check,
 )
 from labeling.selectors.labels import annotator_stats
-from labeling.selectors.queues import queue_progress, queues_for_user
+from labeling.selectors.queues import queue_progress_page, queues_for_user
 from labeling.selectors.review import returned_for_annotator
 from labeling.services.gold import exposure_status
 from labeling.services.preferences import preference_read
@@ -37,7 +37,7 @@ def _queues_for(user, project: Project) -> list[dict]:
     # Leads and engineers may open each queue's contents with the reasons behind each item.
     inspect = can_see_queue_details(user, project)
     for queue in queues_for_user(project=project, user=user).select_related("project"):
-        progress = queue_progress(queue=queue)
+        progress = queue_progress_page(queue=queue)
         total = progress["total"] or 0
         rows.append(
             {
