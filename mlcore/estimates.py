@@ -56,6 +56,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = [
+    "DECISION_OFFSET",
     "DEFAULT_CONFIDENCE",
     "DEFAULT_PRIOR",
     "DEFAULT_STRATA",
@@ -77,6 +78,7 @@ __all__ = [
     "neyman_allocation",
     "score_strata",
     "strata_from_edges",
+    "stratum_key",
     "stratum_rates",
     "triage_error",
     "triage_verdict",
@@ -89,6 +91,8 @@ DEFAULT_CONFIDENCE = 0.95
 # positives that are not there (docs/estimates.md); a prior mean near zero does not.
 DEFAULT_PRIOR: tuple[float, float] = (0.05, 1.0)
 DEFAULT_DRAWS = 4000
+# Added to the scores (in [0, 1]) of the items a decision calls positive, in strata split by it.
+DECISION_OFFSET = 2.0
 # Audit labels a stratum's observed rate weighs as much as its mean score, in stratum_rates.
 PRIOR_LABELS = 4.0
 # The scores sqrt(s (1 - s)) never falls below, so a stratum of near-zero scores is not ignored.
@@ -106,9 +110,12 @@ TARGETS = ("prevalence", "precision", "recall", "balanced")
 class Strata:
     """A partition of the pool by score.
 
-    ``edges`` (H + 1,) ascending; stratum h holds the scores in ``[edges[h], edges[h + 1])``
-    (the first starts at -inf, the last ends at +inf). ``index`` (N,) the stratum of each pool
-    item; ``sizes`` (H,) items per stratum; ``mean_scores`` (H,) the model's mean score in each.
+    ``edges`` (H + 1,) ascending; stratum h holds the keys in ``[edges[h], edges[h + 1])``
+    (the first starts at -inf, the last ends at +inf). The key is the score itself, or, for
+    strata split by a decision, :func:`stratum_key` (the score, shifted by
+    :data:`DECISION_OFFSET` for the items the decision calls positive). ``index`` (N,) the
+    stratum of each pool item; ``sizes`` (H,) items per stratum; ``mean_scores`` (H,) the
+    model's mean score (never the key) in each.
     """
 
     edges: np.ndarray
@@ -134,18 +141,38 @@ def _scores(scores: np.ndarray | Sequence[float]) -> np.ndarray:
     return values
 
 
+def stratum_key(scores: np.ndarray | Sequence[float], decision: np.ndarray | None) -> np.ndarray:
+    """What strata cut: the scores, or with a ``decision`` (N,) bool, the scores of the items it
+    calls positive shifted by :data:`DECISION_OFFSET`, so every item called positive sorts above
+    every item called negative and a boundary at the offset separates them. Needed when the
+    decision is not a threshold on the score (the cascade's AND of two stages, ranked by the
+    smaller of the two): cut points on the score alone would leave images called positive in
+    strata of negatives, where a few audit labels say little about the cascade's precision.
+    With a decision, scores must lie in [0, 1]."""
+    values = _scores(scores)
+    if decision is None:
+        return values
+    called = _decision(decision, len(values), "decision")
+    if values.min() < 0.0 or values.max() > 1.0:
+        raise ValueError("strata split by a decision need scores in [0, 1]")
+    return values + DECISION_OFFSET * called
+
+
 def assign_strata(scores: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """(N,) stratum of each score under ``edges`` (H + 1,): h with edges[h] <= s < edges[h+1]."""
     inner = np.asarray(edges, dtype=np.float64)[1:-1]
     return np.searchsorted(inner, _scores(scores), side="right").astype(np.int64)
 
 
-def strata_from_edges(scores: np.ndarray | Sequence[float], edges: np.ndarray) -> Strata:
+def strata_from_edges(
+    scores: np.ndarray | Sequence[float], edges: np.ndarray, *, decision: np.ndarray | None = None
+) -> Strata:
     """The :class:`Strata` of ``scores`` (N,) under boundaries ``edges`` (H + 1,) kept from an
-    earlier :func:`score_strata` (an audit continued with more labels keeps its strata)."""
+    earlier :func:`score_strata` (an audit continued with more labels keeps its strata); pass
+    the same ``decision`` as then when the strata were split by it."""
     scores = _scores(scores)
     edges = np.asarray(edges, dtype=np.float64)
-    index = assign_strata(scores, edges)
+    index = assign_strata(stratum_key(scores, decision), edges)
     count = len(edges) - 1
     sizes = np.bincount(index, minlength=count)
     sums = np.bincount(index, weights=scores, minlength=count)
@@ -163,6 +190,7 @@ def score_strata(
     n_strata: int = DEFAULT_STRATA,
     cut_points: Sequence[float] = (),
     min_size: int = 10,
+    decision: np.ndarray | None = None,
 ) -> Strata:
     """Strata of the pool from the model's scores (N,) (larger = more likely positive).
 
@@ -173,14 +201,21 @@ def score_strata(
     fewer than ``min_size`` items are merged into a neighbour (never across a cut point unless
     the small stratum has no other neighbour). Ties stay together, so there may be fewer strata
     than asked. ``n_strata=1`` gives plain random sampling.
+
+    ``decision`` (N,) bool: the strata never mix the items it calls positive with the others
+    (:func:`stratum_key`), whatever the decision's relation to the score; give it again to
+    :func:`strata_from_edges` and the estimates then split no stratum by that decision.
     """
-    values = _scores(scores)
+    raw = _scores(scores)
+    values = stratum_key(raw, decision)
     if n_strata < 1:
         raise ValueError(f"n_strata must be >= 1, got {n_strata}")
     if min_size < 1:
         raise ValueError(f"min_size must be >= 1, got {min_size}")
-    ordered = np.sort(values)
-    clipped = np.clip(ordered, 0.0, 1.0)
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    # The spread is the score's (the key only orders): sqrt(s (1 - s)) of the raw score.
+    clipped = np.clip(raw[order], 0.0, 1.0)
     spread = np.maximum(np.sqrt(clipped * (1.0 - clipped)), MIN_SD_SCORE)
     cumulative = np.cumsum(spread)
     targets = cumulative[-1] * np.arange(1, n_strata) / n_strata
@@ -188,6 +223,9 @@ def score_strata(
     # A boundary is a score value: stratum h+1 starts at the first item past the share.
     inner = {float(ordered[min(p + 1, len(ordered) - 1)]) for p in positions}
     cuts = {float(c) for c in cut_points}
+    if decision is not None:
+        # The thresholds apply on both sides of the split; the offset itself is a boundary.
+        cuts = cuts | {c + DECISION_OFFSET for c in cuts} | {DECISION_OFFSET}
     inner |= cuts
     inner = {edge for edge in inner if ordered[0] < edge <= ordered[-1]}
     edges = np.array([-np.inf, *sorted(inner), np.inf])
@@ -207,7 +245,7 @@ def score_strata(
             options.append((edges[h + 1] in cuts, sizes[h + 1], h + 1))
         _crosses, _size, edge = min(options)
         edges = np.delete(edges, edge)
-    return strata_from_edges(values, edges)
+    return strata_from_edges(raw, edges, decision=decision)
 
 
 # --------------------------------------------------------------------------------------------

@@ -18,15 +18,23 @@ TARGETS = estimates.TARGETS
 DEFAULT_CONFIDENCE = estimates.DEFAULT_CONFIDENCE
 
 
-def _strata(scores: np.ndarray, inner_edges: list[float]) -> estimates.Strata:
+def _strata(
+    scores: np.ndarray, inner_edges: list[float], split: np.ndarray | None
+) -> estimates.Strata:
     edges = np.array([-np.inf, *inner_edges, np.inf], dtype=np.float64)
-    return estimates.strata_from_edges(scores, edges)
+    return estimates.strata_from_edges(scores, edges, decision=split)
 
 
-def audit_design(scores: np.ndarray, *, n_strata: int, cut_points: list[float]) -> dict:
+def audit_design(
+    scores: np.ndarray, *, n_strata: int, cut_points: list[float], split: np.ndarray | None
+) -> dict:
     """The audit's strata for a frame's scores: {"edges": inner boundaries, "sizes": per
-    stratum, "mean_scores": per stratum}."""
-    strata = estimates.score_strata(scores, n_strata=n_strata, cut_points=cut_points)
+    stratum, "mean_scores": per stratum}. ``split`` (N,) bool: the decision no stratum
+    straddles (mlcore.estimates.stratum_key); the caller records which one it was and passes
+    it again with these edges."""
+    strata = estimates.score_strata(
+        scores, n_strata=n_strata, cut_points=cut_points, decision=split
+    )
     return {
         "edges": [float(edge) for edge in strata.edges[1:-1]],
         "sizes": [int(size) for size in strata.sizes],
@@ -39,6 +47,7 @@ def audit_next(
     scores: np.ndarray,
     *,
     edges: list[float],
+    split: np.ndarray | None,
     decision: np.ndarray,
     labeled: np.ndarray,
     labels: np.ndarray,
@@ -50,7 +59,7 @@ def audit_next(
     """Positions (M,) of the next audit items and their strata (M,): Neyman allocation of
     ``add`` more labels given the ``labeled`` positions' 0/1 ``labels`` and the ``pending``
     ones (drawn, not labeled yet), then a uniform draw within each stratum."""
-    strata = _strata(scores, edges)
+    strata = _strata(scores, edges, split)
     total = len(labeled) + len(pending) + add
     wanted = estimates.audit_allocation(
         strata, labeled, labels, total=total, decision=decision, target=target, pending=pending
@@ -64,6 +73,7 @@ def pool_estimates(
     scores: np.ndarray,
     *,
     edges: list[float],
+    split: np.ndarray | None,
     decisions: Mapping[str, np.ndarray],
     primary: str,
     labeled: np.ndarray,
@@ -77,7 +87,7 @@ def pool_estimates(
     ``widths`` ("prevalence", "precision", "recall" of the ``primary`` decision), the audit
     labels still needed to narrow its interval to that width (None: a census would not). The
     prevalence width is relative: a share of the prevalence estimate."""
-    strata = _strata(scores, edges)
+    strata = _strata(scores, edges, split)
     result = estimates.estimate_pool(
         strata,
         labeled,

@@ -7,7 +7,9 @@ math: docs/estimates.md):
 - **Frame and strata.** The first audit job of a model version fixes its frame: the pool images
   that version has scored, as of the job's start (``design.frame_until``), sorted by image id.
   The strata cut the frame's ranking scores (``Score.score``) by the score distribution, with
-  the version's decision thresholds as boundaries. Later audit jobs of the same version continue
+  the version's decision thresholds as boundaries, and never mix images the cascade calls
+  positive with the others (``design.split_by``: its AND of two stages is no threshold on the
+  ranking score). Later audit jobs of the same version continue
   the same audit: same frame, same strata (``audit_id`` names the first job).
 - **Allocation, updated as labels arrive.** Each job adds ``labels`` items, allocated by
   Neyman's rule from the positive rates the audit's labels show so far (the model's mean score
@@ -57,6 +59,8 @@ from labeling.services.params import (
 from labeling.services.queues import queue_get_or_create, queue_items_add
 
 DECISIONS = ("cascade", "stage1", "stage2")
+# The decision no stratum straddles, so the labels of a stratum speak for one side of it.
+SPLIT_BY = "cascade"
 # Strategies whose yield the forecast reports (the ones a model drives).
 MODEL_STRATEGIES = (
     Strategy.CONFIDENCE_BAND,
@@ -154,6 +158,14 @@ def _frame(version: ModelVersion, until) -> dict[str, Any]:
     return {"ids": ids, "scores": scores, "decisions": decisions, "cut_points": cut_points}
 
 
+def _split(design: dict, frame: dict) -> np.ndarray | None:
+    """The decision the audit's strata were split by: the cascade's since strata are split
+    (its AND of two stages is no threshold on the ranking score); audits started before keep
+    plain score strata."""
+    name = design.get("split_by")
+    return None if name is None else frame["decisions"][name]
+
+
 def _audit_jobs(project: Project, audit_id: int) -> list[Job]:
     """The jobs of one audit (its first job and those that continued it), oldest first."""
     return [
@@ -217,8 +229,12 @@ def _audit_body(job: Job) -> dict:
         frame = _frame(version, until)
         design = {
             **bridge.audit_design(
-                frame["scores"], n_strata=params["strata"], cut_points=frame["cut_points"]
+                frame["scores"],
+                n_strata=params["strata"],
+                cut_points=frame["cut_points"],
+                split=frame["decisions"][SPLIT_BY],
             ),
+            "split_by": SPLIT_BY,
             "frame_until": until.isoformat(),
             "frame_size": int(len(frame["ids"])),
             "model_version_id": version.pk,
@@ -239,6 +255,7 @@ def _audit_body(job: Job) -> dict:
             bridge.pool_estimates(
                 frame["scores"],
                 edges=design["edges"],
+                split=_split(design, frame),
                 decisions=frame["decisions"],
                 primary="cascade",
                 labeled=labeled,
@@ -250,6 +267,7 @@ def _audit_body(job: Job) -> dict:
     positions, strata = bridge.audit_next(
         frame["scores"],
         edges=design["edges"],
+        split=_split(design, frame),
         decision=frame["decisions"]["cascade"],
         labeled=labeled,
         labels=values,
@@ -389,6 +407,7 @@ def pool_estimates_get(
     estimates = bridge.pool_estimates(
         frame["scores"],
         edges=design["edges"],
+        split=_split(design, frame),
         decisions=frame["decisions"],
         primary="cascade",
         labeled=labeled,

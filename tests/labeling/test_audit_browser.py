@@ -20,17 +20,16 @@ import re
 
 import pytest
 
-from labeling.models import Image, Job, Queue, Score, Strategy
+from labeling.models import Job, Queue, Score, Strategy
 from labeling.services.queues import queue_get_or_create, queue_items_add
 from tests.factories import make_project, make_user
 from tests.labeling import worker as loop_worker
 from tests.labeling.browser import ARGS, CHROMIUM, session_cookie
+from tests.labeling.simulated import answer_on_page
 from tests.labeling.test_audit_e2e import simulated_pool, simulated_version
 from tests.labeling.test_browser import (
     all_keys,
     current_image_id,
-    wait_for_other_image,
-    wait_until_saved,
 )
 
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
@@ -44,29 +43,6 @@ pytestmark = pytest.mark.browser
 # Words that would tell an annotator why an item is there.
 TELLTALES = re.compile(r"audit|stratum|strata|pool_audit|strategy|confidence_band", re.I)
 FORBIDDEN_KEYS = {"strategy", "details", "priority", "audit_id", "stratum", "score"}
-
-
-def _label(page, count: int, responses: list, payloads: list) -> int:
-    """SIMULATION: press the key of each shown image's planted truth, ``count`` times (fewer if
-    the queue empties). Returns how many were labeled."""
-    done = 0
-    shown = wait_for_other_image(page, None)
-    while shown is not None and done < count:
-        assert not TELLTALES.search(page.locator("#stage").inner_html())
-        truth = Image.objects.get(pk=shown).metadata["true_label"]
-        page.keyboard.press("2" if truth == "disgusting" else "1")
-        done += 1
-        shown = wait_for_other_image(page, shown)
-        _read(responses, payloads)
-    wait_until_saved(page)
-    # Bodies must be read before the page navigates away from them.
-    _read(responses, payloads)
-    return done
-
-
-def _read(responses: list, payloads: list) -> None:
-    payloads.extend(r.json() for r in responses if r.status == 200)
-    responses.clear()
 
 
 def _figures(page) -> tuple[str, str]:
@@ -129,7 +105,7 @@ def test_audit_in_real_chromium(live_server, celery_worker, worker_storage):
             ann.on("response", lambda r: responses.append(r) if "/api/v1/" in r.url else None)
             payloads: list = []
             ann.goto(f"{base}/projects/{project.slug}/queues/{queue.pk}/label/")
-            assert _label(ann, 15, responses, payloads) == 15
+            assert answer_on_page(ann, 15, responses, payloads, telltales=TELLTALES) == 15
             refused = ann.goto(estimates_url)
             assert refused is not None and refused.status == 403
 
@@ -138,7 +114,7 @@ def test_audit_in_real_chromium(live_server, celery_worker, worker_storage):
             first_table, first_forecast = _figures(eng)
             assert eng.locator("#row-prevalence").is_visible()
             ann.goto(f"{base}/projects/{project.slug}/queues/{queue.pk}/label/")
-            labeled = _label(ann, 100, responses, payloads)
+            labeled = answer_on_page(ann, 100, responses, payloads, telltales=TELLTALES)
             assert labeled > 15
             eng.goto(estimates_url)
             second_table, second_forecast = _figures(eng)

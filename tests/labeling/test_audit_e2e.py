@@ -29,6 +29,7 @@ from labeling.models import Image, Job, Label, ModelVersion, Queue, QueueItem, S
 from labeling.selectors.labels import current_labels
 from labeling.services.queues import queue_get_or_create, queue_items_add
 from tests.factories import make_image, make_project, make_user
+from tests.labeling.simulated import answer_queue_by_api
 from tests.labeling.worker import (  # noqa: F401, F811 (fixtures)
     celery_worker,
     wait_for,
@@ -110,30 +111,6 @@ def _start_audit(engineer_api: APIClient, project, labels: int, worker) -> Job:
     return job
 
 
-def _label_everything(annotator_api: APIClient, queue: Queue) -> int:
-    """SIMULATION: the annotator answers every served item from the planted truth."""
-    done = 0
-    while True:
-        response = annotator_api.post(
-            reverse("api-queue-next", kwargs={"pk": queue.pk}), {"count": 50}, format="json"
-        )
-        assert response.status_code == 200, response.json()
-        leases = response.json()["leases"]
-        if not leases:
-            return done
-        for lease in leases:
-            assert not FORBIDDEN & set(lease), lease
-            assert not FORBIDDEN & set(lease["image"]), lease["image"]
-            image = Image.objects.get(pk=lease["image"]["id"])
-            response = annotator_api.post(
-                reverse("api-lease-submit", kwargs={"pk": lease["lease"]}),
-                {"value": image.metadata["true_label"]},
-                format="json",
-            )
-            assert response.status_code == 200, response.json()
-            done += 1
-
-
 def _horvitz_thompson_prevalence(project, jobs: list[Job]) -> float:
     """The prevalence estimate recomputed by hand from the audit's own draws and labels."""
     design = jobs[0].result["design"]
@@ -179,7 +156,7 @@ def test_pool_audit_end_to_end(celery_worker, worker_storage):  # noqa: F811
     queue = queue_get_or_create(project=project, kind=Queue.Kind.LABELING)
     top = [s.image_id for s in scores.order_by("-score")[:40]]
     queue_items_add(queue=queue, images=top, strategy=Strategy.CONFIDENCE_BAND, priority=3.0)
-    assert _label_everything(annotator_api, queue) == 40
+    assert answer_queue_by_api(annotator_api, queue, forbidden=FORBIDDEN) == 40
 
     # Nothing to estimate before an audit; annotators may not even ask.
     assert lead_api.get(reverse("api-project-estimates", args=[project.slug])).json() == {
@@ -196,7 +173,7 @@ def test_pool_audit_end_to_end(celery_worker, worker_storage):  # noqa: F811
     # Drawn images someone already labeled are observed, not asked again.
     asked = QueueItem.objects.filter(queue=queue, strategy=Strategy.POOL_AUDIT)
     assert asked.count() == first.result["queued"] == 60 - first.result["already_labeled"]
-    answered = _label_everything(annotator_api, queue)
+    answered = answer_queue_by_api(annotator_api, queue, forbidden=FORBIDDEN)
     assert answered == asked.count()
     assert Label.objects.filter(strategy=Strategy.POOL_AUDIT, project=project).count() == answered
 
@@ -204,7 +181,7 @@ def test_pool_audit_end_to_end(celery_worker, worker_storage):  # noqa: F811
     assert second.result["audit_id"] == first.pk and "design" not in second.result
     assert second.result["sample_before"] == 60
     assert not set(second.result["drawn"]) & set(first.result["drawn"])
-    _label_everything(annotator_api, queue)
+    answer_queue_by_api(annotator_api, queue, forbidden=FORBIDDEN)
 
     response = lead_api.get(reverse("api-project-estimates", args=[project.slug]))
     assert response.status_code == 200

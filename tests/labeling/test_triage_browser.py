@@ -21,12 +21,13 @@ import re
 
 import pytest
 
-from labeling.models import Image, Queue, QueueItem, Strategy, TriageRun
+from labeling.models import Queue, QueueItem, Strategy, TriageRun
 from tests.factories import make_project, make_user
 from tests.labeling import worker as loop_worker
 from tests.labeling.browser import ARGS, CHROMIUM, session_cookie
+from tests.labeling.simulated import answer_on_page
 from tests.labeling.test_audit_e2e import simulated_pool, simulated_version
-from tests.labeling.test_browser import all_keys, wait_for_other_image, wait_until_saved
+from tests.labeling.test_browser import all_keys
 
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
@@ -38,24 +39,6 @@ pytestmark = pytest.mark.browser
 
 TELLTALES = re.compile(r"triage|audit|strategy|confirm_at|machine", re.I)
 FORBIDDEN_KEYS = {"strategy", "details", "priority", "triage_run", "score", "rule"}
-
-
-def _label(page, count: int, responses: list, payloads: list) -> int:
-    """SIMULATION: press the key of each shown image's planted truth."""
-    done = 0
-    shown = wait_for_other_image(page, None)
-    while shown is not None and done < count:
-        assert not TELLTALES.search(page.locator("#stage").inner_html())
-        truth = Image.objects.get(pk=shown).metadata["true_label"]
-        page.keyboard.press("2" if truth == "disgusting" else "1")
-        done += 1
-        shown = wait_for_other_image(page, shown)
-        payloads.extend(r.json() for r in responses if r.status == 200)
-        responses.clear()
-    wait_until_saved(page)
-    payloads.extend(r.json() for r in responses if r.status == 200)
-    responses.clear()
-    return done
 
 
 @pytest.mark.django_db(transaction=True)
@@ -118,7 +101,7 @@ def test_triage_in_real_chromium(live_server, celery_worker, worker_storage):  #
             assert not TELLTALES.search(ann.locator("main").inner_text())
             queue = Queue.objects.get(project=project, kind=Queue.Kind.LABELING)
             ann.goto(f"{base}/projects/{project.slug}/queues/{queue.pk}/label/")
-            assert _label(ann, audited, responses, payloads) == audited
+            assert answer_on_page(ann, audited, responses, payloads, telltales=TELLTALES) == audited
             refused = ann.goto(estimates_url)
             assert refused is not None and refused.status == 403
 

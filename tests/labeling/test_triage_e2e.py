@@ -34,6 +34,7 @@ from labeling.services.imports import images_import
 from labeling.services.queues import queue_get_or_create
 from tests.factories import make_image, make_project, make_user, png_bytes
 from tests.labeling import worker as loop_worker
+from tests.labeling.simulated import answer_queue_by_api
 from tests.labeling.worker import make_cascade_version, wait_for
 
 celery_worker = loop_worker.celery_worker
@@ -86,30 +87,6 @@ def simulated_pool_and_version(project) -> dict[int, bool]:
     return {image.pk: bool(t) for image, t in zip(images, truth, strict=True)}
 
 
-def _label_queue(api: APIClient, queue: Queue) -> int:
-    """SIMULATION: the annotator answers every served item from the planted truth."""
-    done = 0
-    while True:
-        response = api.post(
-            reverse("api-queue-next", kwargs={"pk": queue.pk}), {"count": 50}, format="json"
-        )
-        assert response.status_code == 200, response.json()
-        leases = response.json()["leases"]
-        if not leases:
-            return done
-        for lease in leases:
-            assert not FORBIDDEN & set(lease), lease
-            assert not FORBIDDEN & set(lease["image"]), lease["image"]
-            image = Image.objects.get(pk=lease["image"]["id"])
-            response = api.post(
-                reverse("api-lease-submit", kwargs={"pk": lease["lease"]}),
-                {"value": image.metadata["true_label"]},
-                format="json",
-            )
-            assert response.status_code == 200, response.json()
-            done += 1
-
-
 def _run_decided(run: TriageRun, worker, *, at_least: int) -> None:
     wait_for(
         lambda: run.decisions.count() >= at_least,
@@ -156,7 +133,7 @@ def test_triage_accepts_a_share_and_its_audit_measures_its_error(celery_worker, 
 
     # The annotator labels the labeling queue (triage's audit items among it) from the truth;
     # every audit label makes the worker check the pause rule.
-    assert _label_queue(apis[annotator], labeling) == len(audited)
+    assert answer_queue_by_api(apis[annotator], labeling, forbidden=FORBIDDEN) == len(audited)
     true_rate = sum(truth[i] for i in accepted) / len(accepted)
     figures = apis[lead].get(url).json()["triage"]
     error = figures["error"]
@@ -192,7 +169,7 @@ def test_triage_accepts_a_share_and_its_audit_measures_its_error(celery_worker, 
     _run_decided(loose, celery_worker, at_least=unlabeled)
     accepted = set(loose.decisions.filter(route="accepted").values_list("image_id", flat=True))
     assert sum(truth[i] for i in accepted) > 0  # the planted truth: it accepts positives
-    _label_queue(apis[annotator], labeling)
+    answer_queue_by_api(apis[annotator], labeling, forbidden=FORBIDDEN)
 
     def paused() -> bool:
         loose.refresh_from_db()

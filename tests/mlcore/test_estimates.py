@@ -48,6 +48,29 @@ def test_strata_respect_cut_points_and_minimum_size():
     assert single.count == 1 and single.sizes[0] == len(scores)
 
 
+def test_strata_split_by_a_decision_that_is_no_threshold_on_the_score():
+    """The cascade ranks by min(stage 1, stage 2) and calls positive when both pass their own
+    thresholds: images called positive and negative share score ranges. Split by the decision,
+    no stratum mixes them, the mean scores stay the scores' (not the shifted key's), and the
+    same edges with the same decision give the same strata back."""
+    rng = np.random.default_rng(1)
+    s1, s2 = rng.uniform(size=5000), rng.uniform(size=5000)
+    scores, decision = np.minimum(s1, s2), (s1 >= 0.2) & (s2 >= 0.9)
+    plain = estimates.score_strata(scores, n_strata=6, cut_points=[0.2, 0.9])
+    mixed = [h for h in range(plain.count) if 0 < decision[plain.index == h].mean() < 1]
+    assert mixed  # without the split, the decision straddles strata
+    split = estimates.score_strata(scores, n_strata=6, cut_points=[0.2, 0.9], decision=decision)
+    assert split.sizes.sum() == len(scores)
+    for h in range(split.count):
+        called = decision[split.index == h]
+        assert called.all() or not called.any()
+        assert split.mean_scores[h] == pytest.approx(scores[split.index == h].mean())
+    again = estimates.strata_from_edges(scores, split.edges, decision=decision)
+    assert np.array_equal(again.index, split.index)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        estimates.score_strata(scores * 2, decision=decision)
+
+
 def test_neyman_allocation_is_proportional_within_bounds():
     sizes = np.array([1000, 1000, 100])
     spreads = np.array([0.1, 0.2, 0.4])
