@@ -168,7 +168,8 @@ IMAGECLEAN_MAX_REQUEST_BYTES = int(
 IMAGECLEAN_MAX_UPLOAD_BYTES = int(os.environ.get("IMAGECLEAN_MAX_UPLOAD_BYTES", 50 * 1024 * 1024))
 # An import request over either of these (all its files together) is not imported in the
 # request: its files are staged to disk and an import job does it, with progress and a report
-# on the job's page (labeling.services.imports.import_runs_as_job; docs/jobs.md).
+# on the job's page (labeling.services.imports.import_runs_as_job; docs/jobs.md). Workers on
+# other hosts than the web need the staging folder on shared disk.
 IMAGECLEAN_IMPORT_JOB_BYTES = int(os.environ.get("IMAGECLEAN_IMPORT_JOB_BYTES", 16 * 1024 * 1024))
 IMAGECLEAN_IMPORT_JOB_FILES = int(os.environ.get("IMAGECLEAN_IMPORT_JOB_FILES", 100))
 IMAGECLEAN_IMPORT_STAGING_DIR = Path(

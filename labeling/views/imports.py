@@ -7,6 +7,7 @@ report."""
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect, render
@@ -43,6 +44,9 @@ def project_import(request, slug: str):
         "project": project,
         "formats": sorted(set(ALLOWED_FORMATS.values())),
         "image_count": project.images.count(),
+        # Above either, the batch is imported by a job (import_runs_as_job).
+        "job_megabytes": settings.IMAGECLEAN_IMPORT_JOB_BYTES // (1024 * 1024),
+        "job_files": settings.IMAGECLEAN_IMPORT_JOB_FILES,
     }
     if request.method == "POST":
         uploads = request.FILES.getlist("files")

@@ -53,7 +53,10 @@ def test_the_threshold_is_one_rule_on_bytes_and_files(settings):
 
 def test_below_the_threshold_the_request_imports(settings, staging):
     settings.IMAGECLEAN_IMPORT_JOB_FILES = 3
+    settings.IMAGECLEAN_IMPORT_JOB_BYTES = 8 * 1024 * 1024
     _engineer, project, client = _engineer_and_project()
+    page = client.get(f"/projects/{project.slug}/import/").content.decode()
+    assert "Batches over 8 MB or 3 files are imported in the background" in page
     response = client.post(
         f"/projects/{project.slug}/import/",
         {"files": [_upload(f"{n}.png", png_bytes(70_000 + n)) for n in range(3)]},
