@@ -58,6 +58,7 @@ PYTHON = sys.executable
 PG_ADMIN_URL = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432")
 PG_DB = "imageclean_bench_latency"
 ANNOTATORS = 50
+BOOT_TIMEOUT_S = 180
 
 
 # --- Processes ------------------------------------------------------------------------------
@@ -123,7 +124,8 @@ class Server:
             env=env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         self.workers, self.threads = workers, threads
-        deadline = time.monotonic() + 60
+        # Booting Django in every worker takes seconds on a busy shared machine.
+        deadline = time.monotonic() + BOOT_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 self.log.seek(0)
@@ -141,7 +143,10 @@ class Server:
                     return
             except OSError:
                 time.sleep(0.3)
-        raise RuntimeError("gunicorn did not answer within 60 s")
+        self.log.seek(0)
+        log = self.log.read().decode()[-3000:]
+        self.stop()  # no gunicorn left behind by a failed start
+        raise RuntimeError(f"gunicorn did not answer within {BOOT_TIMEOUT_S} s:\n{log}")
 
     def stop(self) -> None:
         self.proc.terminate()
