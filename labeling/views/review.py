@@ -9,7 +9,8 @@
   with their comments. It hands the next items' heat maps to the page to fetch ahead. Leads see
   it unblurred unless they chose a protection. Keys (static/labeling/review.js, declared in
   labeling/keys.py): confirm, flip, a class or sub-category key, skip, comment, send back, undo.
-- `project-review-resolve` takes one step (`labeling.services.review.review_decide`).
+- `project-review-resolve` takes one step (`labeling.services.review.review_decide`);
+  `project-review-undo` walks back the lead's last one and shows that item again.
 - `project-review-gradcam` serves the Grad-CAM PNG (leads only, private cache): the stored one
   when the noise job made it with the active version, else rendered now. Headers say which
   (`X-Gradcam-Source: stored | rendered`) and whether the map had a focus

@@ -53,6 +53,10 @@ def test_labeling_grid_and_review_pages_fit_a_phone(live_server, client):
     review_project, _annotator, lead, _image, _label, _item = flagged_world()
     review_project.blur_images = True
     review_project.save()
+    # Leads see review evidence unblurred unless they ask for it (issue 9, item 7): this one did.
+    from labeling.services.preferences import preference_update
+
+    preference_update(user=lead, project=review_project, protection="blur")
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
@@ -91,7 +95,7 @@ def test_labeling_grid_and_review_pages_fit_a_phone(live_server, client):
             login(context, live_server, client, lead)
             page = context.new_page()
             page.goto(f"{live_server.url}/projects/{review_project.slug}/review/")
-            figure = page.locator(".review figure.blur-on").first
+            figure = page.locator("#review-page.blur-on .review-evidence figure").first
             image = figure.locator("img")
             assert "blur" in image.evaluate("img => getComputedStyle(img).filter")
             figure.tap()
