@@ -133,6 +133,12 @@ def images_import_staged(self, job_id: int) -> None:
     imports.staged_import_run(job_id=job_id, retry=self.request.retries > 0)
 
 
+@shared_task(name="labeling.tasks.import_staging_sweep", **DEFAULT_TASK)
+def import_staging_sweep() -> list[str]:
+    """Periodic: remove staged uploads no queued or running import job needs."""
+    return imports.staging_sweep()
+
+
 @shared_task(name="labeling.tasks.triage_check", **DEFAULT_TASK)
 def triage_check(project_id: int) -> str | None:
     """Triage's pause rule, after an audit label arrives."""

@@ -381,3 +381,8 @@ CELERY_BEAT_SCHEDULE["recover-stalled-jobs"] = {
     "task": "labeling.tasks.jobs_recover",
     "schedule": 60.0,
 }
+# Staged uploads of import jobs that will never run (labeling.services.imports.staging_sweep).
+CELERY_BEAT_SCHEDULE["sweep-import-staging"] = {
+    "task": "labeling.tasks.import_staging_sweep",
+    "schedule": 3600.0,
+}

@@ -30,6 +30,7 @@ import os
 import re
 import shutil
 import threading
+import time
 import uuid
 import warnings
 import zipfile
@@ -677,6 +678,34 @@ def staged_import_run(*, job_id: int, retry: bool = False) -> None:
     from labeling.services.jobs import job_run
 
     job_run(job_id=job_id, body=staged_import_body, retry=retry)
+
+
+def staging_sweep(*, min_age_seconds: float = 3600) -> list[str]:
+    """Remove staged folders no queued or running import job needs: a job cancelled before it
+    started never runs its body (which removes its folder), a job row may be deleted, a request
+    may die between staging and creating its job. Folders younger than `min_age_seconds` are
+    left alone (a request may be staging one now). Returns the tokens removed."""
+    from labeling.models import Job
+
+    root = Path(settings.IMAGECLEAN_IMPORT_STAGING_DIR)
+    if not root.is_dir():
+        return []
+    active = {
+        params.get("staging")
+        for params in Job.objects.filter(
+            kind=Job.Kind.IMPORT, status__in=[Job.Status.QUEUED, Job.Status.RUNNING]
+        ).values_list("params", flat=True)
+    }
+    cutoff = time.time() - min_age_seconds
+    removed = []
+    for folder in root.iterdir():
+        if folder.name in active or not re.fullmatch(r"[0-9a-f]{32}", folder.name):
+            continue
+        if folder.stat().st_mtime > cutoff:
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder.name)
+    return removed
 
 
 def decode_image(content: bytes) -> tuple[str, int, int, bytes]:

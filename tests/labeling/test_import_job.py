@@ -16,7 +16,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
 from labeling.models import Image, Job, QueueItem
-from labeling.services.imports import import_runs_as_job, staged_import_run
+from labeling.services.imports import import_runs_as_job, staged_import_run, staging_sweep
+from labeling.services.jobs import job_cancel
 from tests.factories import make_project, make_user, png_bytes
 from tests.labeling.test_import import noise_png, png_claiming, zip_of
 from tests.labeling.worker import CeleryWorker, broker_flush, use_worker_storage, wait_for
@@ -200,3 +201,23 @@ def test_an_import_job_resumes_after_its_worker_is_killed(settings, tmp_path):
     assert Image.objects.filter(project=project).values("content_hash").distinct().count() == 150
     assert not (settings.IMAGECLEAN_IMPORT_STAGING_DIR / job.params["staging"]).exists()
     assert time.monotonic() - started < 120
+
+
+def test_the_sweep_removes_staged_files_no_job_needs(settings, staging):
+    """A job cancelled before it started never runs its body, which is what removes its
+    folder; the hourly sweep does, and leaves a queued job's folder alone."""
+    settings.IMAGECLEAN_IMPORT_JOB_FILES = 0
+    engineer, project, client = _engineer_and_project()
+    for n in range(2):
+        client.post(
+            f"/projects/{project.slug}/import/",
+            {"files": [_upload("a.png", png_bytes(75_000 + n))]},
+        )
+    cancelled, queued = Job.objects.filter(kind=Job.Kind.IMPORT).order_by("pk")
+    job_cancel(job=cancelled, by=engineer)
+    (staging / "not-a-token").mkdir()
+    assert staging_sweep() == []  # both folders are younger than an hour
+    assert staging_sweep(min_age_seconds=0) == [cancelled.params["staging"]]
+    assert sorted(p.name for p in staging.iterdir()) == sorted(
+        [queued.params["staging"], "not-a-token"]
+    )
