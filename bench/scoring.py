@@ -217,7 +217,6 @@ def _write_path(n: int, seed: int) -> dict:
         status=Job.Status.RUNNING,
         model_version=version,
         params={"shard_size": SHARD_SIZE, "batch_size": BATCH_SIZE},
-        result={"images": n, "scored": 0, "error_count": 0, "errors": []},
         started_at=timezone.now(),
         heartbeat_at=timezone.now(),
     )

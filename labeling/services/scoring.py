@@ -136,8 +136,8 @@ def images_to_score(*, project: Project, model_version: ModelVersion):
 # --- The planning task ------------------------------------------------------------------------
 def shards_plan(job: Job) -> list[int]:
     """Cut what the job's version has not scored into JobShards of at most `shard_size` ids
-    (ascending) and return the ids. Inside the planner's transaction; bench/scoring.py times it
-    at pool scale."""
+    (ascending), start the job's counters, and return the ids. Inside the planner's
+    transaction; bench/scoring.py times it at pool scale."""
     ids = list(
         images_to_score(project=job.project, model_version=job.model_version).values_list(
             "pk", flat=True
@@ -152,6 +152,16 @@ def shards_plan(job: Job) -> list[int]:
         ignore_conflicts=True,  # a concurrent planner made them: same ids, same rows
         batch_size=500,
     )
+    # The counters the shards' commits keep (_shard_counts).
+    job.result = {
+        "images": len(ids),
+        "shards": (len(ids) + size - 1) // size,
+        "shards_done": 0,
+        "scored": 0,
+        "error_count": 0,
+        "errors": [],
+    }
+    Job.objects.filter(pk=job.pk).update(result=job.result)
     return ids
 
 
@@ -165,9 +175,6 @@ def _plan(job: Job) -> dict | None:
             size = int(job.params["shard_size"])
             if not ids:
                 return {"images": 0, "shards": 0, "scored": 0, "error_count": 0, "errors": []}
-            Job.objects.filter(pk=job.pk).update(
-                result={"images": len(ids), "scored": 0, "error_count": 0, "errors": []}
-            )
             job_progress(
                 job_id=job.pk,
                 stage="scoring",
@@ -221,8 +228,7 @@ def score_shard_run(*, job_id: int, shard_index: int) -> None:
     # Mark the shard started (its attempts count), so recovery knows which shards a dead
     # worker held: a pending shard with attempts > 0 and a stale job heartbeat.
     JobShard.objects.filter(pk=shard.pk).update(attempts=F("attempts") + 1)
-    total_shards = job.shards.count()
-    done_shards = job.shards.filter(status=JobShard.Status.DONE).count()
+    total_shards, done_shards = _shard_counts(job)
     try:
         cascade = load_cascade_cached(job.model_version, device=settings.IMAGECLEAN_ML_DEVICE)
         names = dict(Image.objects.filter(pk__in=shard.image_ids).values_list("pk", "file"))
@@ -307,6 +313,18 @@ def scores_upsert(*, model_version_id: int, records) -> int:
     return len(records)
 
 
+def _shard_counts(job: Job) -> tuple[int, int]:
+    """(shards, shards done). Kept as counters in the job's result: set by the planner, and
+    `shards_done` raised by each shard's commit, which marks its shard done under the job's
+    row lock, so the counter is exact without counting a million-image job's thousands of
+    shard rows at every commit (that cost grew with the job: bench/scoring.py). A job planned
+    before the counters existed is counted."""
+    result = job.result or {}
+    if "shards" in result and "shards_done" in result:
+        return int(result["shards"]), int(result["shards_done"])
+    return job.shards.count(), job.shards.filter(status=JobShard.Status.DONE).count()
+
+
 def _progress_at_least(job_id: int, percent: float) -> None:
     """Raise the job's percent to `percent`, never lower it. Shards run in parallel and each
     estimates from the shards done when it started plus its own batches, so one shard's
@@ -321,6 +339,7 @@ def _shard_commit(*, job_id: int, shard: JobShard, outcome) -> None:
         job = Job.objects.select_for_update().get(pk=job_id)
         if job.status != Job.Status.RUNNING:
             return  # cancelled or failed while this shard ran: its results are dropped
+        total, done = _shard_counts(job)  # before this shard is marked
         marked = JobShard.objects.filter(pk=shard.pk, status=JobShard.Status.PENDING).update(
             status=JobShard.Status.DONE, finished_at=now
         )
@@ -330,10 +349,9 @@ def _shard_commit(*, job_id: int, shard: JobShard, outcome) -> None:
         _merge_errors(job, outcome.errors)
         result = job.result
         result["scored"] = int(result.get("scored") or 0) + len(outcome.records)
-        total = job.shards.count()
-        pending = job.shards.filter(status=JobShard.Status.PENDING).count()
+        pending = total - (done + 1)
         result["shards"] = total
-        result["shards_done"] = total - pending
+        result["shards_done"] = done + 1
         # The aggregate over the shards: the share done (at least any shard's estimate).
         job.percent = max(job.percent, 100.0 * (total - pending) / total)
         job.heartbeat_at = now
