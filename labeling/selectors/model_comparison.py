@@ -15,7 +15,6 @@ from collections.abc import Sequence
 import numpy as np
 from django.utils.translation import gettext as _
 
-from labeling.ml import comparison as bridge
 from labeling.models import Image, Job, ModelVersion, Project, Score
 from labeling.selectors.labels import current_labels
 
@@ -36,6 +35,14 @@ def _metric_label(name: str) -> str:
     return {"precision": _("precision"), "recall": _("recall"), "ap": "AP"}[name]
 
 
+def _bridge():
+    # Imported on first use: mlcore.evaluation imports torch (through mlcore.cascade) and
+    # scipy, which a web worker must not load at start-up (tests/test_web_imports.py).
+    from labeling.ml import comparison
+
+    return comparison
+
+
 def _stage_figures(metrics: dict, stage: str) -> dict:
     found = metrics.get(stage) or {}
     tp, fp, fn = found.get("tp"), found.get("fp"), found.get("fn")
@@ -53,9 +60,9 @@ def _stage_figures(metrics: dict, stage: str) -> dict:
     # Versions stored before the intervals were kept still have their counts: the interval is
     # recomputed from them (the same Wilson interval mlcore.evaluation computes at training).
     if tp is not None and fp is not None and figures["precision_ci"] is None:
-        figures["precision_ci"] = bridge.interval(tp, tp + fp)
+        figures["precision_ci"] = _bridge().interval(tp, tp + fp)
     if tp is not None and fn is not None and figures["recall_ci"] is None:
-        figures["recall_ci"] = bridge.interval(tp, tp + fn)
+        figures["recall_ci"] = _bridge().interval(tp, tp + fn)
     figures["predicted_positive"] = tp + fp if tp is not None and fp is not None else None
     figures["positives"] = tp + fn if tp is not None and fn is not None else None
     return figures
@@ -204,7 +211,7 @@ def _curves(project: Project, versions: Sequence[ModelVersion]) -> dict:
         found = scored[version.pk]
         scores = np.array([found[i][0] for i in common], dtype=np.float64)
         decisions = np.array([found[i][1] for i in common], dtype=bool)
-        result["by_version"][version.pk] = bridge.validation_curve(scores, decisions, y)
+        result["by_version"][version.pk] = _bridge().validation_curve(scores, decisions, y)
     return result
 
 
@@ -258,5 +265,5 @@ def compare_versions(*, project: Project, versions: Sequence[ModelVersion]) -> d
         "versions": rows,
         "curves": curves,
         "min_trusted": MIN_TRUSTED,
-        "interval": bridge.INTERVAL_METHOD,
+        "interval": _bridge().INTERVAL_METHOD,
     }
