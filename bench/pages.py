@@ -109,8 +109,12 @@ def run(
             _child(env, "-m", "bench.pages", "seed", str(n_images), str(n_labels), str(seed))
         )
         figures["seed"]["seconds_with_migrate"] = round(time.perf_counter() - started, 1)
+    give_up_s = 5 if quick else 20
+    # Every connection of the measuring process (Django may open one per request) gets the
+    # statement timeout from libpq's PGOPTIONS.
+    measure_env = {**env, "PGOPTIONS": f"-c statement_timeout={give_up_s * 1000}"}
     figures["measure"] = json.loads(
-        _child(env, "-m", "bench.pages", "measure", str(reps), "5" if quick else "20")
+        _child(measure_env, "-m", "bench.pages", "measure", str(reps), str(give_up_s))
     )
     slow = [
         name
@@ -424,10 +428,15 @@ def _measure(reps: int, give_up_s: int) -> dict:
         "lead": User.objects.get(username="bench-lead"),
         "engineer": User.objects.get(username="bench-engineer"),
     }
-    # A statement slower than this fails its request (answered 500, reported as such), so a
-    # page that reads the whole pool cannot hold the run up for an hour.
+    # A statement slower than give_up_s fails its request (PGOPTIONS, set by run(); answered
+    # 500, reported as such), so a page that reads the whole pool cannot hold the run up.
     with connection.cursor() as cur:
-        cur.execute(f"SET statement_timeout = {int(give_up_s * 1000)}")
+        cur.execute("SHOW statement_timeout")
+        statement_timeout = cur.fetchone()[0]
+        rows = {}
+        for table in ("image", "label", "currentlabel", "queueitem"):
+            cur.execute(f"SELECT count(*) FROM labeling_{table}")  # noqa: S608 - fixed names
+            rows[table] = cur.fetchone()[0]
     clients = {}
     for role, user in users.items():
         client = Client(HTTP_HOST="localhost", raise_request_exception=False)
@@ -471,7 +480,12 @@ def _measure(reps: int, give_up_s: int) -> dict:
             ),
         }
         print(f"{name}: p95 {p95:.1f} ms", file=sys.stderr)
-    return {"reps": reps, "endpoints": results}
+    return {
+        "reps": reps,
+        "statement_timeout": statement_timeout,
+        "rows": rows,
+        "endpoints": results,
+    }
 
 
 def _child_main(argv: list[str]) -> None:
