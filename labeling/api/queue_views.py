@@ -211,7 +211,10 @@ class QueueSubmitNextApi(_LabelingApi):
                     entry = dict(entries[0])
                     labels = [
                         lease_submit_quick(
-                            lease=leases[entry.pop("lease")], annotator=request.user, **entry
+                            lease=leases[entry.pop("lease")],
+                            annotator=request.user,
+                            in_transaction=True,
+                            **entry,
                         )
                     ]
                 else:

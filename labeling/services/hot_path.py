@@ -95,9 +95,13 @@ def lease_submit_quick(
     subcategory: str = "",
     duration_ms: int | None = None,
     client_id: str = "",
+    in_transaction: bool = False,
 ) -> Label:
     """`labels.lease_submit`, same arguments and outcomes, for a lease loaded with its item,
-    queue and project (labeling.api.queue_views does, in one statement)."""
+    queue and project (labeling.api.queue_views does, in one statement).
+
+    `in_transaction`: the caller has opened the transaction (submit-and-claim) and fails as a
+    whole when this raises, so no savepoint (two round trips) is taken here."""
     entry = _entry(
         lease=lease,
         annotator=annotator,
@@ -107,9 +111,9 @@ def lease_submit_quick(
         client_id=client_id,
     )
     now = timezone.now()
-    # No savepoint inside a caller's transaction (submit-and-claim): an error here fails the
-    # whole request anyway, and a savepoint is two more round trips.
-    with transaction.atomic(savepoint=False):
+    if in_transaction:
+        return _submit_one_locked(entry=entry, annotator=annotator, item=_lock(entry), now=now)
+    with transaction.atomic():
         return _submit_one_locked(entry=entry, annotator=annotator, item=_lock(entry), now=now)
 
 
@@ -144,6 +148,7 @@ def labels_submit_in_order(*, annotator: User, entries: list[dict]) -> list[Labe
         raise ValidationError({"entries": _("Each lease may appear once in a batch.")})
     now = timezone.now()
     labels: dict[int, Label] = {}
+    # Called inside submit-and-claim's transaction, which fails as a whole when this raises.
     with transaction.atomic(savepoint=False):
         for index in sorted(range(len(parsed)), key=lambda i: parsed[i].lease.item_id):
             entry = replace(parsed[index], page_size=None)

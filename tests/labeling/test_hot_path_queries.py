@@ -30,24 +30,24 @@ from tests.factories import make_image, make_project, make_queue, make_user
 
 pytestmark = pytest.mark.django_db
 
-# Counted in a test, inside the test's own transaction: the hot path's transactions open with
-# atomic(savepoint=False), so neither a SAVEPOINT pair here nor BEGIN / COMMIT on a server is
-# a statement of its own. The claim and submit statements are written out as SQL
-# (labeling.services.hot_sql).
+# Counted in a test, inside the test's own transaction, where a transaction of the code is a
+# SAVEPOINT / RELEASE pair (BEGIN / COMMIT on a server, which are not statements of their own).
+# The claim's transaction takes no savepoint when nested (atomic(savepoint=False)). The claim
+# and submit statements are written out as SQL (labeling.services.hot_sql).
 # Token request: token + roles (1), queue with its project in the caller's projects (1), own
 # leases (1), claim with SKIP LOCKED (1), INSERT the lease after re-reading the item's leases in
 # the same statement (1). (Before issue 11: 10, BEGIN/SAVEPOINT and COMMIT/RELEASE included.)
 NEXT_QUERIES = 5
 # With the progress counts the labeling page shows, counted afresh: two more.
 NEXT_WITH_PROGRESS_QUERIES = 7
-# Token + roles (1), own lease with item, queue and project (1), item lock (1), the person's
-# labels on the item / with this client_id (1), and on PostgreSQL one statement that completes
-# the lease if it is still current, inserts the label and counts it on the item (1).
-# (Before: 10.)
-SUBMIT_QUERIES = 5
+# Token + roles (1), own lease with item, queue and project (1), SAVEPOINT, item lock (1), the
+# person's labels on the item / with this client_id (1), and on PostgreSQL one statement that
+# completes the lease if it is still current, inserts the label and counts it on the item (1),
+# RELEASE. (Before: 10.)
+SUBMIT_QUERIES = 7
 # Submit-and-claim, one round trip and one transaction: token + roles, queue, the lease (3),
 # SAVEPOINT (the view's transaction, inside the test's), the submit without token and lease (3),
-# the claim without token and queue (3), RELEASE. Against 10 for next + submit now, 20 before.
+# the claim without token and queue (3), RELEASE. Against 12 for next + submit now, 20 before.
 SUBMIT_NEXT_QUERIES = 11
 # A browser session adds the session row and the user, and reads the roles separately.
 SESSION_EXTRA = 3
