@@ -149,6 +149,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the audited model: the cascade the app trains (default) or its baseline probe",
     )
     parser.add_argument(
+        "--labeled",
+        type=int,
+        default=None,
+        help="negatives in the labeled set the cascade trains on, positives at 1% (full: 20,000)",
+    )
+    parser.add_argument(
         "--population",
         type=int,
         default=None,
@@ -563,6 +569,7 @@ def run(
     target: str = "balanced",
     model: str = "cascade",
     population: int | None = None,
+    labeled: int | None = None,
 ) -> dict[str, Any]:
     threads = common.limit_threads()
     budget = QUICK if quick else FULL
@@ -570,6 +577,8 @@ def run(
         budget = replace(budget, audits=audits)
     if population is not None:
         budget = replace(budget, population=population)
+    if labeled is not None:
+        budget = replace(budget, train_negatives=labeled)
     beta_prior = tuple(float(v) for v in prior.split(",")) if prior else estimates.DEFAULT_PRIOR
     # The cache key leaves out what only the audits use, so every audit option reuses one fit.
     model_budget = replace(budget, audits=0, population=0, labels={}, grid_points=0, draws=0)

@@ -206,26 +206,21 @@ def score_strata(
     (:func:`stratum_key`), whatever the decision's relation to the score; give it again to
     :func:`strata_from_edges` and the estimates then split no stratum by that decision.
     """
-    raw = _scores(scores)
-    values = stratum_key(raw, decision)
     if n_strata < 1:
         raise ValueError(f"n_strata must be >= 1, got {n_strata}")
     if min_size < 1:
         raise ValueError(f"min_size must be >= 1, got {min_size}")
-    order = np.argsort(values, kind="stable")
-    ordered = values[order]
-    # The spread is the score's (the key only orders): sqrt(s (1 - s)) of the raw score.
-    clipped = np.clip(raw[order], 0.0, 1.0)
-    spread = np.maximum(np.sqrt(clipped * (1.0 - clipped)), MIN_SD_SCORE)
-    cumulative = np.cumsum(spread)
+    values = _scores(scores)
+    if decision is not None:
+        return _strata_split_by(values, decision, n_strata, cut_points, min_size)
+    ordered = np.sort(values)
+    clipped = np.clip(ordered, 0.0, 1.0)
+    cumulative = np.cumsum(_score_spread(clipped))
     targets = cumulative[-1] * np.arange(1, n_strata) / n_strata
     positions = np.searchsorted(cumulative, targets, side="left")
     # A boundary is a score value: stratum h+1 starts at the first item past the share.
     inner = {float(ordered[min(p + 1, len(ordered) - 1)]) for p in positions}
     cuts = {float(c) for c in cut_points}
-    if decision is not None:
-        # The thresholds apply on both sides of the split; the offset itself is a boundary.
-        cuts = cuts | {c + DECISION_OFFSET for c in cuts} | {DECISION_OFFSET}
     inner |= cuts
     inner = {edge for edge in inner if ordered[0] < edge <= ordered[-1]}
     edges = np.array([-np.inf, *sorted(inner), np.inf])
@@ -245,7 +240,38 @@ def score_strata(
             options.append((edges[h + 1] in cuts, sizes[h + 1], h + 1))
         _crosses, _size, edge = min(options)
         edges = np.delete(edges, edge)
-    return strata_from_edges(raw, edges, decision=decision)
+    return strata_from_edges(values, edges)
+
+
+def _score_spread(clipped: np.ndarray) -> np.ndarray:
+    return np.maximum(np.sqrt(clipped * (1.0 - clipped)), MIN_SD_SCORE)
+
+
+def _strata_split_by(
+    values: np.ndarray,
+    decision: np.ndarray,
+    n_strata: int,
+    cut_points: Sequence[float],
+    min_size: int,
+) -> Strata:
+    """:func:`score_strata` run on each side of ``decision`` on its own (the strata shared out
+    by each side's ``sum sqrt(s (1 - s))``, at least one each), the two joined on the
+    :func:`stratum_key` scale with a boundary at :data:`DECISION_OFFSET` between them. Each
+    side merges its own small strata, so no merge ever crosses the split."""
+    called = _decision(decision, len(values), "decision")
+    stratum_key(values, called)  # checks the scores lie in [0, 1]
+    sides = [(mask, offset) for mask, offset in ((~called, 0.0), (called, DECISION_OFFSET))]
+    sides = [(mask, offset) for mask, offset in sides if mask.any()]
+    spreads = [float(_score_spread(np.clip(values[mask], 0.0, 1.0)).sum()) for mask, _ in sides]
+    inner: list[float] = []
+    for (mask, offset), spread in zip(sides, spreads, strict=True):
+        count = max(1, int(round(n_strata * spread / sum(spreads))))
+        side = score_strata(values[mask], n_strata=count, cut_points=cut_points, min_size=min_size)
+        inner.extend(float(edge) + offset for edge in side.edges[1:-1])
+    if len(sides) == 2:
+        inner.append(DECISION_OFFSET)
+    edges = np.array([-np.inf, *sorted(inner), np.inf])
+    return strata_from_edges(values, edges, decision=called)
 
 
 # --------------------------------------------------------------------------------------------

@@ -67,6 +67,19 @@ def test_strata_split_by_a_decision_that_is_no_threshold_on_the_score():
         assert split.mean_scores[h] == pytest.approx(scores[split.index == h].mean())
     again = estimates.strata_from_edges(scores, split.edges, decision=decision)
     assert np.array_equal(again.index, split.index)
+    # Thresholds as the 20,000-label benchmark cascade chose them (stage 1 above stage 2): a
+    # handful of images called negative score above both cut points, a stratum too small that
+    # must merge downwards, never into the images called positive; and a decision calling
+    # fewer than min_size images positive still keeps them apart.
+    for t1, t2 in ((0.9965, 0.9815), (0.2, 0.999)):
+        called = (s1 >= t1) & (s2 >= t2)
+        strata = estimates.score_strata(
+            scores, n_strata=8, cut_points=[t1, t2], min_size=10, decision=called
+        )
+        assert strata.sizes.sum() == len(scores) and (strata.sizes > 0).all()
+        for h in range(strata.count):
+            inside = called[strata.index == h]
+            assert inside.all() or not inside.any()
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         estimates.score_strata(scores * 2, decision=decision)
 
