@@ -278,8 +278,8 @@ def _seed(n_images: int, n_labels: int, seed: int, vacuum: bool = True) -> dict:
                    CASE WHEN k %% 9 = 0 THEN %s ELSE %s END, '', %s, gi.item_id, 'gold', 900, '',
                    now() - make_interval(secs => k * 60)
             FROM generate_series(0, 4999) AS k
-            JOIN labeling_golditem gi ON gi.project_id = %s
-            WHERE gi.image_id = (SELECT min(image_id) FROM labeling_golditem) + k %% 20
+            JOIN (SELECT image_id, item_id, row_number() OVER (ORDER BY image_id) - 1 AS n
+                  FROM labeling_golditem WHERE project_id = %s) gi ON gi.n = k %% 20
             """,
             [p, a0, n_ann, positive, normal, queues["labeling"], p],
         )
