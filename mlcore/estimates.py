@@ -60,6 +60,7 @@ __all__ = [
     "DEFAULT_CONFIDENCE",
     "DEFAULT_PRIOR",
     "DEFAULT_STRATA",
+    "POSITIVE_CELL_PRIOR",
     "TARGETS",
     "DecisionEstimate",
     "Interval",
@@ -91,6 +92,11 @@ DEFAULT_CONFIDENCE = 0.95
 # positives that are not there (docs/estimates.md); a prior mean near zero does not.
 DEFAULT_PRIOR: tuple[float, float] = (0.05, 1.0)
 DEFAULT_DRAWS = 4000
+# The prior of a cell the decision calls positive (docs/estimates.md, "The prior"): such cells
+# are small and densely labeled, so Jeffreys' half phantom negative costs little, while
+# DEFAULT_PRIOR's whole phantom negative against a few all-positive labels put the precision
+# interval below a truth near 1.
+POSITIVE_CELL_PRIOR: tuple[float, float] = (0.5, 0.5)
 # Added to the scores (in [0, 1]) of the items a decision calls positive, in strata split by it.
 DECISION_OFFSET = 2.0
 # Audit labels a stratum's observed rate weighs as much as its mean score, in stratum_rates.
@@ -592,13 +598,14 @@ def _posterior_counts(
     fallback_n: np.ndarray,
     fallback_k: np.ndarray,
     *,
-    prior: tuple[float, float],
+    prior: tuple[float, float] | tuple[np.ndarray, np.ndarray],
     draws: int,
     rng: np.random.Generator,
 ) -> np.ndarray:
     """(draws, C) posterior draws of each cell's number of positives: the ``k`` seen plus a
-    Binomial(N - n, p) for the unseen, p ~ Beta(a + k, b + n - k). A cell no audit label fell
-    in borrows the rate of its stratum (``fallback_n``, ``fallback_k``)."""
+    Binomial(N - n, p) for the unseen, p ~ Beta(a + k, b + n - k) (``a``, ``b`` one pair or one
+    per cell). A cell no audit label fell in borrows the rate of its stratum (``fallback_n``,
+    ``fallback_k``)."""
     a, b = prior
     use_n = np.where(cell_n > 0, cell_n, fallback_n)
     use_k = np.where(cell_n > 0, cell_k, fallback_k)
@@ -695,10 +702,24 @@ def estimate_pool(
         present = cell_sizes > 0
         sizes, c_n, c_k = cell_sizes[present], cell_n[present], cell_k[present]
         stratum_of = (np.arange(2 * count) // 2)[present]
-        counts = _posterior_counts(
-            sizes, c_n, c_k, n_h[stratum_of], k_h[stratum_of], prior=prior, draws=draws, rng=rng
-        )
         positive_cells = (np.arange(2 * count) % 2 == 1)[present]
+        # ``prior`` (mass near a rate of 0) where the decision says negative; Jeffreys' where
+        # it says positive (POSITIVE_CELL_PRIOR).
+        up = POSITIVE_CELL_PRIOR
+        cell_prior = (
+            np.where(positive_cells, up[0], prior[0]),
+            np.where(positive_cells, up[1], prior[1]),
+        )
+        counts = _posterior_counts(
+            sizes,
+            c_n,
+            c_k,
+            n_h[stratum_of],
+            k_h[stratum_of],
+            prior=cell_prior,
+            draws=draws,
+            rng=rng,
+        )
         tp_draws = counts[:, positive_cells].sum(axis=1).astype(np.float64)
         t_draws = counts.sum(axis=1).astype(np.float64)
         # HT: an item's weight is its stratum's N_h / n_h, whatever cell it falls in.
