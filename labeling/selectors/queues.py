@@ -13,16 +13,9 @@ from labeling.permissions import can_label, queue_kinds_closed_to
 from labeling.selectors.counts import EXACT_UP_TO, count_or_estimate, estimated_rows
 
 
-def queue_progress(*, queue: Queue, now: datetime | None = None) -> dict:
-    """Item counts of a queue: open, done, total (open + done), removed, and leased (open items
-    someone holds an unexpired lease on)."""
-    now = now or timezone.now()
-    counts = QueueItem.objects.filter(queue=queue).aggregate(
-        open=Count("id", filter=Q(status=QueueItem.Status.OPEN)),
-        done=Count("id", filter=Q(status=QueueItem.Status.DONE)),
-        removed=Count("id", filter=Q(status=QueueItem.Status.REMOVED)),
-    )
-    leased = (
+def _leased(queue: Queue, now: datetime) -> int:
+    """Open items of ``queue`` someone holds an unexpired lease on."""
+    return (
         Lease.objects.filter(
             item__queue=queue,
             item__status=QueueItem.Status.OPEN,
@@ -33,6 +26,9 @@ def queue_progress(*, queue: Queue, now: datetime | None = None) -> dict:
         .distinct()
         .count()
     )
+
+
+def _progress(counts: dict, leased: int) -> dict:
     return {
         "open": counts["open"],
         "done": counts["done"],
@@ -40,6 +36,18 @@ def queue_progress(*, queue: Queue, now: datetime | None = None) -> dict:
         "removed": counts["removed"],
         "leased": leased,
     }
+
+
+def queue_progress(*, queue: Queue, now: datetime | None = None) -> dict:
+    """Item counts of a queue: open, done, total (open + done), removed, and leased (open items
+    someone holds an unexpired lease on)."""
+    now = now or timezone.now()
+    counts = QueueItem.objects.filter(queue=queue).aggregate(
+        open=Count("id", filter=Q(status=QueueItem.Status.OPEN)),
+        done=Count("id", filter=Q(status=QueueItem.Status.DONE)),
+        removed=Count("id", filter=Q(status=QueueItem.Status.REMOVED)),
+    )
+    return _progress(counts, _leased(queue, now))
 
 
 def queue_progress_page(*, queue: Queue, now: datetime | None = None) -> dict:
@@ -55,26 +63,7 @@ def queue_progress_page(*, queue: Queue, now: datetime | None = None) -> dict:
         status: count_or_estimate(items.filter(status=status))[0]
         for status in (QueueItem.Status.OPEN, QueueItem.Status.DONE, QueueItem.Status.REMOVED)
     }
-    now = now or timezone.now()
-    leased = (
-        Lease.objects.filter(
-            item__queue=queue,
-            item__status=QueueItem.Status.OPEN,
-            state=Lease.State.ACTIVE,
-            expires_at__gt=now,
-        )
-        .values("item")
-        .distinct()
-        .count()
-    )
-    return {
-        "open": counts["open"],
-        "done": counts["done"],
-        "total": counts["open"] + counts["done"],
-        "removed": counts["removed"],
-        "leased": leased,
-        "estimated": True,
-    }
+    return {**_progress(counts, _leased(queue, now or timezone.now())), "estimated": True}
 
 
 def queues_for_user(*, project: Project, user: User) -> QuerySet[Queue]:

@@ -29,7 +29,7 @@ from django.utils.translation import gettext as _
 from labeling.models import Label, Lease, Queue, QueueItem, Strategy
 from labeling.services import hot_sql, webhooks
 from labeling.services.label_limits import MAX_BATCH
-from labeling.services.labels import _Entry, _entry, _submit_locked
+from labeling.services.labels import _annotation, _Entry, _entry, _submit_locked
 
 
 def _submit_one_locked(*, entry: _Entry, annotator: User, item: QueueItem, now: datetime) -> Label:
@@ -45,20 +45,7 @@ def _submit_one_locked(*, entry: _Entry, annotator: User, item: QueueItem, now: 
         # A retry, a second answer, gold, review, an item out of the queue: the general path
         # (nothing has been written yet).
         return _submit_locked(entry=entry, annotator=annotator, item=item, now=now)
-    label = Label(
-        project_id=queue.project_id,
-        image_id=item.image_id,
-        annotator=annotator,
-        kind=Label.Kind.ANNOTATION,
-        value=entry.value,
-        subcategory=entry.subcategory,
-        queue=queue,
-        queue_item=item,
-        strategy=item.strategy,
-        duration_ms=entry.duration_ms,
-        page_size=entry.page_size,
-        client_id=entry.client_id,
-    )
+    label = _annotation(entry=entry, annotator=annotator, item=item, queue=queue)
     if connection.vendor == "postgresql":
         # Lease, label and item count in one statement.
         written = hot_sql.submit_writes(label=label, lease_id=entry.lease.pk, item=item, now=now)

@@ -140,6 +140,25 @@ def _count_completion(item: QueueItem, lease: Lease, now: datetime) -> None:
     item.save(update_fields=fields)
 
 
+def _annotation(*, entry: _Entry, annotator: User, item: QueueItem, queue: Queue) -> Label:
+    """The (unsaved) annotation an entry makes on a queue item: the general path saves it, the
+    hot path writes it with its own SQL (labeling.services.hot_path)."""
+    return Label(
+        project_id=queue.project_id,
+        image_id=item.image_id,
+        annotator=annotator,
+        kind=Label.Kind.ANNOTATION,
+        value=entry.value,
+        subcategory=entry.subcategory,
+        queue=queue,
+        queue_item=item,
+        strategy=item.strategy,
+        duration_ms=entry.duration_ms,
+        page_size=entry.page_size,
+        client_id=entry.client_id,
+    )
+
+
 def _submit_locked(*, entry: _Entry, annotator: User, item: QueueItem, now: datetime) -> Label:
     """Submit one entry; the caller holds the item's lock."""
     # One read answers both "is this a retry?" (same client_id) and "did this person already
@@ -229,20 +248,8 @@ def _submit_locked(*, entry: _Entry, annotator: User, item: QueueItem, now: date
             if slot is not None:
                 lease.slot, counted = slot, True
 
-    label = Label.objects.create(
-        project_id=queue.project_id,
-        image_id=item.image_id,
-        annotator=annotator,
-        kind=Label.Kind.ANNOTATION,
-        value=entry.value,
-        subcategory=entry.subcategory,
-        queue=queue,
-        queue_item=item,
-        strategy=item.strategy,
-        duration_ms=entry.duration_ms,
-        page_size=entry.page_size,
-        client_id=entry.client_id,
-    )
+    label = _annotation(entry=entry, annotator=annotator, item=item, queue=queue)
+    label.save(force_insert=True)
     if counted:
         _count_completion(item, lease, now)
     entry.lease.state, entry.lease.finished_at = lease.state, lease.finished_at
