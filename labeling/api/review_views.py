@@ -205,29 +205,12 @@ class ReviewResolveApi(APIView):
         return Response(ReviewLabelOutput(decision.label).data, status=status.HTTP_201_CREATED)
 
 
-class ReviewSkipApi(APIView):
-    """Defer a flagged item: the lead's next items come from the others first, and deferred
-    ones come back after them, the longest-deferred first. Nothing is labeled."""
+class _ReviewStepApi(APIView):
+    """A lead's step on a flagged item that labels nothing but is recorded with its comment
+    (``action`` of ``review_decide``)."""
 
     permission_classes = [IsLead]
-
-    @extend_schema(request=StepInput, responses={201: ReviewDecisionOutput})
-    def post(self, request, pk: int):
-        item = _review_item(request, pk)
-        data = StepInput(data=request.data)
-        data.is_valid(raise_exception=True)
-        decision = review_decide(
-            item=item, lead=request.user, action="skip", comment=data.validated_data.get("comment")
-        )
-        return Response(ReviewDecisionOutput(decision).data, status=status.HTTP_201_CREATED)
-
-
-class ReviewSendBackApi(APIView):
-    """Reject the image's current label and send it back to the annotator who gave it, with
-    the comment (required): their label is retracted, their labeling item re-opens with a
-    lease for them, and they read the comment (GET review/returned/)."""
-
-    permission_classes = [IsLead]
+    action = ""
 
     @extend_schema(request=StepInput, responses={201: ReviewDecisionOutput})
     def post(self, request, pk: int):
@@ -237,10 +220,25 @@ class ReviewSendBackApi(APIView):
         decision = review_decide(
             item=item,
             lead=request.user,
-            action="send_back",
+            action=self.action,
             comment=data.validated_data.get("comment"),
         )
         return Response(ReviewDecisionOutput(decision).data, status=status.HTTP_201_CREATED)
+
+
+class ReviewSkipApi(_ReviewStepApi):
+    """Defer a flagged item: the lead's next items come from the others first, and deferred
+    ones come back after them, the longest-deferred first. Nothing is labeled."""
+
+    action = "skip"
+
+
+class ReviewSendBackApi(_ReviewStepApi):
+    """Reject the image's current label and send it back to the annotator who gave it, with
+    the comment (required): their label is retracted, their labeling item re-opens with a
+    lease for them, and they read the comment (GET review/returned/)."""
+
+    action = "send_back"
 
 
 class ReviewUndoApi(APIView):
