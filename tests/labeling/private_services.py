@@ -45,20 +45,22 @@ def _as_postgres(*args: str, **kwargs) -> subprocess.CompletedProcess:
     return done
 
 
-def _children(pid: int) -> list[int]:
-    """Every descendant of `pid` (the postmaster's backends and auxiliary processes)."""
+def _processes_in(folder: Path) -> list[int]:
+    """Every process whose working directory is `folder`.
+
+    Each PostgreSQL process (postmaster, backends, auxiliary processes) runs in its data
+    directory, so this finds them all, including a backend forked an instant before the
+    postmaster was killed, which a walk of the postmaster's children could miss; such an orphan
+    keeps the shared memory block attached and the next start refuses to run beside it.
+    """
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == pid:
-            found.append(int(entry.name))
-    return found + [grandchild for child in found for grandchild in _children(child)]
+        with contextlib.suppress(OSError):
+            if Path(os.readlink(entry / "cwd")) == folder:
+                found.append(int(entry.name))
+    return found
 
 
 def _gone(pid: int) -> bool:
@@ -97,10 +99,14 @@ class PrivatePostgres:
         return self.start()
 
     def start(self, timeout: float = 60) -> PrivatePostgres:
-        _as_postgres(
-            str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w",
-            "-t", str(int(timeout)), "start",
-        )  # fmt: skip
+        try:
+            _as_postgres(
+                str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w",
+                "-t", str(int(timeout)), "start",
+            )  # fmt: skip
+        except RuntimeError as error:
+            log = self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
+            raise RuntimeError(f"{error}\n--- {self.log} (tail) ---\n{log}") from None
         return self
 
     def postmaster_pid(self) -> int | None:
@@ -111,15 +117,17 @@ class PrivatePostgres:
 
     def kill(self) -> None:
         """SIGKILL to the postmaster and every backend (a crash; the next start recovers)."""
-        pid = self.postmaster_pid()
-        assert pid is not None, "postgres is not running"
-        victims = [pid, *_children(pid)]
-        for victim in victims:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(victim, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not all(map(_gone, victims)):
+        assert self.postmaster_pid() is not None, "postgres is not running"
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            victims = [pid for pid in _processes_in(self.data.resolve()) if not _gone(pid)]
+            if not victims:
+                return
+            for victim in victims:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(victim, signal.SIGKILL)
             time.sleep(0.05)
+        raise RuntimeError(f"postgres processes in {self.data} outlived SIGKILL for 20 s")
 
     def stop(self, mode: str = "fast") -> None:
         """A graceful shutdown as an operator restarts it: "fast" ends every session."""
