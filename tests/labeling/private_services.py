@@ -79,6 +79,7 @@ class PrivatePostgres:
         self.data = self.base / "pgdata"
         self.log = self.base / "postgres.log"
         self.port = free_port()
+        self.process: subprocess.Popen | None = None
 
     def init(self) -> PrivatePostgres:
         shutil.chown(self.base, "postgres", "postgres")
@@ -99,29 +100,38 @@ class PrivatePostgres:
         return self.start()
 
     def start(self, timeout: float = 60) -> PrivatePostgres:
-        try:
-            _as_postgres(
-                str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w",
-                "-t", str(int(timeout)), "start",
-            )  # fmt: skip
-        except RuntimeError as error:
-            log = self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
-            raise RuntimeError(f"{error}\n--- {self.log} (tail) ---\n{log}") from None
-        return self
-
-    def postmaster_pid(self) -> int | None:
-        try:
-            return int((self.data / "postmaster.pid").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return None
+        # The postmaster runs as this process's child, not daemonised by pg_ctl: once killed it
+        # must be reaped, and a container's PID 1 may never reap the orphans it adopts. A
+        # killed postmaster left as a zombie keeps its PID alive, and the next start then
+        # refuses to run ("lock file postmaster.pid already exists").
+        command = [str(PG_BIN / "postgres"), "-D", str(self.data)]
+        if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+            command = ["runuser", "-u", "postgres", "--", *command]
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                break
+            ready = subprocess.run(
+                [str(PG_BIN / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)],
+                check=False,
+            )
+            if ready.returncode == 0:
+                return self
+            time.sleep(0.1)
+        tail = self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
+        self.close()
+        raise RuntimeError(f"private postgres did not start; {self.log} (tail):\n{tail}")
 
     def kill(self) -> None:
         """SIGKILL to the postmaster and every backend (a crash; the next start recovers)."""
-        assert self.postmaster_pid() is not None, "postgres is not running"
+        assert self.process is not None and self.process.poll() is None, "postgres is not running"
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             victims = [pid for pid in _processes_in(self.data.resolve()) if not _gone(pid)]
             if not victims:
+                self.process.wait(timeout=10)
                 return
             for victim in victims:
                 with contextlib.suppress(ProcessLookupError):
@@ -132,12 +142,14 @@ class PrivatePostgres:
     def stop(self, mode: str = "fast") -> None:
         """A graceful shutdown as an operator restarts it: "fast" ends every session."""
         _as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
+        if self.process is not None:
+            self.process.wait(timeout=30)
 
     def close(self) -> None:
-        if self.postmaster_pid() is not None:
+        if self.process is not None and self.process.poll() is None:
             try:
                 self.stop("immediate")
-            except RuntimeError:
+            except (RuntimeError, subprocess.TimeoutExpired):
                 self.kill()
         shutil.rmtree(self.base, ignore_errors=True)
 
