@@ -164,12 +164,15 @@ class SelectionPreviewOutput(serializers.Serializer):
     most = serializers.IntegerField()
     rule = serializers.CharField()
     summary = serializers.CharField()
+    counted_at = serializers.DateTimeField()
+    counted = serializers.CharField()
 
 
 class SelectionPreviewApi(APIView):
     """What a select job with these parameters (the query string, as the job takes them;
     defaults for the rest) would take now: eligible images, the cap, band / loss / audit
-    sizes (engineers)."""
+    sizes (engineers). The eligible count and the labeling rate are at most
+    PREVIEW_CACHE_SECONDS old (`counted_at`, `counted`)."""
 
     permission_classes = [IsEngineer]
 

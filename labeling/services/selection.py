@@ -20,7 +20,9 @@ the eligible images, audit included; "auto" (the default) takes about one day of
 labeling (its annotation rate over the last week; 400 ranked images with no history), "fixed"
 takes `k_band` + `k_loss`; either way the ranked list (most informative first) is trimmed to
 what leaves room for its audit under the cap. `selection_preview` says what a round would take
-before it starts (the jobs page and the API show it).
+before it starts (the jobs page and the API show it), from an eligible count and a labeling
+rate at most PREVIEW_CACHE_SECONDS old, and says how old (counting the eligible images takes
+seconds at a million scores); the job itself counts afresh.
 
 Eligible: a pool image of the project with a Score from the version, never labeled (any Label
 row, a retracted one included) and in no queue of the project, except as a waiting item (open,
@@ -45,10 +47,12 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.contrib.auth.models import User
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
+from django.utils.timesince import timesince
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
@@ -82,6 +86,8 @@ from labeling.services.queues import (
 from labeling.services.triage import machine_accepted_exists
 
 MAX_K = 100_000
+# How old the eligible count `selection_preview` shows may be (selection_counts_recent).
+PREVIEW_CACHE_SECONDS = 600
 # The window over which the project's labeling rate is measured for automatic round sizes.
 RATE_WINDOW = timedelta(days=7)
 
@@ -273,7 +279,8 @@ def labeling_daily_rate(*, project: Project) -> float | None:
     return count / RATE_WINDOW.days if count else None
 
 
-def _round_sizes(*, project: Project, eligible: int, cleaned: dict):
+def _round_sizes(*, eligible: int, cleaned: dict, daily_rate: float | None):
+    """mlcore's round sizes; `daily_rate` (labeling_daily_rate) sizes an automatic round."""
     from labeling.ml.selection import round_sizes
 
     fixed = cleaned["sizing"] == "fixed"
@@ -283,7 +290,7 @@ def _round_sizes(*, project: Project, eligible: int, cleaned: dict):
         audit_share=cleaned["audit_share"],
         k_band=cleaned["k_band"] if fixed else None,
         k_loss=cleaned["k_loss"] if fixed else None,
-        daily_rate=None if fixed else labeling_daily_rate(project=project),
+        daily_rate=None if fixed else daily_rate,
     )
 
 
@@ -333,15 +340,51 @@ def _sizes_rule(sizes) -> str:
     return text
 
 
+def _preview_key(*, project: Project, model_version: ModelVersion) -> str:
+    return f"selection-preview-counts:{project.pk}:{model_version.pk}"
+
+
+def selection_counts_recent(*, project: Project, model_version: ModelVersion) -> dict:
+    """What a round's size depends on, other than its parameters: the eligible images of
+    `model_version` and the project's labeling rate, with when they were counted
+    (`counted_at`). Counted at most once per PREVIEW_CACHE_SECONDS per project and version:
+    at a million scores the eligibility anti-joins take seconds, too long for every load of
+    the jobs page and every change of its form. The select job counts afresh."""
+    key = _preview_key(project=project, model_version=model_version)
+    counts = cache.get(key)
+    if counts is None:
+        queue = queue_get_or_create(project=project, kind=Queue.Kind.LABELING)
+        counts = {
+            "eligible": eligible_scores(
+                project=project, model_version=model_version, queue=queue
+            ).count(),
+            "daily_rate": labeling_daily_rate(project=project),
+            "counted_at": timezone.now(),
+        }
+        cache.set(key, counts, PREVIEW_CACHE_SECONDS)
+    return counts
+
+
+def selection_counts_forget(*, project: Project, model_version: ModelVersion) -> None:
+    """Drop the counts `selection_preview` shows (a round just changed what is eligible), so
+    the next preview counts again instead of showing the figures from before the round."""
+    cache.delete(_preview_key(project=project, model_version=model_version))
+
+
 def selection_preview(*, project: Project, params: dict | None = None) -> dict:
-    """What a select job with `params` (defaults filled in) would take now, before it starts:
-    the eligible images, the cap, band / loss / audit sizes and the rule that set them. Raises
-    ValidationError as the job would (e.g. no active model version)."""
+    """What a select job with `params` (defaults filled in) would take, before it starts:
+    the eligible images, the cap, band / loss / audit sizes and the rule that set them, from
+    counts at most PREVIEW_CACHE_SECONDS old (`selection_counts_recent`; `counted_at` and
+    `counted` say when). Raises ValidationError as the job would (e.g. no active model
+    version)."""
     cleaned = select_params_clean(project=project, params=dict(params or {}))
     version = ModelVersion.objects.get(pk=cleaned["model_version_id"])
-    queue = queue_get_or_create(project=project, kind=Queue.Kind.LABELING)
-    eligible = eligible_scores(project=project, model_version=version, queue=queue).count()
-    sizes = _round_sizes(project=project, eligible=eligible, cleaned=cleaned)
+    counts = selection_counts_recent(project=project, model_version=version)
+    sizes = _round_sizes(
+        eligible=counts["eligible"],
+        cleaned=cleaned,
+        daily_rate=counts["daily_rate"],
+    )
     summary = gettext(
         "With these settings a round takes at most %(most)d of the %(eligible)d eligible "
         "images: band ≤ %(band)d, loss ≤ %(loss)d, random audit %(audit)d (never more than "
@@ -360,6 +403,14 @@ def selection_preview(*, project: Project, params: dict | None = None) -> dict:
         "model_version": version.name,
         **_sizes_dict(sizes),
         "summary": summary,
+        "counted_at": counts["counted_at"],
+        "counted": gettext(
+            "Eligible images counted %(age)s ago (recounted at most every %(minutes)d minutes)."
+        )
+        % {
+            "age": timesince(counts["counted_at"]),
+            "minutes": PREVIEW_CACHE_SECONDS // 60,
+        },
     }
 
 
@@ -448,7 +499,13 @@ def queue_fill_from_scores(
         eligible_scores_ = np.fromiter(
             (pair[1] for pair in pairs), dtype=np.float64, count=len(pairs)
         )
-        sizes = _round_sizes(project=project, eligible=len(pairs), cleaned=cleaned)
+        sizes = _round_sizes(
+            eligible=len(pairs),
+            cleaned=cleaned,
+            daily_rate=None
+            if cleaned["sizing"] == "fixed"
+            else labeling_daily_rate(project=project),
+        )
         by_loss = list(
             eligible.filter(predicted_loss__isnull=False)
             .order_by("-predicted_loss", "image_id")
@@ -597,6 +654,9 @@ def _select(job: Job) -> dict:
         job=job,
         created_by=job.created_by,
     )
+    # The preview's eligible count is from before this round (this process's cache, or the
+    # shared one where REDIS_CACHE_URL sets it).
+    selection_counts_forget(project=job.project, model_version=version)
     thresholds = result["band_thresholds"]
     band_line = gettext("band thresholds (%(mode)s): high >= %(high)s, band %(band)s") % {
         "mode": thresholds["mode"],

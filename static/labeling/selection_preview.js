@@ -19,7 +19,7 @@ if (box && form) {
       const body = await response.json();
       if (mine !== asked) return; // a later change answered first
       if (response.ok) {
-        box.textContent = `${body.summary} ${body.rule}`;
+        box.textContent = `${body.summary} ${body.rule} ${body.counted}`;
       } else {
         box.textContent = Object.values(body).flat().join(" ");
       }

@@ -183,3 +183,31 @@ def test_automatic_rounds_follow_the_labeling_rate():
     refused = client.get(url, {"max_share": "2"})
     assert refused.status_code == 400 and "max_share" in refused.json()
     assert client.get(url, {"nonsense": "1"}).status_code == 400
+
+
+def test_the_preview_reuses_its_counts_says_how_old_and_a_round_recounts():
+    """At a million scores the eligible count takes seconds (docs/platform-benchmarks.md), so
+    the page and the form's API count at most once per PREVIEW_CACHE_SECONDS and say when;
+    a round changes what is eligible, so the next preview counts again."""
+    project, version, images, labeling = _pool()
+    engineer, annotator = make_user("site_engineer"), make_user("annotator")
+    client = Client()
+    client.force_login(engineer)
+    url = reverse("api-selection-preview", kwargs={"slug": project.slug})
+    first = client.get(url).json()
+    assert first["eligible"] == POOL and "counted" in first and first["counted_at"]
+    # A label makes one image ineligible; the preview keeps the figure it counted, and its age.
+    Label.objects.create(project=project, image=images[0], annotator=annotator, value="normal")
+    again = client.get(url, {"sizing": "fixed", "k_band": "10", "k_loss": "10"}).json()
+    assert again["eligible"] == POOL and again["counted_at"] == first["counted_at"]
+    page = client.get(reverse("project-jobs", kwargs={"slug": project.slug})).content.decode()
+    assert f"of the <b>{POOL}</b> eligible images" in page and "Eligible images counted" in page
+
+    job = job_create(project=project, kind=Job.Kind.SELECT, params={}, created_by=engineer)
+    select_run(job_id=job.pk)
+    job.refresh_from_db()
+    assert job.status == Job.Status.SUCCEEDED, job.error
+    assert job.result["sizes"]["eligible"] == POOL - 1  # the job counts afresh
+    after = client.get(url).json()
+    assert after["eligible"] == POOL - 1 - job.result["total"]
+    assert after["counted_at"] > first["counted_at"]
