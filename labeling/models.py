@@ -470,6 +470,12 @@ class Label(models.Model):
             models.Index(fields=["project", "annotator", "created_at"]),
             # The image list's annotator filter (migration 0011).
             models.Index(fields=["project", "annotator", "image"], name="label_annotator_image"),
+            # Answers to gold items, for the gold accuracy table (migration 0015).
+            models.Index(
+                fields=["project", "created_at"],
+                condition=Q(strategy="gold"),
+                name="label_gold_answers",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -506,6 +512,61 @@ class CurrentLabel(models.Model):
 
     def __str__(self) -> str:
         return f"image {self.image_id}: {self.value!r}"
+
+
+class AnnotatorTally(models.Model):
+    """Per project, annotator, queue and hour (UTC): the counts the quality page and the
+    annotator's own stats read, kept by a database trigger on labeling_label and on review
+    queue items (labeling.selectors.tally_sql, migration 0015) so they cost a few hundred rows
+    to read, not every label of the pool (issue 11, item 3). Read-only for the code.
+
+    Every count is of ANNOTATION labels no RETRACTION supersedes: `annotations` all of them
+    (answers to gold items included), `gold` those answers, `positives` those of the project's
+    positive class; `flagged` and `overturned` (gold answers excluded) as in
+    labeling.selectors.labels.annotator_quality. `queue_key` is the label's queue id, 0 for
+    none."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False)
+    annotator_id = models.IntegerField()
+    queue_key = models.IntegerField()
+    hour = models.DateTimeField()
+    annotations = models.IntegerField(default=0)
+    gold = models.IntegerField(default=0)
+    positives = models.IntegerField(default=0)
+    flagged = models.IntegerField(default=0)
+    overturned = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "annotator_id", "queue_key", "hour"], name="annotatortally_key"
+            )
+        ]
+        indexes = [models.Index(fields=["project", "hour"], name="annotatortally_hour")]
+
+    def __str__(self) -> str:
+        return f"annotator {self.annotator_id}, queue {self.queue_key}, {self.hour}"
+
+
+class GridTally(models.Model):
+    """Per project, annotator and time per tile (ms, capped at tally_sql.GRID_MS_CAP; -1 for
+    none): the grid tiles (annotations from grid pages, not undone) and their pages (1 / page
+    size each), kept by the same trigger, so the rubber-stamp check counts pages faster than
+    any floor and the median time per tile without reading the labels."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False)
+    annotator_id = models.IntegerField()
+    ms = models.IntegerField()
+    tiles = models.IntegerField(default=0)
+    pages = models.FloatField(default=0.0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "annotator_id", "ms"], name="gridtally_key")
+        ]
+
+    def __str__(self) -> str:
+        return f"annotator {self.annotator_id}, {self.ms} ms per tile"
 
 
 class GoldItem(models.Model):
