@@ -18,6 +18,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import bench
+from mlcore.runtime import openmp_defaults
+
+# Before any benchmark module loads torch, as in the app's processes (config/__init__.py), so
+# the benchmarks measure the OpenMP settings the app runs with (mlcore.runtime).
+openmp_defaults()
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 NOT_BENCHMARKS = {"__main__", "common"}
@@ -41,6 +46,8 @@ def machine() -> dict:
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
         "processor": platform.processor() or platform.machine(),
+        # As libgomp read it when torch loaded (mlcore.runtime sets it unless given).
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(default)"),
     }
     try:
         import torch
