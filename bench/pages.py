@@ -9,8 +9,9 @@ annotators (a third of the labels from grid pages, 2% imported, 5,000 answers to
 spread over 60 days), a completed lease per done item, a ready model version with a score
 for every image, and 300 jobs. Triggers (foreign-key checks, the current-label trigger) are off
 while the generated rows go in, and the current-label table is then filled set-based
-(labeling.selectors.current_sql.BACKFILL_SQL, the rule the trigger applies), then VACUUM
-ANALYZE, as autovacuum would do after such a load.
+(labeling.selectors.current_sql.BACKFILL_SQL, the rule the trigger applies), and so are the
+per-annotator tallies (labeling.selectors.tally_sql.backfill), then VACUUM ANALYZE, as autovacuum
+would do after such a load.
 
 Then each page and API is requested through the whole Django stack (django.test.Client: URL
 routing, middleware, sessions, authentication, permissions, templates, DRF) as the role that
@@ -147,7 +148,7 @@ def _seed(n_images: int, n_labels: int, seed: int, vacuum: bool = True) -> dict:
     from django.db import connection, transaction
 
     from labeling.models import ModelVersion, Queue
-    from labeling.selectors import current_sql
+    from labeling.selectors import current_sql, tally_sql
     from labeling.services.gold import gold_queue_ensure
     from labeling.services.projects import project_create, project_validation_queue_ensure
 
@@ -341,6 +342,9 @@ def _seed(n_images: int, n_labels: int, seed: int, vacuum: bool = True) -> dict:
             [p],
         )
         step("current_labels", current_sql.BACKFILL_SQL)
+        # The per-annotator tallies, as migration 0015 fills them (labeling.selectors.tally_sql).
+        for n, statement in enumerate(tally_sql.backfill(connection.vendor)):
+            step(f"annotator_tallies_{n}", statement)
         step("triggers_on", "SET LOCAL session_replication_role = origin")
     if vacuum:
         t0 = time.perf_counter()

@@ -223,6 +223,10 @@ class DisagreementOutput(serializers.Serializer):
 
 class AgreementOutput(serializers.Serializer):
     overlap = serializers.IntegerField()
+    # The figures describe the images of the project's latest `window_annotations`
+    # annotations (`window_images` of them), not the whole project (selectors.agreement).
+    window_annotations = serializers.IntegerField()
+    window_images = serializers.IntegerField()
     shared_items = serializers.IntegerField()
     fleiss = FleissOutput()
     pairs = PairOutput(many=True)

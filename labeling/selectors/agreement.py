@@ -14,6 +14,13 @@ latest). An image with votes from two or more annotators is a shared item. From 
 
 A kappa is None where it is undefined: every vote of both people the same single value (the
 chance agreement is 1, so the statistic is 0 / 0).
+
+The quality page and the API (`agreement`) read a recent window, not the whole project: the
+images of the project's latest AGREEMENT_WINDOW annotations, with all their votes (older ones
+too). Reading every vote of a pool of a million images took over 20 s per request (issue 11,
+item 3); the window keeps the request at a few thousand rows however large the pool grows, and
+describes how the team agrees now. Queuing every disagreement for re-review
+(labeling.services.agreement) still reads them all: it is an action, not a page.
 """
 
 from __future__ import annotations
@@ -24,21 +31,38 @@ from itertools import combinations
 
 from django.contrib.auth.models import User
 
-from labeling.models import Label, Project, Queue, QueueItem
+from labeling.models import Label, Project, Queue, QueueItem, Strategy
 from labeling.selectors.labels import _current_of, labels_active
 
 # The quality page and the API list at most this many disagreements (newest first).
 DISAGREEMENTS_LIMIT = 200
+# Their agreement reads the images of this many latest annotations (module docstring).
+AGREEMENT_WINDOW = 2_000
 
 
-def shared_votes(*, project: Project) -> dict[int, dict[int, str]]:
-    """{image id: {annotator id: value}} for images with votes from two or more annotators."""
+def recent_images(*, project: Project, window: int = AGREEMENT_WINDOW) -> list[int]:
+    """The images of the project's latest `window` annotations (answers to gold items left
+    out), newest first: read backwards along the labels' created_at index."""
     rows = (
-        labels_active(project=project)
-        .filter(kind=Label.Kind.ANNOTATION, annotator__isnull=False)
-        .order_by("created_at", "id")
-        .values_list("image_id", "annotator_id", "value")
+        Label.objects.filter(project=project, kind=Label.Kind.ANNOTATION)
+        .exclude(strategy=Strategy.GOLD)
+        .order_by("-created_at", "-id")
+        .values_list("image_id", flat=True)[:window]
     )
+    return list(dict.fromkeys(rows))
+
+
+def shared_votes(
+    *, project: Project, image_ids: list[int] | None = None
+) -> dict[int, dict[int, str]]:
+    """{image id: {annotator id: value}} for images with votes from two or more annotators:
+    every such image of the project, or those of `image_ids`."""
+    rows = labels_active(project=project).filter(
+        kind=Label.Kind.ANNOTATION, annotator__isnull=False
+    )
+    if image_ids is not None:
+        rows = rows.filter(image_id__in=image_ids)
+    rows = rows.order_by("created_at", "id").values_list("image_id", "annotator_id", "value")
     votes: dict[int, dict[int, str]] = defaultdict(dict)
     for image_id, annotator_id, value in rows:
         votes[image_id][annotator_id] = value  # the latest wins
@@ -46,13 +70,20 @@ def shared_votes(*, project: Project) -> dict[int, dict[int, str]]:
 
 
 def cohen_kappa(first: list[str], second: list[str]) -> float | None:
-    """Cohen's kappa of two raters' values on the same items; None where undefined."""
+    """Cohen's kappa of two raters' values on the same items; None where undefined.
+
+    Written out (observed against chance agreement from each rater's marginals) rather than
+    scikit-learn's `cohen_kappa_score`, whose input checks cost about 1.5 ms a call: hundreds
+    of pairs on one page (tests/labeling/test_agreement.py compares the two)."""
     if not first or len(set(first) | set(second)) < 2:
         return None
-    from sklearn.metrics import cohen_kappa_score  # lazy: web workers import this module
-
-    kappa = float(cohen_kappa_score(first, second))
-    return None if math.isnan(kappa) else round(kappa, 4)
+    n = len(first)
+    observed = sum(a == b for a, b in zip(first, second, strict=True)) / n
+    of_first, of_second = Counter(first), Counter(second)
+    chance = sum(count * of_second[value] for value, count in of_first.items()) / (n * n)
+    if chance >= 1.0:
+        return None
+    return round((observed - chance) / (1.0 - chance), 4)
 
 
 def fleiss(items: list[list[str]]) -> float | None:
@@ -76,8 +107,10 @@ def majority(values: list[str]) -> str | None:
 
 
 def agreement(*, project: Project) -> dict:
-    """Pairs, annotators, Fleiss' kappa and disagreements of the project (module docstring)."""
-    votes = shared_votes(project=project)
+    """Pairs, annotators, Fleiss' kappa and disagreements of the images of the project's latest
+    AGREEMENT_WINDOW annotations (module docstring)."""
+    window = recent_images(project=project)
+    votes = shared_votes(project=project, image_ids=window)
     pair_values: dict[tuple[int, int], tuple[list[str], list[str]]] = defaultdict(lambda: ([], []))
     against: dict[int, list[int]] = defaultdict(lambda: [0, 0])  # [disagreed, with majority]
     shared: Counter = Counter()
@@ -144,6 +177,8 @@ def agreement(*, project: Project) -> dict:
 
     return {
         "overlap": project.labels_per_item,
+        "window_annotations": AGREEMENT_WINDOW,
+        "window_images": len(window),
         "shared_items": len(votes),
         "fleiss": {"k": k, "items": len(fleiss_items), "kappa": fleiss(fleiss_items)},
         "pairs": pairs,

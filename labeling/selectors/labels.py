@@ -14,11 +14,11 @@ from collections import Counter, defaultdict
 from datetime import timedelta
 
 from django.contrib.auth.models import User
-from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Sum, Value
+from django.db.models import Count, F, Q, QuerySet, Sum, Value
 from django.db.models.functions import Least
 from django.utils import timezone
 
-from labeling.models import Image, Label, Project, Queue, QueueItem, Strategy
+from labeling.models import AnnotatorTally, Image, Label, Project, Queue, Strategy
 
 LEAD_KINDS = (Label.Kind.CORRECTION, Label.Kind.CONFIRMATION)
 VOTE_KINDS = (Label.Kind.ANNOTATION, Label.Kind.IMPORTED)
@@ -123,14 +123,19 @@ def annotator_stats(
     recent = Q(created_at__gte=since)
     timed = recent & Q(duration_ms__isnull=False)
     labels = Label.objects.filter(project=project, annotator=annotator, kind=Label.Kind.ANNOTATION)
+    tallies = AnnotatorTally.objects.filter(project=project, annotator_id=annotator.pk)
     if queue is not None:
         labels = labels.filter(queue=queue)
-    counts = labels.filter(_not_retracted()).aggregate(
-        total=Count("id"),
-        last_window=Count("id", filter=recent),
+        tallies = tallies.filter(queue_key=queue.pk)
+    # The window's labels through the (project, annotator, created_at) index; the total from
+    # the tallies the triggers keep (labeling.selectors.tally_sql): the person's whole history
+    # is not read on each call.
+    counts = labels.filter(_not_retracted(), recent).aggregate(
+        last_window=Count("id"),
         timed=Count("id", filter=timed),
         active_ms=Sum(Least(F("duration_ms"), Value(RATE_LABEL_CAP_MS)), filter=timed),
     )
+    counts["total"] = tallies.aggregate(total=Sum("annotations"))["total"] or 0
     active_ms = counts["active_ms"] or 0
     if counts["timed"] and active_ms > 0:
         # Untimed labels in the window, if any, take the timed ones' mean time each.
@@ -155,29 +160,30 @@ def annotator_quality(*, project: Project) -> list[dict]:
     an annotation counts as overturned when a later CORRECTION on its image has another value.
     With k = 1 both readings give the same number.
     """
-    in_review = QueueItem.objects.filter(
-        queue__kind=Queue.Kind.REVIEW, queue__project=project, image=OuterRef("image")
-    )
-    corrected = Label.objects.filter(
-        image=OuterRef("image"),
-        kind=Label.Kind.CORRECTION,
-        created_at__gte=OuterRef("created_at"),
-    ).exclude(value=OuterRef("value"))
-    # A correction the lead undid (labeling.services.review) overturned nobody.
-    corrected = corrected.exclude(superseded_by__kind=Label.Kind.RETRACTION)
+    # Counted by the triggers of labeling.selectors.tally_sql, which apply this rule on each
+    # write (tests/labeling/test_annotator_tally.py checks them against it): one row per
+    # annotator, queue and hour is read, not every label of the project.
     rows = (
-        Label.objects.filter(project=project, kind=Label.Kind.ANNOTATION)
-        .filter(_not_retracted())
-        .exclude(strategy=Strategy.GOLD)
-        .alias(is_flagged=Exists(in_review), is_overturned=Exists(corrected))
-        .values("annotator")
+        AnnotatorTally.objects.filter(project=project)
+        .values("annotator_id")
         .annotate(
-            labels=Count("id"),
-            flagged=Count("id", filter=Q(is_flagged=True)),
-            overturned=Count("id", filter=Q(is_overturned=True)),
+            total=Sum("annotations"),
+            gold_answers=Sum("gold"),
+            flagged=Sum("flagged"),
+            overturned=Sum("overturned"),
         )
-        .order_by("annotator")
+        .order_by("annotator_id")
     )
+    rows = [
+        {
+            "annotator": row["annotator_id"],
+            "labels": row["total"] - row["gold_answers"],
+            "flagged": row["flagged"],
+            "overturned": row["overturned"],
+        }
+        for row in rows
+        if row["total"] - row["gold_answers"] > 0
+    ]
     rows = list(rows)
     users = User.objects.in_bulk([row["annotator"] for row in rows])
     result = [

@@ -10,13 +10,21 @@ uses for the model metrics (labeling.selectors may not import mlcore; the call i
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 from django.contrib.auth.models import User
-from django.db.models import Count, Q
+from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
-from labeling.models import AnnotatorPause, GoldItem, Label, Project, Strategy
+from labeling.models import (
+    AnnotatorPause,
+    AnnotatorTally,
+    GoldItem,
+    GridTally,
+    Label,
+    Project,
+    Strategy,
+)
 from labeling.services.gold import day_start, positive_streak
 
 CONFIDENCE = 0.95
@@ -103,30 +111,33 @@ def gold_accuracy(*, project: Project) -> dict[int, dict]:
 def rubber_stamping(*, project: Project) -> dict[int, dict]:
     """Per annotator: grid tiles labeled, how many came on pages submitted faster than the
     project's `grid_min_ms_per_tile` per tile, and those pages' count (a page's labels share
-    one per-tile time, so a page counts 1/page_size per tile)."""
+    one per-tile time, so a page counts 1/page_size per tile).
+
+    Read from GridTally (one row per annotator and time per tile, kept by the triggers of
+    labeling.selectors.tally_sql), not from the labels: times per tile are capped there at
+    GRID_MS_CAP, above the largest floor a project may set, so the counts are exact; the median
+    reads as the cap when it is beyond it."""
     floor = project.grid_min_ms_per_tile
     rows = (
-        Label.objects.filter(project=project, kind=Label.Kind.ANNOTATION, page_size__isnull=False)
-        .exclude(superseded_by__kind=Label.Kind.RETRACTION)
-        .values_list("annotator_id", "duration_ms", "page_size")
+        GridTally.objects.filter(project=project, tiles__gt=0)
+        .order_by("annotator_id", "ms")
+        .values_list("annotator_id", "ms", "tiles", "pages")
     )
     out: dict[int, dict] = defaultdict(
         lambda: {"tiles": 0, "fast_tiles": 0, "pages": 0.0, "fast_pages": 0.0, "ms": []}
     )
-    for annotator_id, duration_ms, page_size in rows:
+    for annotator_id, ms, tiles, pages in rows:
         entry = out[annotator_id]
-        share = 1.0 / max(1, page_size)
-        entry["tiles"] += 1
-        entry["pages"] += share
-        if duration_ms is not None:
-            entry["ms"].append(duration_ms)
-            if floor and duration_ms < floor:
-                entry["fast_tiles"] += 1
-                entry["fast_pages"] += share
+        entry["tiles"] += tiles
+        entry["pages"] += pages
+        if ms >= 0:
+            entry["ms"].append((ms, tiles))
+            if floor and ms < floor:
+                entry["fast_tiles"] += tiles
+                entry["fast_pages"] += pages
     result = {}
     for annotator_id, entry in out.items():
-        times = sorted(entry.pop("ms"))
-        entry["median_ms_per_tile"] = times[len(times) // 2] if times else None
+        entry["median_ms_per_tile"] = _median(entry.pop("ms"))
         entry["pages"] = round(entry["pages"])
         entry["fast_pages"] = round(entry["fast_pages"])
         entry["fast_share"] = (
@@ -136,31 +147,53 @@ def rubber_stamping(*, project: Project) -> dict[int, dict]:
     return result
 
 
+def _median(counts: list[tuple[int, int]]) -> int | None:
+    """The upper median (the element at n // 2 of the sorted times) of (time, how many)
+    pairs in ascending time."""
+    n = sum(count for _ms, count in counts)
+    if not n:
+        return None
+    seen = 0
+    for ms, count in counts:
+        seen += count
+        if seen > n // 2:
+            return ms
+    return None  # unreachable: the counts add up to n
+
+
 def exposure(*, project: Project) -> dict[int, dict]:
     """Per annotator who labeled in the project: positive-class answers today and in the last
-    7 days (undone ones excluded; gold answers included), and their current run of positives."""
+    7 days (undone ones excluded; gold answers included), and their current run of positives.
+
+    Summed from the hourly AnnotatorTally rows (UTC hours): exact where the site's time zone is
+    a whole number of hours from UTC; elsewhere "today" starts at the hour before midnight."""
     start = day_start()
     week = start - timedelta(days=6)
-    positive = project.positive_class
+    since = _hour_floor(week)
     rows = (
-        Label.objects.filter(project=project, kind=Label.Kind.ANNOTATION, created_at__gte=week)
-        .exclude(superseded_by__kind=Label.Kind.RETRACTION)
+        AnnotatorTally.objects.filter(project=project, hour__gte=since)
         .values("annotator_id")
         .annotate(
-            today=Count("id", filter=Q(value=positive, created_at__gte=start)),
-            week=Count("id", filter=Q(value=positive)),
+            labels=Sum("annotations"),
+            today=Sum("positives", filter=Q(hour__gte=_hour_floor(start))),
+            week=Sum("positives"),
         )
+        .filter(labels__gt=0)
     )
     result = {}
     users = User.objects.in_bulk([row["annotator_id"] for row in rows])
     for row in rows:
         annotator = users[row["annotator_id"]]
         result[row["annotator_id"]] = {
-            "positives_today": row["today"],
-            "positives_7_days": row["week"],
+            "positives_today": row["today"] or 0,
+            "positives_7_days": row["week"] or 0,
             "streak": positive_streak(project=project, annotator=annotator, limit=STREAK_LOOKBACK),
         }
     return result
+
+
+def _hour_floor(moment):
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
 def pauses_active(*, project: Project) -> dict[int, AnnotatorPause]:

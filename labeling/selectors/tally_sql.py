@@ -166,11 +166,10 @@ def _grid_upsert(select: str) -> str:
 
 
 def backfill(vendor: str) -> list[str]:
-    """Both tables from the existing labels at once (migration 0015, bench seeding)."""
+    """Both tables from the existing labels at once, into empty tables (migration 0015, the
+    benchmark's seeding)."""
     counted = f"NOT {_retracted('a')}"
     return [
-        "DELETE FROM labeling_annotatortally",
-        "DELETE FROM labeling_gridtally",
         f"INSERT INTO labeling_annotatortally ({_TALLY_COLUMNS}) "
         + _contribution_select(vendor, counted, 1),
         "INSERT INTO labeling_gridtally (project_id, annotator_id, ms, tiles, pages) "

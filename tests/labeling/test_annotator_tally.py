@@ -194,6 +194,8 @@ def test_the_backfill_computes_the_same_rows_as_the_triggers():
     )
     by_trigger = _tables(project)
     with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM labeling_annotatortally")
+        cursor.execute("DELETE FROM labeling_gridtally")
         for statement in tally_sql.backfill(connection.vendor):
             cursor.execute(statement)
     assert _tables(project) == by_trigger == _expected(project)
