@@ -82,7 +82,14 @@ def images_list(
         )
     current = CurrentLabel.objects.filter(project=project, image=OuterRef("pk"))
     if label is not None:
-        qs = qs.filter(Exists(current.filter(value=label)))
+        # A join on the image's one current-label row, not an EXISTS: PostgreSQL may then
+        # walk currentlabel_value (or currentlabel_split, with the split: the label table
+        # carries it) in image order and fetch only the page's images, instead of walking
+        # every image in id order and probing each, which reads the whole pool when the
+        # combination is rare or absent.
+        qs = qs.filter(current_row__project=project, current_row__value=label)
+        if split is not None:
+            qs = qs.filter(current_row__split=split)
     if labeled is True:
         qs = qs.filter(Exists(current))
     elif labeled is False:
