@@ -149,10 +149,16 @@ def review_gradcam_stored(*, item: QueueItem | None, model_version_id: int | Non
 
 
 def review_counts(*, project: Project) -> dict[str, int]:
-    """Open and resolved items of the project's review queues."""
-    return QueueItem.objects.filter(
-        queue__project=project, queue__kind=Queue.Kind.REVIEW
-    ).aggregate(
+    """Open and resolved items of the project's review queues.
+
+    The queues' ids are read first and given as values: PostgreSQL then estimates the items
+    from queue_id's own statistics and counts them from queueitem_next. Joined on the queue's
+    kind it could only guess (a third of all items when a project has three queues) and read
+    the million labeling items to count a review queue's few thousand."""
+    queues = list(
+        Queue.objects.filter(project=project, kind=Queue.Kind.REVIEW).values_list("pk", flat=True)
+    )
+    return QueueItem.objects.filter(queue_id__in=queues).aggregate(
         open=Count("id", filter=Q(status=QueueItem.Status.OPEN)),
         done=Count("id", filter=Q(status=QueueItem.Status.DONE)),
     )
