@@ -112,6 +112,7 @@ class ValidationProgressOutput(serializers.Serializer):
     queue_name = serializers.CharField(allow_null=True)
     open = serializers.IntegerField()
     not_queued = serializers.IntegerField()
+    not_queued_counted_at = serializers.DateTimeField()
 
 
 class ValidationFillOutput(serializers.Serializer):
@@ -123,7 +124,8 @@ class ValidationFillOutput(serializers.Serializer):
 
 
 class ValidationProgressApi(APIView):
-    """How far the frozen validation split is labeled (leads and engineers of the project)."""
+    """How far the frozen validation split is labeled (leads and engineers of the project);
+    `not_queued` is at most a minute old (`not_queued_counted_at`)."""
 
     permission_classes = [IsLead]
 
@@ -133,7 +135,7 @@ class ValidationProgressApi(APIView):
         if not can_see_queue_details(request.user, project):
             raise PermissionDenied
         f.parse_query(request, f.EmptyQuery)
-        return Response(validation_progress(project=project))
+        return Response(validation_progress(project=project, recent=True))
 
 
 class ValidationFillApi(APIView):

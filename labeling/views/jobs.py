@@ -61,7 +61,7 @@ def project_jobs(request, slug: str):
         "labeling/jobs_project.html",
         {
             "project": project,
-            "validation": validation_progress(project=project),
+            "validation": validation_progress(project=project, recent=True),
             "selection_preview": preview,
             "selection_preview_error": preview_error,
             "jobs": job_rows(list(jobs_list(project=project)[:RECENT_JOBS])),
