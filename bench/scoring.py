@@ -9,7 +9,11 @@ mark the shard done in one transaction on PostgreSQL). The bare loop runs the sa
 I/O at all. The bare loop runs before and after the pipeline and its two figures are averaged,
 because the CPU is shared and its speed drifts. Goal (TARGETS.md): pipeline >= 0.90 x bare.
 The pipeline's time in the shard commit (`_shard_commit`: the upsert, the shard's status, the
-job's progress under its row lock) is reported beside it.
+job's progress under its row lock) is reported beside it, and so is the CPU time per image of
+both (this process and its reaped decode workers): on shared cores a steadier figure than the
+wall time. `python -m bench` starts OpenMP as the app's processes do (mlcore.runtime: passive
+waiting; `OMP_WAIT_POLICY=` in the environment restores libgomp's spinning, which cost this
+benchmark 5-7 times its speed at load 6-7, docs/platform-benchmarks.md).
 
 The write path is measured on its own at pool scale (issue 11): 1,000,000 images (100,000 in
 quick mode) inserted with generate_series (no files: nothing reads them), a score_pool job
@@ -119,7 +123,22 @@ def _version(project):
     )
 
 
-def _bare(cascade, n_images: int) -> float:
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its reaped children (the DataLoader's decode workers,
+    joined at the end of every shard): on shared cores a steadier cost than the wall time."""
+    import resource
+
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
+def _load() -> float:
+    with open("/proc/loadavg") as handle:
+        return float(handle.read().split()[0])
+
+
+def _bare(cascade, n_images: int) -> tuple[float, float]:
+    """Images/s of the bare forward and its CPU ms per image."""
     import torch
 
     from labeling.ml.scoring import cascade_scores
@@ -128,15 +147,19 @@ def _bare(cascade, n_images: int) -> float:
     for _ in range(2):
         cascade_scores(cascade, x)
     batches = max(1, n_images // BATCH_SIZE)
+    cpu = _cpu_seconds()
     started = time.perf_counter()
     for _ in range(batches):
         p1, p2, loss = cascade_scores(cascade, x)
         p1.cpu()
-    return batches * BATCH_SIZE / (time.perf_counter() - started)
+    elapsed = time.perf_counter() - started
+    images = batches * BATCH_SIZE
+    return images / elapsed, 1000 * (_cpu_seconds() - cpu) / images
 
 
-def _pipeline(project, version, image_ids: list[int]) -> tuple[float, float]:
-    """Images/s of the whole pipeline, and the share of its time spent in the shard commits."""
+def _pipeline(project, version, image_ids: list[int]) -> tuple[float, float, float]:
+    """Images/s of the whole pipeline, the share of its time spent in the shard commits and
+    its CPU ms per image (decode workers included)."""
     from django.utils import timezone
 
     from labeling.models import Job, JobShard, Score
@@ -167,17 +190,19 @@ def _pipeline(project, version, image_ids: list[int]) -> tuple[float, float]:
     JobShard.objects.bulk_create(shards)
     scoring._shard_commit = timed_commit
     try:
+        cpu = _cpu_seconds()
         started = time.perf_counter()
         for shard in shards:
             score_shard_run(job_id=job.pk, shard_index=shard.index)
         elapsed = time.perf_counter() - started
+        cpu = _cpu_seconds() - cpu
     finally:
         scoring._shard_commit = commit
     job.refresh_from_db()
     scored = Score.objects.filter(model_version=version).count()
     if job.status != Job.Status.SUCCEEDED or scored != len(image_ids):
         raise RuntimeError(f"pipeline incomplete: job {job.status}, {scored} scores")
-    return len(image_ids) / elapsed, committing[0] / elapsed
+    return len(image_ids) / elapsed, committing[0] / elapsed, 1000 * cpu / len(image_ids)
 
 
 def _synthetic_images(project, n: int) -> None:
@@ -368,9 +393,10 @@ def _pipeline_part(*, quick: bool, seed: int) -> dict:
     image_ids = _make_pool(project, n_images, seed)
     version = _version(project)
     cascade = load_cascade_cached(version, device=settings.IMAGECLEAN_ML_DEVICE)
-    bare_before = _bare(cascade, n_images)
-    pipeline, commit_share = _pipeline(project, version, image_ids)
-    bare_after = _bare(cascade, n_images)
+    load_start = _load()
+    bare_before, bare_cpu_before = _bare(cascade, n_images)
+    pipeline, commit_share, pipeline_cpu = _pipeline(project, version, image_ids)
+    bare_after, bare_cpu_after = _bare(cascade, n_images)
     bare = (bare_before + bare_after) / 2
     return {
         "images": n_images,
@@ -387,5 +413,9 @@ def _pipeline_part(*, quick: bool, seed: int) -> dict:
         "pipeline_images_per_s": round(pipeline, 1),
         "pipeline_over_bare": round(pipeline / bare, 3),
         "pipeline_commit_share": round(commit_share, 4),
+        "bare_cpu_ms_per_image_before": round(bare_cpu_before, 1),
+        "bare_cpu_ms_per_image_after": round(bare_cpu_after, 1),
+        "pipeline_cpu_ms_per_image": round(pipeline_cpu, 1),
+        "load_1min_start_end": [load_start, _load()],
         "goal": ">= 0.90",
     }
