@@ -361,6 +361,14 @@ class QueueItem(models.Model):
             # list's strategy filter (migration 0011).
             models.Index(fields=["queue", "-priority", "id"], name="queueitem_order"),
             models.Index(fields=["strategy", "image"], name="queueitem_strategy"),
+            # The claim's index (labeling.services.hot_sql, migration 0016): open items only,
+            # in serving order. With queueitem_next or queueitem_order the planner may walk
+            # every done item at the head of the serving order, which grows with each label.
+            models.Index(
+                fields=["queue", "-priority", "id"],
+                condition=Q(status="open"),
+                name="queueitem_open",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -470,6 +478,10 @@ class Label(models.Model):
             models.Index(fields=["project", "annotator", "created_at"]),
             # The image list's annotator filter (migration 0011).
             models.Index(fields=["project", "annotator", "image"], name="label_annotator_image"),
+            # "Has this person labeled this item?", asked by every claim and submit
+            # (labeling.services.hot_sql, migration 0016): one probe, where the annotator's or
+            # the item's index alone left the planner free to read all of a person's labels.
+            models.Index(fields=["queue_item", "annotator"], name="label_item_annotator"),
             # Answers to gold items, for the gold accuracy table (migration 0015).
             models.Index(
                 fields=["project", "created_at"],

@@ -22,9 +22,11 @@ stale lease on the item, gold, a review queue): the fast path is for the common 
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from functools import cache
 
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import connection
 
@@ -85,6 +87,78 @@ def _dt(value: datetime):
     return connection.ops.adapt_datetimefield_value(value)
 
 
+# --- Prepared statements (PostgreSQL) ------------------------------------------------------------
+# Planning, not executing, was most of PostgreSQL's CPU for these statements: each is a
+# primary-key or small index lookup that runs in 0.04-0.3 ms, but planning its joins again on
+# every call cost 0.2-1.3 ms (EXPLAIN's "Planning Time", and the backend's CPU over 300 calls of
+# each statement: 0.14-0.55 ms plain against 0.04-0.05 ms prepared; docs/platform-benchmarks.md).
+# So on PostgreSQL each statement is PREPAREd once per database session and then EXECUTEd:
+# after five calls PostgreSQL keeps a generic plan unless it estimates it worse than the
+# custom ones (plan_cache_mode auto). The PREPARE travels in the same round trip as the
+# statement's first EXECUTE, so the statement count per label does not change
+# (tests/labeling/test_hot_path_queries.py). A prepared statement lives as long as the
+# session and is not undone by a rollback, so the names kept here per connection stay true.
+# A pooler that hands one session's statements to several server sessions (PgBouncer in
+# transaction mode) does not keep session state: set LABELING_PREPARED_STATEMENTS = False there.
+
+
+@cache
+def _prepared_form(sql: str) -> tuple[str, str, int]:
+    """(name, text with $1..$n, n) of one statement; its name is a digest of its text."""
+    if "%" in sql.replace("%s", ""):
+        raise ValueError("a prepared statement's text may hold no % but its placeholders")
+    parts = sql.split("%s")
+    text = parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], start=1))
+    return f"hot_{hashlib.sha256(sql.encode()).hexdigest()[:20]}", text, len(parts) - 1
+
+
+def _prepared_names() -> set[str]:
+    """Names prepared in the database session behind `connection` (a new session, after a
+    reconnect, starts with none)."""
+    raw = connection.connection
+    kept = getattr(connection, "_hot_sql_prepared", None)
+    if kept is None or kept[0] is not raw:
+        kept = (raw, set())
+        connection._hot_sql_prepared = kept
+    return kept[1]
+
+
+def execute(cur, sql: str, params) -> None:
+    """cur.execute(sql, params), as a prepared statement on PostgreSQL. For statements built
+    once per process from model metadata only (this module's, the token statement of
+    labeling.api.authentication): each distinct text becomes one prepared statement."""
+    if connection.vendor != "postgresql" or not getattr(
+        settings, "LABELING_PREPARED_STATEMENTS", True
+    ):
+        cur.execute(sql, params)
+        return
+    name, text, count = _prepared_form(sql)
+    call = f"EXECUTE {name}({', '.join(['%s'] * count)})" if count else f"EXECUTE {name}"
+    names = _prepared_names()
+    if name in names:
+        cur.execute(call, params)
+        return
+    # PREPARE and the first EXECUTE in one round trip (the PREPARE's text holds no %, so
+    # psycopg2 fills only the EXECUTE's placeholders).
+    cur.execute(f"PREPARE {name} AS {text}; {call}", params)
+    names.add(name)
+
+
+def _pg_cast(model, field: str) -> str:
+    """A placeholder typed as the column on PostgreSQL: a parameter in an INSERT ... SELECT's
+    select list has no column to take its type from when the statement is prepared."""
+    if connection.vendor != "postgresql":
+        return "%s"
+    return f"CAST(%s AS {model._meta.get_field(field).db_type(connection)})"
+
+
+def _lit(constant: str) -> str:
+    """One of the models' own constants (a status, a state, a kind) as an SQL literal."""
+    if not str(constant).isidentifier():
+        raise ValueError(f"not a model constant: {constant!r}")
+    return f"'{constant}'"
+
+
 def _lock_clause(skip_locked: bool) -> str:
     if not connection.features.has_select_for_update:
         return ""
@@ -112,7 +186,8 @@ def own_active_leases(*, queue: Queue, annotator: User, now: datetime) -> list[L
     """labeling.services.queues.leases_own_active, one statement: leases with item and image."""
     lease, item, image = reader(Lease, "l"), reader(QueueItem, "qi"), reader(Image, "im")
     with connection.cursor() as cur:
-        cur.execute(
+        execute(
+            cur,
             _own_active_sql(connection.vendor),
             [annotator.pk, ACTIVE, _dt(now), OPEN, queue.pk, queue.pk],
         )
@@ -129,32 +204,46 @@ def own_active_leases(*, queue: Queue, annotator: User, now: datetime) -> list[L
 
 
 @cache
-def _claimable_sql(vendor: str, tried: int, skip_locked: bool) -> str:
+def _claimable_sql(vendor: str, tried: int, skip_locked: bool, limit: int) -> str:
     item, image = reader(QueueItem, "qi"), reader(Image, "im")
     lease_t, label_t = _table(Lease), _table(Label)
     l_item, l_state, l_exp = _col(Lease, "item"), _col(Lease, "state"), _col(Lease, "expires_at")
     not_tried = ""
     if tried:
         not_tried = f"AND qi.{_qn('id')} NOT IN ({', '.join(['%s'] * tried)}) "
+    # The model's constants (statuses, states, the label kind) are written into the text, not
+    # passed as parameters: the statement is prepared (`execute`), and a generic plan can use a
+    # partial index only when the query itself names the value of its condition
+    # (queueitem_open, lease_one_active_per_slot); with parameters, it read every active
+    # lease's index entry, and stepped over every done item, on each claim.
     return (
         f"SELECT {item.columns}, {image.columns} FROM {_table(QueueItem)} qi "
         f"JOIN {_table(Image)} im ON im.{_qn('id')} = qi.{_col(QueueItem, 'image')} "
-        f"WHERE qi.{_col(QueueItem, 'queue')} = %s AND qi.{_col(QueueItem, 'status')} = %s "
+        f"WHERE qi.{_col(QueueItem, 'queue')} = %s AND qi.{_col(QueueItem, 'status')} = "
+        f"{_lit(OPEN)} "
         # A free slot as of this statement: unexpired active leases plus counted labels.
         f"AND qi.{_col(QueueItem, 'labels_needed')} > qi.{_col(QueueItem, 'labels_done')} + "
         f"(SELECT COUNT(*) FROM {lease_t} h WHERE h.{l_item} = qi.{_qn('id')} "
-        f"AND h.{l_state} = %s AND h.{l_exp} > %s) "
+        f"AND h.{l_state} = {_lit(ACTIVE)} AND h.{l_exp} > %s) "
         # Not held or labeled by this person, and not skipped by them within the cooldown.
         f"AND NOT EXISTS (SELECT 1 FROM {lease_t} m WHERE m.{l_item} = qi.{_qn('id')} "
-        f"AND m.{_col(Lease, 'annotator')} = %s AND (m.{l_state} IN (%s, %s) "
-        f"OR (m.{l_state} = %s AND m.{_col(Lease, 'finished_at')} > %s))) "
+        f"AND m.{_col(Lease, 'annotator')} = %s AND (m.{l_state} IN ({_lit(ACTIVE)}, "
+        f"{_lit(COMPLETED)}) OR (m.{l_state} = {_lit(RELEASED)} "
+        f"AND m.{_col(Lease, 'finished_at')} > %s))) "
         f"AND NOT EXISTS (SELECT 1 FROM {label_t} lb WHERE lb.{_col(Label, 'queue_item')} = "
-        f"qi.{_qn('id')} AND lb.{_col(Label, 'annotator')} = %s AND lb.{_col(Label, 'kind')} = %s "
+        f"qi.{_qn('id')} AND lb.{_col(Label, 'annotator')} = %s "
+        f"AND lb.{_col(Label, 'kind')} = {_lit(Label.Kind.ANNOTATION)} "
         f"AND NOT EXISTS (SELECT 1 FROM {label_t} sb WHERE sb.{_col(Label, 'supersedes')} = "
-        f"lb.{_qn('id')})) "
+        # OFFSET 0 (PostgreSQL) keeps this a probe per candidate item (label_item_annotator):
+        # as an anti-join the planner may read all of the person's labels first, trusting
+        # statistics taken when they had few (a claim then grows with every label).
+        f"lb.{_qn('id')}){' OFFSET 0' if vendor == 'postgresql' else ''}) "
         f"{not_tried}"
         f"ORDER BY qi.{_col(QueueItem, 'priority')} DESC, qi.{_qn('id')} "
-        f"LIMIT %s{_lock_clause(skip_locked)}"
+        # The limit is written into the text too (an int, at most the claim's maximum): with
+        # `LIMIT $n` a generic plan is costed as if it fetched a tenth of the queue, so
+        # PostgreSQL kept planning the statement afresh on every call (pg_prepared_statements).
+        f"LIMIT {int(limit)}{_lock_clause(skip_locked)}"
     )
 
 
@@ -172,23 +261,9 @@ def claimable_locked(
     that this person has not labeled, does not hold and did not just skip, in serving order,
     each with its image. The rows are locked (PostgreSQL) with SKIP LOCKED unless asked to wait."""
     item, image = reader(QueueItem, "qi"), reader(Image, "im")
-    params = [
-        queue.pk,
-        OPEN,
-        ACTIVE,
-        _dt(now),
-        annotator.pk,
-        ACTIVE,
-        COMPLETED,
-        RELEASED,
-        _dt(cooldown_since),
-        annotator.pk,
-        Label.Kind.ANNOTATION,
-        *sorted(tried),
-        limit,
-    ]
+    params = [queue.pk, _dt(now), annotator.pk, _dt(cooldown_since), annotator.pk, *sorted(tried)]
     with connection.cursor() as cur:
-        cur.execute(_claimable_sql(connection.vendor, len(tried), skip_locked), params)
+        execute(cur, _claimable_sql(connection.vendor, len(tried), skip_locked, limit), params)
         rows = cur.fetchall()
     out = []
     for row in rows:
@@ -213,7 +288,9 @@ def _lease_insert_sql(vendor: str, slots: int) -> str:
     returning = ", ".join(_qn(f.column) for f in lease.fields)
     return (
         f"INSERT INTO {lease_t} ({', '.join(insert_columns)}) "
-        f"SELECT %s, %s, s.n, %s, %s, %s FROM ({numbers}) s "
+        f"SELECT {_pg_cast(Lease, 'item')}, {_pg_cast(Lease, 'annotator')}, s.n, "
+        f"{_pg_cast(Lease, 'state')}, {_pg_cast(Lease, 'created_at')}, "
+        f"{_pg_cast(Lease, 'expires_at')} FROM ({numbers}) s "
         # The lowest slot no lease holds: active ones (stale too: the unique constraint counts
         # them until they are marked expired) and completed ones.
         f"WHERE NOT EXISTS (SELECT 1 FROM {lease_t} h WHERE h.{l_item} = %s AND "
@@ -260,7 +337,7 @@ def lease_insert_locked(
         item.labels_needed,
     ]
     with connection.cursor() as cur:
-        cur.execute(_lease_insert_sql(connection.vendor, item.labels_needed), params)
+        execute(cur, _lease_insert_sql(connection.vendor, item.labels_needed), params)
         row = cur.fetchone()
     if row is None:
         return None
@@ -291,7 +368,7 @@ def own_lease(*, lease_id: int, annotator: User, site_wide: bool) -> Lease | Non
     queue, project = reader(Queue, "q"), reader(Project, "p")
     params = [lease_id, annotator.pk] + ([] if site_wide else [annotator.pk])
     with connection.cursor() as cur:
-        cur.execute(_own_lease_sql(connection.vendor, site_wide), params)
+        execute(cur, _own_lease_sql(connection.vendor, site_wide), params)
         row = cur.fetchone()
     if row is None:
         return None
@@ -316,30 +393,41 @@ def item_lock(item_id: int) -> QueueItem:
     """The item row, locked (labeling.services.labels._lock_item without the joins: the
     caller has the queue and project already)."""
     with connection.cursor() as cur:
-        cur.execute(_item_lock_sql(connection.vendor), [item_id])
+        execute(cur, _item_lock_sql(connection.vendor), [item_id])
         return reader(QueueItem, "qi").build(cur.fetchone())
 
 
 @cache
 def _seen_sql(vendor: str, with_client_id: bool) -> str:
     label_t = _table(Label)
-    mine = f"(lb.{_col(Label, 'queue_item')} = %s AND lb.{_col(Label, 'kind')} = %s)"
-    if with_client_id:
-        mine = f"({mine} OR lb.{_col(Label, 'client_id')} = %s)"
-    return (
+    columns = (
         f"SELECT lb.{_qn('id')}, lb.{_col(Label, 'queue_item')}, lb.{_col(Label, 'kind')}, "
         f"lb.{_col(Label, 'client_id')}, EXISTS (SELECT 1 FROM {label_t} sb WHERE "
-        f"sb.{_col(Label, 'supersedes')} = lb.{_qn('id')}) "
-        f"FROM {label_t} lb WHERE lb.{_col(Label, 'annotator')} = %s AND {mine}"
+        f"sb.{_col(Label, 'supersedes')} = lb.{_qn('id')}) FROM {label_t} lb "
     )
+    # Each half is one index probe: the person's annotations of the item (label_item_annotator)
+    # and their label with this client_id (label_unique_client_id, whose condition the
+    # literal `<> ''` lets a prepared plan use). As one statement with OR, the planner read all
+    # of the person's labels through the annotator's index.
+    sql = (
+        f"{columns}WHERE lb.{_col(Label, 'queue_item')} = %s AND lb.{_col(Label, 'annotator')} "
+        f"= %s AND lb.{_col(Label, 'kind')} = {_lit(Label.Kind.ANNOTATION)}"
+    )
+    if with_client_id:
+        sql += (
+            f" UNION ALL {columns}WHERE lb.{_col(Label, 'annotator')} = %s "
+            f"AND lb.{_col(Label, 'client_id')} = %s AND lb.{_col(Label, 'client_id')} <> ''"
+        )
+    return sql
 
 
 def labels_seen(*, item_id: int, annotator: User, client_id: str) -> list[tuple]:
     """(id, queue_item_id, kind, client_id, superseded) of the person's annotations of the item
-    and of their label with this client_id: is this a retry, did they label it already."""
-    params = [annotator.pk, item_id, Label.Kind.ANNOTATION] + ([client_id] if client_id else [])
+    and of their label with this client_id (a label can be both, and then comes twice): is
+    this a retry, did they label it already."""
+    params = [item_id, annotator.pk] + ([annotator.pk, client_id] if client_id else [])
     with connection.cursor() as cur:
-        cur.execute(_seen_sql(connection.vendor, bool(client_id)), params)
+        execute(cur, _seen_sql(connection.vendor, bool(client_id)), params)
         return cur.fetchall()
 
 
@@ -358,7 +446,8 @@ def lease_complete_if_current(*, lease_id: int, annotator: User, now: datetime) 
     UPDATE waits for, then re-checks, a row the expiry sweep holds). False: not current, nothing
     written; the caller takes the general path."""
     with connection.cursor() as cur:
-        cur.execute(
+        execute(
+            cur,
             _complete_lease_sql(connection.vendor),
             [COMPLETED, _dt(now), lease_id, annotator.pk, ACTIVE, _dt(now)],
         )
@@ -392,7 +481,7 @@ def label_insert(label: Label) -> Label:
             value = field.pre_save(label, add=True)  # auto_now_add, as save() sets it
         params.append(field.get_db_prep_save(value, connection))
     with connection.cursor() as cur:
-        cur.execute(sql, params)
+        execute(cur, sql, params)
         if connection.features.can_return_columns_from_insert:
             label.pk = cur.fetchone()[0]
         else:
@@ -421,7 +510,8 @@ def item_count_label(item: QueueItem, now: datetime) -> bool:
     if done:
         item.status, item.done_at = DONE, now
     with connection.cursor() as cur:
-        cur.execute(
+        execute(
+            cur,
             _item_count_sql(connection.vendor),
             [
                 item.labels_done,
@@ -462,7 +552,7 @@ def visible_queue(*, queue_id: int, user: User, site_wide: bool) -> Queue | None
     queue, project = reader(Queue, "q"), reader(Project, "p")
     params = [queue_id] + ([] if site_wide else [user.pk])
     with connection.cursor() as cur:
-        cur.execute(_visible_queue_sql(connection.vendor, site_wide), params)
+        execute(cur, _visible_queue_sql(connection.vendor, site_wide), params)
         row = cur.fetchone()
     if row is None:
         return None
@@ -476,7 +566,7 @@ def visible_queue(*, queue_id: int, user: User, site_wide: bool) -> Queue | None
 def _submit_writes_sql(vendor: str) -> tuple[str, tuple[str, ...]]:
     fields = [f for f in Label._meta.concrete_fields if not f.primary_key]
     columns = ", ".join(_qn(f.column) for f in fields)
-    values = ", ".join(["%s"] * len(fields))
+    values = ", ".join(_pg_cast(Label, f.name) for f in fields)
     sql = (
         # The lease completed if it is still this person's active, unexpired lease...
         f"WITH c AS (UPDATE {_table(Lease)} SET {_col(Lease, 'state')} = %s, "
@@ -519,7 +609,7 @@ def submit_writes(*, label: Label, lease_id: int, item: QueueItem, now: datetime
         item.pk,
     ]
     with connection.cursor() as cur:
-        cur.execute(sql, params)
+        execute(cur, sql, params)
         row = cur.fetchone()
     if row is None:
         return False
