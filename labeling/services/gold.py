@@ -398,23 +398,46 @@ def positives_today(*, project: Project, annotator: User, now: datetime | None =
     )
 
 
+# positive_streak reads this many answers first (its comment).
+STREAK_FIRST_READ = 8
+
+
+def latest_answers(*, project: Project, annotator_id: int):
+    """The annotator's answers in the project (undone ones excluded), newest first: what a
+    run of positives is counted over."""
+    return (
+        Label.objects.filter(project=project, annotator_id=annotator_id, kind=Label.Kind.ANNOTATION)
+        .exclude(superseded_by__kind=Label.Kind.RETRACTION)
+        .order_by("-created_at", "-id")
+    )
+
+
+def run_length(values, positive: str) -> int:
+    """How many of `values` (newest first) in a row are `positive`."""
+    streak = 0
+    for value in values:
+        if value != positive:
+            break
+        streak += 1
+    return streak
+
+
 def positive_streak(*, project: Project, annotator: User, limit: int) -> int:
     """How many of the annotator's latest answers in the project, in a row, are positive
     (looking back at most `limit`)."""
     if limit <= 0:
         return 0
-    values = (
-        Label.objects.filter(project=project, annotator=annotator, kind=Label.Kind.ANNOTATION)
-        .exclude(superseded_by__kind=Label.Kind.RETRACTION)
-        .order_by("-created_at", "-id")
-        .values_list("value", flat=True)[:limit]
+    latest = latest_answers(project=project, annotator_id=annotator.pk).values_list(
+        "value", flat=True
     )
-    streak = 0
-    for value in values:
-        if value != project.positive_class:
-            break
-        streak += 1
-    return streak
+    # Positives are rare, so a run usually ends within the first few answers: read those first
+    # and the rest (up to `limit`) only when they are all positive (the quality page asks this
+    # of every annotator).
+    first = min(limit, STREAK_FIRST_READ)
+    values = list(latest[:first])
+    if len(values) == first and first < limit and all(v == project.positive_class for v in values):
+        values += list(latest[first:limit])
+    return run_length(values, project.positive_class)
 
 
 def exposure_cap_message(cap: int) -> str:

@@ -199,3 +199,39 @@ def test_the_backfill_computes_the_same_rows_as_the_triggers():
         for statement in tally_sql.backfill(connection.vendor):
             cursor.execute(statement)
     assert _tables(project) == by_trigger == _expected(project)
+
+
+def test_the_written_out_wilson_interval_is_scipys():
+    from scipy.stats import binomtest
+
+    from labeling.selectors.quality import wilson
+
+    for answers in range(1, 80):
+        for correct in range(answers + 1):
+            ci = binomtest(correct, answers).proportion_ci(confidence_level=0.95, method="wilson")
+            assert wilson(correct, answers) == (round(ci.low, 4), round(ci.high, 4))
+    assert wilson(0, 0) is None
+
+
+def test_exposure_reads_everyones_run_of_positives_at_once():
+    from labeling.selectors.quality import exposure
+    from labeling.services.gold import positive_streak
+
+    project = make_project()
+    image = make_image(project, seed=1)
+    positive = project.positive_class
+    people = [make_user("annotator") for _ in range(4)]
+    runs = {people[0]: 0, people[1]: 3, people[2]: 12, people[3]: 2}
+    for person, run in runs.items():
+        for value in ["normal"] + [positive] * run:
+            Label.objects.create(project=project, image=image, annotator=person, value=value)
+    # An undone answer does not break the run: people[3]'s last normal is taken back.
+    last = Label.objects.create(project=project, image=image, annotator=people[3], value="normal")
+    Label.objects.create(
+        project=project, image=image, annotator=people[3], kind=KINDS.RETRACTION, supersedes=last
+    )
+    rows = exposure(project=project)
+    for person, run in runs.items():
+        assert rows[person.pk]["streak"] == run
+        assert run == positive_streak(project=project, annotator=person, limit=200)
+    assert rows[people[2].pk]["positives_today"] == 12

@@ -32,12 +32,18 @@ POOL_TABLES = {
 }
 
 # The bench's endpoints (bench/pages.py) whose every statement must use an index. Not here:
-# the quality page and its APIs, the strategy yield and the project jobs page (they aggregate
-# over every label or item: docs/platform-benchmarks.md), the validation progress (its count of
+# the strategy yield and the project jobs page (they aggregate over every label or item:
+# docs/platform-benchmarks.md), the queue stats API (its queue's exact counts by status, the
+# labeling page's progress), the validation progress (its count of
 # unlabeled images that no open item holds is an anti-join PostgreSQL hashes), the review page
 # (its content is another change's).
 INDEXED = [
     "project page (annotator)",
+    # Per-annotator tallies and windows (labeling.selectors.tally_sql, selectors.agreement).
+    "quality page",
+    "quality API",
+    "quality checks API",
+    "agreement API",
     "queue items page",
     "queue items page, open, one strategy",
     "queue items API",
