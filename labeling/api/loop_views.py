@@ -112,7 +112,7 @@ class ValidationProgressOutput(serializers.Serializer):
     queue_name = serializers.CharField(allow_null=True)
     open = serializers.IntegerField()
     not_queued = serializers.IntegerField()
-    counted_at = serializers.DateTimeField()
+    not_queued_counted_at = serializers.DateTimeField()
 
 
 class ValidationFillOutput(serializers.Serializer):
@@ -124,8 +124,8 @@ class ValidationFillOutput(serializers.Serializer):
 
 
 class ValidationProgressApi(APIView):
-    """How far the frozen validation split is labeled (leads and engineers of the project),
-    counted at most a minute ago (`counted_at`)."""
+    """How far the frozen validation split is labeled (leads and engineers of the project);
+    `not_queued` is at most a minute old (`not_queued_counted_at`)."""
 
     permission_classes = [IsLead]
 
@@ -166,7 +166,7 @@ class SelectionPreviewOutput(serializers.Serializer):
     most = serializers.IntegerField()
     rule = serializers.CharField()
     summary = serializers.CharField()
-    counted_at = serializers.DateTimeField()
+    not_queued_counted_at = serializers.DateTimeField()
     counted = serializers.CharField()
 
 

@@ -16,7 +16,7 @@ from django.db.models import Exists, OuterRef
 
 from labeling.models import Image, Project, Queue, QueueItem, Strategy
 from labeling.selectors.labels import labels_active
-from labeling.selectors.validation import validation_progress_forget
+from labeling.selectors.validation import validation_not_queued_forget
 from labeling.services.projects import project_validation_queue_ensure
 from labeling.services.queues import queue_items_add
 
@@ -57,6 +57,6 @@ def validation_queue_fill(*, project: Project, created_by: User | None = None) -
     )
     # Now, for a reader in this transaction, and again once it commits (a reader between the
     # two may have counted the state from before).
-    validation_progress_forget(project=project)
-    transaction.on_commit(lambda: validation_progress_forget(project=project))
+    validation_not_queued_forget(project=project)
+    transaction.on_commit(lambda: validation_not_queued_forget(project=project))
     return {"queue_id": queue.pk, "queue": queue.name, "added": added, "moved": len(stray)}
