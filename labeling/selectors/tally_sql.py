@@ -22,9 +22,12 @@ that change a contribution, and what each trigger does:
   counted annotation of the image.
 
 Labels are append-only and never deleted but with their project (whose tallies go with it), so
-no trigger handles DELETE or UPDATE. On PostgreSQL two labels of one image are serialized by the
-current-label trigger's lock on the image row (labeling_label_currentlabel runs first, triggers
-firing in name order); a review item takes the same lock.
+no trigger handles DELETE or UPDATE. A correction or a review item can change several
+annotators' rows in one statement: its rows come in key order, so two such statements take
+their row locks in the same order (no deadlock between them). On PostgreSQL two labels of one
+image are serialized by the current-label trigger's lock on the image row
+(labeling_label_currentlabel runs first, triggers firing in name order); a review item takes
+the same lock.
 
 tests/labeling/test_annotator_tally.py checks the tables against the Python/ORM computation on
 random histories, by trigger and by backfill.
@@ -107,6 +110,7 @@ def _contribution_select(vendor: str, where: str, sign: int) -> str:
         FROM labeling_label a JOIN labeling_project p ON p.id = a.project_id
         WHERE a.kind = 'annotation' AND {where}
         GROUP BY a.project_id, a.annotator_id, COALESCE(a.queue_id, 0), {d["hour"]}
+        ORDER BY 1, 2, 3, 4
     """
 
 
@@ -122,6 +126,7 @@ def _overturned_select(vendor: str, correction_where: str, sign: int) -> str:
           AND a.created_at <= s.created_at AND a.value <> s.value
           AND NOT {_overturned_by("a", exclude_id="s.id")}
         GROUP BY a.project_id, a.annotator_id, COALESCE(a.queue_id, 0), {d["hour"]}
+        ORDER BY 1, 2, 3, 4
     """
 
 
@@ -140,6 +145,7 @@ def _flagged_select(vendor: str) -> str:
               WHERE qi.image_id = NEW.image_id AND qi.id <> NEW.id AND q2.kind = 'review'
                 AND q2.project_id = a.project_id)
         GROUP BY a.project_id, a.annotator_id, COALESCE(a.queue_id, 0), {d["hour"]}
+        ORDER BY 1, 2, 3, 4
     """
 
 
