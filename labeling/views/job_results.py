@@ -305,9 +305,16 @@ def job_result_summary(job: Job) -> list[str]:
 
 
 def job_rows(jobs: list[Job]) -> list[Job]:
-    """Each job with what the jobs table shows: times, summary, whether it can be cancelled."""
+    """Each job with what the jobs table shows: times, summary, whether it can be cancelled,
+    and its kind's and status's names. The names are translated once per call: the model's
+    get_kind_display() hashes every lazy choice label (a translation each) on every call, a
+    third of the time the table of 50 jobs took to render."""
     now = timezone.now()
+    kinds = {value: str(label) for value, label in Job.Kind.choices}
+    statuses = {value: str(label) for value, label in Job.Status.choices}
     for job in jobs:
+        job.kind_name = kinds.get(job.kind, job.kind)
+        job.status_name = statuses.get(job.status, job.status)
         job.times = job_times(job, now=now)
         job.summary_lines = job_result_summary(job)
         job.cancellable = job_cancellable(job)
