@@ -235,3 +235,74 @@ def test_exposure_reads_everyones_run_of_positives_at_once():
         assert rows[person.pk]["streak"] == run
         assert run == positive_streak(project=project, annotator=person, limit=200)
     assert rows[people[2].pk]["positives_today"] == 12
+
+
+def test_gold_accuracy_counted_in_the_database_is_the_answers_judged_one_by_one():
+    from labeling.selectors.quality import HISTORY_DAYS, _rate, gold_accuracy
+    from labeling.services.gold import gold_mark
+
+    lead = make_user("lead")
+    project = make_project(members=[lead])
+    images = [make_image(project, seed=i) for i in range(4)]
+    gold_mark(project=project, images=[im.pk for im in images[:2]], user=lead, value="normal")
+    positive = project.positive_class
+    gold_mark(project=project, images=[images[2].pk], user=lead, value=positive)
+    people = [make_user("annotator") for _ in range(3)]
+    rng = random.Random(5)
+    now = timezone.now()
+    for _ in range(150):
+        when = now - timedelta(hours=rng.randint(0, 24 * (HISTORY_DAYS + 6)))
+        with mock.patch("django.utils.timezone.now", return_value=when):
+            answer = Label.objects.create(
+                project=project,
+                image=rng.choice(images),  # images[3] is no gold item: not judged
+                annotator=rng.choice(people),
+                value=rng.choice(["normal", positive]),
+                strategy=Strategy.GOLD,
+            )
+            if rng.random() < 0.1:  # undone: no longer an answer
+                Label.objects.create(
+                    project=project,
+                    image=answer.image,
+                    annotator=answer.annotator,
+                    kind=KINDS.RETRACTION,
+                    supersedes=answer,
+                )
+    # A corrected gold item re-judges every answer to it.
+    gold_mark(project=project, images=[images[1].pk], user=lead, value=positive)
+
+    truth = {im.pk: v for im, v in zip(images[:3], ["normal", positive, positive])}
+    since = timezone.localdate() - timedelta(days=HISTORY_DAYS - 1)
+    expected: dict = {}
+    undone = set(Label.objects.filter(kind=KINDS.RETRACTION).values_list("supersedes", flat=True))
+    for person in people:
+        answers = [
+            lab
+            for lab in Label.objects.filter(project=project, annotator=person, strategy="gold")
+            if lab.pk not in undone and lab.image_id in truth
+        ]
+        if not answers:
+            continue
+
+        def rate(rows):
+            return _rate(sum(r.value == truth[r.image_id] for r in rows), len(rows))
+
+        days = sorted({timezone.localtime(r.created_at).date() for r in answers})
+        expected[person.pk] = {
+            **rate(answers),
+            "per_class": {
+                value: rate([r for r in answers if truth[r.image_id] == value])
+                for value in sorted(set(truth.values()))
+                if any(truth[r.image_id] == value for r in answers)
+            },
+            "days": [
+                {
+                    "day": day.isoformat(),
+                    **rate([r for r in answers if timezone.localtime(r.created_at).date() == day]),
+                }
+                for day in days
+                if day >= since
+            ],
+        }
+    assert len(expected) == 3
+    assert gold_accuracy(project=project) == expected
