@@ -102,6 +102,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 # A connection kept between requests (CONN_MAX_AGE) is checked before its first use in each
 # request or task, so the first one after a PostgreSQL restart reconnects instead of failing.
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# The labeling hot path PREPAREs its statements once per PostgreSQL session
+# (labeling.services.hot_sql). Behind a pooler that moves one client's statements between server
+# sessions (PgBouncer in transaction mode) set IMAGECLEAN_PREPARED_STATEMENTS=0.
+LABELING_PREPARED_STATEMENTS = env_bool("IMAGECLEAN_PREPARED_STATEMENTS", True)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -99,7 +99,8 @@ def _dt(value: datetime):
 # (tests/labeling/test_hot_path_queries.py). A prepared statement lives as long as the
 # session and is not undone by a rollback, so the names kept here per connection stay true.
 # A pooler that hands one session's statements to several server sessions (PgBouncer in
-# transaction mode) does not keep session state: set LABELING_PREPARED_STATEMENTS = False there.
+# transaction mode) does not keep session state: IMAGECLEAN_PREPARED_STATEMENTS=0 turns this off
+# (settings.LABELING_PREPARED_STATEMENTS).
 
 
 @cache
@@ -112,24 +113,32 @@ def _prepared_form(sql: str) -> tuple[str, str, int]:
     return f"hot_{hashlib.sha256(sql.encode()).hexdigest()[:20]}", text, len(parts) - 1
 
 
-def _prepared_names() -> set[str]:
-    """Names prepared in the database session behind `connection` (a new session, after a
-    reconnect, starts with none)."""
+def _session_state() -> tuple[object, set[str], set[str]]:
+    """(raw connection, names prepared, names whose first call failed) of the database session
+    behind `connection`; a new session, after a reconnect, starts with none."""
     raw = connection.connection
     kept = getattr(connection, "_hot_sql_prepared", None)
     if kept is None or kept[0] is not raw:
-        kept = (raw, set())
+        kept = (raw, set(), set())
         connection._hot_sql_prepared = kept
-    return kept[1]
+    return kept
+
+
+def _prepared_names() -> set[str]:
+    """Names prepared in the database session behind `connection`."""
+    return _session_state()[1]
+
+
+def _unsure_names() -> set[str]:
+    """Names whose PREPARE went with a first call that failed: prepared or not, unknown here."""
+    return _session_state()[2]
 
 
 def execute(cur, sql: str, params) -> None:
     """cur.execute(sql, params), as a prepared statement on PostgreSQL. For statements built
     once per process from model metadata only (this module's, the token statement of
     labeling.api.authentication): each distinct text becomes one prepared statement."""
-    if connection.vendor != "postgresql" or not getattr(
-        settings, "LABELING_PREPARED_STATEMENTS", True
-    ):
+    if connection.vendor != "postgresql" or not settings.LABELING_PREPARED_STATEMENTS:
         cur.execute(sql, params)
         return
     name, text, count = _prepared_form(sql)
@@ -138,9 +147,24 @@ def execute(cur, sql: str, params) -> None:
     if name in names:
         cur.execute(call, params)
         return
+    if name in _unsure_names():
+        # An earlier first call failed: whether its PREPARE ran before the error, only the
+        # session knows (one extra statement, after a failure only).
+        _unsure_names().discard(name)
+        cur.execute("SELECT 1 FROM pg_prepared_statements WHERE name = %s", [name])
+        if cur.fetchone():
+            names.add(name)
+            cur.execute(call, params)
+            return
     # PREPARE and the first EXECUTE in one round trip (the PREPARE's text holds no %, so
     # psycopg2 fills only the EXECUTE's placeholders).
-    cur.execute(f"PREPARE {name} AS {text}; {call}", params)
+    try:
+        cur.execute(f"PREPARE {name} AS {text}; {call}", params)
+    except Exception:
+        # The PREPARE outlives the failed EXECUTE and its transaction's rollback (prepared
+        # statements are not transactional), or never ran: the next call asks the session.
+        _unsure_names().add(name)
+        raise
     names.add(name)
 
 

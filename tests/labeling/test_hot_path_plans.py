@@ -72,3 +72,20 @@ def test_hot_statements_keep_their_generic_plans(client):
         # Statements of earlier tests on this connection may have run fewer times.
         if generic + custom >= LABELS:
             assert generic > 0, f"re-planned on every call: {text[:200]}"
+
+
+def test_a_failed_first_call_leaves_the_statement_usable():
+    """The PREPARE rides with the first EXECUTE and outlives that EXECUTE's failure (and the
+    rollback): the next call must neither PREPARE the name again ("already exists") nor
+    EXECUTE a name that was never prepared. On SQLite the statement runs as sent."""
+    from django.db import DataError, transaction
+
+    sql = "SELECT 10 / %s"
+    for _ in range(2):  # a second failing first call: still no "already exists"
+        with pytest.raises(DataError), transaction.atomic(), connection.cursor() as cur:
+            hot_sql.execute(cur, sql, [0])
+    with connection.cursor() as cur:
+        hot_sql.execute(cur, sql, [5])
+        assert cur.fetchone()[0] == 2
+        hot_sql.execute(cur, sql, [2])
+        assert cur.fetchone()[0] == 5
