@@ -23,6 +23,8 @@ Shapes:
 - saturation in the page's pattern (submit_and_claim) with the best configuration;
 - human pace: a random 1-3 s pause between labels, as people do, with the best configuration,
   in both patterns.
+On PostgreSQL each phase starts with VACUUM ANALYZE, as autovacuum would run between phases on a
+deployed server (the shared server here runs with it off; each phase records that setting).
 Each phase also reports the CPU the server processes and the PostgreSQL backends spent per
 label, which other people's load on the shared cores changes far less than wall-clock figures.
 After each phase the database itself is asked how many items two annotators held at once
@@ -432,9 +434,33 @@ def _pg_sessions(database_url: str) -> int | None:
         conn.close()
 
 
+def _vacuum(database_url: str) -> dict | None:
+    """VACUUM ANALYZE the benchmark's database before a phase, as autovacuum would have done
+    between phases on a deployed server. Here the shared PostgreSQL runs with autovacuum off:
+    without this, each phase inherits the dead lease and item rows of the ones before, the
+    claim re-reads them all, and the database's CPU per label grows phase by phase (what the
+    idle run of 2026-12-02 showed; docs/platform-benchmarks.md)."""
+    if not database_url.startswith("postgres"):
+        return None
+    import psycopg2
+
+    conn = psycopg2.connect(database_url)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SHOW autovacuum")
+            autovacuum = cur.fetchone()[0]
+            started = time.perf_counter()
+            cur.execute("VACUUM (ANALYZE)")
+            return {"seconds": round(time.perf_counter() - started, 2), "autovacuum": autovacuum}
+    finally:
+        conn.close()
+
+
 def _phase(
     env, database_url, seeded, srv, *, seconds, pause, seed, progress=True, pattern="one_by_one"
 ) -> dict:
+    vacuum = _vacuum(database_url)
     before = json.loads(_child(env, "-m", "bench.latency", "check", str(seeded["queue"])))
     load_before = [round(x, 2) for x in os.getloadavg()]
     sessions_before = _pg_sessions(database_url)
@@ -442,6 +468,8 @@ def _phase(
     server_cpu_before = _cpu_seconds(server_pids)
     db_cpu_before = _cpu_seconds(_pg_backend_pids(database_url))
     result = {"server": {"workers": srv.workers, "threads": srv.threads}}
+    if vacuum is not None:
+        result["vacuum_before"] = vacuum
     result.update(
         _drive(
             srv.port, seeded["tokens"], seeded["queue"], classes=seeded["classes"],
