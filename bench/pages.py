@@ -239,11 +239,12 @@ def _seed(n_images: int, n_labels: int, seed: int, vacuum: bool = True) -> dict:
             INSERT INTO labeling_queueitem (queue_id, image_id, strategy, priority, status,
                 labels_needed, labels_done, details, created_at)
             SELECT %s, im.id, 'noise_review', (im.id %% 997) / 997.0,
-                   CASE WHEN im.id %% 2 = 0 THEN 'open' ELSE 'done' END, 1, 0, '{}', now()
+                   CASE WHEN ((im.id - %s) / 100) %% 2 = 0 THEN 'open' ELSE 'done' END,
+                   1, 0, '{}', now()
             FROM labeling_image im
-            WHERE im.project_id = %s AND (im.id - %s) %% 5 <> 4 AND im.id %% 100 = 0
+            WHERE im.project_id = %s AND (im.id - %s) %% 100 = 0
             """,
-            [review.pk, p, i0],
+            [review.pk, i0, p, i0],
         )
         # Labels: label k goes to labeled image (k mod n_labeled), by a different annotator for
         # each of an image's labels; ~3% positive; a third from grid pages; 2% imported; the
