@@ -10,8 +10,9 @@ spread over 60 days), a completed lease per done item, a ready model version wit
 for every image, and 300 jobs. Triggers (foreign-key checks, the current-label trigger) are off
 while the generated rows go in, and the current-label table is then filled set-based
 (labeling.selectors.current_sql.BACKFILL_SQL, the rule the trigger applies), and so are the
-per-annotator tallies (labeling.selectors.tally_sql.backfill), then VACUUM ANALYZE, as autovacuum
-would do after such a load.
+per-annotator tallies (labeling.selectors.tally_sql.backfill) and the per-queue item counts
+(labeling.selectors.item_count_sql.BACKFILL_SQL), then VACUUM ANALYZE, as autovacuum would do
+after such a load.
 
 Then each page and API is requested through the whole Django stack (django.test.Client: URL
 routing, middleware, sessions, authentication, permissions, templates, DRF) as the role that
@@ -148,7 +149,7 @@ def _seed(n_images: int, n_labels: int, seed: int, vacuum: bool = True) -> dict:
     from django.db import connection, transaction
 
     from labeling.models import ModelVersion, Queue
-    from labeling.selectors import current_sql, tally_sql
+    from labeling.selectors import current_sql, item_count_sql, tally_sql
     from labeling.services.gold import gold_queue_ensure
     from labeling.services.projects import project_create, project_validation_queue_ensure
 
@@ -346,6 +347,8 @@ def _seed(n_images: int, n_labels: int, seed: int, vacuum: bool = True) -> dict:
         # The per-annotator tallies, as migration 0015 fills them (labeling.selectors.tally_sql).
         for n, statement in enumerate(tally_sql.backfill(connection.vendor)):
             step(f"annotator_tallies_{n}", statement)
+        # The per-queue item counts, as migration 0017 fills them (item_count_sql).
+        step("queue_item_counts", item_count_sql.BACKFILL_SQL)
         step("triggers_on", "SET LOCAL session_replication_role = origin")
     if vacuum:
         t0 = time.perf_counter()

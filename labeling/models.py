@@ -375,6 +375,29 @@ class QueueItem(models.Model):
         return f"item {self.pk} ({self.strategy}, {self.status})"
 
 
+class QueueItemCount(models.Model):
+    """Per queue, status and slot: a delta of the queue's item count in that status, kept by
+    database triggers on labeling_queueitem (labeling.selectors.item_count_sql, migration 0017)
+    so a queue's progress sums a few dozen rows instead of counting its items (issue 11). A
+    count is the SUM over the slots; the slots spread concurrent submits over several rows.
+    No foreign key: a trigger on the queue's DELETE removes its rows. Read-only for the code."""
+
+    queue_id = models.BigIntegerField()
+    status = models.CharField(max_length=8)
+    slot = models.SmallIntegerField()
+    n = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["queue_id", "status", "slot"], name="queueitemcount_key"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"queue {self.queue_id}, {self.status}, slot {self.slot}: {self.n}"
+
+
 class Lease(models.Model):
     """One person's hold on one slot of a queue item, until it expires or is labeled."""
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 
 from django.contrib.auth.models import User
-from django.db.models import Case, Count, Q, QuerySet, Value, When
+from django.db.models import Case, QuerySet, Sum, Value, When
 from django.utils import timezone
 
-from labeling.models import Lease, Project, Queue, QueueItem
+from labeling.models import Lease, Project, Queue, QueueItem, QueueItemCount
 from labeling.permissions import can_label, queue_kinds_closed_to
-from labeling.selectors.counts import EXACT_UP_TO, count_or_estimate, estimated_rows
 
 
 def _leased(queue: Queue, now: datetime) -> int:
@@ -42,28 +41,29 @@ def queue_progress(*, queue: Queue, now: datetime | None = None) -> dict:
     """Item counts of a queue: open, done, total (open + done), removed, and leased (open items
     someone holds an unexpired lease on)."""
     now = now or timezone.now()
-    counts = QueueItem.objects.filter(queue=queue).aggregate(
-        open=Count("id", filter=Q(status=QueueItem.Status.OPEN)),
-        done=Count("id", filter=Q(status=QueueItem.Status.DONE)),
-        removed=Count("id", filter=Q(status=QueueItem.Status.REMOVED)),
+    return _progress(_status_counts(queue), _leased(queue, now))
+
+
+def _status_counts(queue: Queue) -> dict:
+    """The queue's item count per status: the sums of the counts the database triggers keep
+    (models.QueueItemCount, labeling.selectors.item_count_sql), a few dozen rows, not a count
+    of its items."""
+    sums = (
+        QueueItemCount.objects.filter(queue_id=queue.pk)
+        .values("status")
+        .annotate(total=Sum("n"))
+        .values_list("status", "total")
     )
-    return _progress(counts, _leased(queue, now))
+    counts = dict.fromkeys(QueueItem.Status.values, 0)
+    counts.update(sums)
+    return counts
 
 
 def queue_progress_page(*, queue: Queue, now: datetime | None = None) -> dict:
-    """`queue_progress` for pages that list queues (home, project, queue items): the same
-    counts, exact for a queue of up to EXACT_UP_TO items and PostgreSQL's estimates per status
-    beyond (labeling.selectors.counts); `estimated` says which. The labeling pages' own progress
-    (the queue API) stays `queue_progress`."""
-    items = QueueItem.objects.filter(queue=queue)
-    size = estimated_rows(items)
-    if size is None or size <= EXACT_UP_TO:
-        return {**queue_progress(queue=queue, now=now), "estimated": False}
-    counts = {
-        status: count_or_estimate(items.filter(status=status))[0]
-        for status in (QueueItem.Status.OPEN, QueueItem.Status.DONE, QueueItem.Status.REMOVED)
-    }
-    return {**_progress(counts, _leased(queue, now or timezone.now())), "estimated": True}
+    """`queue_progress` for pages that list queues (home, project, queue items). The counts are
+    kept exact by triggers at any size (they were PostgreSQL's estimates beyond EXACT_UP_TO
+    items); `estimated` stays, always False, for the templates that show it."""
+    return {**queue_progress(queue=queue, now=now), "estimated": False}
 
 
 def queues_for_user(*, project: Project, user: User) -> QuerySet[Queue]:
