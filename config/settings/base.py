@@ -47,7 +47,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # The Content-Security-Policy below on every response that has none of its own.
-    "csp.middleware.CSPMiddleware",
+    "labeling.middleware.ContentSecurityPolicyMiddleware",
     # A request over IMAGECLEAN_MAX_REQUEST_BYTES is refused (413) before its body is read.
     "labeling.middleware.RequestSizeLimitMiddleware",
     # A view that cannot reach the database answers 503 with the app's page (or JSON).
