@@ -22,7 +22,9 @@ The design, step by step (docs/estimates.md says the same in words, with the ass
    Neyman's ``n_h ∝ N_h S_h`` where ``S_h`` is the standard deviation, within the stratum, of
    the item's contribution to the targets (prevalence, precision, recall), computed from the
    stratum's positive rate as known so far (:func:`stratum_rates`: the audit labels, shrunk
-   towards the model's mean score while there are few). Strata already holding more keep them.
+   towards the model's mean score while there are few; in the strata called positive, the
+   posterior's expected variance, :func:`stratum_variances`, so that a confident model cannot
+   starve them). Strata already holding more keep them.
 3. :func:`audit_draw` draws the missing labels in each stratum uniformly without replacement.
    Within a stratum every item had the same chance, so when the labels are in, an item of
    stratum ``h`` stands for ``N_h / n_h`` items (its inverse inclusion probability).
