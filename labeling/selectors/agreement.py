@@ -5,7 +5,8 @@ items, nothing a later label superseded) of the project, one per annotator and i
 latest). An image with votes from two or more annotators is a shared item. From them:
 
 - per pair of annotators: the items both labeled, the share where they gave the same value, and
-  Cohen's kappa (scikit-learn's `cohen_kappa_score`);
+  Cohen's kappa (from the pair's counts of answers; equal to scikit-learn's
+  `cohen_kappa_score`, tests/labeling/test_agreement.py);
 - per annotator: the mean of their pairs' kappas, and the share of the shared items with a
   strict majority (one value has more than half the votes) where their vote was not it;
 - Fleiss' kappa (statsmodels' `fleiss_kappa`) over the items with exactly k votes, k the
@@ -34,8 +35,13 @@ from django.contrib.auth.models import User
 from labeling.models import Label, Project, Queue, QueueItem, Strategy
 from labeling.selectors.labels import _current_of, labels_active
 
-# The quality page and the API list at most this many disagreements (newest first).
+# The API lists at most this many disagreements (newest first), the quality page fewer (a
+# table a person reads; rendering 200 rows of votes was most of the page's time at scale).
 DISAGREEMENTS_LIMIT = 200
+DISAGREEMENTS_ON_PAGE = 50
+# The quality page lists the pairs of annotators that agree least, at most this many (fifty
+# annotators make 1,225 pairs); the API lists every pair.
+PAIRS_ON_PAGE = 50
 # Their agreement reads the images of this many latest annotations (module docstring).
 AGREEMENT_WINDOW = 2_000
 
@@ -75,11 +81,20 @@ def cohen_kappa(first: list[str], second: list[str]) -> float | None:
     Written out (observed against chance agreement from each rater's marginals) rather than
     scikit-learn's `cohen_kappa_score`, whose input checks cost about 1.5 ms a call: hundreds
     of pairs on one page (tests/labeling/test_agreement.py compares the two)."""
-    if not first or len(set(first) | set(second)) < 2:
+    return kappa_of_counts(Counter(zip(first, second, strict=True)))
+
+
+def kappa_of_counts(pairs: Counter) -> float | None:
+    """Cohen's kappa from the counts of each (first value, second value) pair."""
+    n = sum(pairs.values())
+    of_first: Counter = Counter()
+    of_second: Counter = Counter()
+    for (a, b), count in pairs.items():
+        of_first[a] += count
+        of_second[b] += count
+    if not n or len(of_first.keys() | of_second.keys()) < 2:
         return None
-    n = len(first)
-    observed = sum(a == b for a, b in zip(first, second, strict=True)) / n
-    of_first, of_second = Counter(first), Counter(second)
+    observed = sum(count for (a, b), count in pairs.items() if a == b) / n
     chance = sum(count * of_second[value] for value, count in of_first.items()) / (n * n)
     if chance >= 1.0:
         return None
@@ -102,52 +117,76 @@ def fleiss(items: list[list[str]]) -> float | None:
 
 def majority(values: list[str]) -> str | None:
     """The value with more than half the votes, or None."""
-    value, count = Counter(values).most_common(1)[0]
-    return value if count * 2 > len(values) else None
+    return majority_of_counts(Counter(values))
 
 
-def agreement(*, project: Project) -> dict:
+def majority_of_counts(tally: Counter) -> str | None:
+    """`majority` of the votes these are the counts of."""
+    value, count = tally.most_common(1)[0]
+    return value if count * 2 > tally.total() else None
+
+
+def agreement(
+    *,
+    project: Project,
+    disagreements_limit: int = DISAGREEMENTS_LIMIT,
+    pairs_limit: int | None = None,
+) -> dict:
     """Pairs, annotators, Fleiss' kappa and disagreements of the images of the project's latest
-    AGREEMENT_WINDOW annotations (module docstring)."""
+    AGREEMENT_WINDOW annotations (module docstring). With `pairs_limit`, `pairs` holds only the
+    pairs that agree least (lowest kappa, undefined ones last), and `pair_count` all of them."""
     window = recent_images(project=project)
     votes = shared_votes(project=project, image_ids=window)
-    pair_values: dict[tuple[int, int], tuple[list[str], list[str]]] = defaultdict(lambda: ([], []))
+    # Per pair of annotators, the counts of each (their value, the other's value): what the
+    # pair's agreement and kappa need, kept as counts (tens of thousands of pair-votes a page).
+    # A flat count of ((first, value), (second, value)) first: one dictionary step per
+    # pair-vote in the loop that runs tens of thousands of times a page; grouped by pair after.
+    pair_votes: dict[tuple, int] = {}
+    count_of = pair_votes.get
     against: dict[int, list[int]] = defaultdict(lambda: [0, 0])  # [disagreed, with majority]
     shared: Counter = Counter()
     disagreements = []
     for image_id, by in votes.items():
-        annotators = sorted(by)
-        for first, second in combinations(annotators, 2):
-            pair_values[(first, second)][0].append(by[first])
-            pair_values[(first, second)][1].append(by[second])
-        top = majority(list(by.values()))
-        for annotator_id, value in by.items():
-            shared[annotator_id] += 1
-            if top is not None:
-                against[annotator_id][1] += 1
-                against[annotator_id][0] += int(value != top)
-        if len(set(by.values())) > 1:
+        for key in combinations(sorted(by.items()), 2):
+            pair_votes[key] = count_of(key, 0) + 1
+        shared.update(by.keys())
+        tally = Counter(by.values())
+        top = majority_of_counts(tally)
+        if top is not None:
+            for annotator_id, value in by.items():
+                mine = against[annotator_id]
+                mine[1] += 1
+                mine[0] += value != top
+        if len(tally) > 1:
             disagreements.append(image_id)
+    pair_values: dict[tuple[int, int], Counter] = defaultdict(Counter)
+    for ((first, a), (second, b)), count in pair_votes.items():
+        pair_values[(first, second)][(a, b)] += count
 
     users = User.objects.in_bulk(list(shared))
     pairs = []
     kappas: dict[int, list[float]] = defaultdict(list)
-    for (first, second), (a, b) in pair_values.items():
-        kappa = cohen_kappa(a, b)
-        agreed = sum(x == y for x, y in zip(a, b, strict=True))
+    for (first, second), counts in pair_values.items():
+        kappa = kappa_of_counts(counts)
+        items = sum(counts.values())
+        agreed = sum(count for (a, b), count in counts.items() if a == b)
         pairs.append(
             {
                 "annotator_a": users[first].username,
                 "annotator_b": users[second].username,
-                "items": len(a),
+                "items": items,
                 "agreed": agreed,
-                "observed": round(agreed / len(a), 4),
+                "observed": round(agreed / items, 4),
                 "kappa": kappa,
             }
         )
         if kappa is not None:
             kappas[first].append(kappa)
             kappas[second].append(kappa)
+    pair_count = len(pairs)
+    if pairs_limit is not None and pair_count > pairs_limit:
+        pairs.sort(key=lambda p: (p["kappa"] is None, p["kappa"] or 0.0, -p["items"]))
+        pairs = pairs[:pairs_limit]
     pairs.sort(key=lambda p: (p["annotator_a"], p["annotator_b"]))
 
     annotators = []
@@ -182,20 +221,25 @@ def agreement(*, project: Project) -> dict:
         "shared_items": len(votes),
         "fleiss": {"k": k, "items": len(fleiss_items), "kappa": fleiss(fleiss_items)},
         "pairs": pairs,
+        "pair_count": pair_count,
         "annotators": annotators,
         "disagreement_count": len(disagreements),
         "disagreements": _disagreement_rows(
-            project=project, votes=votes, image_ids=disagreements, users=users
-        ),
+            project=project,
+            votes=votes,
+            image_ids=disagreements,
+            users=users,
+            limit=disagreements_limit,
+        ),  # fmt: skip
     }
 
 
 def _disagreement_rows(
-    *, project: Project, votes: dict, image_ids: list[int], users: dict
+    *, project: Project, votes: dict, image_ids: list[int], users: dict, limit: int
 ) -> list[dict]:
-    """The newest DISAGREEMENTS_LIMIT disagreements: votes by name, the current label, and the
+    """The newest `limit` disagreements: votes by name, the current label, and the
     image's item in the re-review queue if it has one (the review page opens it)."""
-    image_ids = sorted(image_ids, reverse=True)[:DISAGREEMENTS_LIMIT]
+    image_ids = sorted(image_ids, reverse=True)[:limit]
     if not image_ids:
         return []
     rows: dict[int, list[tuple]] = defaultdict(list)

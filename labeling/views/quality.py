@@ -19,7 +19,7 @@ from labeling.models import AnnotatorPause, Project
 from labeling.permissions import can_manage, can_review, project_visible_or_404, role_required
 from labeling.project_settings import PROJECT_QUALITY, QUALITY_FIELDS, quality_settings_clean
 from labeling.roles import Role
-from labeling.selectors.agreement import agreement
+from labeling.selectors.agreement import DISAGREEMENTS_ON_PAGE, PAIRS_ON_PAGE, agreement
 from labeling.selectors.quality import annotator_checks, gold_items
 from labeling.services.agreement import disagreements_queue
 from labeling.services.gold import gold_mark, gold_unmark, pause_lift
@@ -36,7 +36,9 @@ def quality_context(*, project: Project, user) -> dict:
     return {
         "checks": annotator_checks(project=project),
         "gold_items": gold_items(project=project),
-        "agreement": agreement(project=project),
+        "agreement": agreement(
+            project=project, disagreements_limit=DISAGREEMENTS_ON_PAGE, pairs_limit=PAIRS_ON_PAGE
+        ),
         "settings_form": form,
         "positive_class": project.positive_class,
     }

@@ -109,6 +109,32 @@ def test_kappas_match_the_hand_computed_figures_and_the_libraries(world):
     assert rows[-1]["review_item"] is None
 
 
+def test_the_page_lists_the_pairs_that_agree_least_and_the_newest_disagreements(world, client):
+    """The quality page caps both tables (PAIRS_ON_PAGE, DISAGREEMENTS_ON_PAGE) and says so;
+    here with caps of one: the pair kept is b-c (kappa 0, the lowest), the disagreement kept
+    the newest (image 6), while the counts still cover everything."""
+    result = agreement(project=world["project"], pairs_limit=1, disagreements_limit=1)
+    assert result["pair_count"] == 3
+    assert [(p["annotator_a"], p["annotator_b"]) for p in result["pairs"]] == [("agr-b", "agr-c")]
+    assert result["disagreement_count"] == 3
+    assert [row["image"] for row in result["disagreements"]] == [world["images"][5].pk]
+    # Uncapped (the API), every pair and disagreement.
+    assert len(agreement(project=world["project"])["pairs"]) == 3
+
+    from labeling.selectors import agreement as module
+
+    client.force_login(world["lead"])
+    url = reverse("project-quality", args=[world["project"].slug])
+    assert 'id="agreement-pairs-shown"' not in client.get(url).content.decode()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("labeling.views.quality.PAIRS_ON_PAGE", 1)
+        patch.setattr("labeling.views.quality.DISAGREEMENTS_ON_PAGE", 1)
+        html = client.get(url).content.decode()
+    assert module.PAIRS_ON_PAGE == 50
+    assert 'id="agreement-pairs-shown"' in html and 'id="disagreements-shown"' in html
+    assert 'data-pair="agr-b|agr-c"' in html and 'data-pair="agr-a|agr-b"' not in html
+
+
 def test_undefined_kappa_and_no_majority():
     assert cohen_kappa([D, D, D], [D, D, D]) is None  # pe = 1: 0 / 0
     assert cohen_kappa([], []) is None
