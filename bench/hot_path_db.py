@@ -38,12 +38,37 @@ def _backend_run_s(pid: int) -> float:
     return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
 
 
+AHEAD = 3
+
+
+def _submit_and_claim(client, queue: int, value: str, held: list[int]):
+    """Submit the oldest lease held and claim up to AHEAD, as the labeling page does."""
+    import uuid
+
+    entry = {"lease": held.pop(0), "value": value, "client_id": uuid.uuid4().hex}
+    answer = client.post(
+        f"/api/v1/queues/{queue}/submit-next/", {"entries": [entry], "count": AHEAD},
+        content_type="application/json",
+    )  # fmt: skip
+    if answer.status_code == 200:
+        for lease in answer.json()["leases"]:
+            if lease["lease"] not in held:
+                held.append(lease["lease"])
+    return answer
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("seeded", help="JSON printed by `python -m bench.latency seed`")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--labels", type=int, default=500, help="labels per round")
     parser.add_argument("--vacuum", action="store_true", help="VACUUM (ANALYZE) each round")
+    parser.add_argument(
+        "--pattern",
+        choices=("one_by_one", "submit_and_claim"),
+        default="one_by_one",
+        help="next + submit, or the labeling page's: 3 claimed ahead, then submit-next per label",
+    )
     args = parser.parse_args()
 
     import django
@@ -76,6 +101,14 @@ def main() -> None:
                 per_statement[key][0] += 1
                 per_statement[key][1] += _backend_run_s(pid) - started
 
+    # Each annotator's leases claimed ahead (the labeling page's pattern), oldest first.
+    held: list[list[int]] = [[] for _ in clients]
+    if args.pattern == "submit_and_claim":
+        for client, leases in zip(clients, held, strict=True):
+            answer = client.post(
+                f"/api/v1/queues/{queue}/next/", {"count": AHEAD}, content_type="application/json"
+            )
+            leases.extend(lease["lease"] for lease in answer.json()["leases"])
     with connection.execute_wrapper(measure):
         for number in range(args.rounds):
             if args.vacuum:
@@ -86,14 +119,18 @@ def main() -> None:
             py, db, wall = time.process_time(), _backend_cpu_s(pid), time.perf_counter()
             for i in range(args.labels):
                 client = clients[i % len(clients)]
-                answer = client.post(
-                    f"/api/v1/queues/{queue}/next/", {"count": 1}, content_type="application/json"
-                )
-                lease = answer.json()["leases"][0]["lease"]
-                answer = client.post(
-                    f"/api/v1/leases/{lease}/submit/", {"value": value},
-                    content_type="application/json",
-                )  # fmt: skip
+                if args.pattern == "submit_and_claim":
+                    answer = _submit_and_claim(client, queue, value, held[i % len(clients)])
+                else:
+                    answer = client.post(
+                        f"/api/v1/queues/{queue}/next/", {"count": 1},
+                        content_type="application/json",
+                    )  # fmt: skip
+                    lease = answer.json()["leases"][0]["lease"]
+                    answer = client.post(
+                        f"/api/v1/leases/{lease}/submit/", {"value": value},
+                        content_type="application/json",
+                    )  # fmt: skip
                 if answer.status_code != 200:
                     raise RuntimeError(answer.content)
             counting[0] = False
