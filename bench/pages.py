@@ -403,6 +403,12 @@ def _endpoints() -> list[tuple[str, str, str]]:
         ("review page", "lead", f"/projects/{s}/review/"),
         ("review next API", "lead", f"/api/v1/projects/{s}/review/next/"),
         ("quality page", "lead", f"/projects/{s}/quality/"),
+        # The page's agreement section, which it loads after itself (a second request).
+        (
+            "quality page, agreement section",
+            "lead",
+            f"/projects/{s}/quality/agreement/?part=section",
+        ),
         ("quality API", "lead", f"/api/v1/projects/{s}/quality/"),
         ("quality checks API", "lead", f"/api/v1/projects/{s}/quality/checks/"),
         ("agreement API", "lead", f"/api/v1/projects/{s}/quality/agreement/"),

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.shortcuts import get_object_or_404, redirect
+from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.translation import gettext as _
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_GET, require_POST
 
 from labeling.models import AnnotatorPause, Project
 from labeling.permissions import can_manage, can_review, project_visible_or_404, role_required
@@ -28,7 +28,8 @@ from labeling.views.job_forms import job_form, params_from_post
 
 
 def quality_context(*, project: Project, user) -> dict:
-    """What the quality page shows beyond labels, flags and overturns."""
+    """What the quality page shows beyond labels, flags and overturns (its agreement section
+    comes from `quality_agreement_view`, loaded after the page)."""
     form = None
     if can_manage(user, project):
         form = job_form(PROJECT_QUALITY)
@@ -36,12 +37,27 @@ def quality_context(*, project: Project, user) -> dict:
     return {
         "checks": annotator_checks(project=project),
         "gold_items": gold_items(project=project),
-        "agreement": agreement(
-            project=project, disagreements_limit=DISAGREEMENTS_ON_PAGE, pairs_limit=PAIRS_ON_PAGE
-        ),
         "settings_form": form,
         "positive_class": project.positive_class,
     }
+
+
+@require_GET
+@role_required(Role.LEAD)
+def quality_agreement_view(request, slug: str):
+    """The quality page's agreement section on its own (the page loads it after itself: it is
+    the page's costliest part at scale)."""
+    project = _lead_project(request.user, slug)
+    context = {
+        "project": project,
+        "agreement": agreement(
+            project=project, disagreements_limit=DISAGREEMENTS_ON_PAGE, pairs_limit=PAIRS_ON_PAGE
+        ),
+    }
+    # The page's script asks for the section alone; a person following the link gets a page.
+    alone = request.GET.get("part") == "section"
+    template = "labeling/_quality_agreement.html" if alone else "labeling/quality_agreement.html"
+    return render(request, template, context)
 
 
 def _lead_project(user, slug: str) -> Project:

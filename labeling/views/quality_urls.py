@@ -4,6 +4,12 @@ from django.urls import path
 from . import quality, quality_drilldown
 
 urlpatterns: list = [
+    # The quality page's agreement section, which the page loads after itself.
+    path(
+        "projects/<slug:slug>/quality/agreement/",
+        quality.quality_agreement_view,
+        name="project-quality-agreement",
+    ),
     # One annotator's flagged, overturned and gold-failed items (the quality row's drill-down).
     path(
         "projects/<slug:slug>/quality/annotators/<int:pk>/",

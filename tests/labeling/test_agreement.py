@@ -124,7 +124,7 @@ def test_the_page_lists_the_pairs_that_agree_least_and_the_newest_disagreements(
     from labeling.selectors import agreement as module
 
     client.force_login(world["lead"])
-    url = reverse("project-quality", args=[world["project"].slug])
+    url = reverse("project-quality-agreement", args=[world["project"].slug]) + "?part=section"
     assert 'id="agreement-pairs-shown"' not in client.get(url).content.decode()
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("labeling.views.quality.PAIRS_ON_PAGE", 1)
@@ -174,13 +174,20 @@ def test_quality_page_shows_the_tables_and_links_to_review(client, world):
     client.login(username=world["lead"].username, password=PASSWORD)
     page = client.get(reverse("project-quality", kwargs={"slug": project.slug}))
     assert page.status_code == 200
-    html = page.content.decode()
+    # The page answers first; its agreement section comes from its own URL, which the page names
+    # (static/labeling/quality_agreement.js fetches it), and stands as a page on its own too.
+    section = reverse("project-quality-agreement", kwargs={"slug": project.slug})
+    assert f'data-url="{section}?part=section"' in page.content.decode()
+    html = client.get(section + "?part=section").content.decode()
+    assert html.lstrip().startswith('<section id="agreement"')
     assert 'id="agreement-pairs"' in html and 'data-pair="agr-a|agr-b"' in html
     assert "0.325" in html and "0.333" in html
     assert 'id="disagreements"' in html
+    alone = client.get(section).content.decode()
+    assert "<html" in alone and 'id="agreement-pairs"' in alone
     response = client.post(reverse("project-disagreements-queue", kwargs={"slug": project.slug}))
     assert response.status_code == 302
-    html = client.get(response.url).content.decode()
+    html = client.get(section + "?part=section").content.decode()
     item = QueueItem.objects.get(queue__kind=Queue.Kind.REVIEW, image=world["images"][1])
     link = reverse("project-review", kwargs={"slug": project.slug}) + f"?item={item.pk}"
     assert f'href="{link}"' in html

@@ -263,6 +263,9 @@ MATRIX: dict[str, Route] = {
         obj="image",
     ),
     "project-quality": Route(row(LOGIN, DENIED, OK, OK, OK), row(LOGIN, DENIED, NOT_FOUND, OK, OK)),
+    "project-quality-agreement": Route(
+        row(LOGIN, DENIED, OK, OK, OK), row(LOGIN, DENIED, NOT_FOUND, OK, OK)
+    ),
     # One annotator's flagged, overturned and gold-failed items (issue 9, item 9): leads of the
     # project; the other project's person is not found through it.
     "project-quality-annotator": Route(
