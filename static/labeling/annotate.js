@@ -131,7 +131,11 @@ function knownActiveLeases() {
 // `next` is asked only when nothing on the way will: the screen is empty, or the outbox cannot
 // reach the server now.
 function claimOnTheWay() {
-  return cards.length > 0 && outbox.state !== "offline" && outbox.state !== "error"
+  return cards.length > 0 && submitsOnTheWay();
+}
+
+function submitsOnTheWay() {
+  return outbox.state !== "offline" && outbox.state !== "error"
     && outbox.entries.some((e) => e.type === "submit");
 }
 
@@ -176,8 +180,12 @@ async function refill() {
     }
     renderProgress(data.progress, { recent: true });
     const wasEmpty = cards.length === 0;
-    exhausted = adoptLeases(data.leases) === 0;
-    if (exhausted) retryRefill(EMPTY_RECHECK_MS);
+    // An empty answer is not an empty queue while a submit is on its way: its claim may take
+    // the last items this `next` raced it for. adoptClaimed() asks again once it is answered,
+    // so the page says "Loading" meanwhile instead of flashing "This queue is empty".
+    const added = adoptLeases(data.leases);
+    exhausted = added === 0 && !submitsOnTheWay();
+    if (!added) retryRefill(EMPTY_RECHECK_MS);
     if (wasEmpty) show();
   } catch (err) {
     if (!(err instanceof NetworkError)) throw err;
