@@ -29,7 +29,12 @@ audited item is a real image's score and truth; the population stands for a larg
 same kind. ``--population 0`` audits the scored images themselves instead (a pool of the
 source negatives and as many source positives as the prevalence asks).
 
-Each audit: ``score_strata`` (8 strata, the decision thresholds as boundaries), then four batches
+Each audit: ``score_strata`` (8 strata, the decision thresholds as boundaries; the images the
+cascade calls negative cut by rank on the logistic probe's second opinion, as the app's audit
+does once the project has labels of both classes: ``--negatives-by probe``, the default; here
+the probe is the baseline fitted on the same labeled set, on the frozen 112 px features the
+cached fit has, where the app's probe reads the vector store's 224 px embeddings; both through
+``mlcore.probe.fit_linear_probe`` and ``prior_shifted``), then four batches
 of a quarter of the budget, each allocated by ``audit_allocation`` (Neyman, updated with the
 labels so far) and drawn by ``audit_draw``; the simulated annotator answers with the truth;
 ``estimate_pool`` at the end. Reported per setting over ``--audits`` audits: the coverage of the
@@ -73,6 +78,7 @@ from mlcore.pipeline import (
     predict_cascade,
     probe_baseline_scores,
 )
+from mlcore.probe import prior_shifted
 
 POSITIVE_CLASSES = common.RARE_POSITIVE_CLASSES
 N_STRATA = 8
@@ -143,6 +149,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="what the allocation favours (default: the audit job's default, balanced)",
     )
     parser.add_argument(
+        "--negatives-by",
+        default="probe",
+        choices=("score", "probe"),
+        help="what the called-negative strata are cut on: the probe's second opinion, as the "
+        "app's audit does once labels of both classes exist (default), or the model's score",
+    )
+    parser.add_argument(
         "--model",
         default="cascade",
         choices=MODELS,
@@ -200,7 +213,7 @@ def _f1_threshold(y: np.ndarray, scores: np.ndarray) -> float:
 
 
 def _cache_path(budget: Budget, seed: int):
-    key = json.dumps({"budget": asdict(budget), "seed": seed, "v": 1}, sort_keys=True, default=str)
+    key = json.dumps({"budget": asdict(budget), "seed": seed, "v": 2}, sort_keys=True, default=str)
     return CACHE_DIR / f"estimates-scores-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
 
 
@@ -247,6 +260,9 @@ def _scored(rows: dict[str, np.ndarray], budget: Budget, seed: int) -> dict[str,
     result = {
         "truth": y_all[rows["source"]].astype(np.int8),
         "cascade_score": np.minimum(scores.stage1, scores.stage2),
+        # Both stages as the app's Score rows keep them (stage1, stage2).
+        "stage1_score": np.asarray(scores.stage1, dtype=np.float64),
+        "stage2_score": np.asarray(scores.stage2, dtype=np.float64),
         "cascade_decision": scores.decision,
         "probe_score": probe_baseline_scores(fit.baseline_probe, trunk_config, source),
     }
@@ -294,6 +310,7 @@ def _population(
     rows = rng.permutation(rows)
     return {
         "scores": score[rows],
+        "probe": prior_shifted(scored["probe_score"], scored["probe_prior_odds"])[rows],
         "decision": decision[rows],
         "truth": truth[rows].astype(np.int64),
         "cut_points": cut_points,
@@ -397,6 +414,7 @@ def _setting(
     n_strata: int,
     seed: int,
     target: str,
+    negatives_by: str = "score",
 ) -> dict[str, Any]:
     scores, truth, decision = pool["scores"], pool["truth"], pool["decision"]
     tp = int((truth.astype(bool) & decision).sum())
@@ -407,7 +425,11 @@ def _setting(
     }
     # As the app's audit does (labeling.services.audit): no stratum straddles the decision.
     strata = estimates.score_strata(
-        scores, n_strata=n_strata, cut_points=pool["cut_points"], decision=decision
+        scores,
+        n_strata=n_strata,
+        cut_points=pool["cut_points"],
+        decision=decision,
+        negatives_by=pool["probe"] if negatives_by == "probe" else None,
     )
     started = time.perf_counter()
     stratified = [
@@ -570,6 +592,7 @@ def run(
     model: str = "cascade",
     population: int | None = None,
     labeled: int | None = None,
+    negatives_by: str = "probe",
 ) -> dict[str, Any]:
     threads = common.limit_threads()
     budget = QUICK if quick else FULL
@@ -582,7 +605,13 @@ def run(
     beta_prior = tuple(float(v) for v in prior.split(",")) if prior else estimates.DEFAULT_PRIOR
     # The cache key leaves out what only the audits use, so every audit option reuses one fit.
     model_budget = replace(budget, audits=0, population=0, labels={}, grid_points=0, draws=0)
-    scored = _scored(_rows(model_budget, seed), model_budget, seed)
+    rows = _rows(model_budget, seed)
+    scored = _scored(rows, model_budget, seed)
+    # The probe was fitted class-balanced on the labeled set: its odds, times the labeled
+    # set's odds of a positive, are those of a rate (mlcore.probe.prior_shifted).
+    scored["probe_prior_odds"] = scored["labeled_positives"] / (
+        len(rows["train"]) - scored["labeled_positives"]
+    )
     figures: dict[str, Any] = {
         "protocol": {
             "positive_classes": list(POSITIVE_CLASSES),
@@ -604,6 +633,7 @@ def run(
                 else "probe probability, best F1 on the validation split"
             ),
             "strata": strata,
+            "negatives_by": negatives_by,
             "allocation_target": target,
             "batches": BATCHES,
             "audits": budget.audits,
@@ -645,6 +675,7 @@ def run(
             n_strata=strata,
             seed=seed,
             target=target,
+            negatives_by=negatives_by,
         )
         result["ratio_goal"] = RATIO_GOALS[prevalence]
         figures["settings"][key] = result

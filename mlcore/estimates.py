@@ -106,6 +106,9 @@ DECISION_OFFSET = 2.0
 PRIOR_LABELS = 4.0
 # The scores sqrt(s (1 - s)) never falls below, so a stratum of near-zero scores is not ignored.
 MIN_SD_SCORE = 1e-3
+# The share of the called negatives in the top stratum when they are cut by rank on a second
+# opinion (score_strata's negatives_by); each stratum below is twice as large.
+RANKED_TOP_SHARE = 0.01
 # What the audit's allocation minimises: the variance of each target, or their normalised mix.
 TARGETS = ("prevalence", "precision", "recall", "balanced")
 
@@ -150,20 +153,36 @@ def _scores(scores: np.ndarray | Sequence[float]) -> np.ndarray:
     return values
 
 
-def stratum_key(scores: np.ndarray | Sequence[float], decision: np.ndarray | None) -> np.ndarray:
+def stratum_key(
+    scores: np.ndarray | Sequence[float],
+    decision: np.ndarray | None,
+    negatives_by: np.ndarray | Sequence[float] | None = None,
+) -> np.ndarray:
     """What strata cut: the scores, or with a ``decision`` (N,) bool, the scores of the items it
     calls positive shifted by :data:`DECISION_OFFSET`, so every item called positive sorts above
     every item called negative and a boundary at the offset separates them. Needed when the
     decision is not a threshold on the score (the cascade's AND of two stages, ranked by the
     smaller of the two): cut points on the score alone would leave images called positive in
     strata of negatives, where a few audit labels say little about the cascade's precision.
-    With a decision, scores must lie in [0, 1]."""
+    With a decision, scores must lie in [0, 1].
+
+    ``negatives_by`` (N,) in [0, 1], with a decision only: the items it calls negative are keyed
+    by these values instead of their scores (:func:`score_strata`)."""
     values = _scores(scores)
     if decision is None:
+        if negatives_by is not None:
+            raise ValueError("negatives_by needs a decision")
         return values
     called = _decision(decision, len(values), "decision")
     if values.min() < 0.0 or values.max() > 1.0:
         raise ValueError("strata split by a decision need scores in [0, 1]")
+    if negatives_by is not None:
+        other = _scores(negatives_by)
+        if other.shape != values.shape:
+            raise ValueError(f"negatives_by must have shape {values.shape}, got {other.shape}")
+        if other.min() < 0.0 or other.max() > 1.0:
+            raise ValueError("negatives_by must lie in [0, 1]")
+        values = np.where(called, values, other)
     return values + DECISION_OFFSET * called
 
 
@@ -174,14 +193,18 @@ def assign_strata(scores: np.ndarray, edges: np.ndarray) -> np.ndarray:
 
 
 def strata_from_edges(
-    scores: np.ndarray | Sequence[float], edges: np.ndarray, *, decision: np.ndarray | None = None
+    scores: np.ndarray | Sequence[float],
+    edges: np.ndarray,
+    *,
+    decision: np.ndarray | None = None,
+    negatives_by: np.ndarray | Sequence[float] | None = None,
 ) -> Strata:
     """The :class:`Strata` of ``scores`` (N,) under boundaries ``edges`` (H + 1,) kept from an
     earlier :func:`score_strata` (an audit continued with more labels keeps its strata); pass
-    the same ``decision`` as then when the strata were split by it."""
+    the same ``decision`` and ``negatives_by`` as then."""
     scores = _scores(scores)
     edges = np.asarray(edges, dtype=np.float64)
-    index = assign_strata(stratum_key(scores, decision), edges)
+    index = assign_strata(stratum_key(scores, decision, negatives_by), edges)
     count = len(edges) - 1
     sizes = np.bincount(index, minlength=count)
     sums = np.bincount(index, weights=scores, minlength=count)
@@ -200,6 +223,7 @@ def score_strata(
     cut_points: Sequence[float] = (),
     min_size: int = 10,
     decision: np.ndarray | None = None,
+    negatives_by: np.ndarray | Sequence[float] | None = None,
 ) -> Strata:
     """Strata of the pool from the model's scores (N,) (larger = more likely positive).
 
@@ -214,6 +238,13 @@ def score_strata(
     ``decision`` (N,) bool: the strata never mix the items it calls positive with the others
     (:func:`stratum_key`), whatever the decision's relation to the score; give it again to
     :func:`strata_from_edges` and the estimates then split no stratum by that decision.
+
+    ``negatives_by`` (N,) in [0, 1], with ``decision`` only: the items the decision calls
+    negative are cut by these values instead of the score (the cut points, thresholds on the
+    score, then bound only the called-positive side). The audit passes a second opinion there,
+    one that ranks the model's misses better than the model's own score does: the misses are
+    what the recall interval is made of (docs/estimates.md, "Strata of the called negatives").
+    The strata's ``mean_scores`` stay the model's scores.
     """
     if n_strata < 1:
         raise ValueError(f"n_strata must be >= 1, got {n_strata}")
@@ -221,7 +252,9 @@ def score_strata(
         raise ValueError(f"min_size must be >= 1, got {min_size}")
     values = _scores(scores)
     if decision is not None:
-        return _strata_split_by(values, decision, n_strata, cut_points, min_size)
+        return _strata_split_by(values, decision, n_strata, cut_points, min_size, negatives_by)
+    if negatives_by is not None:
+        raise ValueError("negatives_by needs a decision")
     ordered = np.sort(values)
     clipped = np.clip(ordered, 0.0, 1.0)
     cumulative = np.cumsum(_score_spread(clipped))
@@ -229,9 +262,29 @@ def score_strata(
     positions = np.searchsorted(cumulative, targets, side="left")
     # A boundary is a score value: stratum h+1 starts at the first item past the share.
     inner = {float(ordered[min(p + 1, len(ordered) - 1)]) for p in positions}
+    return _merged(values, inner, cut_points, min_size)
+
+
+def _rank_strata(values: np.ndarray, n_strata: int, min_size: int) -> Strata:
+    """Strata by rank for a ranking that is not a calibrated probability: the top
+    :data:`RANKED_TOP_SHARE` of the items, then strata twice as large each, down to the rest.
+    Where the positives concentrate at the top of the ranking, the small top strata isolate
+    them, whatever the values' scale (docs/estimates.md, "Strata of the called negatives")."""
+    ordered = np.sort(values)
+    shares = [RANKED_TOP_SHARE * 2.0**j for j in range(max(0, n_strata - 1))]
+    positions = [len(ordered) - int(np.ceil(share * len(ordered))) for share in shares if share < 1]
+    inner = {float(ordered[max(0, min(p, len(ordered) - 1))]) for p in positions}
+    return _merged(values, inner, (), min_size)
+
+
+def _merged(
+    values: np.ndarray, inner: set[float], cut_points: Sequence[float], min_size: int
+) -> Strata:
+    """The strata of ``values`` under the boundaries ``inner`` and ``cut_points``, strata of
+    fewer than ``min_size`` items merged into a neighbour."""
+    ordered_min, ordered_max = float(values.min()), float(values.max())
     cuts = {float(c) for c in cut_points}
-    inner |= cuts
-    inner = {edge for edge in inner if ordered[0] < edge <= ordered[-1]}
+    inner = {edge for edge in inner | cuts if ordered_min < edge <= ordered_max}
     edges = np.array([-np.inf, *sorted(inner), np.inf])
     # Merge strata that are too small into the neighbour with the fewer items, preferring a
     # neighbour on the same side of every cut point.
@@ -262,25 +315,32 @@ def _strata_split_by(
     n_strata: int,
     cut_points: Sequence[float],
     min_size: int,
+    negatives_by: np.ndarray | Sequence[float] | None = None,
 ) -> Strata:
     """:func:`score_strata` run on each side of ``decision`` on its own (the strata shared out
     by each side's ``sum sqrt(s (1 - s))``, at least one each), the two joined on the
     :func:`stratum_key` scale with a boundary at :data:`DECISION_OFFSET` between them. Each
-    side merges its own small strata, so no merge ever crosses the split."""
+    side merges its own small strata, so no merge ever crosses the split. The called-negative
+    side is cut on ``negatives_by`` when given (without the score's cut points)."""
     called = _decision(decision, len(values), "decision")
-    stratum_key(values, called)  # checks the scores lie in [0, 1]
+    keys = stratum_key(values, called, negatives_by) - DECISION_OFFSET * called
     sides = [(mask, offset) for mask, offset in ((~called, 0.0), (called, DECISION_OFFSET))]
     sides = [(mask, offset) for mask, offset in sides if mask.any()]
-    spreads = [float(_score_spread(np.clip(values[mask], 0.0, 1.0)).sum()) for mask, _ in sides]
+    spreads = [float(_score_spread(np.clip(keys[mask], 0.0, 1.0)).sum()) for mask, _ in sides]
     inner: list[float] = []
     for (mask, offset), spread in zip(sides, spreads, strict=True):
         count = max(1, int(round(n_strata * spread / sum(spreads))))
-        side = score_strata(values[mask], n_strata=count, cut_points=cut_points, min_size=min_size)
+        if negatives_by is not None and offset == 0.0:
+            side = _rank_strata(keys[mask], count, min_size)
+        else:
+            side = score_strata(
+                keys[mask], n_strata=count, cut_points=cut_points, min_size=min_size
+            )
         inner.extend(float(edge) + offset for edge in side.edges[1:-1])
     if len(sides) == 2:
         inner.append(DECISION_OFFSET)
     edges = np.array([-np.inf, *sorted(inner), np.inf])
-    return strata_from_edges(values, edges, decision=called)
+    return strata_from_edges(values, edges, decision=called, negatives_by=negatives_by)
 
 
 # --------------------------------------------------------------------------------------------

@@ -29,7 +29,14 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
 from sklearn.model_selection import StratifiedKFold
 
-__all__ = ["LinearProbe", "ProbeConfig", "ProbeRanking", "fit_linear_probe", "probe_rank"]
+__all__ = [
+    "LinearProbe",
+    "ProbeConfig",
+    "ProbeRanking",
+    "fit_linear_probe",
+    "prior_shifted",
+    "probe_rank",
+]
 
 
 @dataclass(frozen=True)
@@ -183,3 +190,16 @@ def probe_rank(
     candidates = np.flatnonzero(eligible)
     order = candidates[np.argsort(-scores[candidates], kind="stable")][:k]
     return ProbeRanking(indices=order.astype(np.int64), scores=scores[order].astype(np.float32))
+
+
+def prior_shifted(probabilities: np.ndarray, odds: float) -> np.ndarray:
+    """Probabilities of a class-balanced probe (its classes weighed as if equally frequent)
+    moved to a population where a positive's prior odds are ``odds`` (for the probe's own
+    labels: n_positive / n_negative): the probe's odds times ``odds`` (Saerens, Latinne &
+    Decaestecker, Neural Computation 2002, for a known prior). Ranks are unchanged; what
+    changes is the scale, so a rate near 0.001 reads as one, not as 0.3."""
+    if not odds > 0 or not np.isfinite(odds):
+        raise ValueError(f"odds must be finite and > 0, got {odds}")
+    p = np.clip(np.asarray(probabilities, dtype=np.float64), 1e-12, 1.0 - 1e-12)
+    shifted = p / (1.0 - p) * odds
+    return shifted / (1.0 + shifted)

@@ -19,21 +19,30 @@ DEFAULT_CONFIDENCE = estimates.DEFAULT_CONFIDENCE
 
 
 def _strata(
-    scores: np.ndarray, inner_edges: list[float], split: np.ndarray | None
+    scores: np.ndarray,
+    inner_edges: list[float],
+    split: np.ndarray | None,
+    negatives_by: np.ndarray | None = None,
 ) -> estimates.Strata:
     edges = np.array([-np.inf, *inner_edges, np.inf], dtype=np.float64)
-    return estimates.strata_from_edges(scores, edges, decision=split)
+    return estimates.strata_from_edges(scores, edges, decision=split, negatives_by=negatives_by)
 
 
 def audit_design(
-    scores: np.ndarray, *, n_strata: int, cut_points: list[float], split: np.ndarray | None
+    scores: np.ndarray,
+    *,
+    n_strata: int,
+    cut_points: list[float],
+    split: np.ndarray | None,
+    negatives_by: np.ndarray | None = None,
 ) -> dict:
     """The audit's strata for a frame's scores: {"edges": inner boundaries, "sizes": per
     stratum, "mean_scores": per stratum}. ``split`` (N,) bool: the decision no stratum
     straddles (mlcore.estimates.stratum_key); the caller records which one it was and passes
-    it again with these edges."""
+    it again with these edges. ``negatives_by`` (N,): what the images ``split`` calls negative
+    are cut on instead of their scores (mlcore.estimates.score_strata), passed again likewise."""
     strata = estimates.score_strata(
-        scores, n_strata=n_strata, cut_points=cut_points, decision=split
+        scores, n_strata=n_strata, cut_points=cut_points, decision=split, negatives_by=negatives_by
     )
     return {
         "edges": [float(edge) for edge in strata.edges[1:-1]],
@@ -55,11 +64,12 @@ def audit_next(
     add: int,
     target: str,
     seed: int,
+    negatives_by: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Positions (M,) of the next audit items and their strata (M,): Neyman allocation of
     ``add`` more labels given the ``labeled`` positions' 0/1 ``labels`` and the ``pending``
     ones (drawn, not labeled yet), then a uniform draw within each stratum."""
-    strata = _strata(scores, edges, split)
+    strata = _strata(scores, edges, split, negatives_by)
     total = len(labeled) + len(pending) + add
     wanted = estimates.audit_allocation(
         strata, labeled, labels, total=total, decision=decision, target=target, pending=pending
@@ -82,12 +92,13 @@ def pool_estimates(
     widths: Mapping[str, float],
     confidence: float = DEFAULT_CONFIDENCE,
     seed: int = 0,
+    negatives_by: np.ndarray | None = None,
 ) -> dict:
     """Estimates with intervals (mlcore.estimates.estimate_pool) and, for each metric in
     ``widths`` ("prevalence", "precision", "recall" of the ``primary`` decision), the audit
     labels still needed to narrow its interval to that width (None: a census would not). The
     prevalence width is relative: a share of the prevalence estimate."""
-    strata = _strata(scores, edges, split)
+    strata = _strata(scores, edges, split, negatives_by)
     result = estimates.estimate_pool(
         strata,
         labeled,

@@ -43,7 +43,7 @@ from django.core.files.storage import Storage, default_storage
 
 from mlcore.config import resolve_device
 from mlcore.embedding import embed_pipeline
-from mlcore.probe import fit_linear_probe, probe_rank
+from mlcore.probe import fit_linear_probe, prior_shifted, probe_rank
 from mlcore.recall import (
     AGGREGATES,
     DEFAULT_TEMPERATURE,
@@ -355,3 +355,50 @@ def recall_by_probe(
         )
     ]
     return RecallRanking("probe", ranking.function, items, details)
+
+
+# Frame vectors read from the store per block when the audit's probe scores them (1,280 floats
+# each: a block is 160 MB of float32, never the whole frame).
+PROBE_SCORE_BLOCK = 32_768
+
+
+def probe_second_opinion(
+    *,
+    project_id: int,
+    labeled_rows: Sequence[RecallRow],
+    labels: dict[int, int],
+    frame_rows: Sequence[RecallRow],
+    seed: int,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> tuple[np.ndarray | None, dict]:
+    """A second opinion on every image of an audit's frame (labeling.services.audit): the
+    logistic probe (mlcore.probe.fit_linear_probe) on the project's stored embeddings, fitted
+    on `labeled_rows` with `labels` {image id: 0/1}, its probability for each of `frame_rows`
+    (in their order) moved from its balanced classes to the labels' own odds of a positive
+    (mlcore.probe.prior_shifted). Embeds what the store lacks first (`on_batch` as in
+    `embed_rows`). Returns (values or None, facts): None when the probe cannot be fitted (an
+    unreadable image left one class empty) or an image of the frame has no vector."""
+    store = project_store(project_id)
+    known = embed_rows(labeled_rows, store=store, load_vectors=True)
+    y = np.asarray([labels[pk] for pk in known.image_ids], dtype=np.int64)
+    if known.vectors is None or not len(y) or y.min() == y.max():
+        return None, {"why": "the labeled images with a vector hold one class only"}
+    probe = fit_linear_probe(known.vectors, y, seed=seed)
+    facts = {
+        "positives": probe.n_positive,
+        "negatives": probe.n_negative,
+        "C": probe.C,
+        "cv_average_precision": probe.cv_average_precision,
+        "function": probe.function,
+    }
+    embed_rows(frame_rows, store=store, load_vectors=False, on_batch=on_batch)
+    ids = [row.image_id for row in frame_rows]
+    has = store.contains(ids)
+    if not has.all():
+        return None, {**facts, "why": f"{int((~has).sum())} frame images have no vector"}
+    values = np.empty(len(ids), dtype=np.float64)
+    for start in range(0, len(ids), PROBE_SCORE_BLOCK):
+        block = ids[start : start + PROBE_SCORE_BLOCK]
+        values[start : start + len(block)] = probe.predict_proba(store.get(block))
+    odds = probe.n_positive / probe.n_negative
+    return prior_shifted(values, odds), {**facts, "prior_odds": odds}

@@ -11,6 +11,13 @@ math: docs/estimates.md):
   positive with the others (``design.split_by``: its AND of two stages is no threshold on the
   ranking score). Later audit jobs of the same version continue
   the same audit: same frame, same strata (``audit_id`` names the first job).
+- **A second opinion on the called negatives.** The recall interval is made of the positives
+  the model misses, spread over the images it calls negative. When the project has
+  ``PROBE_MIN_PER_CLASS`` labels of each class, those images are cut instead by rank on the
+  logistic probe of cold start (frozen embeddings of the project's vector store, fitted on the
+  labels of the audit's start; ``labeling.ml.recall.probe_second_opinion``), which ranks the
+  model's misses better than its own score does. Its values are kept in a file of the media
+  storage (``design.negatives_by.file``) so later jobs and the estimates cut the same strata.
 - **Allocation, updated as labels arrive.** Each job adds ``labels`` items, allocated by
   Neyman's rule from the positive rates the audit's labels show so far (the model's mean score
   while there are few), then drawn uniformly within each stratum. ``target`` says which
@@ -33,10 +40,13 @@ labels expected to find the next positives at its yield so far.
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import numpy as np
 from django.core.exceptions import ValidationError
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.db.models import Max
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -158,6 +168,81 @@ def _frame(version: ModelVersion, until) -> dict[str, Any]:
     return {"ids": ids, "scores": scores, "decisions": decisions, "cut_points": cut_points}
 
 
+def _second_opinion(job: Job, frame: dict) -> tuple[np.ndarray | None, dict]:
+    """A new audit's ranking of the frame for the strata of the called negatives: the probe's
+    values, saved to a file named in the returned facts, or None (then the model's score)."""
+    from labeling.ml.recall import RecallRow, probe_second_opinion
+    from labeling.services.recall import PROBE_MIN_PER_CLASS, PROBE_SEED, probe_labels
+
+    project = job.project
+    labels = probe_labels(project=project)
+    positives = sum(labels.values())
+    if min(positives, len(labels) - positives) < PROBE_MIN_PER_CLASS:
+        return None, {
+            "by": "score",
+            "why": f"fewer than {PROBE_MIN_PER_CLASS} labeled pool images of each class",
+        }
+    wanted = set(labels) | set(frame["ids"].tolist())
+    rows = {
+        pk: RecallRow(image_id=pk, name=name, content_hash=content_hash)
+        for pk, name, content_hash in Image.objects.filter(project=project)
+        .order_by("pk")
+        .values_list("pk", "file", "content_hash")
+        .iterator(chunk_size=10_000)
+        if pk in wanted
+    }
+
+    def on_batch(done: int, total: int) -> None:
+        # Raises JobCancelled when an engineer cancelled.
+        job_progress(
+            job_id=job.pk,
+            stage=f"embedding the pool ({done}/{total} new)",
+            percent=2.0 + 15.0 * done / max(total, 1),
+        )
+
+    values, facts = probe_second_opinion(
+        project_id=project.pk,
+        labeled_rows=[rows[pk] for pk in sorted(labels) if pk in rows],
+        labels=labels,
+        frame_rows=[rows[int(pk)] for pk in frame["ids"]],
+        seed=PROBE_SEED,
+        on_batch=on_batch,
+    )
+    if values is None:
+        return None, {"by": "score", **facts}
+    name = f"audits/project-{project.pk}/audit-{job.pk}-negatives-by.npy"
+    if default_storage.exists(name):  # a retried job writes its file again
+        default_storage.delete(name)
+    buffer = io.BytesIO()
+    np.save(buffer, values, allow_pickle=False)
+    saved = default_storage.save(name, ContentFile(buffer.getvalue()))
+    return values, {"by": "probe", "file": saved, **facts}
+
+
+def _negatives_by(design: dict, frame: dict) -> np.ndarray | None:
+    """The second opinion an audit's strata were cut on (``_second_opinion``), or None."""
+    facts = design.get("negatives_by") or {}
+    if facts.get("by") != "probe":
+        return None
+    try:
+        with default_storage.open(facts["file"], "rb") as handle:
+            values = np.load(io.BytesIO(handle.read()), allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise ValidationError(
+            gettext(
+                "This audit's strata file %(name)s cannot be read (%(error)s); start a new "
+                "audit of another model version, or restore the file."
+            )
+            % {"name": facts["file"], "error": error}
+        ) from error
+    if values.shape != frame["ids"].shape:
+        raise ValidationError(
+            gettext("This audit's strata file %(name)s does not match its frame.")
+            % {"name": facts["file"]}
+        )
+    return values
+
+
 def _split(design: dict, frame: dict) -> np.ndarray | None:
     """The decision the audit's strata were split by: the cascade's since strata are split
     (its AND of two stages is no threshold on the ranking score); audits started before keep
@@ -227,14 +312,17 @@ def _audit_body(job: Job) -> dict:
     if first is None:
         until = timezone.now()
         frame = _frame(version, until)
+        negatives_by, second_opinion = _second_opinion(job, frame)
         design = {
             **bridge.audit_design(
                 frame["scores"],
                 n_strata=params["strata"],
                 cut_points=frame["cut_points"],
                 split=frame["decisions"][SPLIT_BY],
+                negatives_by=negatives_by,
             ),
             "split_by": SPLIT_BY,
+            "negatives_by": second_opinion,
             "frame_until": until.isoformat(),
             "frame_size": int(len(frame["ids"])),
             "model_version_id": version.pk,
@@ -244,6 +332,7 @@ def _audit_body(job: Job) -> dict:
     else:
         design = first.result["design"]
         frame = _frame(version, parse_datetime(design["frame_until"]))
+        negatives_by = _negatives_by(design, frame)
         audit_id, previous_jobs = first.pk, _audit_jobs(project, first.pk)
     job_progress(job_id=job.pk, stage="allocating", percent=20)
     drawn = [image_id for previous in previous_jobs for image_id in previous.result["drawn"]]
@@ -262,6 +351,7 @@ def _audit_body(job: Job) -> dict:
                 labels=values,
                 known_positives=0,
                 widths={},
+                negatives_by=negatives_by,
             )
         )
     positions, strata = bridge.audit_next(
@@ -276,6 +366,7 @@ def _audit_body(job: Job) -> dict:
         target=params["target"],
         # Deterministic per audit batch: the same seed and history draw the same images.
         seed=params["seed"] * 1_000_003 + len(previous_jobs),
+        negatives_by=negatives_by,
     )
     job_progress(job_id=job.pk, stage="queueing", percent=60)
     new_ids = [int(i) for i in frame["ids"][positions]]
@@ -404,6 +495,12 @@ def pool_estimates_get(
     }
     if len(labeled) == 0:
         return figures
+    try:
+        negatives_by = _negatives_by(design, frame)
+    except ValidationError as error:
+        # A lost strata file: the page says so instead of failing; nothing is estimated.
+        figures["error"] = " ".join(error.messages)
+        return figures
     estimates = bridge.pool_estimates(
         frame["scores"],
         edges=design["edges"],
@@ -415,6 +512,7 @@ def pool_estimates_get(
         known_positives=known_positives,
         widths={"prevalence": width, "precision": width, "recall": width},
         seed=seed,
+        negatives_by=negatives_by,
     )
     figures["estimates"] = estimates
     figures["now"] = _summary(estimates)

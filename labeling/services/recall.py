@@ -294,7 +294,7 @@ def _rows(images) -> list:
     ]
 
 
-def _probe_labels(*, project: Project) -> dict[int, int]:
+def probe_labels(*, project: Project) -> dict[int, int]:
     """{image id: 1 positive / 0 negative} of the project's labeled pool images, without labels
     under noise review (training leaves them out too)."""
     from labeling.services.training import unresolved_suspect_ids
@@ -320,7 +320,7 @@ def _recall(job: Job) -> dict:
     if params.get("label_seeds", False) and job.created_by is not None:
         seeded = cold_start_seeds_label(project=project, seed_ids=seed_ids, engineer=job.created_by)
     queue = _labeling_queue(project)
-    labels = _probe_labels(project=project)
+    labels = probe_labels(project=project)
     labeled_positives = sum(labels.values())
     labeled_negatives = len(labels) - labeled_positives
     use_probe = min(labeled_positives, labeled_negatives) >= PROBE_MIN_PER_CLASS

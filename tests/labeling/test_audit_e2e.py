@@ -169,6 +169,10 @@ def test_pool_audit_end_to_end(celery_worker, worker_storage):  # noqa: F811
     design = first.result["design"]
     assert first.result["audit_id"] == first.pk and design["frame_size"] == POOL
     assert len(design["sizes"]) >= 3 and all(n > 0 for n in first.result["drawn_per_stratum"])
+    # The 40 labels hold both classes, so the called negatives are cut on the probe's second
+    # opinion (frozen embeddings of the real image files), kept in a file for the later jobs.
+    assert design["negatives_by"]["by"] == "probe", design["negatives_by"]
+    assert design["negatives_by"]["positives"] + design["negatives_by"]["negatives"] == 40
     assert len(first.result["drawn"]) == 60
     # Drawn images someone already labeled are observed, not asked again.
     asked = QueueItem.objects.filter(queue=queue, strategy=Strategy.POOL_AUDIT)

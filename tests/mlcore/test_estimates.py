@@ -84,6 +84,62 @@ def test_strata_split_by_a_decision_that_is_no_threshold_on_the_score():
         estimates.score_strata(scores * 2, decision=decision)
 
 
+def test_called_negatives_cut_by_rank_on_a_second_opinion():
+    """With ``negatives_by``, the images the decision calls negative are cut by rank on those
+    values (the top 1%, then strata twice as large), whatever their scale; the called positives
+    keep their score strata and cut points; mean scores stay the model's; the same edges with
+    the same inputs give the same strata; a second opinion needs a decision and [0, 1]."""
+    rng = np.random.default_rng(3)
+    n = 20_000
+    scores = rng.uniform(size=n) * 0.6
+    decision = np.zeros(n, dtype=bool)
+    decision[:500] = True
+    scores[:500] = 0.7 + 0.3 * rng.uniform(size=500)
+    # A second opinion on a squeezed scale (a class-balanced probe moved to a rare prior).
+    opinion = 0.001 + 0.01 * rng.uniform(size=n)
+    strata = estimates.score_strata(
+        scores, n_strata=8, cut_points=[0.9], decision=decision, negatives_by=opinion
+    )
+    negatives = ~decision
+    top = [h for h in range(strata.count) if not decision[strata.index == h].any()][-1]
+    members = strata.index == top
+    # The top stratum of the called negatives: the 1% they rank highest by the opinion.
+    assert members.sum() == int(np.ceil(0.01 * negatives.sum()))
+    assert opinion[members].min() >= opinion[negatives & ~members].max()
+    sizes = [
+        int(strata.sizes[h]) for h in range(strata.count) if not decision[strata.index == h].any()
+    ]
+    assert sizes[-2] == pytest.approx(sizes[-1], rel=0.05)  # the next 1% (2% from the top)
+    for h in range(strata.count):
+        inside = decision[strata.index == h]
+        assert inside.all() or not inside.any()
+        assert strata.mean_scores[h] == pytest.approx(scores[strata.index == h].mean())
+    assert any(
+        decision[strata.index == h].all() and strata.mean_scores[h] > 0.9
+        for h in range(strata.count)
+    )
+    again = estimates.strata_from_edges(
+        scores, strata.edges, decision=decision, negatives_by=opinion
+    )
+    assert np.array_equal(again.index, strata.index)
+    with pytest.raises(ValueError, match="needs a decision"):
+        estimates.score_strata(scores, negatives_by=opinion)
+    with pytest.raises(ValueError, match=r"negatives_by must lie in \[0, 1\]"):
+        estimates.score_strata(scores, decision=decision, negatives_by=opinion + 1)
+
+
+def test_prior_shift_keeps_ranks_and_moves_the_scale():
+    from mlcore.probe import prior_shifted
+
+    balanced = np.array([0.1, 0.5, 0.9, 0.99])
+    shifted = prior_shifted(balanced, 0.01)
+    assert np.all(np.diff(shifted) > 0)
+    # Odds times the prior odds: 0.5 (odds 1) becomes odds 0.01.
+    assert shifted[1] == pytest.approx(0.01 / 1.01)
+    with pytest.raises(ValueError, match="odds"):
+        prior_shifted(balanced, 0.0)
+
+
 def test_neyman_allocation_is_proportional_within_bounds():
     sizes = np.array([1000, 1000, 100])
     spreads = np.array([0.1, 0.2, 0.4])
