@@ -357,9 +357,9 @@ def recall_by_probe(
     return RecallRanking("probe", ranking.function, items, details)
 
 
-# Frame vectors read from the store per block when the audit's probe scores them (1,280 floats
-# each: a block is 160 MB of float32, never the whole frame).
-PROBE_SCORE_BLOCK = 32_768
+# Frame vectors read from the store per block when the audit's probe scores them: 1,280 floats
+# each, which the probe turns into float64, so a block is about 84 MB, never the whole frame.
+PROBE_SCORE_BLOCK = 8192
 
 
 def probe_second_opinion(
