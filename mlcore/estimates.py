@@ -728,6 +728,35 @@ def _posterior_counts(
     return cell_k + stats.binom.rvs(unseen, rates, random_state=rng)
 
 
+def _envelope_counts(
+    cell_sizes: np.ndarray,
+    cell_n: np.ndarray,
+    cell_k: np.ndarray,
+    fallback_n: np.ndarray,
+    fallback_k: np.ndarray,
+    *,
+    upper: bool,
+    draws: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """(draws, C) like :func:`_posterior_counts`, with the rate of each cell drawn from
+    Beta(k + 1, n - k) (``upper``) or Beta(k, n - k + 1): the two posteriors whose quantiles are
+    the Clopper-Pearson bounds of one cell's rate (a rate of 1 or 0 where a parameter is 0).
+    Their quantiles bound a sum of cells from above and below as Clopper-Pearson bounds one."""
+    use_n = np.where(cell_n > 0, cell_n, fallback_n)
+    use_k = np.where(cell_n > 0, cell_k, fallback_k)
+    a = use_k + (1.0 if upper else 0.0)
+    b = use_n - use_k + (0.0 if upper else 1.0)
+    from scipy import stats  # lazy, as in _posterior_counts
+
+    rates = stats.beta.rvs(
+        np.maximum(a, 1e-12), np.maximum(b, 1e-12), size=(draws, len(cell_sizes)), random_state=rng
+    )
+    rates = np.where(a <= 0, 0.0, np.where(b <= 0, 1.0, rates))
+    unseen = np.broadcast_to(cell_sizes - cell_n, rates.shape)
+    return cell_k + stats.binom.rvs(unseen, rates, random_state=rng)
+
+
 def _interval(estimate: float, values: np.ndarray, confidence: float) -> Interval:
     finite = values[np.isfinite(values)]
     if not np.isfinite(estimate) and len(finite) == 0:
@@ -840,11 +869,35 @@ def estimate_pool(
             precision_draws = tp_draws / predicted if predicted else np.full(draws, np.nan)
             recall_draws = np.where(t_draws > 0, tp_draws / t_draws, np.nan)
         precision_hat = tp_hat / predicted if predicted else float("nan")
+        precision = _interval(precision_hat, precision_draws, confidence)
+        if predicted and positive_cells.any():
+            # Precision's ends from the Clopper-Pearson pair of posteriors of the cells called
+            # positive (_envelope_counts): Jeffreys' draws alone under-covered a precision near
+            # 1 where an audit's few negatives fell just short of it (docs/estimates.md).
+            ends = []
+            for upper in (False, True):
+                envelope = _envelope_counts(
+                    sizes[positive_cells],
+                    c_n[positive_cells],
+                    c_k[positive_cells],
+                    n_h[stratum_of][positive_cells],
+                    k_h[stratum_of][positive_cells],
+                    upper=upper,
+                    draws=draws,
+                    rng=rng,
+                )
+                ends.append(envelope.sum(axis=1).astype(np.float64) / predicted)
+            tail = (1.0 - confidence) / 2.0
+            low = float(np.quantile(ends[0], tail))
+            high = float(np.quantile(ends[1], 1.0 - tail))
+            if np.isfinite(precision_hat):
+                low, high = min(low, precision_hat), max(high, precision_hat)
+            precision = Interval(float(precision_hat), low, high)
         recall_hat = tp_hat / total_hat if total_hat and total_hat > 0 else float("nan")
         results[name] = DecisionEstimate(
             predicted_positive=predicted,
             true_positives=_interval(tp_hat, tp_draws, confidence),
-            precision=_interval(precision_hat, precision_draws, confidence),
+            precision=precision,
             recall=_interval(recall_hat, recall_draws, confidence),
         )
     return PoolEstimate(
