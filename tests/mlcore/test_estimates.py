@@ -86,9 +86,10 @@ def test_strata_split_by_a_decision_that_is_no_threshold_on_the_score():
 
 def test_called_negatives_cut_by_rank_on_a_second_opinion():
     """With ``negatives_by``, the images the decision calls negative are cut by rank on those
-    values (the top 1%, then strata twice as large), whatever their scale; the called positives
-    keep their score strata and cut points; mean scores stay the model's; the same edges with
-    the same inputs give the same strata; a second opinion needs a decision and [0, 1]."""
+    values (the top RANKED_TOP_SHARE, then strata twice as large), whatever their scale; the
+    called positives keep their score strata and cut points; mean scores stay the model's; the
+    same edges with the same inputs give the same strata; a second opinion needs a decision
+    and [0, 1]."""
     rng = np.random.default_rng(3)
     n = 20_000
     scores = rng.uniform(size=n) * 0.6
@@ -103,13 +104,14 @@ def test_called_negatives_cut_by_rank_on_a_second_opinion():
     negatives = ~decision
     top = [h for h in range(strata.count) if not decision[strata.index == h].any()][-1]
     members = strata.index == top
-    # The top stratum of the called negatives: the 1% they rank highest by the opinion.
-    assert members.sum() == int(np.ceil(0.01 * negatives.sum()))
+    # The top stratum of the called negatives: the share they rank highest by the opinion.
+    share = estimates.RANKED_TOP_SHARE
+    assert members.sum() == int(np.ceil(share * negatives.sum()))
     assert opinion[members].min() >= opinion[negatives & ~members].max()
     sizes = [
         int(strata.sizes[h]) for h in range(strata.count) if not decision[strata.index == h].any()
     ]
-    assert sizes[-2] == pytest.approx(sizes[-1], rel=0.05)  # the next 1% (2% from the top)
+    assert sizes[-2] == pytest.approx(sizes[-1], rel=0.05)  # the next share: twice the top
     for h in range(strata.count):
         inside = decision[strata.index == h]
         assert inside.all() or not inside.any()
