@@ -56,6 +56,8 @@ def _scored(n_neg=900, n_pos=100):
         "cascade_cut_points": [0.5],
         "probe_score": score,
         "probe_cut_points": [0.7],
+        # What run() adds: the probe's labeled set's odds of a positive.
+        "probe_prior_odds": n_pos / n_neg,
     }
 
 
