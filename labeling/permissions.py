@@ -191,3 +191,12 @@ def project_visible_or_404(user, slug: str) -> Project:
     """The project with this slug if the user may see it; 404 otherwise (never revealing that a
     project the user may not see exists)."""
     return get_object_or_404(projects_visible_to(user), slug=slug)
+
+
+def project_reviewable_or_403(user, slug: str) -> Project:
+    """The project with this slug for a page of its leads (review, quality): 404 when the user
+    may not see it, 403 when they see it but may not review it."""
+    project = project_visible_or_404(user, slug)
+    if not can_review(user, project):
+        raise PermissionDenied
+    return project

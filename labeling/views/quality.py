@@ -16,7 +16,12 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
 from labeling.models import AnnotatorPause, Project
-from labeling.permissions import can_manage, can_review, project_visible_or_404, role_required
+from labeling.permissions import (
+    can_manage,
+    project_reviewable_or_403,
+    project_visible_or_404,
+    role_required,
+)
 from labeling.project_settings import PROJECT_QUALITY, QUALITY_FIELDS, quality_settings_clean
 from labeling.roles import Role
 from labeling.selectors.agreement import DISAGREEMENTS_ON_PAGE, PAIRS_ON_PAGE, agreement
@@ -47,7 +52,7 @@ def quality_context(*, project: Project, user) -> dict:
 def quality_agreement_view(request, slug: str):
     """The quality page's agreement section on its own (the page loads it after itself: it is
     the page's costliest part at scale)."""
-    project = _lead_project(request.user, slug)
+    project = project_reviewable_or_403(request.user, slug)
     context = {
         "project": project,
         "agreement": agreement(
@@ -58,13 +63,6 @@ def quality_agreement_view(request, slug: str):
     alone = request.GET.get("part") == "section"
     template = "labeling/_quality_agreement.html" if alone else "labeling/quality_agreement.html"
     return render(request, template, context)
-
-
-def _lead_project(user, slug: str) -> Project:
-    project = project_visible_or_404(user, slug)
-    if not can_review(user, project):
-        raise PermissionDenied
-    return project
 
 
 def _back(project: Project):
@@ -85,7 +83,7 @@ def _ids(raw: str) -> list[int]:
 @require_POST
 @role_required(Role.LEAD)
 def gold_mark_view(request, slug: str):
-    project = _lead_project(request.user, slug)
+    project = project_reviewable_or_403(request.user, slug)
     try:
         ids = _ids(request.POST.get("images", ""))
         value = request.POST.get("value") or None
@@ -104,7 +102,7 @@ def gold_mark_view(request, slug: str):
 @require_POST
 @role_required(Role.LEAD)
 def gold_unmark_view(request, slug: str, image_id: int):
-    project = _lead_project(request.user, slug)
+    project = project_reviewable_or_403(request.user, slug)
     try:
         gold_unmark(project=project, image_id=image_id, user=request.user)
     except ValidationError as error:
@@ -117,7 +115,7 @@ def gold_unmark_view(request, slug: str, image_id: int):
 @require_POST
 @role_required(Role.LEAD)
 def pause_lift_view(request, slug: str, pk: int):
-    project = _lead_project(request.user, slug)
+    project = project_reviewable_or_403(request.user, slug)
     pause = get_object_or_404(
         AnnotatorPause.objects.select_related("annotator"), project=project, pk=pk
     )
@@ -150,7 +148,7 @@ def quality_settings_view(request, slug: str):
 @role_required(Role.LEAD)
 def disagreements_queue_view(request, slug: str):
     """Send the items annotators disagreed on to re-review (labeling.services.agreement)."""
-    project = _lead_project(request.user, slug)
+    project = project_reviewable_or_403(request.user, slug)
     result = disagreements_queue(project=project, lead=request.user)
     messages.success(
         request,

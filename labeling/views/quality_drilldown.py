@@ -6,12 +6,14 @@ another project, or a person with neither membership nor labels in this one, is 
 
 from __future__ import annotations
 
-from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from labeling.permissions import can_review, project_visible_or_404, role_required
+from labeling.permissions import (
+    project_reviewable_or_403,
+    role_required,
+)
 from labeling.roles import Role
 from labeling.selectors.annotator_items import annotator_items, project_person
 from labeling.services.preferences import preference_read
@@ -20,9 +22,7 @@ from labeling.services.preferences import preference_read
 @require_GET
 @role_required(Role.LEAD)
 def project_quality_annotator(request, slug: str, pk: int):
-    project = project_visible_or_404(request.user, slug)
-    if not can_review(request.user, project):
-        raise PermissionDenied
+    project = project_reviewable_or_403(request.user, slug)
     person = project_person(project=project, pk=pk)
     if person is None:
         raise Http404

@@ -26,7 +26,7 @@ it exists). Views parse, call one service or selector, and render.
 from __future__ import annotations
 
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.http import Http404, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -37,8 +37,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from labeling.keys import key_hints, page_keys
 from labeling.models import Image, Project, Queue, QueueItem, schema_entry_name
 from labeling.permissions import (
-    can_review,
-    project_visible_or_404,
+    project_reviewable_or_403,
     projects_visible_to,
     role_required,
 )
@@ -61,13 +60,6 @@ from labeling.services.recall import COLD_START, cold_start_start
 from labeling.services.review import MAX_COMMENT, review_decide, review_undo_last
 from labeling.views.job_forms import job_form, params_from_post
 from labeling.views.quality import quality_context
-
-
-def _project_for(user, slug: str) -> Project:
-    project = project_visible_or_404(user, slug)
-    if not can_review(user, project):
-        raise PermissionDenied
-    return project
 
 
 @require_GET
@@ -137,7 +129,7 @@ def _prefetch_urls(project: Project, upcoming: list[QueueItem]) -> list[str]:
 @require_GET
 @role_required(Role.LEAD)
 def project_review(request, slug: str):
-    project = _project_for(request.user, slug)
+    project = project_reviewable_or_403(request.user, slug)
     raw_item = request.GET.get("item")
     try:
         item_id = int(raw_item) if raw_item else None
@@ -199,7 +191,7 @@ def project_review(request, slug: str):
 def project_review_resolve(request, slug: str, pk: int):
     """One step of the stream: `action` confirm / skip / send_back, or `choice` (a class key,
     or "positive/sub-category") for a class button; `comment` with any of them."""
-    project = _project_for(request.user, slug)
+    project = project_reviewable_or_403(request.user, slug)
     item = get_object_or_404(
         QueueItem.objects.select_related("queue__project", "image"),
         pk=pk,
@@ -254,7 +246,7 @@ def project_review_resolve(request, slug: str, pk: int):
 @role_required(Role.LEAD)
 def project_review_undo(request, slug: str):
     """Undo the lead's last step in the project; the page shows that item again."""
-    project = _project_for(request.user, slug)
+    project = project_reviewable_or_403(request.user, slug)
     try:
         decision = review_undo_last(project=project, lead=request.user)
     except ValidationError as error:
@@ -275,7 +267,7 @@ def project_review_undo(request, slug: str):
 @require_GET
 @role_required(Role.LEAD)
 def project_review_gradcam(request, slug: str, pk: int):
-    project = _project_for(request.user, slug)
+    project = project_reviewable_or_403(request.user, slug)
     image = get_object_or_404(Image.objects.select_related("project"), pk=pk, project=project)
     try:
         picture = review_gradcam(image=image, user=request.user)
@@ -294,7 +286,7 @@ def project_review_gradcam(request, slug: str, pk: int):
 @require_GET
 @role_required(Role.LEAD)
 def project_quality(request, slug: str):
-    project = _project_for(request.user, slug)
+    project = project_reviewable_or_403(request.user, slug)
     rows = annotator_quality(project=project)
     for row in rows:
         labels = row["labels"]
