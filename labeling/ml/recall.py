@@ -324,6 +324,16 @@ def recall_nearest(
     return RecallRanking("similarity", found.function, items, details)
 
 
+def _probe_facts(probe) -> dict:
+    """What a job records of a fitted probe: its labels, its C and its cross-validated AP."""
+    return {
+        "positives": probe.n_positive,
+        "negatives": probe.n_negative,
+        "C": probe.C,
+        "cv_average_precision": probe.cv_average_precision,
+    }
+
+
 def recall_by_probe(
     *,
     pool: Embeddings,
@@ -339,13 +349,7 @@ def recall_by_probe(
     `exclude_ids`."""
     labels = np.asarray([int(pk in positive_ids) for pk in labeled.image_ids], dtype=np.int64)
     probe = fit_linear_probe(labeled.vectors, labels, seed=seed)
-    details = {
-        "positives": probe.n_positive,
-        "negatives": probe.n_negative,
-        "C": probe.C,
-        "cv_average_precision": probe.cv_average_precision,
-        "fit": probe.function,
-    }
+    details = {**_probe_facts(probe), "fit": probe.function}
     vectors = pool.vectors if pool.image_ids else np.zeros((0, labeled.vectors.shape[1]), "f4")
     ranking = probe_rank(probe, vectors, k=k, exclude=_pool_exclusions(pool, exclude_ids))
     items = [
@@ -384,13 +388,7 @@ def probe_second_opinion(
     if known.vectors is None or not len(y) or y.min() == y.max():
         return None, {"why": "the labeled images with a vector hold one class only"}
     probe = fit_linear_probe(known.vectors, y, seed=seed)
-    facts = {
-        "positives": probe.n_positive,
-        "negatives": probe.n_negative,
-        "C": probe.C,
-        "cv_average_precision": probe.cv_average_precision,
-        "function": probe.function,
-    }
+    facts = {**_probe_facts(probe), "function": probe.function}
     embed_rows(frame_rows, store=store, load_vectors=False, on_batch=on_batch)
     ids = [row.image_id for row in frame_rows]
     has = store.contains(ids)
