@@ -62,6 +62,7 @@ from typing import Any
 
 import numpy as np
 from scipy import stats
+from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import precision_recall_curve
 
 from bench import common
@@ -468,6 +469,7 @@ def _setting(
     # approximation for a proportion among the sampled positives) it closes at the census.
     corrected = widths * np.sqrt(np.maximum(0.0, 1.0 - grid / len(truth)))
     needed_fpc = _labels_for_fpc(grid, corrected, target_width)
+    ranking = pool["probe"] if negatives_by == "probe" else scores
     for row, width in zip(uniform_rows, corrected, strict=True):
         row["recall"]["mean_width_fpc"] = float(width)
     return {
@@ -496,7 +498,57 @@ def _setting(
         "uniform_labels_for_same_recall_width_fpc": needed_fpc,
         "label_ratio_stratified_to_uniform_fpc": labels / needed_fpc if needed_fpc else None,
         "ratio_goal": RATIO_GOALS.get(round(facts["prevalence"], 3)),
+        "design_bound": _design_bound(pool, strata, ranking, labels),
         "seconds": time.perf_counter() - started,
+    }
+
+
+def _design_bound(
+    pool: dict[str, Any], strata: estimates.Strata, ranking: np.ndarray, labels: int
+) -> dict[str, Any]:
+    """What no audit on these strata, or on this ranking, can beat: a diagnostic with the
+    truth, never used by any design.
+
+    Recall's variance is at least ``R² Var(FN̂) / T²`` (the true positives known exactly, every
+    one of the ``labels`` spent on the called negatives, where the missed positives ``FN`` are).
+    Two lower bounds of ``Var(FN̂)``: Neyman's allocation with every stratum's true rate,
+    ``(Σ_h N_h S_h)² / n``, on the audit's own strata; and on ``ranking`` alone (the values the
+    called negatives are cut on), one stratum per image with the positive rate an isotonic
+    regression of the truth on the ranking gives it, ``(Σ_i sqrt(q_i (1 − q_i)))² / n``: the
+    best any design that samples by that ranking could do (optimistic, since the regression is
+    fitted on the very truth it is judged on). Each is turned into a label ratio against uniform
+    sampling's recall variance ``R (1 − R) / (m p)`` at the same Wald approximation, so the two
+    sides are compared alike; the measured ratio uses the simulated widths instead, and the
+    estimator's prior can take it below these bounds (docs/estimates.md)."""
+    truth = pool["truth"].astype(bool)
+    decision = pool["decision"]
+    positives = int(truth.sum())
+    recall = int((truth & decision).sum()) / positives
+    prevalence = positives / len(truth)
+    negatives = ~decision
+    missed = truth & negatives
+
+    def ratio(var_fn: float) -> float | None:
+        if recall in (0.0, 1.0):
+            return None  # recall's variance is 0 under uniform sampling too
+        if var_fn <= 0:
+            return 0.0  # the ranking isolates every miss: a census of them costs few labels
+        uniform = recall * (1 - recall) * positives**2 / (prevalence * recall**2 * var_fn)
+        return labels / uniform
+
+    sizes = np.bincount(strata.index[negatives], minlength=strata.count)
+    hits = np.bincount(strata.index[negatives], weights=missed[negatives], minlength=strata.count)
+    rates = np.divide(hits, sizes, out=np.zeros(strata.count), where=sizes > 0)
+    on_strata = float(np.sum(sizes * np.sqrt(rates * (1 - rates))) ** 2 / labels)
+    fitted = IsotonicRegression(out_of_bounds="clip").fit_transform(
+        ranking[negatives], missed[negatives].astype(np.float64)
+    )
+    on_ranking = float(np.sum(np.sqrt(fitted * (1 - fitted))) ** 2 / labels)
+    return {
+        "missed_positives": int(missed.sum()),
+        "missed_per_stratum": [int(h) for h in hits],
+        "best_ratio_any_allocation_on_these_strata": ratio(on_strata),
+        "best_ratio_any_design_on_this_ranking": ratio(on_ranking),
     }
 
 
@@ -685,7 +737,10 @@ def run(
             f"{s['prevalence']['coverage']:.3f} precision {s['precision']['coverage']:.3f} "
             f"recall {s['recall']['coverage']:.3f}; recall width {s['recall']['mean_width']:.3f} "
             f"with {s['labels']} labels vs uniform {result['uniform_labels_for_same_recall_width']}"
-            f" (fpc {result['uniform_labels_for_same_recall_width_fpc']})",
+            f" (fpc {result['uniform_labels_for_same_recall_width_fpc']}); ratio "
+            f"{result['label_ratio_stratified_to_uniform']}, design bounds "
+            f"{result['design_bound']['best_ratio_any_allocation_on_these_strata']} (strata) "
+            f"{result['design_bound']['best_ratio_any_design_on_this_ranking']} (ranking)",
             flush=True,
         )
     figures["plot"] = _plot(figures, quick)

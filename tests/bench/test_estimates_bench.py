@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from bench import estimates as bench
+from mlcore import estimates
 
 
 def test_uniform_baseline_uses_exact_intervals_of_the_sampled_proportions():
@@ -89,3 +90,42 @@ def test_the_labeled_validation_and_scored_rows_are_disjoint_and_carry_positives
     y = bench.common.to_binary(classes, bench.POSITIVE_CLASSES)
     assert int(y[rows["source"]].sum()) == budget.source_positives
     assert int(y[rows["train"]].sum()) == max(5, round(budget.train_negatives / 99))
+
+
+def _bound_pool(ranking_of_a):
+    """1,000 images: 20 called positive (10 of them positive); of the called negatives, 100
+    ranked ``ranking_of_a`` (stratum A, 10 missed positives) and 880 ranked 0.1 (none)."""
+    truth = np.zeros(1000, dtype=np.int64)
+    decision = np.zeros(1000, dtype=bool)
+    decision[:20] = True
+    truth[:10] = 1
+    ranking = np.full(1000, 0.1)
+    ranking[20:120] = ranking_of_a
+    truth[20:30] = 1
+    scores = np.where(decision, 0.9, 0.05)
+    strata = estimates.strata_from_edges(
+        scores, np.array([-np.inf, 0.3, 2.0, np.inf]), decision=decision, negatives_by=ranking
+    )
+    assert list(strata.sizes) == [880, 100, 20]
+    return {"truth": truth, "decision": decision}, strata, ranking
+
+
+def test_the_design_bound_is_neymans_variance_with_the_true_rates():
+    pool, strata, ranking = _bound_pool(0.5)
+    bound = bench._design_bound(pool, strata, ranking, labels=100)
+    # Var(FN) >= (100 sqrt(0.1 * 0.9))^2 / 100 = 9; recall 1/2 of T = 20 at p = 0.02: uniform
+    # sampling needs m = R (1 - R) T^2 / (p R^2 Var) = 2,222.2 labels, so 100 / m = 0.045.
+    assert bound["missed_positives"] == 10
+    assert bound["missed_per_stratum"] == [0, 10, 0]
+    assert bound["best_ratio_any_allocation_on_these_strata"] == pytest.approx(0.045)
+    # A ranking with ties inside A can do no better than A's strata.
+    assert bound["best_ratio_any_design_on_this_ranking"] == pytest.approx(0.045)
+
+
+def test_a_ranking_that_puts_the_misses_first_has_no_variance_left():
+    values = np.full(100, 0.5)
+    values[:10] = 0.6  # the ten missed positives rank above the rest of A
+    pool, strata, ranking = _bound_pool(values)
+    bound = bench._design_bound(pool, strata, ranking, labels=100)
+    assert bound["best_ratio_any_allocation_on_these_strata"] == pytest.approx(0.045)
+    assert bound["best_ratio_any_design_on_this_ranking"] == 0.0
