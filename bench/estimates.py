@@ -46,6 +46,12 @@ at 1%, 1/20 at 0.1%). The classic interval treats the sample as drawn from an en
 population; the figure is also given with its widths scaled by sqrt(1 - n/N) (``..._fpc``),
 which closes at the census and matters only when the pool is small.
 
+Beside the measured ratio, each setting reports a *design bound* (``_design_bound``), a
+diagnostic with the truth that no design uses: the best ratio any allocation on the audit's
+strata, and any design sampling by the second opinion's ranking, could reach. When the bound
+itself is above the goal, the strata or the ranking are what falls short, not the allocation
+or the estimator (docs/estimates.md, "Results with the second opinion").
+
 The model's scores are cached under var/bench-cache (keyed by the seed and the sizes), so a
 second run with other audit options skips encoding and training. Quick mode (CI): small sets,
 one epoch, a population of 50,000, 50 audits.
