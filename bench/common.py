@@ -29,6 +29,7 @@ from mlcore.backbones import build_backbone
 from mlcore.config import BackboneConfig, TrainConfig, seed_everything
 from mlcore.data import ArrayImageDataset, load_fashion_mnist, make_loader
 from mlcore.metrics import average_precision, prevalence_weights, recall_at_precision
+from mlcore.recall import default_embedder, embed_images, embedder_transform
 from mlcore.train import fit, predict_proba
 
 NUM_CLASSES = 10
@@ -428,3 +429,37 @@ def rounded(value: Any, digits: int = 4) -> Any:
     if isinstance(value, np.integer):
         return int(value)
     return value
+
+
+# Caches of the benchmarks (git-ignored) and the Lite0 embeddings of Fashion-MNIST that recall and
+# estimates share.
+BENCH_CACHE_DIR = REPO_ROOT / "var" / "bench-cache"
+LITE0_EMBEDDING_DIM = 1280
+
+
+def lite0_embeddings(indices: np.ndarray, size: int) -> tuple[np.ndarray, int]:
+    """Lite0 embeddings (N, 1280) of Fashion-MNIST train images ``indices`` at ``size`` px, as
+    the app's embedder makes them (``mlcore.recall.default_embedder``, L2-normalised), and how
+    many were computed.
+
+    An embedding depends only on the image and the frozen network, so vectors are kept in a
+    memory-mapped file under var/ (git-ignored), one row per train image, and a later run
+    (another positive class, another pool size) embeds only the images it has not seen."""
+    images, _ = fashion_mnist("train")
+    BENCH_CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    vectors_path = BENCH_CACHE_DIR / f"fashion-train-lite0-{size}.f32"
+    done_path = BENCH_CACHE_DIR / f"fashion-train-lite0-{size}.done.npy"
+    shape = (len(images), LITE0_EMBEDDING_DIM)
+    vectors = np.memmap(
+        vectors_path, dtype=np.float32, mode="r+" if vectors_path.exists() else "w+", shape=shape
+    )
+    done = np.load(done_path) if done_path.exists() else np.zeros(len(images), dtype=bool)
+    missing = indices[~done[indices]]
+    if len(missing):
+        dataset = ArrayImageDataset(images[missing], transform=embedder_transform(size))
+        loader = make_loader(dataset, batch_size=64, shuffle=False, seed=0)
+        vectors[missing] = embed_images(default_embedder(device="cpu"), loader, device="cpu")
+        vectors.flush()
+        done[missing] = True
+        np.save(done_path, done)
+    return np.asarray(vectors[indices]), len(missing)

@@ -31,10 +31,11 @@ source negatives and as many source positives as the prevalence asks).
 
 Each audit: ``score_strata`` (8 strata, the decision thresholds as boundaries; the images the
 cascade calls negative cut by rank on the logistic probe's second opinion, as the app's audit
-does once the project has labels of both classes: ``--negatives-by probe``, the default; here
-the probe is the baseline fitted on the same labeled set, on the frozen 112 px features the
-cached fit has, where the app's probe reads the vector store's 224 px embeddings; both through
-``mlcore.probe.fit_linear_probe`` and ``prior_shifted``), then four batches
+does once the project has labels of both classes: ``--negatives-by probe``, the default, the
+app's own second opinion: ``mlcore.probe.fit_linear_probe`` on the labeled set's 224 px Lite0
+embeddings, what the app's vector store holds, then ``prior_shifted``; ``trunk-probe`` cuts
+on the baseline probe of the cascade trunk's 112 px features instead, the stand-in the runs
+before 2026-12-02 used), then four batches
 of a quarter of the budget, each allocated by ``audit_allocation`` (Neyman, updated with the
 labels so far) and drawn by ``audit_draw``; the simulated annotator answers with the truth;
 ``estimate_pool`` at the end. Reported per setting over ``--audits`` audits: the coverage of the
@@ -85,7 +86,7 @@ from mlcore.pipeline import (
     predict_cascade,
     probe_baseline_scores,
 )
-from mlcore.probe import prior_shifted
+from mlcore.probe import fit_linear_probe, prior_shifted
 
 POSITIVE_CLASSES = common.RARE_POSITIVE_CLASSES
 N_STRATA = 8
@@ -94,7 +95,11 @@ CONFIDENCE = 0.95
 COVERAGE_GOAL = 0.93
 RATIO_GOALS = {0.01: 1 / 5, 0.001: 1 / 20}
 MODELS = ("cascade", "probe")
-CACHE_DIR = common.REPO_ROOT / "var" / "bench-cache"
+NEGATIVES_BY = ("probe", "trunk-probe", "score")
+# The input size of the app's embedder, whose vectors its second opinion reads
+# (labeling.ml.recall.INPUT_SIZE; tests/bench/test_estimates_bench.py checks they agree).
+SECOND_OPINION_SIZE = 224
+CACHE_DIR = common.BENCH_CACHE_DIR
 
 
 @dataclass(frozen=True)
@@ -158,9 +163,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--negatives-by",
         default="probe",
-        choices=("score", "probe"),
-        help="what the called-negative strata are cut on: the probe's second opinion, as the "
-        "app's audit does once labels of both classes exist (default), or the model's score",
+        choices=NEGATIVES_BY,
+        help="what the called-negative strata are cut on: the app's second opinion (the probe on "
+        "the vector store's 224 px embeddings), as the app's audit does once labels of both "
+        "classes exist (default); the baseline probe on the cascade trunk's 112 px features "
+        "(trunk-probe, the stand-in of the runs before 2026-12-02 11:40 UTC); or the model's "
+        "score",
     )
     parser.add_argument(
         "--model",
@@ -288,6 +296,23 @@ def _scored(rows: dict[str, np.ndarray], budget: Budget, seed: int) -> dict[str,
     return {**result, **facts, "cached": False}
 
 
+def _second_opinion(rows: dict[str, np.ndarray], seed: int) -> np.ndarray:
+    """The app's second opinion on the scored images, as ``labeling.ml.recall.
+    probe_second_opinion`` gives it: the logistic probe (``mlcore.probe.fit_linear_probe``) on
+    the embeddings the project's vector store holds (Lite0 from its ImageNet weights, 224 px,
+    L2-normalised; ``common.lite0_embeddings``, cached), fitted on the labeled set's noisy
+    labels, its probabilities moved to the labels' odds of a positive (``prior_shifted``)."""
+    every = np.concatenate([rows["train"], rows["source"]])
+    vectors, _ = common.lite0_embeddings(every, SECOND_OPINION_SIZE)
+    _, classes = common.fashion_mnist("train")
+    y = common.to_binary(classes, POSITIVE_CLASSES)[rows["train"]]
+    noisy = common.asymmetric_binary_noise(y, seed=seed).labels
+    labeled = len(rows["train"])
+    probe = fit_linear_probe(vectors[:labeled], noisy, seed=seed)
+    odds = probe.n_positive / probe.n_negative
+    return prior_shifted(probe.predict_proba(vectors[labeled:]), odds)
+
+
 def _population(
     scored: dict[str, Any], model: str, prevalence: float, size: int, seed: int
 ) -> dict[str, Any]:
@@ -317,7 +342,7 @@ def _population(
     rows = rng.permutation(rows)
     return {
         "scores": score[rows],
-        "probe": prior_shifted(scored["probe_score"], scored["probe_prior_odds"])[rows],
+        "second_opinion": np.asarray(scored["second_opinion"], dtype=np.float64)[rows],
         "decision": decision[rows],
         "truth": truth[rows].astype(np.int64),
         "cut_points": cut_points,
@@ -436,7 +461,7 @@ def _setting(
         n_strata=n_strata,
         cut_points=pool["cut_points"],
         decision=decision,
-        negatives_by=pool["probe"] if negatives_by == "probe" else None,
+        negatives_by=None if negatives_by == "score" else pool["second_opinion"],
     )
     started = time.perf_counter()
     stratified = [
@@ -475,7 +500,7 @@ def _setting(
     # approximation for a proportion among the sampled positives) it closes at the census.
     corrected = widths * np.sqrt(np.maximum(0.0, 1.0 - grid / len(truth)))
     needed_fpc = _labels_for_fpc(grid, corrected, target_width)
-    ranking = pool["probe"] if negatives_by == "probe" else scores
+    ranking = scores if negatives_by == "score" else pool["second_opinion"]
     for row, width in zip(uniform_rows, corrected, strict=True):
         row["recall"]["mean_width_fpc"] = float(width)
     return {
@@ -670,6 +695,10 @@ def run(
     scored["probe_prior_odds"] = scored["labeled_positives"] / (
         len(rows["train"]) - scored["labeled_positives"]
     )
+    if negatives_by == "probe":
+        scored["second_opinion"] = _second_opinion(rows, seed)
+    else:
+        scored["second_opinion"] = prior_shifted(scored["probe_score"], scored["probe_prior_odds"])
     figures: dict[str, Any] = {
         "protocol": {
             "positive_classes": list(POSITIVE_CLASSES),

@@ -32,15 +32,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from bench import common
-from mlcore.data import ArrayImageDataset, make_loader
 from mlcore.metrics import average_precision
 from mlcore.probe import fit_linear_probe, probe_rank
 from mlcore.recall import (
     AGGREGATES,
     DEFAULT_TEMPERATURE,
-    default_embedder,
-    embed_images,
-    embedder_transform,
     nearest_neighbours,
 )
 
@@ -51,8 +47,6 @@ LABELED_POSITIVES = 20
 LABELED_NEGATIVES = 200
 TOP = 100
 EMBED_SIZE = 112
-EMBEDDING_DIM = 1280
-CACHE_DIR = common.REPO_ROOT / "var" / "bench-cache"
 METHODS = (*(f"similarity_{name}" for name in AGGREGATES), "probe")
 
 
@@ -96,32 +90,6 @@ def _pool(budget: Budget, seed: int) -> tuple[np.ndarray, np.ndarray]:
     )
     chosen.sort()
     return chosen, positive[chosen].astype(np.int64)
-
-
-def _embed(indices: np.ndarray, size: int) -> tuple[np.ndarray, int]:
-    """Lite0 embeddings (N, 1280) of train images ``indices``, and how many were computed.
-
-    An embedding depends only on the image and the frozen network, so vectors are kept in a
-    memory-mapped file under var/ (git-ignored), one row per train image, and a later run
-    (another positive class, another pool size) embeds only the images it has not seen."""
-    images, _ = common.fashion_mnist("train")
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    vectors_path = CACHE_DIR / f"fashion-train-lite0-{size}.f32"
-    done_path = CACHE_DIR / f"fashion-train-lite0-{size}.done.npy"
-    shape = (len(images), EMBEDDING_DIM)
-    vectors = np.memmap(
-        vectors_path, dtype=np.float32, mode="r+" if vectors_path.exists() else "w+", shape=shape
-    )
-    done = np.load(done_path) if done_path.exists() else np.zeros(len(images), dtype=bool)
-    missing = indices[~done[indices]]
-    if len(missing):
-        dataset = ArrayImageDataset(images[missing], transform=embedder_transform(size))
-        loader = make_loader(dataset, batch_size=64, shuffle=False, seed=0)
-        vectors[missing] = embed_images(default_embedder(device="cpu"), loader, device="cpu")
-        vectors.flush()
-        done[missing] = True
-        np.save(done_path, done)
-    return np.asarray(vectors[indices]), len(missing)
 
 
 def _metrics(ranked: np.ndarray, eligible: np.ndarray, y: np.ndarray, scores: np.ndarray):
@@ -227,7 +195,7 @@ def run(
         raise ValueError("draws must be >= 2 (the summary reports a standard deviation)")
     started = time.perf_counter()
     indices, y = _pool(budget, seed)
-    embeddings, embedded = _embed(indices, budget.embed_size)
+    embeddings, embedded = common.lite0_embeddings(indices, budget.embed_size)
     embed_seconds = time.perf_counter() - started
     outcomes = [
         _one_draw(embeddings, y, seed=seed * 1000 + draw, temperature=temperature)

@@ -57,8 +57,9 @@ def _scored(n_neg=900, n_pos=100):
         "cascade_cut_points": [0.5],
         "probe_score": score,
         "probe_cut_points": [0.7],
-        # What run() adds: the probe's labeled set's odds of a positive.
+        # What run() adds: the probe's labeled set's odds of a positive and the second opinion.
         "probe_prior_odds": n_pos / n_neg,
+        "second_opinion": 1.0 - score,
     }
 
 
@@ -70,6 +71,7 @@ def test_the_bootstrap_population_has_the_asked_size_and_prevalence_and_keeps_ea
     assert np.array_equal(pool["decision"], pool["scores"] >= 0.5)
     assert (pool["scores"][pool["truth"] == 1] >= 0.4).all()
     assert pool["distinct_positives"] <= 100 and pool["cut_points"] == [0.5]
+    assert np.allclose(pool["second_opinion"], 1.0 - pool["scores"])
     probe = bench._population(scored, "probe", 0.01, 50_000, seed=3)
     assert np.array_equal(probe["decision"], probe["scores"] >= 0.7)
     assert int(probe["truth"].sum()) == 500
@@ -129,3 +131,9 @@ def test_a_ranking_that_puts_the_misses_first_has_no_variance_left():
     bound = bench._design_bound(pool, strata, ranking, labels=100)
     assert bound["best_ratio_any_allocation_on_these_strata"] == pytest.approx(0.045)
     assert bound["best_ratio_any_design_on_this_ranking"] == 0.0
+
+
+def test_the_second_opinion_reads_the_app_embedders_input_size():
+    from labeling.ml.recall import INPUT_SIZE
+
+    assert bench.SECOND_OPINION_SIZE == INPUT_SIZE
