@@ -301,7 +301,7 @@ def _second_opinion(rows: dict[str, np.ndarray], seed: int) -> np.ndarray:
     probe_second_opinion`` gives it: the logistic probe (``mlcore.probe.fit_linear_probe``) on
     the embeddings the project's vector store holds (Lite0 from its ImageNet weights, 224 px,
     L2-normalised; ``common.lite0_embeddings``, cached), fitted on the labeled set's noisy
-    labels, its probabilities moved to the labels' odds of a positive (``prior_shifted``)."""
+    labels, its probabilities moved to the labels' odds of a positive (``predict_rate``)."""
     every = np.concatenate([rows["train"], rows["source"]])
     vectors, _ = common.lite0_embeddings(every, SECOND_OPINION_SIZE)
     _, classes = common.fashion_mnist("train")
@@ -309,8 +309,7 @@ def _second_opinion(rows: dict[str, np.ndarray], seed: int) -> np.ndarray:
     noisy = common.asymmetric_binary_noise(y, seed=seed).labels
     labeled = len(rows["train"])
     probe = fit_linear_probe(vectors[:labeled], noisy, seed=seed)
-    odds = probe.n_positive / probe.n_negative
-    return prior_shifted(probe.predict_proba(vectors[labeled:]), odds)
+    return probe.predict_rate(vectors[labeled:])
 
 
 def _population(

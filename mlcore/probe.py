@@ -87,6 +87,16 @@ class LinearProbe:
         matrix = _prepare(embeddings, normalize=self.normalize)
         return self.model.predict_proba(matrix)[:, 1]
 
+    @property
+    def labels_odds(self) -> float:
+        """The odds of a positive among the labels it was fitted on."""
+        return self.n_positive / self.n_negative
+
+    def predict_rate(self, embeddings: np.ndarray) -> np.ndarray:
+        """(N,) probabilities moved from the probe's balanced classes to its labels' odds of a
+        positive (:func:`prior_shifted`): a rate, where :meth:`predict_proba` is a ranking."""
+        return prior_shifted(self.predict_proba(embeddings), self.labels_odds)
+
 
 @dataclass(frozen=True)
 class ProbeRanking:

@@ -43,7 +43,7 @@ from django.core.files.storage import Storage, default_storage
 
 from mlcore.config import resolve_device
 from mlcore.embedding import embed_pipeline
-from mlcore.probe import fit_linear_probe, prior_shifted, probe_rank
+from mlcore.probe import fit_linear_probe, probe_rank
 from mlcore.recall import (
     AGGREGATES,
     DEFAULT_TEMPERATURE,
@@ -379,7 +379,7 @@ def probe_second_opinion(
     logistic probe (mlcore.probe.fit_linear_probe) on the project's stored embeddings, fitted
     on `labeled_rows` with `labels` {image id: 0/1}, its probability for each of `frame_rows`
     (in their order) moved from its balanced classes to the labels' own odds of a positive
-    (mlcore.probe.prior_shifted). Embeds what the store lacks first (`on_batch` as in
+    (mlcore.probe.LinearProbe.predict_rate). Embeds what the store lacks first (`on_batch` as in
     `embed_rows`). Returns (values or None, facts): None when the probe cannot be fitted (an
     unreadable image left one class empty) or an image of the frame has no vector."""
     store = project_store(project_id)
@@ -397,6 +397,5 @@ def probe_second_opinion(
     values = np.empty(len(ids), dtype=np.float64)
     for start in range(0, len(ids), PROBE_SCORE_BLOCK):
         block = ids[start : start + PROBE_SCORE_BLOCK]
-        values[start : start + len(block)] = probe.predict_proba(store.get(block))
-    odds = probe.n_positive / probe.n_negative
-    return prior_shifted(values, odds), {**facts, "prior_odds": odds}
+        values[start : start + len(block)] = probe.predict_rate(store.get(block))
+    return values, {**facts, "prior_odds": probe.labels_odds}

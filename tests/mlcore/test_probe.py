@@ -65,3 +65,15 @@ def test_probe_refuses_one_class_and_bad_shapes():
         probe.fit_linear_probe(x, y[:10], seed=0)
     with pytest.raises(ValueError, match="0 \\(negative\\) or 1"):
         probe.fit_linear_probe(x, y * 2, seed=0)
+
+
+def test_predict_rate_moves_the_balanced_probabilities_to_the_labels_odds():
+    x, y, _ = _separable()
+    fitted = probe.fit_linear_probe(x, y, seed=0)
+    assert fitted.labels_odds == pytest.approx(40 / 1160)
+    balanced = fitted.predict_proba(x)
+    rates = fitted.predict_rate(x)
+    assert np.allclose(rates, probe.prior_shifted(balanced, 40 / 1160))
+    # The same ranking, on the scale of the labels' rate: far lower than the balanced scores.
+    assert np.array_equal(np.argsort(rates, kind="stable"), np.argsort(balanced, kind="stable"))
+    assert rates.mean() < balanced.mean() / 2
